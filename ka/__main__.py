@@ -1,0 +1,3 @@
+from ka.cli import run
+
+run()

@@ -1,0 +1,77 @@
+"""kernel-agent's exceptions.
+
+Each carries a message meant for the user and the exit code the CLI returns
+for it; :func:`ka.cli.main` is the one place that turns them into output.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+
+
+class KaError(Exception):
+    """Base of every error kernel-agent reports to its user."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class BadInput(KaError):
+    """The user's input (arguments, manifest, patch tree) is wrong; nothing was changed."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class UnknownHost(BadInput):
+    """A host name that has no manifest."""
+
+    def __init__(self, host: str, known: list[str]) -> None:
+        hint = ", ".join(known) if known else "none: fleet/ holds no manifests"
+        super().__init__(f"unknown host '{host}' (no fleet/{host}.yaml); known hosts: {hint}")
+        self.host = host
+
+
+class Problem:
+    """One validation finding, located in a file (and line, when known)."""
+
+    __slots__ = ("field", "file", "line", "message")
+
+    def __init__(self, file: str, line: int | None, field: str, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        field = f" {self.field}:" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        """The finding as JSON-ready data."""
+        return {"file": self.file, "line": self.line, "field": self.field,
+                "message": self.message}
+
+
+class ManifestError(BadInput):
+    """A manifest, or the patch tree it names, is invalid."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class ToolMissing(KaError):
+    """A program kernel-agent needs is not installed."""
+
+    def __init__(self, program: str) -> None:
+        super().__init__(
+            f"'{program}' is not installed or not on PATH; install it "
+            f"(Debian: apt-get install {program}) and try again"
+        )
+
+
+class KernelTreeError(BadInput):
+    """The kernel tree is missing, not a git repository, or lacks the baseline."""

@@ -1,0 +1,94 @@
+"""The one place kernel-agent starts other programs.
+
+Every git, ssh or packaging call goes through :func:`run`.  It takes the
+working directory and extra environment as arguments and never touches the
+process's own directory or environment, so concurrent jobs cannot disturb
+each other (the b4 lesson).  It logs the argv, exit code and duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ka.errors import ToolMissing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a finished command returned."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def text(self) -> str:
+        """Standard output decoded as UTF-8 (invalid bytes replaced)."""
+        return self.stdout.decode("utf-8", "replace")
+
+    def err(self) -> str:
+        """Standard error decoded as UTF-8 (invalid bytes replaced)."""
+        return self.stderr.decode("utf-8", "replace")
+
+
+class CommandFailed(Exception):
+    """A command exited non-zero where success was required."""
+
+    def __init__(self, result: Completed) -> None:
+        self.result = result
+        tail = result.err().strip().splitlines()[-5:]
+        super().__init__(
+            f"{result.argv[0]} exited {result.returncode}: " + " | ".join(tail)
+        )
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> Completed:
+    """Run ``argv`` (never through a shell) and capture its output.
+
+    ``env`` holds variables added to (or overriding) the inherited
+    environment for this child only.  With ``check`` a non-zero exit raises
+    :class:`CommandFailed`.
+    """
+    args = tuple(os.fspath(a) for a in argv)
+    child_env = None if env is None else {**os.environ, **env}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            args,
+            cwd=None if cwd is None else Path(cwd),
+            env=child_env,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissing(args[0]) from exc
+    result = Completed(args, proc.returncode, proc.stdout, proc.stderr,
+                       time.monotonic() - start)
+    log.debug("ran %s -> %d in %.3fs", " ".join(args[:6]), result.returncode,
+              result.seconds)
+    if check and not result.ok:
+        raise CommandFailed(result)
+    return result
