@@ -1,0 +1,220 @@
+"""Read the kernel-agent repository: from a working tree or from a commit.
+
+Promote reads ``fleet/`` and ``patches/`` through a :class:`RepoView`, so
+the same code serves the operator's checkout and a pushed commit read
+straight from git objects (no checkout).  Both views refuse paths that
+leave the repository and symlinks that point outside ``patches/``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ka.errors import BadInput
+from ka.runner import run
+
+FILE, DIR = "file", "dir"
+_MAX_LINKS = 8
+
+
+class PathEscapes(Exception):
+    """A path, or a symlink it goes through, leaves the area it must stay in."""
+
+
+class RepoView(Protocol):
+    """Read-only access to the repository's files by POSIX relative path."""
+
+    root: Path
+    rev: str | None
+
+    def kind(self, path: str) -> str | None:
+        """``"file"``, ``"dir"`` or None; follows symlinks that stay inside ``jail``."""
+
+    def read(self, path: str) -> bytes:
+        """The bytes of a file."""
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in a folder, sorted by code point."""
+
+    def display(self, path: str) -> str:
+        """How to name ``path`` in messages."""
+
+
+def clean_relpath(path: str) -> str | None:
+    """Normalise a repository-relative path; None when it is absolute or leaves the root."""
+    if not path or path.startswith("/") or "\0" in path:
+        return None
+    norm = posixpath.normpath(path)
+    if norm == ".." or norm.startswith("../"):
+        return None
+    return norm
+
+
+def _inside(path: str, jail: str) -> bool:
+    return path == jail or path.startswith(jail + "/")
+
+
+class WorkTree:
+    """A view of the repository's files on disk."""
+
+    def __init__(self, root: Path, jail: str = "") -> None:
+        self.root = root.resolve()
+        self.rev: str | None = None
+        self.jail = jail
+
+    def _real(self, path: str) -> Path:
+        real = (self.root / path).resolve()
+        try:
+            rel = real.relative_to(self.root).as_posix()
+        except ValueError:
+            raise PathEscapes(path) from None
+        rel = "" if rel == "." else rel
+        for area in ("patches", "fleet"):
+            if _inside(path, area) and not _inside(rel, area):
+                raise PathEscapes(path)
+        return real
+
+    def kind(self, path: str) -> str | None:
+        real = self._real(path)
+        if real.is_dir():
+            return DIR
+        return FILE if real.is_file() else None
+
+    def read(self, path: str) -> bytes:
+        return self._real(path).read_bytes()
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(p.name for p in self._real(path).iterdir())
+
+    def display(self, path: str) -> str:
+        return path
+
+
+@dataclass(frozen=True)
+class _Entry:
+    mode: str
+    oid: str
+
+
+class GitTree:
+    """A view of ``fleet/``, ``patches/`` (and anything else) at one commit, read from objects."""
+
+    def __init__(self, repo: Path, rev: str) -> None:
+        self.root = repo
+        self.rev = resolve_commit(repo, rev)
+        self._entries = self._list()
+        self._dirs = self._folders()
+        self._cache: dict[str, bytes] = {}
+
+    def _list(self) -> dict[str, _Entry]:
+        out = run(["git", "-C", self.root, "ls-tree", "-r", "-z", "--full-tree", self.rev]).stdout
+        entries = {}
+        for record in out.split(b"\0"):
+            if not record:
+                continue
+            meta, _, name = record.partition(b"\t")
+            mode, _type, oid = meta.decode().split()
+            entries[name.decode("utf-8", "surrogateescape")] = _Entry(mode, oid)
+        return entries
+
+    def _folders(self) -> dict[str, set[str]]:
+        dirs: dict[str, set[str]] = {"": set()}
+        for path in self._entries:
+            parent, _, name = path.rpartition("/")
+            while True:
+                dirs.setdefault(parent, set()).add(name)
+                if not parent:
+                    break
+                parent, _, name = parent.rpartition("/")
+        return dirs
+
+    def _resolve(self, path: str) -> str:
+        """Follow symlinks (stored as blobs) in every component of ``path``."""
+        for _ in range(_MAX_LINKS):
+            hop = self._first_link(path)
+            if hop is None:
+                break
+            link, rest = hop
+            target = self._blob(self._entries[link].oid).decode("utf-8", "surrogateescape")
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(link), target, rest))
+            if target.startswith("/") or clean_relpath(joined) is None:
+                raise PathEscapes(path)
+            self._check_area(path, joined)
+            path = joined
+        else:
+            raise PathEscapes(path)
+        return path
+
+    def _check_area(self, asked: str, real: str) -> None:
+        for area in ("patches", "fleet"):
+            if _inside(asked, area) and not _inside(real, area):
+                raise PathEscapes(asked)
+
+    def _first_link(self, path: str) -> tuple[str, str] | None:
+        parts = path.split("/")
+        for i in range(1, len(parts) + 1):
+            head = "/".join(parts[:i])
+            entry = self._entries.get(head)
+            if entry is not None and entry.mode == "120000":
+                return head, "/".join(parts[i:])
+        return None
+
+    def _blob(self, oid: str) -> bytes:
+        if oid not in self._cache:
+            self._cache[oid] = run(["git", "-C", self.root, "cat-file", "blob", oid]).stdout
+        return self._cache[oid]
+
+    def kind(self, path: str) -> str | None:
+        path = self._resolve(path)
+        if path in self._dirs:
+            return DIR
+        entry = self._entries.get(path)
+        return FILE if entry is not None and entry.mode.startswith("100") else None
+
+    def read(self, path: str) -> bytes:
+        real = self._resolve(path)
+        entry = self._entries.get(real)
+        if entry is None or not entry.mode.startswith("100"):
+            raise FileNotFoundError(f"{self.display(path)}: not a file")
+        return self._blob(entry.oid)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(self._dirs.get(self._resolve(path), ()))
+
+    def display(self, path: str) -> str:
+        return f"{self.rev[:12]}:{path}"
+
+
+def resolve_commit(repo: Path, rev: str) -> str:
+    """The full commit id of ``rev`` in ``repo``, or a BadInput naming it."""
+    if rev.startswith("-"):
+        raise BadInput(f"--rev {rev!r}: not a revision")
+    res = run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+               f"{rev}^{{commit}}"], check=False)
+    if not res.ok:
+        raise BadInput(f"--rev {rev}: no such commit in {repo}")
+    return res.text().strip()
+
+
+def find_repo(start: Path) -> Path:
+    """The nearest folder at or above ``start`` holding both ``fleet/`` and ``patches/``."""
+    here = start.resolve()
+    for folder in (here, *here.parents):
+        if (folder / "fleet").is_dir() and (folder / "patches").is_dir():
+            return folder
+    raise BadInput(
+        f"{start}: no kernel-agent repository here or above (a folder with fleet/ and patches/); "
+        "run from inside one or give --repo DIR"
+    )
+
+
+def git_toplevel(folder: Path) -> Path | None:
+    """The git work tree (or bare repository) holding ``folder``, if any."""
+    res = run(["git", "-C", folder, "rev-parse", "--show-toplevel"], check=False)
+    if res.ok and res.text().strip():
+        return Path(res.text().strip())
+    bare = run(["git", "-C", folder, "rev-parse", "--is-bare-repository"], check=False)
+    return folder if bare.ok and bare.text().strip() == "true" else None
