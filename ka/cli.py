@@ -1,0 +1,227 @@
+"""Command-line entry points: ``ka`` and the ``ka-<verb>`` shortcuts.
+
+:func:`main` is the one error boundary: kernel-agent errors become a message
+on stderr and their exit code (0 passed, 1 a check failed, 2 bad input,
+3 environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ka import __version__
+from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaError
+from ka.report import print_promote, print_status
+from ka.settings import resolve
+
+log = logging.getLogger("ka")
+NOT_BUILT = {"build": "ka-build", "install": "ka-install", "bot": "ka-bot"}
+
+
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hosts", nargs="*", metavar="HOST")
+    p.add_argument("--all", action="store_true", help="every host in fleet/")
+    p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    p.add_argument("--rev", metavar="REV", help="read fleet/ and patches/ from this commit, no checkout")
+    p.add_argument("--kernel-tree", metavar="PATH", help="kernel git tree (default: $KA_KERNEL_TREE)")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write the patch (one host only)")
+    p.add_argument("--out-dir", metavar="DIR", help="folder for <host>/<host>-cumulative.patch (default: out/)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_promote)
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hosts", nargs="*", metavar="HOST")
+    p.add_argument("--repo", metavar="DIR")
+    p.add_argument("--out-dir", metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    bsub = p.add_subparsers(dest="baseline_cmd", required=True)
+    imp = bsub.add_parser("import", help="turn a kernel source tarball into a git tree with a tag")
+    imp.add_argument("tarball", metavar="TARBALL")
+    imp.add_argument("--tree", required=True, metavar="PATH", help="git tree to create or add to")
+    imp.add_argument("--ref", metavar="TAG", help="tag name (default: from the Makefile, e.g. v6.12.117)")
+    imp.set_defaults(func=cmd_baseline_import)
+
+
+def build_parser(prog: str = "ka") -> argparse.ArgumentParser:
+    """The ``ka`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog=prog, description="kernel-agent: fleet kernels from one repository")
+    parser.add_argument("--version", action="version", version=f"kernel-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for verb, (fill, text) in VERBS.items():
+        fill(sub.add_parser(verb, help=text, description=text))
+    return parser
+
+
+def _not_built_args(verb: str) -> Callable[[argparse.ArgumentParser], None]:
+    def fill(p: argparse.ArgumentParser) -> None:
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_not_built, verb=verb)
+    return fill
+
+
+VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
+    "promote": (_promote_args, "build and check the cumulative patch of hosts"),
+    "status": (_status_args, "the fleet at a glance"),
+    "baseline": (_baseline_args, "manage kernel baselines"),
+    **{v: (_not_built_args(v), f"{cmd} (not built yet)") for v, cmd in NOT_BUILT.items()},
+}
+
+
+def verb_parser(verb: str) -> argparse.ArgumentParser:
+    """A stand-alone parser for ``ka-<verb>``."""
+    fill, text = VERBS[verb]
+    parser = argparse.ArgumentParser(prog=f"ka-{verb}", description=text)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    fill(parser)
+    return parser
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """``ka promote``."""
+    from ka import promote
+    from ka.baseline import KernelTree
+    from ka.manifest import check_host_name, list_hosts
+    from ka.repo import GitTree, WorkTree
+
+    if bool(args.hosts) == bool(args.all):
+        raise BadInput("name one or more hosts, or give --all")
+    if args.output and (args.all or len(args.hosts) != 1):
+        raise BadInput("-o FILE needs exactly one host")
+    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
+    view = GitTree(settings.repo, args.rev) if args.rev else WorkTree(settings.repo)
+    hosts = list_hosts(view) if args.all else args.hosts
+    if not hosts:
+        raise BadInput(f"{view.display('fleet/')}: no host manifests")
+    for host in hosts:
+        check_host_name(view, host)
+    plans = promote.plan_hosts(view, hosts)
+    kernel = KernelTree(settings.kernel_tree) if settings.kernel_tree else None
+    rev = view.rev or _worktree_rev(settings.repo)
+    live = None if args.json or len(hosts) == 1 else _live_line
+    results = promote.promote_many(plans, kernel, rev, on_done=live)
+    for plan, result in zip(plans, results, strict=False):
+        out = Path(args.output) if args.output else promote.default_patch_path(settings.out_dir, result.host)
+        promote.write_outputs(plan, result, out if out.is_absolute() else settings.repo / out)
+    if args.json:
+        data = [r.as_dict() for r in results]
+        print(json.dumps(data if args.all or len(results) > 1 else data[0], indent=2))
+    else:
+        print_promote(results, settings.repo, brief=len(results) > 1, printed=live is not None)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_CHECK_FAILED
+
+
+def _live_line(result) -> None:  # type: ignore[no-untyped-def]
+    from ka.report import promote_line
+
+    print(promote_line(result), flush=True)
+
+
+def _worktree_rev(repo: Path) -> str | None:
+    from ka.runner import run
+
+    head = run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", "HEAD"], check=False)
+    if not head.ok:
+        return None
+    dirty = run(["git", "-C", repo, "status", "--porcelain", "--", "fleet", "patches"], check=False)
+    return head.text().strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``ka status``."""
+    from ka.manifest import check_host_name
+    from ka.repo import WorkTree
+    from ka.status import fleet_status
+
+    settings = resolve(args.repo, None, args.out_dir, None, Path.cwd())
+    view = WorkTree(settings.repo)
+    for host in args.hosts:
+        check_host_name(view, host)
+    rows = fleet_status(view, settings.out_dir, args.hosts or None)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print_status(rows)
+    return EXIT_BAD_INPUT if any(r.error for r in rows) else EXIT_OK
+
+
+def cmd_baseline_import(args: argparse.Namespace) -> int:
+    """``ka baseline import``."""
+    from ka.kernel_import import import_tarball
+
+    def progress(files: int) -> None:
+        print(f"  {files} files…", file=sys.stderr, flush=True)
+
+    print(f"importing {args.tarball} into {args.tree}", file=sys.stderr)
+    result = import_tarball(Path(args.tarball), Path(args.tree), args.ref, progress)
+    print(f"{result.tree}: tag {result.ref} -> {result.commit} ({result.files} files)")
+    return EXIT_OK
+
+
+def cmd_not_built(args: argparse.Namespace) -> int:
+    """Verbs whose issues have not landed yet."""
+    print(f"{NOT_BUILT[args.verb]}: not built yet; it comes with its own issue", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None, verb: str | None = None) -> int:
+    """Run ``ka`` (or ``ka-<verb>``); the one place errors become exit codes."""
+    parser = verb_parser(verb) if verb else build_parser()
+    prog = parser.prog
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except KaError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _verb(verb: str) -> Callable[[], int]:
+    def entry() -> int:
+        return main(sys.argv[1:], verb=verb)
+    return entry
+
+
+def run() -> None:
+    """Console script ``ka``."""
+    sys.exit(main())
+
+
+def promote_main() -> None:
+    """Console script ``ka-promote``."""
+    sys.exit(_verb("promote")())
+
+
+def status_main() -> None:
+    """Console script ``ka-status``."""
+    sys.exit(_verb("status")())
+
+
+def build_main() -> None:
+    """Console script ``ka-build`` (not built yet)."""
+    sys.exit(_verb("build")())
+
+
+def install_main() -> None:
+    """Console script ``ka-install`` (not built yet)."""
+    sys.exit(_verb("install")())
+
+
+def bot_main() -> None:
+    """Console script ``ka-bot`` (not built yet)."""
+    sys.exit(_verb("bot")())

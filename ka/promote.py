@@ -1,0 +1,189 @@
+"""ka-promote: build, check and record each host's cumulative patch.
+
+Work happens in three phases so that bad input changes nothing: every host
+is planned (manifest, series, canonical read and validated) and every
+baseline resolved first; then the apply checks run, in parallel; only then
+are the outputs written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ka.baseline import ApplyFailure, KernelTree, check_applies
+from ka.cumulative import Cumulative, concatenate
+from ka.errors import BadInput, ManifestError, Problem
+from ka.manifest import Manifest, load_manifest
+from ka.parity import UNSET, ParityResult, compare
+from ka.repo import FILE, PathEscapes, RepoView
+from ka.series import Series, resolve_series
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Everything promote needs for one host, read and validated."""
+
+    manifest: Manifest
+    series: list[Series]
+    cumulative: Cumulative
+    canonical: bytes | None
+
+
+@dataclass
+class PromoteResult:
+    """The outcome of promoting one host."""
+
+    host: str
+    rev: str | None
+    baseline: str
+    b2sum: str
+    bytes: int
+    series: list[dict[str, object]]
+    applies: bool | None = None
+    baseline_commit: str | None = None
+    failure: ApplyFailure | None = None
+    parity: ParityResult = field(default_factory=lambda: ParityResult(UNSET))
+    patch: str | None = None
+    seconds: float = 0.0
+    offsets: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no check that ran failed."""
+        return self.applies is not False and self.parity.state != "mismatch"
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON shape of ``ka-promote --json``."""
+        return {
+            "host": self.host, "rev": self.rev, "baseline": self.baseline,
+            "baseline_commit": self.baseline_commit, "b2sum": self.b2sum, "bytes": self.bytes,
+            "patch": self.patch, "series": self.series, "applies": self.applies,
+            "failure": self.failure.as_dict() if self.failure else None,
+            "parity": self.parity.state, "parity_detail": self.parity.as_dict(),
+            "offsets": self.offsets, "seconds": round(self.seconds, 3), "ok": self.ok,
+        }
+
+
+def plan_host(view: RepoView, host: str) -> HostPlan:
+    """Read and validate one host's manifest, series and parity reference."""
+    manifest = load_manifest(view, host)
+    series = resolve_series(view, manifest)
+    return HostPlan(manifest, series, concatenate(series), _canonical(view, manifest))
+
+
+def _canonical(view: RepoView, manifest: Manifest) -> bytes | None:
+    path = manifest.parity.canonical
+    if path is None:
+        return None
+    try:
+        found = view.kind(path) == FILE
+    except PathEscapes:
+        found = False
+    if not found:
+        raise ManifestError([Problem(manifest.path, manifest.parity.canonical_line, "parity.canonical",
+                                     f"{path} does not exist in the repository")])
+    return view.read(path)
+
+
+def plan_hosts(view: RepoView, hosts: list[str]) -> list[HostPlan]:
+    """Plan every host; raise one error that lists the problems of all of them."""
+    plans, problems, others = [], [], []
+    for host in hosts:
+        try:
+            plans.append(plan_host(view, host))
+        except ManifestError as exc:
+            problems.extend(exc.problems)
+        except BadInput as exc:
+            others.append(str(exc))
+    if others:
+        raise BadInput("\n".join(others + [str(p) for p in problems]))
+    if problems:
+        raise ManifestError(problems)
+    return plans
+
+
+def resolve_baselines(kernel: KernelTree | None, plans: list[HostPlan]) -> dict[str, str]:
+    """Resolve every host's ``baseline.ref``: errors now, before any work."""
+    if kernel is None:
+        return {}
+    cache: dict[str, str] = {}
+    for p in plans:
+        ref = p.manifest.baseline_ref
+        if ref not in cache:
+            cache[ref] = kernel.commit(ref, f"{p.manifest.path}: baseline.ref")
+    return cache
+
+
+def promote_one(plan: HostPlan, kernel: KernelTree | None, commits: dict[str, str],
+                rev: str | None) -> PromoteResult:
+    """Check one planned host: baseline (when a kernel tree is given) and parity."""
+    start = time.monotonic()
+    m = plan.manifest
+    result = PromoteResult(host=m.host, rev=rev, baseline=m.baseline_ref, b2sum=plan.cumulative.b2sum,
+                           bytes=len(plan.cumulative.data), series=[s.as_dict() for s in plan.series])
+    if kernel is not None:
+        applied = check_applies(kernel, commits[m.baseline_ref], plan.series, plan.cumulative.data)
+        result.applies, result.failure = applied.applies, applied.failure
+        result.baseline_commit, result.offsets = applied.commit, applied.offsets
+    result.parity = compare(plan.cumulative, m.parity.b2sum, plan.canonical, m.parity.canonical or "canonical")
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def promote_many(plans: list[HostPlan], kernel: KernelTree | None, rev: str | None,
+                 on_done: Callable[[PromoteResult], None] | None = None,
+                 workers: int | None = None) -> list[PromoteResult]:
+    """Promote every plan, in parallel; results come back in plan order."""
+    commits = resolve_baselines(kernel, plans)
+    workers = workers or max(1, min(len(plans), os.cpu_count() or 2, 4))
+
+    def one(plan: HostPlan) -> PromoteResult:
+        result = promote_one(plan, kernel, commits, rev)
+        if on_done:
+            on_done(result)
+        return result
+
+    if workers == 1 or len(plans) == 1:
+        return [one(p) for p in plans]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, plans))
+
+
+def write_outputs(plan: HostPlan, result: PromoteResult, patch_path: Path) -> None:
+    """Write the patch, its ``.b2sum`` (b2sum format) and the ``.json`` record, atomically."""
+    patch_path.parent.mkdir(parents=True, exist_ok=True)
+    result.patch = str(patch_path)
+    _atomic_write(patch_path, plan.cumulative.data)
+    _atomic_write(patch_path.with_name(patch_path.name + ".b2sum"),
+                  f"{result.b2sum}  {patch_path.name}\n".encode())
+    record = {**result.as_dict(), "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+              "description": plan.manifest.description,
+              "patches": sum(len(s.patches) for s in plan.series)}
+    _atomic_write(patch_path.with_name(patch_path.name + ".json"),
+                  (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # the same mode whatever the umask
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def default_patch_path(out_dir: Path, host: str) -> Path:
+    """``<out>/<host>/<host>-cumulative.patch``."""
+    return out_dir / host / f"{host}-cumulative.patch"
+

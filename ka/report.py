@@ -1,0 +1,97 @@
+"""Human-readable output of the verbs (``--json`` prints the data as is)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ka.promote import PromoteResult
+from ka.status import HostStatus
+
+
+def _applies_word(applies: bool | None) -> str:
+    return {True: "applies", False: "DOES NOT APPLY", None: "not checked"}[applies]
+
+
+def promote_line(r: PromoteResult) -> str:
+    """One line per host, as ``--all`` prints it."""
+    parity = "PARITY MISMATCH" if r.parity.state == "mismatch" else f"parity {r.parity.state}"
+    line = (f"{r.host:<12} {r.baseline:<12} {r.b2sum[:12]}  {_applies_word(r.applies):<14} "
+            f"{parity:<15} {r.seconds:5.2f}s")
+    if r.failure:
+        line += f"\n  {r.failure.patch}: {r.failure.detail}"
+    if r.parity.state == "mismatch":
+        line += f"\n  {r.parity.reason}"
+    return line
+
+
+def _rel(path: str | None, repo: Path) -> str:
+    if path is None:
+        return "-"
+    try:
+        return os.path.relpath(path, Path.cwd()) if not path.startswith(str(repo)) else \
+            str(Path(path).relative_to(repo))
+    except ValueError:
+        return path
+
+
+def _detail(r: PromoteResult, repo: Path) -> str:
+    patches = sum(len(s["patches"]) for s in r.series)  # type: ignore[arg-type]
+    lines = [f"{r.host}: {patches} patches in {len(r.series)} series, {r.bytes} bytes",
+             f"{r.b2sum}  {_rel(r.patch, repo)}"]
+    base = f"baseline {r.baseline}"
+    if r.baseline_commit:
+        base += f" ({r.baseline_commit[:12]})"
+    lines.append(f"{base}: {_applies_word(r.applies)}"
+                 + ("" if r.applies is not None else " (no kernel tree: --kernel-tree or KA_KERNEL_TREE)"))
+    if r.failure:
+        lines.append(f"  first failing patch: {r.failure.patch} (series {r.failure.series})")
+        lines.append(f"  {r.failure.detail}")
+        lines.extend(f"  git: {g}" for g in r.failure.git.splitlines()[:4])
+    lines.append(f"parity: {r.parity.state}" + (f": {r.parity.reason}" if r.parity.reason else ""))
+    if r.parity.excerpt:
+        lines.extend("  " + ln for ln in r.parity.excerpt.splitlines())
+    return "\n".join(lines)
+
+
+def print_promote(results: list[PromoteResult], repo: Path, brief: bool, printed: bool) -> None:
+    """Print promote results: a block for one host, one line each for many."""
+    if not brief:
+        print(_detail(results[0], repo))
+        return
+    if not printed:
+        for r in results:
+            print(promote_line(r))
+    failed = [r.host for r in results if not r.ok]
+    print(f"{len(results)} hosts, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
+
+
+def _status_cells(r: HostStatus) -> list[str]:
+    if r.error:
+        return [r.host, "-", "-", "-", "-", "-", "-", f"manifest error: {r.error}"]
+    promoted = (r.promoted_at or "never").replace("+00:00", "Z")
+    if r.stale:
+        promoted += " (stale)"
+    return [r.host, r.baseline or "-", str(r.series), str(r.patches), (r.b2sum or "")[:12],
+            r.parity or "-", _applies_word(r.applies) if r.promoted_at else "-", promoted]
+
+
+STATUS_HEAD = ["HOST", "BASELINE", "SERIES", "PATCHES", "B2SUM", "PARITY", "APPLIES", "PROMOTED"]
+
+
+def print_status(rows: list[HostStatus]) -> None:
+    """The fleet table: rich on a terminal, plain aligned text otherwise."""
+    cells = [_status_cells(r) for r in rows]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*STATUS_HEAD)
+        for row in cells:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    widths = [max(len(c[i]) for c in [STATUS_HEAD, *cells]) for i in range(len(STATUS_HEAD))]
+    for row in [STATUS_HEAD, *cells]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
