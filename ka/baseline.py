@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from ka.errors import KernelTreeError
@@ -162,10 +163,38 @@ def check_applies(kernel: KernelTree, commit: str, series: list[Series], cumulat
         scratch = _Scratch(kernel, Path(tmp))
         scratch.load(commit, touched_paths(cumulative))
         whole = scratch.git(*_APPLY, "--check", data=cumulative)
-        if whole.ok:
+        if whole.ok and not _creates_twice(series):
             return ApplyResult(True, commit, offsets=_offsets(whole))
         failure = _attribute(scratch, series)
     return ApplyResult(False, commit, failure=failure)
+
+
+def _creates_twice(series: list[Series]) -> bool:
+    """True when two patch files create the same path.
+
+    ``git apply`` accepts that inside one input (the second creation simply
+    wins), while applying the patches one by one, as ``patch`` in a PKGBUILD
+    does, fails; so such a cumulative patch goes to the patch-by-patch check.
+    """
+    created: set[str] = set()
+    for s in series:
+        for patch in s.patches:
+            new = _created_paths(patch.data)
+            if new & created:
+                return True
+            created |= new
+    return False
+
+
+def _created_paths(patch: bytes) -> set[str]:
+    found = set()
+    lines = patch.splitlines()
+    for before, after in pairwise(lines):
+        if before == b"--- /dev/null" and after.startswith(b"+++ "):
+            path = _strip_prefix(after[4:].decode("utf-8", "surrogateescape"))
+            if path:
+                found.add(path)
+    return found
 
 
 def _offsets(res: Completed) -> list[str]:

@@ -10,14 +10,14 @@ top-level ``.gitignore`` would hide from ``git add``.
 from __future__ import annotations
 
 import re
-import subprocess
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ka.errors import BadInput
-from ka.runner import run
+from ka.runner import feed, run
 
 #: Fixed identity and date, so the same tarball always gives the same commit.
 _IDENT = "kernel-agent <kernel-agent@localhost> 0 +0000"
@@ -69,7 +69,7 @@ def _member_mode(member: tarfile.TarInfo) -> str | None:
 class _Stream:
     """Writes one commit to a running ``git fast-import``."""
 
-    def __init__(self, pipe, ref_branch: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, pipe: IO[bytes], ref_branch: str, message: str) -> None:
         self.pipe = pipe
         msg = message.encode()
         self._write(f"commit {ref_branch}\nauthor {_IDENT}\ncommitter {_IDENT}\n".encode())
@@ -127,20 +127,16 @@ def import_tarball(tarball: Path, tree: Path, ref: str | None = None,
     if ref and _tag_exists(tree, ref):
         raise BadInput(f"{tree}: tag '{ref}' exists already; it is never moved")
     branch = "refs/ka-import/incoming"
-    proc = subprocess.Popen(["git", "-C", str(tree), "fast-import", "--quiet", "--done"],
-                            stdin=subprocess.PIPE)
-    assert proc.stdin is not None
+    child = feed(["git", "-C", tree, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done"])
     try:
-        stream = _Stream(proc.stdin, branch, f"Import {tarball.name}")
+        stream = _Stream(child.stdin, branch, f"Import {tarball.name}")
         files, version = _stream_tar(tarball, stream, progress)
-        proc.stdin.write(b"done\n")
-        proc.stdin.close()
+        child.stdin.write(b"done\n")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        proc.kill()
-        proc.wait()
+        child.abort()
         raise BadInput(f"{tarball}: cannot read the tarball: {exc}") from exc
-    if proc.wait() != 0:
-        raise BadInput(f"{tarball}: git fast-import failed (exit {proc.returncode})")
+    if child.finish() != 0:
+        raise BadInput(f"{tarball}: git fast-import failed")
     return _finish(tree, branch, ref or version, files, tarball)
 
 

@@ -115,13 +115,23 @@ class _Doc:
         return list(node.value) if isinstance(node, yaml.MappingNode) else []
 
 
-def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+def _pair(node: yaml.Node | None, key: str) -> tuple[yaml.Node, yaml.Node] | None:
     if not isinstance(node, yaml.MappingNode):
         return None
     for k, v in node.value:
         if k.value == key:
-            return v
+            return k, v
     return None
+
+
+def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    pair = _pair(node, key)
+    return pair[1] if pair else None
+
+
+def _key(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    pair = _pair(node, key)
+    return pair[0] if pair else None
 
 
 def _check_keys(doc: _Doc, node: yaml.Node, allowed: tuple[str, ...], prefix: str) -> None:
@@ -189,7 +199,7 @@ def _baseline(doc: _Doc) -> str:
     _check_keys(doc, node, BASELINE_KEYS, "baseline.")
     ref = value.get("ref")
     if ref is None or ref == "":
-        doc.add(node, "baseline.ref", "missing (required): a tag or commit in the kernel tree")
+        doc.add(_key(doc.node, "baseline"), "baseline.ref", "missing (required): a tag or commit in the kernel tree")
         return ""
     if not isinstance(ref, str) or ref.startswith("-") or any(c.isspace() for c in ref):
         doc.add(_child(node, "ref"), "baseline.ref", f"{ref!r} is not a git tag or commit name")

@@ -92,3 +92,34 @@ def run(
     if check and not result.ok:
         raise CommandFailed(result)
     return result
+
+
+class Feeder:
+    """A child that reads a long stream on stdin (``git fast-import``); started through :func:`feed`."""
+
+    def __init__(self, argv: tuple[str, ...], cwd: str | os.PathLike[str] | None) -> None:
+        self.argv = argv
+        self.start = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise ToolMissing(argv[0]) from exc
+        assert self.proc.stdin is not None
+        self.stdin = self.proc.stdin
+
+    def finish(self) -> int:
+        """Close stdin, wait, log and return the exit code."""
+        self.stdin.close()
+        code = self.proc.wait()
+        log.debug("fed %s -> %d in %.3fs", " ".join(self.argv[:6]), code, time.monotonic() - self.start)
+        return code
+
+    def abort(self) -> None:
+        """Kill the child after a failure on our side."""
+        self.proc.kill()
+        self.proc.wait()
+
+
+def feed(argv: Sequence[str | os.PathLike[str]], *, cwd: str | os.PathLike[str] | None = None) -> Feeder:
+    """Start ``argv`` (never through a shell) with a pipe to its stdin."""
+    return Feeder(tuple(os.fspath(a) for a in argv), cwd)

@@ -1,0 +1,62 @@
+"""Shared fixtures: a small real kernel git tree and kernel-agent repositories built in tmp."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kernel import BASE_TAG, SmallKernel, build_small_kernel, git
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip locally, fail in CI, when a real component is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"missing real component in CI: {what}")
+    pytest.skip(f"missing: {what}")
+
+
+@pytest.fixture(scope="session")
+def small_kernel(tmp_path_factory: pytest.TempPathFactory) -> SmallKernel:
+    """A bare kernel tree tagged v6.12.0 and named patches against it (built once)."""
+    return build_small_kernel(tmp_path_factory.mktemp("kernel"))
+
+
+MakeRepo = Callable[..., Path]
+
+
+def manifest(includes: list[str], order: str = "arch, soc, subsystem, driver, module, board",
+             extra: str = "", ref: str = BASE_TAG) -> str:
+    """Manifest text for tests."""
+    items = "".join(f"  - {i}\n" for i in includes)
+    return f"description: test host\nbaseline:\n  ref: {ref}\napply_order: [{order}]\nincludes:\n{items}{extra}"
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> MakeRepo:
+    """Create a kernel-agent repository (a git work tree, committed) from dicts of files."""
+    counter = iter(range(1000))
+
+    def make(hosts: dict[str, str], files: dict[str, bytes | str], commit: bool = True,
+             name: str | None = None) -> Path:
+        root = tmp_path / (name or f"repo{next(counter)}")
+        (root / "fleet").mkdir(parents=True)
+        (root / "patches").mkdir()
+        for host, text in hosts.items():
+            (root / "fleet" / f"{host}.yaml").write_text(text)
+        for path, data in files.items():
+            target = root / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data.encode() if isinstance(data, str) else data)
+        if commit:
+            git(root, "init", "-q", "-b", "main")
+            git(root, "add", "-A")
+            git(root, "commit", "-qm", "fleet")
+        return root
+
+    return make

@@ -1,0 +1,127 @@
+"""A small generated kernel git tree and real patches against it, for tests."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BASE_TAG = "v6.12.0"
+ENV = {
+    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+def git(cwd: Path, *args: str, data: bytes | None = None) -> bytes:
+    """Run git in ``cwd`` with a fixed identity; fail loudly."""
+    import os
+
+    return subprocess.run(["git", "-C", str(cwd), *args], input=data, capture_output=True,
+                          check=True, env={**os.environ, **ENV}).stdout
+
+
+def _lines(prefix: str, n: int) -> str:
+    return "".join(f"{prefix} line {i}\n" for i in range(1, n + 1))
+
+
+BASE_FILES = {
+    "Makefile": "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nNAME = Baby Opossum Posse\n" + _lines("# make", 10),
+    "arch/arm64/configs/defconfig": "".join(f"CONFIG_OPTION_{i}=y\n" for i in range(1, 51)),
+    "arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtsi": _lines("\tdts", 40),
+    "drivers/staging/Kconfig": _lines("# staging kconfig", 20),
+    "drivers/staging/Makefile": _lines("# staging make", 20),
+    "drivers/input/touchscreen/goodix.c": _lines("/* goodix */", 60),
+    "include/linux/mmc/sdio_ids.h": _lines("#define SDIO_ID", 30),
+}
+
+
+def _replace_line(text: str, number: int, new: str) -> str:
+    lines = text.splitlines(keepends=True)
+    lines[number - 1] = new
+    return "".join(lines)
+
+
+def _insert_after(text: str, number: int, new: str) -> str:
+    lines = text.splitlines(keepends=True)
+    lines.insert(number, new)
+    return "".join(lines)
+
+
+@dataclass
+class SmallKernel:
+    """A bare kernel tree tagged ``v6.12.0`` and named patches that apply (or not) on it."""
+
+    bare: Path
+    work: Path
+    patches: dict[str, bytes] = field(default_factory=dict)
+
+    def diff(self, subject: str, edits: dict[str, str | None], on: list[str] = ()) -> bytes:
+        """A format-patch style patch of ``edits`` made on top of the patches named in ``on``."""
+        git(self.work, "checkout", "-q", "--detach", BASE_TAG)
+        for name in on:
+            git(self.work, "apply", "--index", "-", data=self.patches[name])
+        if on:
+            git(self.work, "commit", "-qm", "base for the next patch")
+        base = {p: (self.work / p).read_text() if (self.work / p).exists() else None for p in edits}
+        for path, new in edits.items():
+            target = self.work / path
+            if new is None:
+                target.unlink()
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(new(base[path]) if callable(new) else new)
+        git(self.work, "add", "-A")
+        body = git(self.work, "diff", "--cached", "--full-index")
+        git(self.work, "reset", "-q", "--hard")
+        git(self.work, "clean", "-qfd")
+        head = f"From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n" \
+               f"From: Test <t@example.invalid>\nSubject: [PATCH] {subject}\n\n{subject}.\n---\n\n"
+        return head.encode() + body
+
+
+def build_small_kernel(root: Path) -> SmallKernel:
+    """Create the tree and the standard patch set under ``root``."""
+    work = root / "work"
+    work.mkdir(parents=True)
+    git(work, "init", "-q", "-b", "master")
+    for path, text in BASE_FILES.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "Linux 6.12")
+    git(work, "tag", BASE_TAG)
+    bare = root / "kernel.git"
+    git(root, "clone", "-q", "--bare", str(work), str(bare))
+    k = SmallKernel(bare=bare, work=work)
+    _standard_patches(k)
+    return k
+
+
+def _standard_patches(k: SmallKernel) -> None:
+    dts = "arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtsi"
+    p = k.patches
+    p["defconfig"] = k.diff("arm64: defconfig: enable option 10 as module",
+                            {"arch/arm64/configs/defconfig": lambda t: _replace_line(t, 10, "CONFIG_OPTION_10=m\n")})
+    p["dts-wifi"] = k.diff("pinetab2: add wifi", {dts: lambda t: _insert_after(t, 20, "\twifi@1 { };\n")})
+    p["dts-wake"] = k.diff("pinetab2: wifi wake", {dts: lambda t: t.replace("\twifi@1 { };\n",
+                                                                            "\twifi@1 { wake; };\n")},
+                           on=["dts-wifi"])
+    p["bes-new"] = k.diff("staging: bes2600: new driver",
+                          {"drivers/staging/bes2600/Kconfig": "config BES2600\n\ttristate \"BES2600\"\n"})
+    p["bes-hook"] = k.diff("staging: hook bes2600", {"drivers/staging/Kconfig": lambda t: t + "source bes2600\n"})
+    p["goodix"] = k.diff("goodix: longer delay", {"drivers/input/touchscreen/goodix.c":
+                                                  lambda t: _replace_line(t, 30, "/* goodix */ line 30 delay\n")})
+    p["sdio"] = k.diff("mmc: sdio ids",
+                       {"include/linux/mmc/sdio_ids.h": lambda t: _insert_after(t, 5, "#define BES\n")})
+    # Broken on purpose: the kinds of failure the baseline check must name.
+    p["goodix-two-hunks"] = k.diff("goodix: two places", {"drivers/input/touchscreen/goodix.c": lambda t: _replace_line(
+        _replace_line(t, 5, "/* goodix */ line 5 changed\n"), 50, "/* goodix */ line 50 changed\n")})
+    p["ctx-mismatch"] = p["goodix-two-hunks"].replace(b" /* goodix */ line 48\n", b" /* goodix */ line 48 (other)\n")
+    p["missing-file"] = p["goodix"].replace(b"drivers/input/touchscreen/goodix.c", b"drivers/input/nope.c")
+    p["file-exists"] = k.diff("add a Makefile that exists", {"drivers/staging/bes2600/Kconfig": "x\n"}).replace(
+        b"drivers/staging/bes2600/Kconfig", b"drivers/staging/Makefile")
+    p["malformed"] = b"Subject: [PATCH] broken\n\ndiff --git a/Makefile b/Makefile\n--- a/Makefile\n" \
+                     b"+++ b/Makefile\n@@ -1,3 +1,3 @@\n garbage\n"

@@ -1,0 +1,228 @@
+"""ka-promote end to end through the CLI, on a real small kernel tree and real git repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MakeRepo, manifest
+from kernel import SmallKernel, git
+
+from ka.cli import main
+from ka.cumulative import b2sum
+
+ORDER = [  # (include, patch files in apply order) for host "ampere"
+    ("arch/defconfig", ["patches/arch/defconfig.patch"]),
+    ("soc/base", ["patches/soc/base/1-sdio.patch", "patches/soc/base/10-goodix.patch"]),
+    ("driver/bes2600", ["patches/driver/bes2600/new.patch", "patches/driver/bes2600/hook.patch"]),
+    ("board/pinetab2", ["patches/board/pinetab2/0001-wifi.patch", "patches/board/pinetab2/0002-wake.patch"]),
+]
+EXPECTED = [p for _, files in ORDER for p in files]
+
+
+def fleet_files(k: SmallKernel) -> dict[str, bytes | str]:
+    """The patch tree of the test fleet."""
+    return {
+        "patches/arch/defconfig.patch": k.patches["defconfig"],
+        "patches/soc/base/10-goodix.patch": k.patches["goodix"],
+        "patches/soc/base/1-sdio.patch": k.patches["sdio"],
+        "patches/driver/bes2600/series": "# bes2600\nnew.patch\nhook.patch -p1\n",
+        "patches/driver/bes2600/new.patch": k.patches["bes-new"],
+        "patches/driver/bes2600/hook.patch": k.patches["bes-hook"],
+        "patches/board/pinetab2/0001-wifi.patch": k.patches["dts-wifi"],
+        "patches/board/pinetab2/0002-wake.patch": k.patches["dts-wake"],
+        "patches/module/bad.patch": k.patches["ctx-mismatch"],
+    }
+
+
+# the manifest lists includes out of scope order on purpose: apply_order decides
+AMPERE = manifest(["board/pinetab2", "driver/bes2600", "soc/base", "arch/defconfig"])
+
+
+@pytest.fixture
+def repo(make_repo: MakeRepo, small_kernel: SmallKernel) -> Path:
+    return make_repo({"ampere": AMPERE, "ohm": manifest(["soc/base", "module/bad"])}, fleet_files(small_kernel))
+
+
+def ka(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def promote_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | list]:
+    code, out, _err = ka(capsys, "promote", "--json", *args)
+    return code, json.loads(out)
+
+
+def test_cumulative_is_cat_in_apply_order(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = promote_json(capsys, "ampere", "--repo", str(repo))
+    assert code == 0
+    patch = repo / "out/ampere/ampere-cumulative.patch"
+    assert data["patch"] == str(patch)
+    cat = subprocess.run(["cat", *EXPECTED], cwd=repo, capture_output=True, check=True).stdout
+    assert patch.read_bytes() == cat
+    assert data["bytes"] == len(cat)
+    printed = subprocess.run(["b2sum", patch.name], cwd=patch.parent, capture_output=True, check=True).stdout
+    assert (patch.parent / "ampere-cumulative.patch.b2sum").read_bytes() == printed
+    assert data["b2sum"] == printed.split()[0].decode() == b2sum(cat)
+    assert [s["include"] for s in data["series"]] == [inc for inc, _ in ORDER]
+    assert [s["patches"] for s in data["series"]] == [files for _, files in ORDER]
+    assert data["applies"] is None and data["parity"] == "unset" and data["failure"] is None
+
+
+def test_same_bytes_whatever_creation_order_umask_and_locale(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                                            tmp_path: Path) -> None:
+    files = fleet_files(small_kernel)
+    forward = make_repo({"ampere": AMPERE}, files, commit=False, name="forward")
+    backward = make_repo({"ampere": AMPERE}, dict(reversed(list(files.items()))), commit=False, name="backward")
+    outputs = []
+    for root, env in [(forward, {"LC_ALL": "C", "UMASK": "022"}), (backward, {"LC_ALL": "C.UTF-8", "UMASK": "077"}),
+                      (forward, {"LC_ALL": "en_US.UTF-8", "TZ": "Asia/Tokyo", "UMASK": "027"})]:
+        script = f"import os,sys; os.umask(0o{env['UMASK']}); from ka.cli import main; sys.exit(main(sys.argv[1:]))"
+        subprocess.run([sys.executable, "-c", script, "promote", "ampere", "--repo", str(root)],
+                       env={**os.environ, **env}, check=True, capture_output=True)
+        out = root / "out/ampere/ampere-cumulative.patch"
+        outputs.append((out.read_bytes(), oct(out.stat().st_mode & 0o777)))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0][1] == "0o644"
+
+
+def test_applies_on_baseline(repo: Path, small_kernel: SmallKernel, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = promote_json(capsys, "ampere", "--repo", str(repo), "--kernel-tree", str(small_kernel.bare))
+    assert code == 0
+    assert data["applies"] is True
+    assert data["baseline_commit"] == git(small_kernel.bare, "rev-parse", "v6.12.0^{commit}").decode().strip()
+
+
+def test_does_not_apply_names_patch(repo: Path, small_kernel: SmallKernel, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data = promote_json(capsys, "ohm", "--repo", str(repo), "--kernel-tree", str(small_kernel.bare))
+    assert code == 1
+    assert data["applies"] is False
+    assert data["failure"]["patch"] == "patches/module/bad.patch"
+    assert data["failure"]["kind"] == "context-mismatch"
+    assert "drivers/input/touchscreen/goodix.c hunk #2" in data["failure"]["detail"]
+    # the output is still written: it is what the maintainer needs to look at
+    assert (repo / "out/ohm/ohm-cumulative.patch").exists()
+
+
+def test_kernel_tree_from_environment(repo: Path, small_kernel: SmallKernel, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KA_KERNEL_TREE", str(small_kernel.bare))
+    code, out, _ = ka(capsys, "promote", "ampere", "--repo", str(repo))
+    assert code == 0
+    assert "baseline v6.12.0 (" in out and "): applies" in out
+
+
+def test_all_one_line_per_host(repo: Path, small_kernel: SmallKernel, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = ka(capsys, "promote", "--all", "--repo", str(repo), "--kernel-tree", str(small_kernel.bare))
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("ampere ") and "applies" in lines[0]
+    assert any(ln.startswith("ohm ") and "DOES NOT APPLY" in ln for ln in lines)
+    assert "  patches/module/bad.patch: context does not match" in out
+    assert lines[-1] == "2 hosts, 1 failed: ohm"
+    code, data = promote_json(capsys, "--all", "--repo", str(repo))
+    assert [d["host"] for d in data] == ["ampere", "ohm"]
+    assert set(data[0]) >= {"host", "rev", "baseline", "b2sum", "bytes", "patch", "series", "applies", "failure",
+                            "parity", "seconds"}
+
+
+def _with_parity(make_repo: MakeRepo, k: SmallKernel, parity: str, extra: dict[str, bytes | str]) -> Path:
+    return make_repo({"ampere": AMPERE + parity}, {**fleet_files(k), **extra})
+
+
+def _cat(files: dict[str, bytes | str]) -> bytes:
+    return b"".join(files[p] if isinstance(files[p], bytes) else files[p].encode() for p in EXPECTED)  # type: ignore
+
+
+def test_parity_match_by_b2sum_and_canonical(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    whole = _cat(fleet_files(small_kernel))
+    root = _with_parity(make_repo, small_kernel, f"parity:\n  b2sum: {b2sum(whole)}\n  canonical: ref/c.patch\n",
+                        {"ref/c.patch": whole})
+    code, data = promote_json(capsys, "ampere", "--repo", str(root))
+    assert (code, data["parity"]) == (0, "match")
+
+
+def test_parity_mismatch_by_b2sum(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    root = _with_parity(make_repo, small_kernel, f"parity:\n  b2sum: {'f' * 128}\n", {})
+    code, data = promote_json(capsys, "ampere", "--repo", str(root))
+    assert (code, data["parity"]) == (1, "mismatch")
+    assert "is not the expected ffff" in data["parity_detail"]["reason"]
+
+
+def test_parity_mismatch_names_offset_and_patch_line(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    files = fleet_files(small_kernel)
+    whole = _cat(files)
+    wake = files["patches/board/pinetab2/0002-wake.patch"]
+    assert isinstance(wake, bytes)
+    target = wake.index(b"+\twifi@1 { wake; };")
+    offset = len(whole) - len(wake) + target + 1
+    canonical = whole[:offset] + b"X" + whole[offset + 1:]
+    root = _with_parity(make_repo, small_kernel, "parity:\n  canonical: ref/c.patch\n", {"ref/c.patch": canonical})
+    code, data = promote_json(capsys, "ampere", "--repo", str(root))
+    assert (code, data["parity"]) == (1, "mismatch")
+    detail = data["parity_detail"]
+    assert detail["offset"] == offset
+    assert detail["patch"] == "patches/board/pinetab2/0002-wake.patch"
+    assert detail["line"] == wake.count(b"\n", 0, target) + 1
+    assert "-X\twifi@1 { wake; };" in detail["excerpt"] or "+\twifi@1 { wake; };" in detail["excerpt"]
+    code, out, _ = ka(capsys, "promote", "ampere", "--repo", str(root))
+    assert f"first difference at byte {offset}: patches/board/pinetab2/0002-wake.patch line {detail['line']}" in out
+
+
+def test_parity_canonical_longer(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    whole = _cat(fleet_files(small_kernel))
+    root = _with_parity(make_repo, small_kernel, "parity:\n  canonical: ref/c.patch\n",
+                        {"ref/c.patch": whole + b"extra\n"})
+    _, data = promote_json(capsys, "ampere", "--repo", str(root))
+    assert data["parity_detail"]["offset"] == len(whole)
+    assert "past the end of the cumulative patch" in data["parity_detail"]["reason"]
+
+
+def test_rev_equals_worktree_of_that_commit(repo: Path, small_kernel: SmallKernel, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    first = git(repo, "rev-parse", "HEAD").decode().strip()
+    (repo / "patches/soc/base/10-goodix.patch").unlink()
+    (repo / "fleet/ampere.yaml").write_text(AMPERE.replace("  - arch/defconfig\n", ""))
+    git(repo, "commit", "-qam", "drop goodix and defconfig")
+    out_rev = tmp_path / "rev.patch"
+    code, data = promote_json(capsys, "ampere", "--repo", str(repo), "--rev", first, "-o", str(out_rev),
+                              "--kernel-tree", str(small_kernel.bare))
+    assert code == 0 and data["rev"] == first and data["applies"] is True
+    worktree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "--detach", str(worktree), first)
+    code, wt = promote_json(capsys, "ampere", "--repo", str(worktree))
+    assert code == 0
+    assert out_rev.read_bytes() == Path(wt["patch"]).read_bytes()
+    assert data["b2sum"] == wt["b2sum"]
+    assert wt["rev"] == first
+    # and HEAD really differs, so the test can tell the two commits apart
+    _, head = promote_json(capsys, "ampere", "--repo", str(repo), "--rev", "HEAD", "-o", str(tmp_path / "h.patch"))
+    assert head["b2sum"] != data["b2sum"]
+
+
+def test_rev_reads_a_bare_mirror(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mirror = tmp_path / "mirror.git"
+    git(tmp_path, "clone", "-q", "--mirror", str(repo), str(mirror))
+    code, data = promote_json(capsys, "--all", "--repo", str(mirror), "--rev", "main",
+                              "--out-dir", str(tmp_path / "o"))
+    assert code == 0  # no kernel tree: only parity ran (unset), so nothing failed
+    assert [d["applies"] for d in data] == [None, None]
+
+
+def test_dirty_worktree_rev(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = git(repo, "rev-parse", "HEAD").decode().strip()
+    _, data = promote_json(capsys, "ampere", "--repo", str(repo))
+    assert data["rev"] == head
+    (repo / "patches/arch/defconfig.patch").write_bytes(b"changed\n")
+    _, data = promote_json(capsys, "ampere", "--repo", str(repo))
+    assert data["rev"] == head + "+dirty"

@@ -1,0 +1,125 @@
+"""Series resolution: quilt series files, natural order, and every way a series can be wrong."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import MakeRepo, manifest
+
+from ka.errors import ManifestError
+from ka.manifest import load_manifest
+from ka.repo import GitTree, WorkTree
+from ka.series import natural_key, parse_series_file, resolve_series
+
+
+@pytest.mark.parametrize(("text", "entries"), [
+    ("a.patch\nb.patch\n", [(1, "a.patch", []), (2, "b.patch", [])]),
+    ("# comment\n\na.patch -p1\n", [(3, "a.patch", ["-p1"])]),
+    ("a.patch # why\n  b.patch\t-p 1\n", [(1, "a.patch", []), (2, "b.patch", ["-p", "1"])]),
+    ("   \n#only comments\n", []),
+    ("sub/dir.patch\n", [(1, "sub/dir.patch", [])]),
+])
+def test_parse_series_file(text: str, entries: list[tuple[int, str, list[str]]]) -> None:
+    assert parse_series_file(text) == entries
+
+
+@pytest.mark.parametrize(("names", "ordered"), [
+    (["10-a.patch", "2-b.patch", "1-c.patch"], ["1-c.patch", "2-b.patch", "10-a.patch"]),
+    (["0002-x.patch", "0001-y.patch", "0010-z.patch"], ["0001-y.patch", "0002-x.patch", "0010-z.patch"]),
+    (["b.patch", "B.patch", "a.patch"], ["B.patch", "a.patch", "b.patch"]),
+    (["v2-fix.patch", "v10-fix.patch", "v1-fix.patch"], ["v1-fix.patch", "v2-fix.patch", "v10-fix.patch"]),
+])
+def test_natural_order(names: list[str], ordered: list[str]) -> None:
+    assert sorted(names, key=natural_key) == ordered
+
+
+P = "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n"
+
+
+def _resolve(root: Path, host: str = "h", rev: str | None = None) -> list[str]:
+    view = GitTree(root, rev) if rev else WorkTree(root)
+    series = resolve_series(view, load_manifest(view, host))
+    return [p.path for s in series for p in s.patches]
+
+
+def test_order_scopes_then_manifest_then_series(make_repo: MakeRepo) -> None:
+    root = make_repo({"h": manifest(["board/b", "soc/s2", "soc/s1.patch", "driver/d"], order="soc, driver, board")},
+                     {"patches/board/b.patch": P, "patches/soc/s1.patch": P, "patches/soc/s2/2.patch": P,
+                      "patches/soc/s2/10.patch": P, "patches/soc/s2/notes.txt": "x",
+                      "patches/driver/d/series": "# order\nz.patch\na.patch -p1\n",
+                      "patches/driver/d/z.patch": P, "patches/driver/d/a.patch": P,
+                      "patches/driver/d/unlisted.patch": P})
+    assert _resolve(root) == ["patches/soc/s2/2.patch", "patches/soc/s2/10.patch", "patches/soc/s1.patch",
+                              "patches/driver/d/z.patch", "patches/driver/d/a.patch", "patches/board/b.patch"]
+    assert _resolve(root, rev="HEAD") == _resolve(root)
+
+
+# (files, message fragment, where)
+BAD = [
+    ({}, "series 'driver/d' does not exist (looked for patches/driver/d/ and patches/driver/d.patch)",
+     "fleet/h.yaml:6: includes (driver/d):"),
+    ({"patches/driver/d/readme": "x"}, "series 'driver/d' is empty", "fleet/h.yaml:6"),
+    ({"patches/driver/d.patch": ""}, "series 'driver/d' is empty", "fleet/h.yaml:6"),
+    ({"patches/driver/d/series": "# nothing\n"}, "series 'driver/d' is empty", "fleet/h.yaml:6"),
+    ({"patches/driver/d/series": "a.patch\nmissing.patch\n", "patches/driver/d/a.patch": P},
+     "'missing.patch' is listed but patches/driver/d/missing.patch does not exist", "patches/driver/d/series:2"),
+    ({"patches/driver/d/series": "../../../etc/passwd\n"}, "leaves the series folder", "patches/driver/d/series:1"),
+    ({"patches/driver/d/series": "/etc/passwd\n"}, "leaves the series folder", "patches/driver/d/series:1"),
+    ({"patches/driver/d/series": "a.patch -R\n", "patches/driver/d/a.patch": P}, "option -R", "series:1"),
+    ({"patches/driver/d/series": "a.patch -p0\n", "patches/driver/d/a.patch": P}, "option -p0", "series:1"),
+    ({"patches/driver/d/a.patch": P, "patches/driver/d.patch": P}, "ambiguous", "fleet/h.yaml:6"),
+]
+
+
+@pytest.mark.parametrize(("files", "fragment", "where"), BAD)
+def test_bad_series(make_repo: MakeRepo, files: dict[str, str], fragment: str, where: str) -> None:
+    root = make_repo({"h": manifest(["driver/d"])}, files, commit=False)
+    with pytest.raises(ManifestError) as err:
+        _resolve(root)
+    assert fragment in str(err.value)
+    assert where in str(err.value)
+
+
+@pytest.mark.parametrize("link", ["../../../outside.patch", "/etc/hostname"])
+def test_symlink_leaving_patches_is_refused(make_repo: MakeRepo, link: str) -> None:
+    root = make_repo({"h": manifest(["driver/d"])}, {"outside.patch": P}, commit=False)
+    (root / "patches/driver/d").mkdir(parents=True)
+    os.symlink(link, root / "patches/driver/d/0001.patch")
+    with pytest.raises(ManifestError, match="symlink that leaves patches/"):
+        _resolve(root)
+
+
+def test_symlink_series_folder_leaving_patches_is_refused(make_repo: MakeRepo) -> None:
+    root = make_repo({"h": manifest(["driver/d"])}, {"elsewhere/1.patch": P}, commit=False)
+    (root / "patches/driver").mkdir()
+    os.symlink("../../elsewhere", root / "patches/driver/d")
+    with pytest.raises(ManifestError, match="symlink that leaves patches/"):
+        _resolve(root)
+
+
+def test_symlinks_inside_patches_are_followed(make_repo: MakeRepo) -> None:
+    root = make_repo({"h": manifest(["driver/d", "board/b"])}, {"patches/driver/d/1.patch": P}, commit=False)
+    (root / "patches/board").mkdir()
+    os.symlink("../driver/d/1.patch", root / "patches/board/b.patch")
+    from kernel import git
+
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "links")
+    assert _resolve(root) == ["patches/driver/d/1.patch", "patches/board/b.patch"]
+    assert _resolve(root, rev="HEAD") == _resolve(root)
+
+
+def test_symlink_leaving_patches_is_refused_at_a_commit(make_repo: MakeRepo) -> None:
+    root = make_repo({"h": manifest(["driver/d"])}, {"outside.patch": P}, commit=False)
+    (root / "patches/driver/d").mkdir(parents=True)
+    os.symlink("../../../outside.patch", root / "patches/driver/d/1.patch")
+    from kernel import git
+
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "escape")
+    with pytest.raises(ManifestError, match="symlink that leaves patches/"):
+        _resolve(root, rev="HEAD")
