@@ -11,13 +11,20 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ka import __version__
+from ka import __version__, promote, runner
+from ka.baseline import KernelTree
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaError
-from ka.report import print_promote, print_status
+from ka.kernel_import import import_tarball
+from ka.manifest import check_host_name, list_hosts
+from ka.promote import PromoteResult
+from ka.repo import GitTree, WorkTree
+from ka.report import print_promote, print_status, promote_line
 from ka.settings import resolve
+from ka.status import fleet_status
 
 log = logging.getLogger("ka")
 NOT_BUILT = {"build": "ka-build", "install": "ka-install", "bot": "ka-bot"}
@@ -89,11 +96,6 @@ def verb_parser(verb: str) -> argparse.ArgumentParser:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """``ka promote``."""
-    from ka import promote
-    from ka.baseline import KernelTree
-    from ka.manifest import check_host_name, list_hosts
-    from ka.repo import GitTree, WorkTree
-
     if bool(args.hosts) == bool(args.all):
         raise BadInput("name one or more hosts, or give --all")
     if args.output and (args.all or len(args.hosts) != 1):
@@ -117,32 +119,29 @@ def cmd_promote(args: argparse.Namespace) -> int:
         data = [r.as_dict() for r in results]
         print(json.dumps(data if args.all or len(results) > 1 else data[0], indent=2))
     else:
-        print_promote(results, settings.repo, brief=len(results) > 1, printed=live is not None)
+        print_promote(results, brief=len(results) > 1, printed=live is not None)
     return EXIT_OK if all(r.ok for r in results) else EXIT_CHECK_FAILED
 
 
-def _live_line(result) -> None:  # type: ignore[no-untyped-def]
-    from ka.report import promote_line
+_PRINT_LOCK = threading.Lock()
 
-    print(promote_line(result), flush=True)
+
+def _live_line(result: PromoteResult) -> None:
+    """Print a host's line as soon as it finishes (hosts run in parallel)."""
+    with _PRINT_LOCK:
+        print(promote_line(result), flush=True)
 
 
 def _worktree_rev(repo: Path) -> str | None:
-    from ka.runner import run
-
-    head = run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", "HEAD"], check=False)
+    head = runner.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", "HEAD"], check=False)
     if not head.ok:
         return None
-    dirty = run(["git", "-C", repo, "status", "--porcelain", "--", "fleet", "patches"], check=False)
+    dirty = runner.run(["git", "-C", repo, "status", "--porcelain", "--", "fleet", "patches"], check=False)
     return head.text().strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``ka status``."""
-    from ka.manifest import check_host_name
-    from ka.repo import WorkTree
-    from ka.status import fleet_status
-
     settings = resolve(args.repo, None, args.out_dir, None, Path.cwd())
     view = WorkTree(settings.repo)
     for host in args.hosts:
@@ -157,8 +156,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_baseline_import(args: argparse.Namespace) -> int:
     """``ka baseline import``."""
-    from ka.kernel_import import import_tarball
-
     def progress(files: int) -> None:
         print(f"  {files} files…", file=sys.stderr, flush=True)
 

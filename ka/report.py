@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -26,20 +25,20 @@ def promote_line(r: PromoteResult) -> str:
     return line
 
 
-def _rel(path: str | None, repo: Path) -> str:
+def _rel(path: str | None) -> str:
+    """``path`` relative to the current directory when it lies below it."""
     if path is None:
         return "-"
     try:
-        return os.path.relpath(path, Path.cwd()) if not path.startswith(str(repo)) else \
-            str(Path(path).relative_to(repo))
+        return str(Path(path).relative_to(Path.cwd()))
     except ValueError:
         return path
 
 
-def _detail(r: PromoteResult, repo: Path) -> str:
+def _detail(r: PromoteResult) -> str:
     patches = sum(len(s["patches"]) for s in r.series)  # type: ignore[arg-type]
     lines = [f"{r.host}: {patches} patches in {len(r.series)} series, {r.bytes} bytes",
-             f"{r.b2sum}  {_rel(r.patch, repo)}"]
+             f"{r.b2sum}  {_rel(r.patch)}"]
     base = f"baseline {r.baseline}"
     if r.baseline_commit:
         base += f" ({r.baseline_commit[:12]})"
@@ -55,10 +54,10 @@ def _detail(r: PromoteResult, repo: Path) -> str:
     return "\n".join(lines)
 
 
-def print_promote(results: list[PromoteResult], repo: Path, brief: bool, printed: bool) -> None:
+def print_promote(results: list[PromoteResult], brief: bool, printed: bool) -> None:
     """Print promote results: a block for one host, one line each for many."""
     if not brief:
-        print(_detail(results[0], repo))
+        print(_detail(results[0]))
         return
     if not printed:
         for r in results:

@@ -65,7 +65,8 @@ def make_series(tree: Path, ref: str, out: Path, count: int = 40) -> int:
         at = 100 + 150 * i
         new = "".join([*lines[:at], f"# fleet option {i}\n", *lines[at:]])
         n += 1
-        (out / f"{n:04d}-defconfig.patch").write_text(f"Subject: [PATCH] defconfig {i}\n\n---\n" + _diff(conf, text, new))
+        header = f"Subject: [PATCH] defconfig {i}\n\n---\n"
+        (out / f"{n:04d}-defconfig.patch").write_text(header + _diff(conf, text, new))
         text = new
     return n
 
@@ -101,7 +102,8 @@ def time_naive(repo: Path, tree: Path, ref: str, work: Path) -> float:
 def machine() -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.machine())
-    return f"{os.cpu_count()} cores, {cpu}, {sh('git', '--version').decode().strip()}, Python {platform.python_version()}"
+    git = sh("git", "--version").decode().strip()
+    return f"{os.cpu_count()} cores, {cpu}, {git}, Python {platform.python_version()}"
 
 
 def main() -> None:
