@@ -27,7 +27,7 @@ from ka.settings import resolve
 from ka.status import fleet_status
 
 log = logging.getLogger("ka")
-NOT_BUILT = {"build": "ka-build", "install": "ka-install", "bot": "ka-bot"}
+NOT_BUILT = {"build": "ka-build", "install": "ka-install"}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -218,7 +218,3 @@ def install_main() -> None:
     """Console script ``ka-install`` (not built yet)."""
     sys.exit(_verb("install")())
 
-
-def bot_main() -> None:
-    """Console script ``ka-bot`` (not built yet)."""
-    sys.exit(_verb("bot")())

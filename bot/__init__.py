@@ -1,0 +1,1 @@
+"""The kernel-agent webhook bot: Forgejo/Gitea deliveries in, commit statuses and comments out."""

@@ -1,0 +1,214 @@
+"""``ka-bot``: serve (web app and worker together), worker (alone), deliver (a signed sample delivery)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+from gunicorn.app.base import BaseApplication
+
+from bot import config as config_mod
+from bot.config import Config
+from bot.events import sign
+from bot.services import make_services
+from bot.web import create_app
+from bot.worker import build_tasks, recover
+from ka.errors import EXIT_OK, BadInput, KaError
+
+log = logging.getLogger("ka-bot")
+
+
+class BotUnreachable(KaError):
+    """``deliver`` could not reach the bot."""
+_PR_SET_PDEATHSIG = 1
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {"insecure": getattr(args, "insecure", False)}
+    for name in ("state_dir", "workers"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = Path(value) if name == "state_dir" else value
+    cfg = config_mod.load(Path(args.config) if args.config else None, overrides=overrides)
+    cfg.require_secret()
+    return cfg
+
+
+def _die_with_parent() -> None:
+    """In the worker child of ``serve``: end when serve ends, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Web app under gunicorn, plus a worker process; both end together."""
+    cfg = _config(args)
+    make_services(cfg)  # create the state folder and schema once, before anything forks
+    argv = [sys.executable, "-m", "bot", "worker"] + (["--config", args.config] if args.config else [])
+    argv += ["--state-dir", str(cfg.state_dir)] + (["--insecure"] if cfg.insecure else [])
+    worker = subprocess.Popen(argv, preexec_fn=_die_with_parent)
+    print(f"ka-bot: serving on http://{args.host}:{args.port} "
+          f"({'local mode' if cfg.local_mode else cfg.forgejo_url}; state in {cfg.state_dir})", file=sys.stderr)
+    try:
+        _gunicorn(cfg, args.host, args.port, args.web_workers)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return EXIT_OK
+
+
+def _gunicorn(cfg: Config, host: str, port: int, workers: int) -> None:
+    class App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {"bind": f"{host}:{port}", "workers": workers, "worker_class": "sync",
+                               "control_socket_disable": True, "accesslog": None, "timeout": 30,
+                               "graceful_timeout": 10}.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app(cfg)
+
+    App().run()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run jobs and flush the outbox until stopped."""
+    cfg = _config(args)
+    services = make_services(cfg)
+    tasks = build_tasks(services)
+    interrupted = recover(services)
+    if interrupted:
+        log.warning("jobs interrupted by the last stop: %s", interrupted)
+    for job in services.store.jobs_in("queued"):
+        tasks.run_job(job.id)
+    tasks.flush_outbox()
+    consumer = services.huey.create_consumer(workers=cfg.workers, worker_type="thread", periodic=True,
+                                             initial_delay=0.05, max_delay=0.5, backoff=1.15)
+    consumer.run()
+    return EXIT_OK
+
+
+def go_json(payload: Any) -> bytes:
+    """Serialise as Forgejo does (Go ``json.MarshalIndent`` with HTML escaping)."""
+    text = json.dumps(payload, indent=2, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """Send a sample delivery, signed as Forgejo signs, to a running bot."""
+    body, event, headers = _sample(Path(args.file), args.event)
+    body = _rewrite(body, args)
+    secret = args.secret or os.environ.get("KA_WEBHOOK_SECRET") or _secret_file()
+    delivery = str(uuid.uuid4())
+    headers.update({"Content-Type": "application/json", "X-Forgejo-Event": event, "X-Gitea-Event": event,
+                    "X-Forgejo-Delivery": delivery, "X-Gitea-Delivery": delivery,
+                    **(sign(secret.encode(), body) if secret else {})})
+    try:
+        res = requests.post(args.url, data=body, headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        raise BotUnreachable(f"{args.url}: no bot answers there ({type(exc).__name__}); start it with ka-bot serve") \
+            from None
+    print(f"{res.status_code} {res.text.strip()}")
+    return EXIT_OK if res.ok else 1
+
+
+def _secret_file() -> str | None:
+    path = os.environ.get("KA_WEBHOOK_SECRET_FILE")
+    return Path(path).read_text().strip() if path else None
+
+
+def _sample(path: Path, event: str | None) -> tuple[bytes, str, dict[str, str]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: cannot read a delivery: {exc}") from None
+    if isinstance(data, dict) and "raw_body" in data and "event" in data:
+        kept = {k: v for k, v in data.get("headers", {}).items() if k.lower().endswith("event-type")}
+        return data["raw_body"].encode(), data["event"], kept
+    if not event:
+        raise BadInput(f"{path}: a plain JSON body needs --event (push, pull_request, …)")
+    return go_json(data), event, {}
+
+
+def _rewrite(body: bytes, args: argparse.Namespace) -> bytes:
+    """Point a sample at this bot's repository and a real commit, so the flow runs end to end."""
+    if not (args.repo or args.commit or args.clone_url):
+        return body
+    payload = json.loads(body)
+    repo = payload.setdefault("repository", {})
+    if args.repo:
+        repo["full_name"] = args.repo
+    if args.clone_url:
+        repo["clone_url"] = args.clone_url
+    if args.commit:
+        if "pull_request" in payload:
+            payload["pull_request"].setdefault("head", {})["sha"] = args.commit
+        else:
+            payload["after"] = args.commit
+            payload["before"] = "0" * 40
+            payload["ref"] = args.ref
+    return go_json(payload)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ka-bot`` argument parser."""
+    p = argparse.ArgumentParser(prog="ka-bot", description="kernel-agent webhook bot")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, func, text in (("serve", cmd_serve, "web app and worker together"),
+                             ("worker", cmd_worker, "a worker alone (split deployments)")):
+        s = sub.add_parser(name, help=text, description=text)
+        s.add_argument("--config", metavar="FILE", help="TOML settings file (default: $KA_CONFIG)")
+        s.add_argument("--state-dir", metavar="DIR", help="overrides KA_STATE_DIR")
+        s.add_argument("--insecure", action="store_true", help="accept unsigned deliveries (local play only)")
+        s.add_argument("--workers", type=int, help="job worker threads (default 2)")
+        s.set_defaults(func=func)
+    serve = sub.choices["serve"]
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
+    d = sub.add_parser("deliver", help="send a sample delivery, signed as Forgejo signs")
+    d.add_argument("file", help="a shared payload file (event, headers, raw_body) or a JSON body")
+    d.add_argument("--url", default="http://127.0.0.1:8080/webhook")
+    d.add_argument("--event", help="event name for a plain JSON body")
+    d.add_argument("--secret", help="default: $KA_WEBHOOK_SECRET or $KA_WEBHOOK_SECRET_FILE")
+    d.add_argument("--repo", help="rewrite repository.full_name (owner/name)")
+    d.add_argument("--clone-url", help="rewrite repository.clone_url")
+    d.add_argument("--commit", help="rewrite the pushed (or PR head) commit")
+    d.add_argument("--ref", default="refs/heads/main", help="with --commit on a push: the branch")
+    d.set_defaults(func=cmd_deliver)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The one error boundary of ``ka-bot``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except KaError as exc:
+        print(f"ka-bot: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> None:
+    """Console script ``ka-bot``."""
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Bot settings, layered: defaults → config file → environment → explicit overrides (flaskr, twine).
+
+Secrets may come from files (``KA_FORGEJO_TOKEN_FILE``, ``KA_WEBHOOK_SECRET_FILE``), so that
+systemd's ``LoadCredential=`` or a 0600 file can hold them; they are never logged (see ``__repr__``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ka.errors import BadInput
+
+#: setting name → environment variable
+ENV = {
+    "forgejo_url": "KA_FORGEJO_URL",
+    "forgejo_token": "KA_FORGEJO_TOKEN",
+    "webhook_secret": "KA_WEBHOOK_SECRET",
+    "repo": "KA_REPO",
+    "state_dir": "KA_STATE_DIR",
+    "kernel_tree": "KA_KERNEL_TREE",
+    "public_url": "KA_PUBLIC_URL",
+    "repo_url": "KA_REPO_URL",
+    "max_body": "KA_MAX_BODY",
+    "workers": "KA_WORKERS",
+}
+SECRETS = ("forgejo_token", "webhook_secret")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the bot needs to know, resolved once."""
+
+    forgejo_url: str | None = None
+    forgejo_token: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    repo: str | None = None
+    state_dir: Path = Path("/var/lib/kernel-agent")
+    kernel_tree: Path | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    repo_url: str | None = None
+    max_body: int = 5 * 1024 * 1024
+    workers: int = 2
+    insecure: bool = False
+
+    @property
+    def local_mode(self) -> bool:
+        """No forge configured: writes are recorded and shown on the bot's own pages."""
+        return not self.forgejo_url
+
+    @property
+    def secret_bytes(self) -> bytes | None:
+        return self.webhook_secret.encode() if self.webhook_secret else None
+
+    def require_secret(self) -> None:
+        """Refuse to run without a webhook secret unless ``--insecure``."""
+        if not self.webhook_secret and not self.insecure:
+            raise BadInput("no webhook secret: set KA_WEBHOOK_SECRET or KA_WEBHOOK_SECRET_FILE "
+                           "(the same as in Forgejo's webhook settings), or pass --insecure for local play")
+        if self.forgejo_url and not self.forgejo_token:
+            raise BadInput("KA_FORGEJO_URL is set but no token: set KA_FORGEJO_TOKEN or KA_FORGEJO_TOKEN_FILE")
+        if self.forgejo_url and not self.repo:
+            raise BadInput("KA_FORGEJO_URL is set but KA_REPO (owner/name) is not")
+
+
+def _convert(name: str, value: Any, origin: str) -> Any:
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    try:
+        if "Path" in str(kind):
+            return Path(value) if value not in (None, "") else None
+        if "int" in str(kind):
+            return int(value)
+        if "bool" in str(kind):
+            return str(value).lower() in ("1", "true", "yes", "on")
+    except (TypeError, ValueError):
+        raise BadInput(f"{origin}: {name} = {value!r} is not valid") from None
+    return None if value == "" else str(value)
+
+
+def _read_secret(path: str, var: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise BadInput(f"{var}={path}: cannot read the secret: {exc.strerror}") from None
+
+
+def from_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file (keys are the setting names, e.g. ``forgejo_url``)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read the config file: {exc}") from None
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BadInput(f"{path}: unknown settings {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return {k: _convert(k, v, str(path)) for k, v in data.items()}
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from ``KA_*`` variables; ``KA_<SECRET>_FILE`` reads a secret from a file."""
+    found: dict[str, Any] = {}
+    for name, var in ENV.items():
+        if name in SECRETS and environ.get(var + "_FILE"):
+            found[name] = _read_secret(environ[var + "_FILE"], var + "_FILE")
+        if var in environ:
+            found[name] = _convert(name, environ[var], var)
+    return found
+
+
+def load(file: Path | None = None, environ: Mapping[str, str] = os.environ,
+         overrides: Mapping[str, Any] | None = None) -> Config:
+    """Resolve the settings: defaults, then ``file`` (or ``KA_CONFIG``), then the environment, then overrides."""
+    config = Config()
+    path = file or (Path(environ["KA_CONFIG"]) if environ.get("KA_CONFIG") else None)
+    layers = [from_file(path) if path else {}, from_env(environ), dict(overrides or {})]
+    for layer in layers:
+        config = replace(config, **{k: v for k, v in layer.items() if v is not None})
+    if config.repo and config.repo.count("/") != 1:
+        raise BadInput(f"KA_REPO={config.repo!r}: must be owner/name")
+    return config

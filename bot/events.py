@@ -1,0 +1,128 @@
+"""Verify and parse one webhook delivery: a pure function, no I/O (the gidgethub lesson).
+
+Forgejo signs the JSON bytes with HMAC-SHA256 and sends the hex digest bare in
+``X-Forgejo-Signature`` / ``X-Gitea-Signature`` and as ``sha256=<hex>`` in
+``X-Hub-Signature-256``.  For form-encoded hooks the signature is still over
+the JSON inside ``payload=``, never over the form encoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+_PREFIXES = ("x-forgejo-", "x-gitea-", "x-gogs-", "x-github-")
+
+
+class DeliveryError(Exception):
+    """A delivery the bot refuses; ``status`` is the HTTP answer."""
+
+    status = 400
+
+
+class SignatureError(DeliveryError):
+    """Missing or wrong signature."""
+
+    status = 401
+
+
+class PayloadError(DeliveryError):
+    """A body the bot cannot read."""
+
+    status = 400
+
+
+@dataclass(frozen=True)
+class Event:
+    """A verified delivery."""
+
+    delivery_id: str
+    name: str
+    type: str
+    payload: dict[str, Any] = field(repr=False)
+    body: bytes = field(repr=False, default=b"")
+
+    @property
+    def action(self) -> str | None:
+        value = self.payload.get("action")
+        return value if isinstance(value, str) else None
+
+    @property
+    def repo(self) -> str | None:
+        repo = self.payload.get("repository")
+        name = repo.get("full_name") if isinstance(repo, dict) else None
+        return name if isinstance(name, str) else None
+
+
+def _header(headers: Mapping[str, str], suffix: str) -> str | None:
+    for prefix in _PREFIXES:
+        value = headers.get(prefix + suffix)
+        if value:
+            return value
+    return None
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _json_bytes(headers: dict[str, str], body: bytes) -> bytes:
+    ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype == "application/x-www-form-urlencoded":
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        if "payload" not in form:
+            raise PayloadError("form-encoded delivery without a payload= field")
+        return form["payload"][0].encode("utf-8")
+    if ctype not in ("application/json", ""):
+        raise PayloadError(f"unsupported content type {ctype!r}: set the webhook to POST application/json")
+    return body
+
+
+def verify(headers: Mapping[str, str], data: bytes, secret: bytes) -> None:
+    """Check the HMAC-SHA256 signature of ``data`` in constant time; raise :class:`SignatureError`."""
+    headers = _lower(headers)
+    expected = hmac.new(secret, data, hashlib.sha256).hexdigest()
+    offered = [v.strip().lower() for v in (headers.get("x-forgejo-signature"), headers.get("x-gitea-signature"))
+               if v]
+    hub = headers.get("x-hub-signature-256", "")
+    if hub.lower().startswith("sha256=") and len(hub) > 7:
+        offered.append(hub[7:].strip().lower())
+    if not offered:
+        raise SignatureError("no signature: set the webhook secret in Forgejo to the bot's")
+    if not any(hmac.compare_digest(expected, value) for value in offered):
+        raise SignatureError("signature does not match: the webhook secret differs from the bot's")
+
+
+def parse(headers: Mapping[str, str], body: bytes, secret: bytes | None) -> Event:
+    """Verify and parse a delivery.  ``secret=None`` skips verification (``--insecure`` only)."""
+    low = _lower(headers)
+    data = _json_bytes(low, body)
+    if secret is not None:
+        verify(low, data, secret)
+    name = _header(low, "event")
+    if not name:
+        raise PayloadError("no X-Forgejo-Event / X-Gitea-Event header")
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise PayloadError("body is not a JSON object")
+    delivery = _header(low, "delivery") or "sha256:" + hashlib.sha256(data).hexdigest()
+    event = Event(delivery_id=delivery[:100], name=name.strip().lower(),
+                  type=(_header(low, "event-type") or name).strip().lower(), payload=payload, body=data)
+    if event.repo is None:
+        raise PayloadError("payload has no repository.full_name")
+    return event
+
+
+def sign(secret: bytes, data: bytes) -> dict[str, str]:
+    """The signature headers Forgejo would send for ``data``."""
+    hexdigest = hmac.new(secret, data, hashlib.sha256).hexdigest()
+    return {"X-Forgejo-Signature": hexdigest, "X-Gitea-Signature": hexdigest,
+            "X-Hub-Signature-256": "sha256=" + hexdigest}

@@ -1,0 +1,143 @@
+"""The forge behind a small interface (gidgethub's ``abc.GitHubAPI``): Forgejo over HTTP, or local.
+
+Writes are described as :class:`Write` values so that the outbox can store them and send
+them later; :meth:`Forge.send` performs one.  Reads (permission, pull request) happen at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import requests
+
+log = logging.getLogger(__name__)
+DESCRIPTION_MAX = 140  # Forgejo stores any length; keep what the forge UI shows readable
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to the forge API, storable in the outbox."""
+
+    method: str
+    path: str
+    body: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+class ForgeError(Exception):
+    """The forge refused or could not be reached."""
+
+
+class Transient(ForgeError):
+    """Worth retrying: connection refused, timeout, 5xx, 429."""
+
+
+class Permanent(ForgeError):
+    """Retrying will not help: a 4xx with the forge's message."""
+
+
+class Forge(Protocol):
+    """What the bot needs from a forge."""
+
+    def send(self, write: Write) -> dict[str, Any]:
+        """Perform one write; raise :class:`Transient` or :class:`Permanent`."""
+
+    def permission(self, user: str) -> str:
+        """The user's permission on the repository: none, read, write, admin or owner."""
+
+    def pull(self, number: int) -> dict[str, Any]:
+        """A pull request."""
+
+
+def _repo_path(repo: str) -> str:
+    owner, name = repo.split("/", 1)
+    return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+
+def status(repo: str, sha: str, state: str, context: str, description: str, target_url: str) -> Write:
+    """Create a commit status."""
+    short = description if len(description) <= DESCRIPTION_MAX else description[: DESCRIPTION_MAX - 1] + "…"
+    return Write("POST", f"{_repo_path(repo)}/statuses/{sha}",
+                 {"state": state, "context": context, "description": short, "target_url": target_url},
+                 summary=f"status {context} = {state} on {sha[:12]}: {short}")
+
+
+def comment(repo: str, number: int, body: str) -> Write:
+    """Create a comment on an issue or pull request."""
+    return Write("POST", f"{_repo_path(repo)}/issues/{number}/comments", {"body": body},
+                 summary=f"comment on #{number}")
+
+
+def edit_comment(repo: str, comment_id: int, body: str) -> Write:
+    """Replace the body of a comment."""
+    return Write("PATCH", f"{_repo_path(repo)}/issues/comments/{comment_id}", {"body": body},
+                 summary=f"edit comment {comment_id}")
+
+
+def reaction(repo: str, comment_id: int, content: str) -> Write:
+    """Add a reaction to a comment."""
+    return Write("POST", f"{_repo_path(repo)}/issues/comments/{comment_id}/reactions", {"content": content},
+                 summary=f"react {content} to comment {comment_id}")
+
+
+class ForgejoClient:
+    """Forgejo (or Gitea) REST API: one session, timeouts, token header."""
+
+    def __init__(self, base_url: str, token: str, repo: str, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
+        self.api = base_url.rstrip("/") + "/api/v1"
+        self.repo = repo
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update({"Authorization": f"token {token}", "Accept": "application/json",
+                                     "User-Agent": "kernel-agent-bot"})
+
+    def __repr__(self) -> str:  # never show the token
+        return f"ForgejoClient({self.api!r}, repo={self.repo!r})"
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            res = self.session.request(method, self.api + path, json=body, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise Transient(f"{method} {path}: forge unreachable: {type(exc).__name__}") from None
+        if res.status_code >= 500 or res.status_code == 429:
+            raise Transient(f"{method} {path}: HTTP {res.status_code}")
+        if res.status_code >= 400:
+            raise Permanent(f"{method} {path}: HTTP {res.status_code}: {_message(res)}")
+        return res.json() if res.content else {}
+
+    def send(self, write: Write) -> dict[str, Any]:
+        data = self._request(write.method, write.path, write.body)
+        return data if isinstance(data, dict) else {}
+
+    def permission(self, user: str) -> str:
+        data = self._request("GET", f"{_repo_path(self.repo)}/collaborators/{quote(user, safe='')}/permission")
+        return str(data.get("permission", "none"))
+
+    def pull(self, number: int) -> dict[str, Any]:
+        data = self._request("GET", f"{_repo_path(self.repo)}/pulls/{number}")
+        return data if isinstance(data, dict) else {}
+
+
+def _message(res: requests.Response) -> str:
+    try:
+        data = res.json()
+    except ValueError:
+        return res.text[:200]
+    return str(data.get("message", data))[:300] if isinstance(data, dict) else str(data)[:300]
+
+
+class LocalForge:
+    """No forge configured: writes are only recorded (the outbox keeps them, the job pages show them)."""
+
+    def send(self, write: Write) -> dict[str, Any]:
+        log.info("local mode: recorded %s", write.summary)
+        return {"recorded": True}
+
+    def permission(self, user: str) -> str:
+        return "none"
+
+    def pull(self, number: int) -> dict[str, Any]:
+        raise Permanent("local mode: no forge to ask for pull requests")

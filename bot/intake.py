@@ -1,0 +1,115 @@
+"""Intake: a verified delivery becomes a stored record and, at most once, jobs.
+
+Deduplication is on what the event is about, not only on the delivery id: Forgejo's
+"Replay" sends the same payload under a new id.  A push counts once per (ref, after),
+a pull-request update once per (number, head sha); and since parity depends only on
+the commit, a push and a PR update of the same commit share one parity job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.config import Config
+from bot.events import DeliveryError, Event, parse
+from bot.router import Ignore, Router, RunParity
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+REUSABLE = ("queued", "running", "succeeded")
+
+
+@dataclass
+class Reply:
+    """The HTTP answer to a delivery, and the jobs it created."""
+
+    status: int
+    body: dict[str, Any]
+    new_jobs: list[int] = field(default_factory=list)
+
+
+def receive(store: Store, router: Router, config: Config, headers: Mapping[str, str], body: bytes) -> Reply:
+    """Verify, parse, store and dispatch one delivery."""
+    try:
+        event = parse(headers, body, None if config.insecure and not config.webhook_secret else config.secret_bytes)
+    except DeliveryError as exc:
+        log.warning("delivery refused (%d): %s", exc.status, exc)
+        return Reply(exc.status, {"error": str(exc)})
+    if config.repo and event.repo != config.repo:
+        return _record(store, event, "ignored", f"delivery for {event.repo}; this bot serves {config.repo}")
+    try:
+        decisions = router.dispatch(event)
+    except DeliveryError as exc:
+        return Reply(exc.status, {"error": str(exc)})
+    ignores = [d for d in decisions if isinstance(d, Ignore)]
+    runs = [d for d in decisions if isinstance(d, RunParity)]
+    if not runs:
+        outcome = "ping" if any(d.ping for d in ignores) else "ignored"
+        return _record(store, event, outcome, "; ".join(d.reason for d in ignores))
+    return _queue(store, event, runs)
+
+
+def _stored_body(event: Event) -> bytes:
+    """The body, without the secret that Gitea ≤ 1.14 put inside it."""
+    if "secret" not in event.payload:
+        return event.body
+    return json.dumps({k: v for k, v in event.payload.items() if k != "secret"}).encode()
+
+
+def _insert_delivery(db: Any, event: Event, outcome: str, reason: str) -> bool:
+    cur = db.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (event.delivery_id, event.name, event.action, event.repo, time.time(), outcome, reason,
+                      _stored_body(event)))
+    return cur.rowcount == 1
+
+
+def _record(store: Store, event: Event, outcome: str, reason: str) -> Reply:
+    with store.tx() as db:
+        fresh = _insert_delivery(db, event, outcome, reason)
+    if not fresh:
+        return Reply(200, {"outcome": "duplicate", "reason": f"delivery {event.delivery_id} was received before"})
+    log.info("delivery %s %s: %s (%s)", event.delivery_id, event.name, outcome, reason)
+    return Reply(200, {"outcome": outcome, "reason": reason, "delivery": event.delivery_id})
+
+
+def _queue(store: Store, event: Event, runs: list[RunParity]) -> Reply:
+    jobs, new, reasons = [], [], []
+    with store.tx() as db:
+        if db.execute("SELECT 1 FROM deliveries WHERE id = ?", (event.delivery_id,)).fetchone():
+            return Reply(200, {"outcome": "duplicate", "reason": f"delivery {event.delivery_id} was received before"})
+        for run in runs:
+            job_id, created, reason = _job_for(db, event, run)
+            jobs.append(job_id)
+            reasons.append(reason)
+            if created:
+                new.append(job_id)
+        outcome = "queued" if new else "duplicate"
+        _insert_delivery(db, event, outcome, "; ".join(reasons))
+    log.info("delivery %s %s: %s jobs %s", event.delivery_id, event.name, outcome, jobs)
+    return Reply(202 if new else 200, {"outcome": outcome, "jobs": jobs, "reason": "; ".join(reasons),
+                                       "delivery": event.delivery_id}, new)
+
+
+def _job_for(db: Any, event: Event, run: RunParity) -> tuple[int, bool, str]:
+    """The job that answers ``run``: an existing one for the same event or commit, or a new one."""
+    seen = db.execute("SELECT job_id FROM event_keys WHERE key = ?", (run.event_key,)).fetchone()
+    if seen:
+        return int(seen[0]), False, f"{run.event_key} already handled by job {seen[0]}"
+    same = db.execute("SELECT id FROM jobs WHERE verb = 'parity' AND commit_sha = ? AND state IN (?, ?, ?) "
+                      "ORDER BY id DESC LIMIT 1", (run.commit, *REUSABLE)).fetchone()
+    if same:
+        job_id, created, reason = int(same[0]), False, f"commit {run.commit[:12]} already checked by job {same[0]}"
+    else:
+        requester = {"kind": run.requester.kind, "who": run.requester.who, "url": run.requester.url,
+                     "number": run.requester.number, "delivery": event.delivery_id}
+        cur = db.execute("INSERT INTO jobs (verb, commit_sha, ref, clone_url, requester, state, created_at) "
+                         "VALUES ('parity', ?, ?, ?, ?, 'queued', ?)",
+                         (run.commit, run.ref, run.clone_url, json.dumps(requester), time.time()))
+        job_id, created, reason = int(cur.lastrowid), True, f"parity on {run.commit[:12]} queued"
+    db.execute("INSERT INTO event_keys VALUES (?, ?, ?, ?)", (run.event_key, job_id, event.delivery_id, time.time()))
+    return job_id, created, reason

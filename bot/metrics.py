@@ -1,0 +1,57 @@
+"""Prometheus metrics, read from the database at scrape time.
+
+Counting in SQLite rather than in process memory keeps the numbers right when several
+gunicorn workers and a separate job worker share the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from bot.store import JOB_STATES, Store
+
+BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class StoreCollector:
+    """Deliveries, jobs, job durations and the outbox backlog."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        deliveries = CounterMetricFamily("ka_bot_deliveries", "Webhook deliveries by event and outcome",
+                                         labels=["event", "outcome"])
+        for row in self.store.query("SELECT event, outcome, COUNT(*) FROM deliveries GROUP BY event, outcome"):
+            deliveries.add_metric([row[0], row[1]], row[2])
+        yield deliveries
+        jobs = GaugeMetricFamily("ka_bot_jobs", "Jobs by verb and state", labels=["verb", "state"])
+        counts = {(r[0], r[1]): r[2] for r in self.store.query("SELECT verb, state, COUNT(*) FROM jobs GROUP BY 1, 2")}
+        for verb in sorted({v for v, _ in counts} | {"parity"}):
+            for state in JOB_STATES:
+                jobs.add_metric([verb, state], counts.get((verb, state), 0))
+        yield jobs
+        yield from self._durations()
+        backlog = GaugeMetricFamily("ka_bot_outbox_backlog", "Forge writes waiting to be sent")
+        backlog.add_metric([], self.store.query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0])
+        yield backlog
+
+    def _durations(self) -> Iterator[Metric]:
+        hist = HistogramMetricFamily("ka_bot_job_duration_seconds", "Durations of finished jobs", labels=["verb"])
+        rows = self.store.query("SELECT verb, finished_at - started_at FROM jobs "
+                                "WHERE finished_at IS NOT NULL AND started_at IS NOT NULL")
+        for verb in sorted({r[0] for r in rows}):
+            values = [r[1] for r in rows if r[0] == verb]
+            buckets = [(str(b), sum(1 for v in values if v <= b)) for b in BUCKETS] + [("+Inf", len(values))]
+            hist.add_metric([verb], buckets, sum(values))
+        yield hist
+
+
+def render(store: Store) -> bytes:
+    """The Prometheus text exposition."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))  # type: ignore[arg-type]
+    return generate_latest(registry)
