@@ -20,8 +20,9 @@ class FetchError(Exception):
 
 @contextmanager
 def _locked(mirror: Path) -> Iterator[None]:
-    with open(mirror / "ka-fetch.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # one fetch at a time: parallel fetches race on ref locks
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    with open(mirror.parent / f"{mirror.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # one init or fetch at a time: parallel ones race on files and refs
         yield
 
 
@@ -34,9 +35,9 @@ def fetch(mirror: Path, url: str, ref: str, sha: str) -> None:
     """Make ``sha`` present in ``mirror``, fetching ``ref`` (then ``sha`` itself) from ``url``."""
     if not _URL.match(url):
         raise FetchError(f"refusing to fetch from {url!r}: not a git URL or absolute path")
-    if not mirror.exists():
-        run(["git", "init", "--quiet", "--bare", mirror])
     with _locked(mirror):
+        if not mirror.exists():
+            run(["git", "init", "--quiet", "--bare", mirror])
         if has_commit(mirror, sha):
             return
         local = "refs/ka/" + _SAFE_REF.sub("_", ref.removeprefix("refs/"))

@@ -20,7 +20,7 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX = 60.0
-LEASE_SECONDS = 120.0
+LEASE_SECONDS = 60.0
 
 _LEASES = """CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)"""
 
@@ -49,13 +49,27 @@ def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
+def _alive(holder: str) -> bool:
+    """False when the holder was a process on this machine that no longer exists (killed mid-flush)."""
+    host, pid, _ = holder.split(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _lease(store: Store, holder: str, take: bool) -> bool:
     now = time.time()
     with store.tx() as db:
         db.execute(_LEASES)
         row = db.execute("SELECT holder, until FROM leases WHERE name = 'outbox'").fetchone()
         if take:
-            if row and row["holder"] != holder and row["until"] > now:
+            if row and row["holder"] != holder and row["until"] > now and _alive(row["holder"]):
                 return False
             db.execute("INSERT OR REPLACE INTO leases VALUES ('outbox', ?, ?)", (holder, now + LEASE_SECONDS))
         elif row and row["holder"] == holder:
@@ -63,19 +77,26 @@ def _lease(store: Store, holder: str, take: bool) -> bool:
     return True
 
 
-def flush(store: Store, forge: Forge) -> float | None:
-    """Send due writes in order; return seconds until the next try, or None when nothing waits.
+def _due(store: Store) -> bool:
+    return bool(store.query("SELECT 1 FROM outbox WHERE state = 'pending' AND next_at <= ? LIMIT 1", time.time()))
 
-    When another flusher holds the lease, returns a short delay: that one sends what is due
-    now, and the retry catches a write it may have missed as it finished.
+
+def flush(store: Store, forge: Forge) -> float | None:
+    """Send due writes in order; return seconds until the next try, or None when nothing is due.
+
+    When another flusher holds the lease this returns None at once: the holder looks for due
+    writes again after it lets the lease go, so a write added meanwhile is not left behind.
     """
     holder = _holder()
-    if not _lease(store, holder, take=True):
-        return 1.0
-    try:
-        return _send_all(store, forge)
-    finally:
-        _lease(store, holder, take=False)
+    while True:
+        if not _lease(store, holder, take=True):
+            return None
+        try:
+            delay = _send_all(store, forge)
+        finally:
+            _lease(store, holder, take=False)
+        if delay is not None or not _due(store):
+            return delay
 
 
 def _send_all(store: Store, forge: Forge) -> float | None:
