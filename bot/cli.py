@@ -24,7 +24,7 @@ from bot.config import Config
 from bot.events import sign
 from bot.services import make_services
 from bot.web import create_app
-from bot.worker import build_tasks, recover
+from bot.worker import build_tasks, recover, start_dispatcher
 from ka.errors import EXIT_OK, BadInput, KaError
 
 log = logging.getLogger("ka-bot")
@@ -58,18 +58,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     make_services(cfg)  # create the state folder and schema once, before anything forks
     argv = [sys.executable, "-m", "bot", "worker"] + (["--config", args.config] if args.config else [])
     argv += ["--state-dir", str(cfg.state_dir)] + (["--insecure"] if cfg.insecure else [])
-    worker = subprocess.Popen(argv, preexec_fn=_die_with_parent)
+    worker = None if args.no_worker else subprocess.Popen(argv, preexec_fn=_die_with_parent)
     print(f"ka-bot: serving on http://{args.host}:{args.port} "
           f"({'local mode' if cfg.local_mode else cfg.forgejo_url}; state in {cfg.state_dir})", file=sys.stderr)
     try:
         _gunicorn(cfg, args.host, args.port, args.web_workers)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        if worker is not None:
+            _stop(worker)
     return EXIT_OK
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    child.terminate()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
 
 
 def _gunicorn(cfg: Config, host: str, port: int, workers: int) -> None:
@@ -94,8 +99,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     interrupted = recover(services)
     if interrupted:
         log.warning("jobs interrupted by the last stop: %s", interrupted)
-    for job in services.store.jobs_in("queued"):
-        tasks.run_job(job.id)
+    start_dispatcher(services, tasks)  # picks up the jobs left queued, then every new one
     tasks.flush_outbox()
     consumer = services.huey.create_consumer(workers=cfg.workers, worker_type="thread", periodic=True,
                                              initial_delay=0.05, max_delay=0.5, backoff=1.15)
@@ -182,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
+    serve.add_argument("--no-worker", action="store_true", help="web app only (a ka-worker.service runs the jobs)")
     d = sub.add_parser("deliver", help="send a sample delivery, signed as Forgejo signs")
     d.add_argument("file", help="a shared payload file (event, headers, raw_body) or a JSON body")
     d.add_argument("--url", default="http://127.0.0.1:8080/webhook")
@@ -200,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # huey logs every task run at INFO: too much for a journal
+        logging.getLogger("huey").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except KaError as exc:

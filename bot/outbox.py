@@ -117,7 +117,7 @@ def _send_one(store: Store, forge: Forge, row: object) -> float | None:
     write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])  # type: ignore[index]
     oid = row["id"]  # type: ignore[index]
     try:
-        forge.send(write)
+        answer = forge.send(write)
     except Transient as exc:
         attempts = row["attempts"] + 1  # type: ignore[index]
         delay = backoff(attempts)
@@ -132,7 +132,8 @@ def _send_one(store: Store, forge: Forge, row: object) -> float | None:
                        (str(exc), oid))
         log.error("outbox %s: the forge refused %s: %s", oid, write.summary, exc)
         return None
+    state = "recorded" if answer.get("recorded") else "sent"  # local mode only records
     with store.tx() as db:
-        db.execute("UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1 WHERE id = ?",
-                   (time.time(), oid))
+        db.execute("UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                   (state, time.time(), oid))
     return None

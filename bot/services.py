@@ -6,10 +6,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huey import SqliteHuey
+from huey.storage import SqliteStorage
 
 from bot.config import Config
 from bot.forge import Forge, ForgejoClient, LocalForge
 from bot.store import Store
+
+
+class WakeupStorage(SqliteStorage):
+    """huey's SQLite storage without an fsync per commit.
+
+    The ``jobs`` table is the durable record of work; huey's queue only wakes the worker,
+    and whatever it loses in a power cut the worker's start-up and sweep re-queue.
+    """
+
+    def _create_connection(self):  # type: ignore[no-untyped-def]
+        conn = super()._create_connection()
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
 
 
 @dataclass
@@ -36,5 +50,6 @@ def make_services(config: Config) -> Services:
     else:
         assert config.forgejo_url and config.forgejo_token and config.repo
         forge = ForgejoClient(config.forgejo_url, config.forgejo_token, config.repo)
-    huey = SqliteHuey("ka-bot", filename=str(config.state_dir / "queue.db"), results=False, utc=True)
+    huey = SqliteHuey("ka-bot", filename=str(config.state_dir / "queue.db"), results=False, utc=True,
+                      storage_class=WakeupStorage)
     return Services(config=config, store=store, forge=forge, huey=huey)

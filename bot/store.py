@@ -97,7 +97,7 @@ class Store:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA synchronous=FULL")  # a stored delivery survives a power cut, not only a crash
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn

@@ -14,7 +14,6 @@ from bot import metrics, outbox
 from bot.config import Config
 from bot.intake import receive
 from bot.services import Services, make_services
-from bot.worker import build_tasks
 from handlers import router
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,6 @@ def create_app(config: Config | None = None, services: Services | None = None) -
         cfg = config or config_mod.load()
         cfg.require_secret()
         services = make_services(cfg)
-    tasks = build_tasks(services)
     app = Flask(__name__, template_folder=str(PAGES))
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_body
     app.extensions["ka"] = services
@@ -41,11 +39,6 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
         reply = receive(services.store, router, services.config, request.headers, request.get_data(cache=False))
-        for job_id in reply.new_jobs:
-            try:
-                tasks.run_job(job_id)
-            except Exception:  # the job is stored; the worker's sweep will run it
-                log.exception("could not enqueue job %s", job_id)
         return jsonify(reply.body), reply.status
 
     @app.get("/jobs")

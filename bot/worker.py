@@ -9,6 +9,7 @@ interrupted, tells the forge, and re-queues the jobs that were waiting.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from bot.store import Job
 
 log = logging.getLogger(__name__)
 BUSY_RETRY = 5.0
+DISPATCH_INTERVAL = 0.1
 
 
 @dataclass
@@ -60,6 +62,28 @@ def build_tasks(services: Services) -> Tasks:
                 run_job(job.id)
 
     return Tasks(run_job=run_job, flush_outbox=flush_outbox)
+
+
+def dispatch(services: Services, tasks: Tasks, stop: threading.Event, interval: float = DISPATCH_INTERVAL) -> None:
+    """Hand new queued jobs to huey.
+
+    The web app only writes the job row (one SQLite transaction per delivery, the cheapest
+    durable intake); this loop in the worker notices new rows within ``interval``.
+    """
+    last = 0
+    while True:
+        for row in services.store.query("SELECT id FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id", last):
+            tasks.run_job(row[0])
+            last = row[0]
+        if stop.wait(interval):
+            return
+
+
+def start_dispatcher(services: Services, tasks: Tasks) -> threading.Event:
+    """Run :func:`dispatch` in a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+    threading.Thread(target=dispatch, args=(services, tasks, stop), name="ka-dispatch", daemon=True).start()
+    return stop
 
 
 def _waiting(services: Services, job_id: int) -> bool:
