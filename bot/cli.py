@@ -11,21 +11,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
-from gunicorn.app.base import BaseApplication
 
 from bot import config as config_mod
 from bot.config import Config
 from bot.events import sign
 from bot.services import make_services
-from bot.web import create_app
 from bot.worker import build_tasks, recover, start_dispatcher
-from ka.errors import EXIT_OK, BadInput, KaError
+from ka.errors import EXIT_ENVIRONMENT, EXIT_OK, BadInput, KaError
 
 log = logging.getLogger("ka-bot")
 
@@ -36,7 +35,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _config(args: argparse.Namespace) -> Config:
-    overrides: dict[str, Any] = {"insecure": getattr(args, "insecure", False)}
+    overrides: dict[str, Any] = {"insecure": True} if getattr(args, "insecure", False) else {}
     for name in ("state_dir", "workers"):
         value = getattr(args, name, None)
         if value is not None:
@@ -53,42 +52,57 @@ def _die_with_parent() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Web app under gunicorn, plus a worker process; both end together."""
+    """The web app (gunicorn) and a job worker as two children, supervised: if one dies, both stop."""
     cfg = _config(args)
-    make_services(cfg)  # create the state folder and schema once, before anything forks
-    argv = [sys.executable, "-m", "bot", "worker"] + (["--config", args.config] if args.config else [])
-    argv += ["--state-dir", str(cfg.state_dir)] + (["--insecure"] if cfg.insecure else [])
-    worker = None if args.no_worker else subprocess.Popen(argv, preexec_fn=_die_with_parent)
+    make_services(cfg)  # create the state folder and schema once, before the children start
+    env = {**os.environ, "KA_STATE_DIR": str(cfg.state_dir), "KA_WORKERS": str(cfg.workers),
+           **({"KA_CONFIG": args.config} if args.config else {}), **({"KA_INSECURE": "1"} if cfg.insecure else {})}
+    children = {"web": subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(args.web_workers),
+         "--worker-class", "sync", "--no-control-socket", "--timeout", "30", "--graceful-timeout", "10",
+         "bot.web:create_app()"], env=env, preexec_fn=_die_with_parent)}
+    if not args.no_worker:
+        children["worker"] = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env,
+                                              preexec_fn=_die_with_parent)
     print(f"ka-bot: serving on http://{args.host}:{args.port} "
           f"({'local mode' if cfg.local_mode else cfg.forgejo_url}; state in {cfg.state_dir})", file=sys.stderr)
-    try:
-        _gunicorn(cfg, args.host, args.port, args.web_workers)
-    finally:
-        if worker is not None:
-            _stop(worker)
-    return EXIT_OK
+    return supervise(children)
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    child.terminate()
+def supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
+    """Wait for the children; forward SIGTERM/SIGINT; when one exits on its own, stop the others.
+
+    Accepting deliveries that no worker runs would be silent loss, so a dead child makes the
+    whole bot exit with an error, for systemd to restart it.
+    """
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.set()
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    pid, status = os.wait()
+    name = next((n for n, c in children.items() if c.pid == pid), "?")
+    died = not stopping.is_set()
+    if died:
+        log.error("%s exited (status %s); stopping the bot so that it is restarted", name, status)
+        forward(signal.SIGTERM, None)
+    for child in children.values():
+        if child.pid != pid:
+            _wait(child)
+    return EXIT_ENVIRONMENT if died else EXIT_OK
+
+
+def _wait(child: subprocess.Popen[bytes]) -> None:
     try:
-        child.wait(timeout=10)
+        child.wait(timeout=20)
     except subprocess.TimeoutExpired:
         child.kill()
-
-
-def _gunicorn(cfg: Config, host: str, port: int, workers: int) -> None:
-    class App(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            for key, value in {"bind": f"{host}:{port}", "workers": workers, "worker_class": "sync",
-                               "control_socket_disable": True, "accesslog": None, "timeout": 30,
-                               "graceful_timeout": 10}.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            return create_app(cfg)
-
-    App().run()
+        child.wait()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ ENV = {
     "repo_url": "KA_REPO_URL",
     "max_body": "KA_MAX_BODY",
     "workers": "KA_WORKERS",
+    "insecure": "KA_INSECURE",
 }
 SECRETS = ("forgejo_token", "webhook_secret")
 

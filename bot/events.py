@@ -94,7 +94,8 @@ def verify(headers: Mapping[str, str], data: bytes, secret: bytes) -> None:
         offered.append(hub[7:].strip().lower())
     if not offered:
         raise SignatureError("no signature: set the webhook secret in Forgejo to the bot's")
-    if not any(hmac.compare_digest(expected, value) for value in offered):
+    # bytes, not str: compare_digest refuses non-ASCII str, which a client could send to cause a 500
+    if not any(hmac.compare_digest(expected.encode(), value.encode("utf-8", "replace")) for value in offered):
         raise SignatureError("signature does not match: the webhook secret differs from the bot's")
 
 

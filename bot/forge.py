@@ -100,13 +100,17 @@ class ForgejoClient:
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
             res = self.session.request(method, self.api + path, json=body, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except requests.RequestException as exc:
             raise Transient(f"{method} {path}: forge unreachable: {type(exc).__name__}") from None
-        if res.status_code >= 500 or res.status_code == 429:
-            raise Transient(f"{method} {path}: HTTP {res.status_code}")
+        if res.status_code >= 500 or res.status_code in (401, 429):
+            # 401: the token was revoked or rotated; writes wait for a good one instead of being dropped
+            raise Transient(f"{method} {path}: HTTP {res.status_code}: {_message(res)}")
         if res.status_code >= 400:
             raise Permanent(f"{method} {path}: HTTP {res.status_code}: {_message(res)}")
-        return res.json() if res.content else {}
+        try:
+            return res.json() if res.content else {}
+        except ValueError:  # it landed; a proxy may have rewritten the answer
+            return {}
 
     def send(self, write: Write) -> dict[str, Any]:
         data = self._request(write.method, write.path, write.body)

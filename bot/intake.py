@@ -35,8 +35,10 @@ class Reply:
 
 def receive(store: Store, router: Router, config: Config, headers: Mapping[str, str], body: bytes) -> Reply:
     """Verify, parse, store and dispatch one delivery."""
+    if config.secret_bytes is None and not config.insecure:
+        return Reply(401, {"error": "the bot has no webhook secret configured; it accepts no deliveries"})
     try:
-        event = parse(headers, body, None if config.insecure and not config.webhook_secret else config.secret_bytes)
+        event = parse(headers, body, config.secret_bytes)
     except DeliveryError as exc:
         log.warning("delivery refused (%d): %s", exc.status, exc)
         return Reply(exc.status, {"error": str(exc)})
@@ -97,8 +99,9 @@ def _queue(store: Store, event: Event, runs: list[RunParity]) -> Reply:
 
 def _job_for(db: Any, event: Event, run: RunParity) -> tuple[int, bool, str]:
     """The job that answers ``run``: an existing one for the same event or commit, or a new one."""
-    seen = db.execute("SELECT job_id FROM event_keys WHERE key = ?", (run.event_key,)).fetchone()
-    if seen:
+    seen = db.execute("SELECT k.job_id, j.state FROM event_keys k LEFT JOIN jobs j ON j.id = k.job_id "
+                      "WHERE k.key = ?", (run.event_key,)).fetchone()
+    if seen and seen[1] in REUSABLE:
         return int(seen[0]), False, f"{run.event_key} already handled by job {seen[0]}"
     same = db.execute("SELECT id FROM jobs WHERE verb = 'parity' AND commit_sha = ? AND state IN (?, ?, ?) "
                       "ORDER BY id DESC LIMIT 1", (run.commit, *REUSABLE)).fetchone()
@@ -111,5 +114,7 @@ def _job_for(db: Any, event: Event, run: RunParity) -> tuple[int, bool, str]:
                          "VALUES ('parity', ?, ?, ?, ?, 'queued', ?)",
                          (run.commit, run.ref, run.clone_url, json.dumps(requester), time.time()))
         job_id, created, reason = int(cur.lastrowid), True, f"parity on {run.commit[:12]} queued"
-    db.execute("INSERT INTO event_keys VALUES (?, ?, ?, ?)", (run.event_key, job_id, event.delivery_id, time.time()))
+    # a key whose job failed or was interrupted now points at the new job: the event is checked again
+    db.execute("INSERT OR REPLACE INTO event_keys VALUES (?, ?, ?, ?)",
+               (run.event_key, job_id, event.delivery_id, time.time()))
     return job_id, created, reason

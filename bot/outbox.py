@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import threading
+import sqlite3
 import time
 
-from bot.forge import Forge, Permanent, Transient, Write
+from bot import owner
+from bot.forge import Forge, Permanent, Write
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,31 +44,14 @@ def backlog(store: Store) -> int:
     return int(store.query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0])
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def _alive(holder: str) -> bool:
-    """False when the holder was a process on this machine that no longer exists (killed mid-flush)."""
-    host, pid, _ = holder.split(":")
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _lease(store: Store, holder: str, take: bool) -> bool:
+    """Take (or renew) the outbox lease for ``holder``, or let it go; False when someone else holds it."""
     now = time.time()
     with store.tx() as db:
         db.execute(_LEASES)
         row = db.execute("SELECT holder, until FROM leases WHERE name = 'outbox'").fetchone()
         if take:
-            if row and row["holder"] != holder and row["until"] > now and _alive(row["holder"]):
+            if row and row["holder"] != holder and row["until"] > now and owner.alive(row["holder"]):
                 return False
             db.execute("INSERT OR REPLACE INTO leases VALUES ('outbox', ?, ?)", (holder, now + LEASE_SECONDS))
         elif row and row["holder"] == holder:
@@ -87,19 +69,19 @@ def flush(store: Store, forge: Forge) -> float | None:
     When another flusher holds the lease this returns None at once: the holder looks for due
     writes again after it lets the lease go, so a write added meanwhile is not left behind.
     """
-    holder = _holder()
+    holder = owner.me()
     while True:
         if not _lease(store, holder, take=True):
             return None
         try:
-            delay = _send_all(store, forge)
+            delay = _send_all(store, forge, holder)
         finally:
             _lease(store, holder, take=False)
         if delay is not None or not _due(store):
             return delay
 
 
-def _send_all(store: Store, forge: Forge) -> float | None:
+def _send_all(store: Store, forge: Forge, holder: str) -> float | None:
     while True:
         rows = store.query("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 50")
         if not rows:
@@ -108,32 +90,36 @@ def _send_all(store: Store, forge: Forge) -> float | None:
             wait = row["next_at"] - time.time()
             if wait > 0:
                 return wait
+            if not _lease(store, holder, take=True):  # renewed before every send; lost → stop at once
+                return None
             delay = _send_one(store, forge, row)
             if delay is not None:
                 return delay
 
 
-def _send_one(store: Store, forge: Forge, row: object) -> float | None:
-    write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])  # type: ignore[index]
-    oid = row["id"]  # type: ignore[index]
+def _send_one(store: Store, forge: Forge, row: sqlite3.Row) -> float | None:
+    """Send one row; the delay before a retry when it could not land, else None."""
+    write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])
+    oid = row["id"]
     try:
         answer = forge.send(write)
-    except Transient as exc:
-        attempts = row["attempts"] + 1  # type: ignore[index]
-        delay = backoff(attempts)
-        with store.tx() as db:
-            db.execute("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
-                       (attempts, time.time() + delay, str(exc), oid))
-        log.warning("outbox %s: %s; retry %d in %.0fs", oid, exc, attempts, delay)
-        return delay
     except Permanent as exc:
-        with store.tx() as db:
-            db.execute("UPDATE outbox SET state = 'failed', last_error = ?, attempts = attempts + 1 WHERE id = ?",
-                       (str(exc), oid))
+        _settle(store, oid, "failed", str(exc))
         log.error("outbox %s: the forge refused %s: %s", oid, write.summary, exc)
         return None
-    state = "recorded" if answer.get("recorded") else "sent"  # local mode only records
-    with store.tx() as db:
-        db.execute("UPDATE outbox SET state = ?, sent_at = ?, attempts = attempts + 1 WHERE id = ?",
-                   (state, time.time(), oid))
+    except Exception as exc:  # Transient, or anything unexpected: keep the row and its place in line
+        attempts = row["attempts"] + 1
+        delay = backoff(attempts)
+        with store.tx() as db:
+            db.execute("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
+                       (attempts, time.time() + delay, f"{type(exc).__name__}: {exc}"[:500], oid))
+        log.warning("outbox %s: %s; retry %d in %.0fs", oid, exc, attempts, delay)
+        return delay
+    _settle(store, oid, "recorded" if answer.get("recorded") else "sent")  # local mode only records
     return None
+
+
+def _settle(store: Store, oid: int, state: str, error: str | None = None) -> None:
+    with store.tx() as db:
+        db.execute("UPDATE outbox SET state = ?, sent_at = ?, last_error = ?, attempts = attempts + 1 "
+                   "WHERE id = ? AND state = 'pending'", (state, time.time(), error, oid))

@@ -52,8 +52,9 @@ class ParityRun:
     """One run of a parity job."""
 
     def __init__(self, config: Config, job: Job, post: Post, log: Log,
-                 save: Callable[[dict[str, Any]], None]) -> None:
+                 save: Callable[[dict[str, Any]], None], kick: Callable[[], None] = lambda: None) -> None:
         self.config, self.job, self.post, self.log, self.save = config, job, post, log, save
+        self.kick = kick  # asks for the outbox to be flushed now, so "pending" shows while the job runs
         self.outcomes: dict[str, HostOutcome] = {}
         self._lock = threading.Lock()  # hosts finish on promote's worker threads
 
@@ -83,7 +84,10 @@ class ParityRun:
         url = self.config.repo_url or self.job.clone_url
         if not url:
             raise mirror.FetchError("no clone URL: the delivery had none and KA_REPO_URL is unset")
-        self.log(f"fetching {sha} ({self.job.ref}) from {url}")
+        if not self.config.repo_url and not mirror.is_remote(url):
+            raise mirror.FetchError(f"the delivery's clone URL {mirror.redact(url)!r} is not a remote URL; "
+                                    "set KA_REPO_URL to fetch from a local path")
+        self.log(f"fetching {sha} ({self.job.ref}) from {mirror.redact(url)}")
         mirror.fetch(repo_dir, url, self.job.ref or sha, sha)
         view = GitTree(repo_dir, sha)
         hosts = list_hosts(view)
@@ -91,6 +95,7 @@ class ParityRun:
         self.log(f"hosts at {sha[:12]}: {', '.join(hosts) or 'none'}")
         for host in hosts:
             self.status(host, "pending", "checking parity")
+        self.kick()
         plans = self._plans(view, hosts)
         try:
             kernel = KernelTree(self.config.kernel_tree) if self.config.kernel_tree else None
@@ -111,6 +116,8 @@ class ParityRun:
                 plans.append(plan_host(view, host))
             except KaError as exc:
                 self._error(host, f"invalid at this commit: {str(exc).splitlines()[0]}")
+            except Exception as exc:  # one host's broken tree must not take the others down
+                self._error(host, f"cannot read at this commit: {type(exc).__name__}: {exc}")
         return plans
 
     def _with_baseline(self, plans: list[HostPlan], kernel: KernelTree | None) -> list[HostPlan]:

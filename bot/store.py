@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot import owner
+
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -27,7 +29,7 @@ CREATE TABLE IF NOT EXISTS event_keys (
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, verb TEXT NOT NULL, host TEXT, commit_sha TEXT, ref TEXT,
     clone_url TEXT, requester TEXT, state TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
-    finished_at REAL, hosts TEXT, result TEXT, error TEXT);
+    finished_at REAL, hosts TEXT, result TEXT, error TEXT, owner TEXT);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(verb, commit_sha);
 CREATE TABLE IF NOT EXISTS outbox (
@@ -61,6 +63,7 @@ class Job:
     hosts: list[str]
     result: dict[str, Any]
     error: str | None
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -145,7 +148,8 @@ class Store:
                     "SELECT 1 FROM jobs WHERE state = 'running' AND host = ? AND verb IN ('build', 'install')",
                     (row["host"],)).fetchone():
                 return None
-            db.execute("UPDATE jobs SET state = 'running', started_at = ? WHERE id = ?", (time.time(), job_id))
+            db.execute("UPDATE jobs SET state = 'running', started_at = ?, owner = ? WHERE id = ?",
+                       (time.time(), owner.me(thread=False), job_id))
         return self.job(job_id)
 
     def set_hosts(self, job_id: int, hosts: list[str]) -> None:
@@ -162,14 +166,19 @@ class Store:
         """End a running job."""
         assert state in FINAL
         with self.tx() as db:
-            db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
+            db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = 'running'",
                        (state, time.time(), error, job_id))
 
     def interrupt_running(self) -> list[Job]:
-        """Mark jobs left running by a crashed worker as interrupted; return them."""
+        """Mark jobs whose worker process is gone as interrupted; return them.
+
+        Jobs of a worker that still runs (another process of a split deployment) are left alone.
+        """
         with self.tx() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
-            db.execute("UPDATE jobs SET state = 'interrupted', finished_at = ?, "
-                       "error = 'interrupted: the bot stopped while this job ran' WHERE state = 'running'",
-                       (time.time(),))
+            rows = [r for r in db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
+                    if not owner.alive(r["owner"])]
+            for r in rows:
+                db.execute("UPDATE jobs SET state = 'interrupted', finished_at = ?, "
+                           "error = 'interrupted: the bot stopped while this job ran' WHERE id = ?",
+                           (time.time(), r["id"]))
         return [Job.from_row(r) for r in rows]

@@ -36,29 +36,56 @@ class Tasks:
     flush_outbox: Any
 
 
+class _Pending:
+    """What this worker has scheduled already, so retries never pile up into chains."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.flush_at: float | None = None
+        self.waiting: set[int] = set()
+
+    def want_flush(self, delay: float) -> bool:
+        """True when a flush ``delay`` seconds from now should be scheduled (none is due sooner)."""
+        at = time.time() + delay
+        with self.lock:
+            if self.flush_at is not None and time.time() < self.flush_at <= at + 0.05:
+                return False
+            self.flush_at = at
+            return True
+
+
 def build_tasks(services: Services) -> Tasks:
     """Register the tasks (the web app only enqueues them; the worker runs them)."""
     huey = services.huey
+    pending = _Pending()
 
     @huey.task(name="flush_outbox")
     def flush_outbox() -> None:
         delay = outbox.flush(services.store, services.forge)
-        if delay is not None:
+        if delay is not None and pending.want_flush(max(0.2, delay)):
             flush_outbox.schedule(delay=max(0.2, delay))
 
     @huey.task(name="run_job")
     def run_job(job_id: int) -> None:
-        ran = execute(services, job_id)
+        with pending.lock:
+            pending.waiting.discard(job_id)
+        ran = execute(services, job_id, kick=flush_outbox)
         if ran is None and _waiting(services, job_id):
-            run_job.schedule((job_id,), delay=BUSY_RETRY)
+            with pending.lock:
+                again = job_id not in pending.waiting
+                pending.waiting.add(job_id)
+            if again:
+                run_job.schedule((job_id,), delay=BUSY_RETRY)
         flush_outbox()
 
     @huey.periodic_task(crontab(minute="*"), name="sweep")
     def sweep() -> None:
-        """Safety net: flush the outbox and re-queue jobs a lost task left waiting."""
+        """Safety net: flush the outbox and re-queue jobs whose task was lost."""
         flush_outbox()
         for job in services.store.jobs_in("queued"):
-            if time.time() - job.created_at > 60:
+            with pending.lock:
+                known = job.id in pending.waiting
+            if not known and time.time() - job.created_at > 60:
                 run_job(job.id)
 
     return Tasks(run_job=run_job, flush_outbox=flush_outbox)
@@ -72,9 +99,13 @@ def dispatch(services: Services, tasks: Tasks, stop: threading.Event, interval: 
     """
     last = 0
     while True:
-        for row in services.store.query("SELECT id FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id", last):
-            tasks.run_job(row[0])
-            last = row[0]
+        try:
+            for row in services.store.query("SELECT id FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id",
+                                            last):
+                tasks.run_job(row[0])
+                last = row[0]
+        except Exception:  # a locked database or a full disk must not end the loop for good
+            log.exception("dispatcher: will try again")
         if stop.wait(interval):
             return
 
@@ -108,32 +139,46 @@ def _poster(services: Services, job_id: int) -> Callable[[forge.Write], None]:
     return post
 
 
-def execute(services: Services, job_id: int) -> Job | None:
-    """Claim and run one job; None when it was not claimable (done already, or its host is busy)."""
+def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: None) -> Job | None:
+    """Claim and run one job; None when it was not claimable (done already, or its host is busy).
+
+    The job's error boundary: whatever breaks, the job ends in a final state with a visible status.
+    """
     job = services.store.claim(job_id)
     if job is None:
         return None
     log_line = JobLog(services, job_id)
-    log_line(f"job {job.id} {job.verb} on {job.commit_sha} started")
+    state, error = "failed", "internal error"
     try:
-        result = _run_verb(services, job, log_line)
-    except Exception as exc:  # the error boundary of a job: it must end visibly, whatever broke
-        log.exception("job %s failed", job_id)
-        log_line("".join(traceback.format_exception(exc)).rstrip())
-        _report_failure(services, job, f"{type(exc).__name__}: {exc}")
-        services.store.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
-    else:
+        log_line(f"job {job.id} {job.verb} on {job.commit_sha} started")
+        result = _run_verb(services, job, log_line, kick)
         services.store.set_result(job_id, result)
-        services.store.finish(job_id, "succeeded")
+        state, error = "succeeded", None
         log_line(f"job {job.id} succeeded")
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("job %s failed", job_id)
+        _quietly(log_line, "".join(traceback.format_exception(exc)).rstrip())
+        _quietly(_report_failure, services, job, error)
+    finally:
+        services.store.finish(job_id, state, error)
     return services.store.job(job_id)
 
 
-def _run_verb(services: Services, job: Job, log_line: Callable[[str], None]) -> dict[str, Any]:
+def _quietly(func: Callable[..., Any], *args: Any) -> None:
+    """Run a reporting step whose own failure must not hide the job's."""
+    try:
+        func(*args)
+    except Exception:
+        log.exception("while reporting a failed job")
+
+
+def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
+              kick: Callable[[], None]) -> dict[str, Any]:
     if job.verb != "parity":
         raise RuntimeError(f"verb {job.verb!r} is not built yet")
     run = ParityRun(services.config, job, _poster(services, job.id), log_line,
-                    lambda partial: services.store.set_result(job.id, partial))
+                    lambda partial: services.store.set_result(job.id, partial), kick)
     return run.run(lambda hosts: services.store.set_hosts(job.id, hosts))
 
 

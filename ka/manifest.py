@@ -79,18 +79,25 @@ def list_hosts(view: RepoView) -> list[str]:
     if view.kind(FLEET) != DIR:
         return []
     names = [n[:-5] for n in view.listdir(FLEET) if n.endswith(".yaml")]
-    return sorted(n for n in names if n not in RESERVED and view.kind(host_path(n)) == FILE)
+    return sorted(n for n in names if n not in RESERVED and _kind(view, n) in (FILE, "escapes"))
+
+
+def _kind(view: RepoView, host: str) -> str | None:
+    try:
+        return view.kind(host_path(host))
+    except PathEscapes:
+        return "escapes"  # listed, so that loading it reports the symlink instead of hiding the host
 
 
 def check_host_name(view: RepoView, host: str) -> None:
     """Raise :class:`UnknownHost` unless ``host`` names a manifest."""
     if not HOST_RE.match(host) or host in RESERVED:
         raise UnknownHost(host, list_hosts(view))
-    try:
-        found = view.kind(host_path(host)) == FILE
-    except PathEscapes:
-        found = False
-    if not found:
+    kind = _kind(view, host)
+    if kind == "escapes":
+        raise ManifestError([Problem(view.display(host_path(host)), None, "",
+                                     "is a symlink that leaves fleet/")])
+    if kind != FILE:
         raise UnknownHost(host, list_hosts(view))
 
 

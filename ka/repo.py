@@ -20,8 +20,12 @@ FILE, DIR = "file", "dir"
 _MAX_LINKS = 8
 
 
-class PathEscapes(Exception):
+class PathEscapes(BadInput):
     """A path, or a symlink it goes through, leaves the area it must stay in."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: a symlink leads outside fleet/ or patches/ (or outside the repository)")
+        self.path = path
 
 
 class RepoView(Protocol):
@@ -133,10 +137,10 @@ class GitTree:
 
     def _resolve(self, path: str) -> str:
         """Follow symlinks (stored as blobs) in every component of ``path``."""
-        for _ in range(_MAX_LINKS):
+        for _ in range(_MAX_LINKS + 1):
             hop = self._first_link(path)
             if hop is None:
-                break
+                return path
             link, rest = hop
             target = self._blob(self._entries[link].oid).decode("utf-8", "surrogateescape")
             joined = posixpath.normpath(posixpath.join(posixpath.dirname(link), target, rest))
@@ -144,9 +148,7 @@ class GitTree:
                 raise PathEscapes(path)
             self._check_area(path, joined)
             path = joined
-        else:
-            raise PathEscapes(path)
-        return path
+        raise PathEscapes(path)  # a symlink loop, or a chain longer than any patch tree needs
 
     def _check_area(self, asked: str, real: str) -> None:
         for area in ("patches", "fleet"):

@@ -53,7 +53,8 @@ def _start(tmp_path: Path, k: SmallKernel, hosts: dict[str, str], **env: str) ->
     work, bare = fleet_forge_repo(tmp_path, hosts, fleet_files(k))
     bot = BotProcess(tmp_path / "state", {
         "KA_FORGEJO_URL": fake.url, "KA_FORGEJO_TOKEN": fake.token, "KA_WEBHOOK_SECRET": SECRET,
-        "KA_REPO": REPO, "KA_KERNEL_TREE": str(k.bare), "KA_PUBLIC_URL": PUBLIC, **env}).start()
+        "KA_REPO": REPO, "KA_KERNEL_TREE": str(k.bare), "KA_PUBLIC_URL": PUBLIC, "KA_REPO_URL": str(bare),
+        **env}).start()
     return Setup(fake, bot, work, bare)
 
 
@@ -234,3 +235,33 @@ def test_refuses_to_start_without_secret(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "bot", "serve", "--state-dir", str(tmp_path / "s")],
                          env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "no webhook secret" in res.stderr
+
+
+def _ppid(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def test_local_clone_url_from_a_delivery_is_refused(tmp_path: Path, small_kernel: SmallKernel) -> None:
+    s = _start(tmp_path, small_kernel, {"ampere": AMPERE}, KA_REPO_URL="")
+    try:
+        sha = s.head()
+        job = s.push(sha).json()["jobs"][0]
+        record = s.bot.wait_job(job)
+        assert record["state"] == "failed" and "is not a remote URL; set KA_REPO_URL" in record["error"]
+        wait_for(lambda: s.fake.latest(sha).get("ka/parity", {}).get("state") == "error", what="error status")
+    finally:
+        s.bot.stop()
+        s.fake.stop()
+
+
+def test_worker_death_stops_serve_with_an_error(setup: Setup) -> None:
+    assert setup.bot.proc is not None
+    children = [p for p in Path("/proc").glob("[0-9]*") if _ppid(p) == setup.bot.proc.pid
+                and b"worker" in (p / "cmdline").read_bytes().split(b"\0")]
+    assert len(children) == 1
+    os.kill(int(children[0].name), 9)
+    assert setup.bot.proc.wait(timeout=30) == 3
+    assert "worker exited (status 9); stopping the bot" in setup.bot.log()

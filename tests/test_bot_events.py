@@ -93,3 +93,8 @@ def test_event_type_falls_back_to_event() -> None:
     data = sample("pull_request-synchronized-gitea-1.22")
     event = parse(data["headers"], data["raw_body"].encode(), SECRET.encode())
     assert (event.name, event.type, event.action) == ("pull_request", "pull_request_sync", "synchronized")
+
+
+def test_non_ascii_signature_is_a_401_not_a_crash() -> None:
+    with pytest.raises(SignatureError, match="does not match"):
+        verify({"X-Forgejo-Signature": "é" * 64}, BODY, SECRET.encode())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,7 +72,12 @@ def test_push_and_pr_update_of_one_commit_share_a_job(store: Store) -> None:
 def test_rerun_after_an_interrupted_job(store: Store) -> None:
     send(store, delivery("push-forgejo-12", push_payload(SHA, "/srv/fleet.git")))
     store.claim(1)
-    store.interrupt_running()
+    assert store.interrupt_running() == []  # its worker (this process) is alive: left alone
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with store.tx() as db:
+        db.execute("UPDATE jobs SET owner = ?", (f"{socket.gethostname()}:{dead.pid}:0:0",))
+    assert [j.id for j in store.interrupt_running()] == [1]
     reply = send(store, delivery("push-forgejo-12", push_payload(SHA, "/srv/fleet.git", ref="refs/heads/again")))
     assert reply.new_jobs == [2]
 
@@ -117,3 +124,19 @@ def test_legacy_secret_in_body_is_not_stored(store: Store) -> None:
     assert reply.status == 202
     body = store.query("SELECT body FROM deliveries")[0][0]
     assert b'"secret"' not in body and b"9d7157" in body
+
+
+def test_failed_job_is_rerun_by_a_replay(store: Store) -> None:
+    payload = push_payload(SHA, "/srv/fleet.git")
+    send(store, delivery("push-forgejo-12", payload))
+    store.claim(1)
+    store.finish(1, "failed", "fetch failed")
+    replay = send(store, delivery("push-forgejo-12", payload))
+    assert replay.new_jobs == [2]
+    assert send(store, delivery("push-forgejo-12", payload)).body["outcome"] == "duplicate"
+
+
+def test_no_secret_accepts_nothing_unless_insecure(store: Store) -> None:
+    d = delivery("push-forgejo-12", push_payload(SHA, "/x"), secret=None)
+    assert send(store, d, Config(repo=REPO)).status == 401
+    assert send(store, d, Config(repo=REPO, insecure=True)).status == 202

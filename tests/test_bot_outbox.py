@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -13,7 +12,7 @@ import pytest
 from botkit import REPO
 from fakeforgejo import FakeForgejo
 
-from bot import forge, outbox
+from bot import forge, outbox, owner
 from bot.store import Store
 
 
@@ -89,15 +88,30 @@ def test_permanent_error_is_logged_and_skipped(fake: FakeForgejo, store: Store,
     fake.violations.clear()  # the empty comment body was sent on purpose
 
 
-def test_wrong_token_is_permanent(fake: FakeForgejo, store: Store) -> None:
+def test_wrong_token_waits_for_a_good_one(fake: FakeForgejo, store: Store) -> None:
     outbox.add(store, 1, status(1))
-    outbox.flush(store, client(fake, token="wrong"))
-    assert "HTTP 401: token is required" in store.query("SELECT last_error FROM outbox")[0][0]
+    assert outbox.flush(store, client(fake, token="wrong")) == 1.0
+    row = store.query("SELECT state, last_error FROM outbox")[0]
+    assert row[0] == "pending" and "HTTP 401: token is required" in row[1]
+    with store.tx() as db:
+        db.execute("UPDATE outbox SET next_at = 0")
+    assert outbox.flush(store, client(fake)) is None
+    assert len(fake.statuses()) == 1
+
+
+def test_unexpected_error_keeps_the_row_in_line(store: Store) -> None:
+    class Broken:
+        def send(self, write: forge.Write) -> dict:
+            raise ValueError("a bug")
+
+    outbox.add(store, 1, status(1))
+    assert outbox.flush(store, Broken()) == 1.0  # type: ignore[arg-type]
+    assert store.query("SELECT state, last_error FROM outbox")[0][:] == ("pending", "ValueError: a bug")
 
 
 def test_lease_keeps_a_second_flusher_out(fake: FakeForgejo, store: Store) -> None:
     outbox.add(store, 1, status(1))
-    other = f"{socket.gethostname()}:{os.getppid()}:1"  # a live process holds it
+    other = owner.me().rsplit(":", 1)[0] + ":1"  # another thread of a live process holds it
     assert outbox._lease(store, other, take=True)
     assert outbox.flush(store, client(fake)) is None
     assert fake.statuses() == []
@@ -106,11 +120,30 @@ def test_lease_keeps_a_second_flusher_out(fake: FakeForgejo, store: Store) -> No
     assert len(fake.statuses()) == 1
 
 
+def test_lease_lost_mid_flush_stops_sending(fake: FakeForgejo, store: Store) -> None:
+    class Thief:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def send(self, write: forge.Write) -> dict:
+            self.sent += 1
+            with store.tx() as db:  # another live flusher takes the lease (ours ran out)
+                db.execute("UPDATE leases SET holder = ?, until = ?", ("other-machine:1:1:1", time.time() + 60))
+            return {}
+
+    for n in range(3):
+        outbox.add(store, 1, status(n))
+    thief = Thief()
+    assert outbox.flush(store, thief) is None  # type: ignore[arg-type]
+    assert thief.sent == 1
+    assert outbox.backlog(store) == 2
+
+
 def test_lease_of_a_dead_process_is_taken_over(fake: FakeForgejo, store: Store) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     outbox.add(store, 1, status(1))
-    assert outbox._lease(store, f"{socket.gethostname()}:{dead.pid}:1", take=True)
+    assert outbox._lease(store, f"{socket.gethostname()}:{dead.pid}:0:1", take=True)
     assert outbox.flush(store, client(fake)) is None
     assert len(fake.statuses()) == 1
 

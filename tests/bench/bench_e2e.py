@@ -56,7 +56,7 @@ def main() -> None:
         fake = FakeForgejo(repo=REPO).start()
         bot = BotProcess(root / "state", {"KA_FORGEJO_URL": fake.url, "KA_FORGEJO_TOKEN": fake.token,
                                           "KA_WEBHOOK_SECRET": SECRET, "KA_REPO": REPO,
-                                          "KA_KERNEL_TREE": str(kernel.bare)}).start()
+                                          "KA_KERNEL_TREE": str(kernel.bare), "KA_REPO_URL": str(bare)}).start()
         try:
             times = [one_push(bot, fake, work, bare, args.hosts, n) for n in range(args.runs)]
         finally:
