@@ -217,6 +217,12 @@ def test_pages_escape_user_content(setup: Setup) -> None:
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
     page = requests.get(f"{setup.bot.url}/jobs/{job}", timeout=5).text
     assert 'id="host-ampere"' in page and "status ka/parity/ampere = success" in page
+    payload = push_payload(commit_and_push(setup.work, setup.bare, "another"), str(setup.bare))
+    payload["compare_url"] = "javascript:alert(1)"
+    other = setup.bot.send(delivery("push-forgejo-12", payload)).json()["jobs"][0]
+    assert other != job
+    page = requests.get(f"{setup.bot.url}/jobs/{other}", timeout=5).text
+    assert 'href="javascript:' not in page and "push by maintainer" in page
     assert requests.get(setup.bot.url + "/jobs/999", timeout=5).status_code == 404
 
 
