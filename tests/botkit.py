@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from kernel import git
+from kernel import git, write_fleet
 
 from bot.cli import go_json
 from bot.events import sign
@@ -164,17 +164,7 @@ def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> No
 
 def fleet_forge_repo(root: Path, hosts: dict[str, str], files: dict[str, bytes | str]) -> tuple[Path, Path]:
     """A work tree with the fleet committed, and a bare 'forge' clone of it to fetch from."""
-    work = root / "fleet-work"
-    (work / "fleet").mkdir(parents=True)
-    for host, text in hosts.items():
-        (work / "fleet" / f"{host}.yaml").write_text(text)
-    for path, data in files.items():
-        target = work / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data.encode() if isinstance(data, str) else data)
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "fleet")
+    work = write_fleet(root / "fleet-work", hosts, files)
     bare = root / "forge.git"
     git(root, "clone", "-q", "--bare", str(work), str(bare))
     return work, bare

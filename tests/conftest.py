@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kernel import BASE_TAG, SmallKernel, build_small_kernel, git
+from kernel import BASE_TAG, SmallKernel, build_small_kernel, write_fleet
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -44,19 +44,6 @@ def make_repo(tmp_path: Path) -> MakeRepo:
 
     def make(hosts: dict[str, str], files: dict[str, bytes | str], commit: bool = True,
              name: str | None = None) -> Path:
-        root = tmp_path / (name or f"repo{next(counter)}")
-        (root / "fleet").mkdir(parents=True)
-        (root / "patches").mkdir()
-        for host, text in hosts.items():
-            (root / "fleet" / f"{host}.yaml").write_text(text)
-        for path, data in files.items():
-            target = root / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data.encode() if isinstance(data, str) else data)
-        if commit:
-            git(root, "init", "-q", "-b", "main")
-            git(root, "add", "-A")
-            git(root, "commit", "-qm", "fleet")
-        return root
+        return write_fleet(tmp_path / (name or f"repo{next(counter)}"), hosts, files, commit)
 
     return make

@@ -125,3 +125,20 @@ def _standard_patches(k: SmallKernel) -> None:
         b"drivers/staging/bes2600/Kconfig", b"drivers/staging/Makefile")
     p["malformed"] = b"Subject: [PATCH] broken\n\ndiff --git a/Makefile b/Makefile\n--- a/Makefile\n" \
                      b"+++ b/Makefile\n@@ -1,3 +1,3 @@\n garbage\n"
+
+
+def write_fleet(root: Path, hosts: dict[str, str], files: dict[str, bytes | str], commit: bool = True) -> Path:
+    """A kernel-agent repository at ``root``: manifests, files, and (with ``commit``) one git commit."""
+    (root / "fleet").mkdir(parents=True)
+    (root / "patches").mkdir()
+    for host, text in hosts.items():
+        (root / "fleet" / f"{host}.yaml").write_text(text)
+    for path, data in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data.encode() if isinstance(data, str) else data)
+    if commit:
+        git(root, "init", "-q", "-b", "main")
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", "fleet")
+    return root
