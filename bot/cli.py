@@ -171,6 +171,7 @@ def _rewrite(body: bytes, args: argparse.Namespace) -> bytes:
     repo = payload.setdefault("repository", {})
     if args.repo:
         repo["full_name"] = args.repo
+        payload.pop("compare_url", None)  # it pointed at the sample's forge, not this repository
     if args.clone_url:
         repo["clone_url"] = args.clone_url
     if args.commit:
