@@ -271,3 +271,16 @@ def test_worker_death_stops_serve_with_an_error(setup: Setup) -> None:
     os.kill(int(children[0].name), 9)
     assert setup.bot.proc.wait(timeout=30) == 3
     assert "worker exited (status 9); stopping the bot" in setup.bot.log()
+
+
+def test_deliver_command_runs_the_whole_flow(setup: Setup) -> None:
+    sha = setup.head()
+    sample_file = Path(__file__).parent / "samples/forgejo/payloads/push-forgejo-12.json"
+    deliver = [sys.executable, "-m", "bot", "deliver", str(sample_file), "--url", setup.bot.url + "/webhook"]
+    res = subprocess.run([*deliver, "--repo", REPO, "--commit", sha], env={**os.environ, "KA_WEBHOOK_SECRET": SECRET},
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and res.stdout.startswith("202 "), res.stdout + res.stderr
+    latest = _final(setup.fake, sha, ["ampere", "ohm"])
+    assert {s["state"] for s in latest.values()} == {"success"}
+    wrong = subprocess.run([*deliver, "--secret", "not-the-secret"], capture_output=True, text=True, timeout=30)
+    assert wrong.returncode == 1 and wrong.stdout.startswith("401 ")
