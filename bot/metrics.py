@@ -53,5 +53,5 @@ class StoreCollector:
 def render(store: Store) -> bytes:
     """The Prometheus text exposition."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store))  # type: ignore[arg-type]
+    registry.register(StoreCollector(store))
     return generate_latest(registry)

@@ -20,7 +20,7 @@ class WakeupStorage(SqliteStorage):
     and whatever it loses in a power cut the worker's start-up and sweep re-queue.
     """
 
-    def _create_connection(self):  # type: ignore[no-untyped-def]
+    def _create_connection(self):
         conn = super()._create_connection()
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn

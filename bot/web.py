@@ -38,7 +38,7 @@ def create_app(config: Config | None = None, services: Services | None = None) -
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
-        reply = receive(services.store, router, services.config, request.headers, request.get_data(cache=False))
+        reply = receive(services.store, router, services.config, dict(request.headers), request.get_data(cache=False))
         return jsonify(reply.body), reply.status
 
     @app.get("/jobs")

@@ -153,7 +153,7 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
         log_line(f"job {job.id} {job.verb} on {job.commit_sha} started")
         result = _run_verb(services, job, log_line, kick)
         services.store.set_result(job_id, result)
-        state, error = "succeeded", None
+        state, error = "succeeded", ""
         log_line(f"job {job.id} succeeded")
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -161,7 +161,7 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
         _quietly(log_line, "".join(traceback.format_exception(exc)).rstrip())
         _quietly(_report_failure, services, job, error)
     finally:
-        services.store.finish(job_id, state, error)
+        services.store.finish(job_id, state, error or None)
     return services.store.job(job_id)
 
 
@@ -186,7 +186,9 @@ def _report_failure(services: Services, job: Job, reason: str, state_word: str =
     """Error statuses for the hosts of a job that did not finish (or one fleet-wide status)."""
     current = services.store.job(job.id) or job
     done = set(current.result)
-    hosts = [h for h in current.hosts if h not in done] or ([] if current.hosts else [None])
+    hosts: list[str | None] = [h for h in current.hosts if h not in done]
+    if not current.hosts:
+        hosts = [None]  # it died before listing the hosts: one fleet-wide status says so
     repo = services.config.repo or LOCAL_REPO
     post = _poster(services, job.id)
     for host in hosts:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -217,18 +218,17 @@ def _attribute(scratch: _Scratch, series: list[Series]) -> ApplyFailure:
 def _classify(scratch: _Scratch, s: Series, patch: PatchFile, res: Completed) -> ApplyFailure:
     err = res.err()
     git_lines = "\n".join(ln for ln in err.splitlines() if ln.startswith(("error:", "fatal:")))
-    base = {"patch": patch.path, "series": s.include.text, "git": git_lines}
+    failure = partial(ApplyFailure, patch=patch.path, series=s.include.text, git=git_lines)
     reverse = scratch.git(*_APPLY, "--check", "-R", data=patch.data).ok
     if m := _FAILED.search(err):
         path, line = m.group(1), int(m.group(2))
         kind = "already-applied" if reverse else "context-mismatch"
-        return ApplyFailure(kind=kind, file=path, line=line, hunk=hunk_number(patch.data, path, line), **base)
+        return failure(kind=kind, file=path, line=line, hunk=hunk_number(patch.data, path, line))
     if m := _MISSING.search(err):
-        return ApplyFailure(kind="missing-file", file=m.group(1), **base)
+        return failure(kind="missing-file", file=m.group(1))
     if m := _EXISTS.search(err):
-        kind = "already-applied" if reverse else "file-exists"
-        return ApplyFailure(kind=kind, file=m.group(1), **base)
-    return ApplyFailure(kind="malformed", **base)
+        return failure(kind="already-applied" if reverse else "file-exists", file=m.group(1))
+    return failure(kind="malformed")
 
 
 def hunk_number(patch: bytes, path: str, line: int) -> int | None:

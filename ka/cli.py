@@ -21,7 +21,7 @@ from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaEr
 from ka.kernel_import import import_tarball
 from ka.manifest import check_host_name, list_hosts
 from ka.promote import PromoteResult
-from ka.repo import GitTree, WorkTree
+from ka.repo import GitTree, RepoView, WorkTree
 from ka.report import print_promote, print_status, promote_line
 from ka.settings import resolve
 from ka.status import fleet_status
@@ -101,7 +101,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.output and (args.all or len(args.hosts) != 1):
         raise BadInput("-o FILE needs exactly one host")
     settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
-    view = GitTree(settings.repo, args.rev) if args.rev else WorkTree(settings.repo)
+    view: RepoView = GitTree(settings.repo, args.rev) if args.rev else WorkTree(settings.repo)
     hosts = list_hosts(view) if args.all else args.hosts
     if not hosts:
         raise BadInput(f"{view.display('fleet/')}: no host manifests")

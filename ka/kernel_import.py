@@ -44,7 +44,7 @@ def _quote_path(path: str) -> str:
 
 def version_from_makefile(data: bytes) -> str | None:
     """``v6.12.117`` from a top-level kernel Makefile, or None."""
-    found = dict(m.groups() for m in _VERSION_RE.finditer(data[:4096]))
+    found: dict[bytes, bytes] = {m.group(1): m.group(2) for m in _VERSION_RE.finditer(data[:4096])}
     try:
         ver = [found[k].decode() for k in (b"VERSION", b"PATCHLEVEL", b"SUBLEVEL")]
     except KeyError:

@@ -109,8 +109,8 @@ class _Doc:
         self.problems: list[Problem] = []
         loader = yaml.SafeLoader(text)
         try:
-            self.node = loader.get_single_node()
-            self.data = loader.construct_document(self.node) if self.node else None
+            self.node: Any = loader.get_single_node()
+            self.data: Any = loader.construct_document(self.node) if self.node else None
         finally:
             loader.dispose()
 

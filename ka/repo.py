@@ -32,10 +32,13 @@ class RepoView(Protocol):
     """Read-only access to the repository's files by POSIX relative path."""
 
     root: Path
-    rev: str | None
+
+    @property
+    def rev(self) -> str | None:
+        """The commit read from, or None for a work tree."""
 
     def kind(self, path: str) -> str | None:
-        """``"file"``, ``"dir"`` or None; follows symlinks that stay inside ``jail``."""
+        """``"file"``, ``"dir"`` or None; follows symlinks that stay inside fleet/ or patches/."""
 
     def read(self, path: str) -> bytes:
         """The bytes of a file."""
@@ -64,10 +67,12 @@ def _inside(path: str, jail: str) -> bool:
 class WorkTree:
     """A view of the repository's files on disk."""
 
-    def __init__(self, root: Path, jail: str = "") -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.rev: str | None = None
-        self.jail = jail
+
+    @property
+    def rev(self) -> str | None:
+        return None
 
     def _real(self, path: str) -> Path:
         real = (self.root / path).resolve()
@@ -108,10 +113,14 @@ class GitTree:
 
     def __init__(self, repo: Path, rev: str) -> None:
         self.root = repo
-        self.rev = resolve_commit(repo, rev)
+        self.commit = resolve_commit(repo, rev)
         self._entries = self._list()
         self._dirs = self._folders()
         self._cache: dict[str, bytes] = {}
+
+    @property
+    def rev(self) -> str:
+        return self.commit
 
     def _list(self) -> dict[str, _Entry]:
         out = run(["git", "-C", self.root, "ls-tree", "-r", "-z", "--full-tree", self.rev]).stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import cast
 
 from ka.promote import PromoteResult
 from ka.status import HostStatus
@@ -36,7 +37,7 @@ def _rel(path: str | None) -> str:
 
 
 def _detail(r: PromoteResult) -> str:
-    patches = sum(len(s["patches"]) for s in r.series)  # type: ignore[arg-type]
+    patches = sum(len(cast(list[str], s["patches"])) for s in r.series)
     lines = [f"{r.host}: {patches} patches in {len(r.series)} series, {r.bytes} bytes",
              f"{r.b2sum}  {_rel(r.patch)}"]
     base = f"baseline {r.baseline}"
