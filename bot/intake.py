@@ -74,16 +74,20 @@ def _record(store: Store, event: Event, outcome: str, reason: str) -> Reply:
     with store.tx() as db:
         fresh = _insert_delivery(db, event, outcome, reason)
     if not fresh:
-        return Reply(200, {"outcome": "duplicate", "reason": f"delivery {event.delivery_id} was received before"})
+        return _seen_before(event)
     log.info("delivery %s %s: %s (%s)", event.delivery_id, event.name, outcome, reason)
     return Reply(200, {"outcome": outcome, "reason": reason, "delivery": event.delivery_id})
+
+
+def _seen_before(event: Event) -> Reply:
+    return Reply(200, {"outcome": "duplicate", "reason": f"delivery {event.delivery_id} was received before"})
 
 
 def _queue(store: Store, event: Event, runs: list[RunParity]) -> Reply:
     jobs, new, reasons = [], [], []
     with store.tx() as db:
         if db.execute("SELECT 1 FROM deliveries WHERE id = ?", (event.delivery_id,)).fetchone():
-            return Reply(200, {"outcome": "duplicate", "reason": f"delivery {event.delivery_id} was received before"})
+            return _seen_before(event)
         for run in runs:
             job_id, created, reason = _job_for(db, event, run)
             jobs.append(job_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bot import forge, mirror
@@ -80,13 +79,8 @@ class ParityRun:
         """Fetch, list the hosts at the commit, post pending, check, post the final statuses."""
         sha = self.job.commit_sha
         assert sha is not None
-        repo_dir = mirror_dir(self.config)
-        url = self.config.repo_url or self.job.clone_url
-        if not url:
-            raise mirror.FetchError("no clone URL: the delivery had none and KA_REPO_URL is unset")
-        if not self.config.repo_url and not mirror.is_remote(url):
-            raise mirror.FetchError(f"the delivery's clone URL {mirror.redact(url)!r} is not a remote URL; "
-                                    "set KA_REPO_URL to fetch from a local path")
+        repo_dir = self.config.state_dir / "mirror.git"
+        url = self._clone_url()
         self.log(f"fetching {sha} ({self.job.ref}) from {mirror.redact(url)}")
         mirror.fetch(repo_dir, url, self.job.ref or sha, sha)
         view = GitTree(repo_dir, sha)
@@ -106,6 +100,16 @@ class ParityRun:
             promote_many(self._with_baseline(plans, kernel), kernel, sha, on_done=self._done)
         return self.results()
 
+    def _clone_url(self) -> str:
+        """KA_REPO_URL, else the delivery's clone URL, which must be a network URL."""
+        url = self.config.repo_url or self.job.clone_url
+        if not url:
+            raise mirror.FetchError("no clone URL: the delivery had none and KA_REPO_URL is unset")
+        if not self.config.repo_url and not mirror.is_remote(url):
+            raise mirror.FetchError(f"the delivery's clone URL {mirror.redact(url)!r} is not a remote URL; "
+                                    "set KA_REPO_URL to fetch from a local path")
+        return url
+
     def _error(self, host: str, message: str) -> None:
         self._record(host, HostOutcome("error", message, {"error": message}))
 
@@ -124,19 +128,22 @@ class ParityRun:
         """The plans whose baseline the kernel tree has; the others get an error status."""
         if kernel is None:
             return plans
+        missing: dict[str, str | None] = {}  # ref → why it is missing, once per ref, not once per host
         runnable = []
         for p in plans:
-            try:
-                kernel.commit(p.manifest.baseline_ref, f"{p.manifest.path}: baseline.ref")
+            ref = p.manifest.baseline_ref
+            if ref not in missing:
+                try:
+                    kernel.commit(ref, "baseline.ref")
+                    missing[ref] = None
+                except KaError as exc:
+                    missing[ref] = str(exc)
+            if missing[ref] is None:
                 runnable.append(p)
-            except KaError as exc:
-                self._error(p.manifest.host, f"kernel tree lacks the baseline: {exc}")
+            else:
+                self._error(p.manifest.host, f"kernel tree lacks the baseline: {p.manifest.path}: {missing[ref]}")
         return runnable
 
     def _done(self, result: PromoteResult) -> None:
         self._record(result.host, describe(result))
 
-
-def mirror_dir(config: Config) -> Path:
-    """Where the bot keeps its mirror of the repository."""
-    return config.state_dir / "mirror.git"

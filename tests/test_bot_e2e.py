@@ -109,12 +109,16 @@ def test_pr_head_failing_for_one_host(setup: Setup) -> None:
 
 def test_hosts_added_and_invalid_at_the_commit(setup: Setup) -> None:
     (setup.work / "fleet/volt.yaml").write_text(manifest(["soc/base"]))
+    (setup.work / "fleet/watt.yaml").write_text(manifest(["soc/base"], ref="v5.4"))
     (setup.work / "fleet/ohm.yaml").write_text(manifest(["soc/nope"]))
     (setup.work / "fleet/ampere.yaml").unlink()
-    sha = commit_and_push(setup.work, setup.bare, "add volt, break ohm, retire ampere")
+    sha = commit_and_push(setup.work, setup.bare, "add volt and watt, break ohm, retire ampere")
     setup.push(sha)
-    latest = _final(setup.fake, sha, ["ohm", "volt"])
+    latest = _final(setup.fake, sha, ["ohm", "volt", "watt"])
     assert latest["ka/parity/volt"]["state"] == "success"
+    assert latest["ka/parity/watt"]["state"] == "error"
+    assert ":fleet/watt.yaml: baseline.ref: 'v5.4' is not a tag or commit" in latest["ka/parity/watt"][
+        "description"]
     assert latest["ka/parity/ohm"]["state"] == "error"
     assert "invalid at this commit" in latest["ka/parity/ohm"]["description"]
     assert "series 'soc/nope' does not exist" in latest["ka/parity/ohm"]["description"]
