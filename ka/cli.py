@@ -20,6 +20,7 @@ from ka.baseline import KernelTree
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaError
 from ka.kernel_import import import_tarball
 from ka.manifest import check_host_name, list_hosts
+from ka.outputs import Outputs
 from ka.promote import PromoteResult
 from ka.repo import GitTree, RepoView, WorkTree
 from ka.report import print_promote, print_status, promote_line
@@ -101,7 +102,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.output and (args.all or len(args.hosts) != 1):
         raise BadInput("-o FILE needs exactly one host")
     settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
-    view: RepoView = GitTree(settings.repo, args.rev) if args.rev else WorkTree(settings.repo)
+    output = _output_path(args.output, settings.repo) if args.output else None
+    view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
+                      else WorkTree(settings.repo, settings.limits))
     hosts = list_hosts(view) if args.all else args.hosts
     if not hosts:
         raise BadInput(f"{view.display('fleet/')}: no host manifests")
@@ -112,15 +115,25 @@ def cmd_promote(args: argparse.Namespace) -> int:
     rev = view.rev or _worktree_rev(settings.repo)
     live = None if args.json or len(hosts) == 1 else _live_line
     results = promote.promote_many(plans, kernel, rev, on_done=live)
+    outputs = Outputs()
     for plan, result in zip(plans, results, strict=False):
-        out = Path(args.output) if args.output else promote.default_patch_path(settings.out_dir, result.host)
-        promote.write_outputs(plan, result, out if out.is_absolute() else settings.repo / out)
+        path = output or promote.default_patch_path(settings.out_dir, result.host)
+        promote.stage_outputs(outputs, plan, result, path)
+    outputs.commit()
     if args.json:
         data = [r.as_dict() for r in results]
         print(json.dumps(data if args.all or len(results) > 1 else data[0], indent=2))
     else:
         print_promote(results, brief=len(results) > 1, printed=live is not None)
     return EXIT_OK if all(r.ok for r in results) else EXIT_CHECK_FAILED
+
+
+def _output_path(given: str, repo: Path) -> Path:
+    """``-o FILE`` (relative to the repository); its folder must exist, as for any ``-o``."""
+    path = Path(given) if Path(given).is_absolute() else repo / given
+    if not path.parent.is_dir():
+        raise BadInput(f"-o {given}: the folder {path.parent} does not exist")
+    return path
 
 
 _PRINT_LOCK = threading.Lock()
@@ -143,7 +156,7 @@ def _worktree_rev(repo: Path) -> str | None:
 def cmd_status(args: argparse.Namespace) -> int:
     """``ka status``."""
     settings = resolve(args.repo, None, args.out_dir, None, Path.cwd())
-    view = WorkTree(settings.repo)
+    view = WorkTree(settings.repo, settings.limits)
     for host in args.hosts:
         check_host_name(view, host)
     rows = fleet_status(view, settings.out_dir, args.hosts or None)

@@ -6,6 +6,8 @@ for it; :func:`ka.cli.main` is the one place that turns them into output.
 
 from __future__ import annotations
 
+from ka.text import cap
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -41,8 +43,8 @@ class Problem:
     def __init__(self, file: str, line: int | None, field: str, message: str) -> None:
         self.file = file
         self.line = line
-        self.field = field
-        self.message = message
+        self.field = cap(field, 100)  # the callers cap what they echo; this is the backstop
+        self.message = cap(message, 600)
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"

@@ -14,14 +14,18 @@ from typing import Any
 import yaml
 
 from ka.errors import ManifestError, Problem, UnknownHost
+from ka.limits import MANIFEST_MAX, human
 from ka.repo import DIR, FILE, PathEscapes, RepoView, clean_relpath
+from ka.text import printable, shown
+from ka.yamldoc import Doc, child, key_node
 
 SCOPES = ("arch", "soc", "subsystem", "driver", "module", "board")
 FLEET = "fleet"
 #: Files in fleet/ that are not hosts.
 RESERVED = frozenset({"infra"})
-HOST_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-B2SUM_RE = re.compile(r"^[0-9a-f]{128}$")
+HOST_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # always fullmatch: "$" would let "name\n" through
+HOST_RULE = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63"
+B2SUM_RE = re.compile(r"[0-9a-f]{128}")
 
 #: Keys each mapping may hold.  ``package``, ``build`` and ``install`` belong
 #: to later verbs, which check them when they run.
@@ -89,10 +93,22 @@ def _kind(view: RepoView, host: str) -> str | None:
         return "escapes"  # listed, so that loading it reports the symlink instead of hiding the host
 
 
+def valid_host_name(name: str) -> bool:
+    """True for a name a host may have (it becomes a file name, a status context, an ssh name)."""
+    return HOST_RE.fullmatch(name) is not None and name not in RESERVED
+
+
 def check_host_name(view: RepoView, host: str) -> None:
-    """Raise :class:`UnknownHost` unless ``host`` names a manifest."""
-    if not HOST_RE.match(host) or host in RESERVED:
-        raise UnknownHost(host, list_hosts(view))
+    """Raise :class:`UnknownHost` unless ``host`` names a manifest.
+
+    A manifest whose file name is not a valid host name is reported as a problem of that file.
+    """
+    if not valid_host_name(host):
+        known = list_hosts(view)
+        if host in known:
+            raise ManifestError([Problem(view.display(printable(host_path(host))), None, "file name",
+                                         f"'{printable(host)}' is not a host name ({HOST_RULE}); rename the file")])
+        raise UnknownHost(printable(host), [printable(k) for k in known])
     kind = _kind(view, host)
     if kind == "escapes":
         raise ManifestError([Problem(view.display(host_path(host)), None, "",
@@ -101,72 +117,13 @@ def check_host_name(view: RepoView, host: str) -> None:
         raise UnknownHost(host, list_hosts(view))
 
 
-class _Doc:
-    """A parsed YAML document with the line of every node, for messages."""
-
-    def __init__(self, path: str, text: str) -> None:
-        self.path = path
-        self.problems: list[Problem] = []
-        loader = yaml.SafeLoader(text)
-        try:
-            self.node: Any = loader.get_single_node()
-            self.data: Any = loader.construct_document(self.node) if self.node else None
-        finally:
-            loader.dispose()
-
-    def add(self, node: yaml.Node | None, fld: str, message: str) -> None:
-        line = None if node is None else node.start_mark.line + 1
-        self.problems.append(Problem(self.path, line, fld, message))
-
-    def pairs(self, node: yaml.Node) -> list[tuple[yaml.Node, yaml.Node]]:
-        return list(node.value) if isinstance(node, yaml.MappingNode) else []
-
-
-def _pair(node: yaml.Node | None, key: str) -> tuple[yaml.Node, yaml.Node] | None:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for k, v in node.value:
-        if k.value == key:
-            return k, v
-    return None
-
-
-def _child(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    pair = _pair(node, key)
-    return pair[1] if pair else None
-
-
-def _key(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    pair = _pair(node, key)
-    return pair[0] if pair else None
-
-
-def _check_keys(doc: _Doc, node: yaml.Node, allowed: tuple[str, ...], prefix: str) -> None:
-    seen: set[str] = set()
-    for key_node, _ in doc.pairs(node):
-        key = str(key_node.value)
-        name = f"{prefix}{key}"
-        if key in seen:
-            doc.add(key_node, name, "duplicate key")
-        seen.add(key)
-        if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
-            doc.add(key_node, name, f"unknown key{hint}")
-
-
 def parse_manifest(host: str, path: str, text: str) -> Manifest:
     """Validate the text of a manifest; raise :class:`ManifestError` with every finding."""
-    try:
-        doc = _Doc(path, text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise ManifestError([Problem(path, line, "", f"not valid YAML: {exc}")]) from None
+    doc = Doc(path, text, "a manifest")
     if not isinstance(doc.data, dict):
         raise ManifestError([Problem(path, 1, "", "must be a mapping of keys "
                                      "(description, baseline, apply_order, includes, parity)")])
-    _check_keys(doc, doc.node, TOP_KEYS, "")
+    doc.check_keys(doc.node, TOP_KEYS, "")
     for key in REQUIRED:
         if key not in doc.data:
             doc.add(doc.node, key, "missing (required)")
@@ -185,37 +142,38 @@ def parse_manifest(host: str, path: str, text: str) -> Manifest:
     return Manifest(**{**manifest.__dict__, "includes": includes})
 
 
-def _description(doc: _Doc) -> str:
+def _description(doc: Doc) -> str:
     value = doc.data.get("description", "")
     if value is None:
         return ""
     if not isinstance(value, str):
-        doc.add(_child(doc.node, "description"), "description", "must be text")
+        doc.add(child(doc.node, "description"), "description", "must be text")
         return ""
     return value
 
 
-def _baseline(doc: _Doc) -> str:
-    node = _child(doc.node, "baseline")
+def _baseline(doc: Doc) -> str:
+    node = child(doc.node, "baseline")
     value = doc.data.get("baseline")
     if node is None:
         return ""
     if not isinstance(value, dict):
         doc.add(node, "baseline", "must be a mapping with 'ref' (a tag or commit in the kernel tree)")
         return ""
-    _check_keys(doc, node, BASELINE_KEYS, "baseline.")
+    doc.check_keys(node, BASELINE_KEYS, "baseline.")
     ref = value.get("ref")
     if ref is None or ref == "":
-        doc.add(_key(doc.node, "baseline"), "baseline.ref", "missing (required): a tag or commit in the kernel tree")
+        doc.add(key_node(doc.node, "baseline"), "baseline.ref",
+                "missing (required): a tag or commit in the kernel tree")
         return ""
     if not isinstance(ref, str) or ref.startswith("-") or any(c.isspace() for c in ref):
-        doc.add(_child(node, "ref"), "baseline.ref", f"{ref!r} is not a git tag or commit name")
+        doc.add(child(node, "ref"), "baseline.ref", f"{shown(ref)} is not a git tag or commit name")
         return ""
     return ref
 
 
-def _apply_order(doc: _Doc) -> tuple[str, ...]:
-    node = _child(doc.node, "apply_order")
+def _apply_order(doc: Doc) -> tuple[str, ...]:
+    node = child(doc.node, "apply_order")
     value = doc.data.get("apply_order")
     if node is None:
         return ()
@@ -226,9 +184,9 @@ def _apply_order(doc: _Doc) -> tuple[str, ...]:
     for i, (item, item_node) in enumerate(zip(value, node.value, strict=False)):
         fld = f"apply_order[{i}]"
         if item not in SCOPES:
-            close = difflib.get_close_matches(str(item), SCOPES, n=1)
+            close = difflib.get_close_matches(str(item)[:60], SCOPES, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            doc.add(item_node, fld, f"'{item}' is not a scope (one of {', '.join(SCOPES)}){hint}")
+            doc.add(item_node, fld, f"{shown(item)} is not a scope (one of {', '.join(SCOPES)}){hint}")
         elif item in order:
             doc.add(item_node, fld, f"scope '{item}' listed twice")
         else:
@@ -236,8 +194,8 @@ def _apply_order(doc: _Doc) -> tuple[str, ...]:
     return tuple(order)
 
 
-def _includes(doc: _Doc, order: tuple[str, ...]) -> tuple[Include, ...]:
-    node = _child(doc.node, "includes")
+def _includes(doc: Doc, order: tuple[str, ...]) -> tuple[Include, ...]:
+    node = child(doc.node, "includes")
     value = doc.data.get("includes")
     if node is None:
         return ()
@@ -252,54 +210,54 @@ def _includes(doc: _Doc, order: tuple[str, ...]) -> tuple[Include, ...]:
             continue
         key = inc.text.removesuffix(".patch")
         if key in seen:
-            doc.add(item_node, f"includes[{i}]", f"'{inc.text}' is already included at line {seen[key]}")
+            doc.add(item_node, f"includes[{i}]", f"{shown(inc.text)} is already included at line {seen[key]}")
             continue
         seen[key] = inc.line
         found.append(inc)
     return tuple(found)
 
 
-def _include(doc: _Doc, item: object, node: yaml.Node, fld: str,
+def _include(doc: Doc, item: object, node: yaml.Node, fld: str,
              order: tuple[str, ...]) -> Include | None:
     line = node.start_mark.line + 1
     if not isinstance(item, str) or "/" not in item:
-        doc.add(node, fld, f"{item!r} must be '<scope>/<name>' (e.g. driver/bes2600)")
+        doc.add(node, fld, f"{shown(item)} must be '<scope>/<name>' (e.g. driver/bes2600)")
         return None
     scope, _, name = item.partition("/")
     clean = clean_relpath(item)
     if clean is None or clean != item or not name or name.startswith(".") or "\\" in name:
-        doc.add(node, fld, f"'{item}' must be a plain path inside patches/<scope>/ (no '..', no absolute path)")
+        doc.add(node, fld, f"{shown(item)} must be a plain path inside patches/<scope>/ (no '..', no absolute path)")
         return None
     if scope not in SCOPES:
-        close = difflib.get_close_matches(scope, SCOPES, n=1)
+        close = difflib.get_close_matches(scope[:60], SCOPES, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        doc.add(node, fld, f"'{scope}' is not a scope (one of {', '.join(SCOPES)}){hint}")
+        doc.add(node, fld, f"{shown(scope)} is not a scope (one of {', '.join(SCOPES)}){hint}")
         return None
     if order and scope not in order:
-        doc.add(node, fld, f"scope '{scope}' of '{item}' is not in apply_order ({', '.join(order)})")
+        doc.add(node, fld, f"scope '{scope}' of {shown(item)} is not in apply_order ({', '.join(order)})")
         return None
     return Include(text=item, scope=scope, name=name, line=line)
 
 
-def _parity(doc: _Doc) -> Parity:
-    node = _child(doc.node, "parity")
+def _parity(doc: Doc) -> Parity:
+    node = child(doc.node, "parity")
     value = doc.data.get("parity")
     if node is None or value is None:
         return Parity()
     if not isinstance(value, dict):
         doc.add(node, "parity", "must be a mapping with 'b2sum' and/or 'canonical'")
         return Parity()
-    _check_keys(doc, node, PARITY_KEYS, "parity.")
+    doc.check_keys(node, PARITY_KEYS, "parity.")
     b2 = value.get("b2sum")
-    if b2 is not None and not (isinstance(b2, str) and B2SUM_RE.match(b2)):
-        doc.add(_child(node, "b2sum"), "parity.b2sum",
+    if b2 is not None and not (isinstance(b2, str) and B2SUM_RE.fullmatch(b2)):
+        doc.add(child(node, "b2sum"), "parity.b2sum",
                 "must be 128 lowercase hex digits, as b2sum prints it")
         b2 = None
     canon = value.get("canonical")
-    canon_node = _child(node, "canonical")
+    canon_node = child(node, "canonical")
     if canon is not None and (not isinstance(canon, str) or clean_relpath(canon) is None):
         doc.add(canon_node, "parity.canonical",
-                f"{canon!r} must be a path inside the repository (no '..', no absolute path)")
+                f"{shown(canon)} must be a path inside the repository (no '..', no absolute path, nothing in .git)")
         canon = None
     line = canon_node.start_mark.line + 1 if canon_node is not None else None
     return Parity(b2sum=b2, canonical=canon, canonical_line=line)
@@ -309,6 +267,10 @@ def load_manifest(view: RepoView, host: str) -> Manifest:
     """Read and validate the manifest of ``host`` from ``view``."""
     check_host_name(view, host)
     path = host_path(host)
+    size = view.size(path)
+    if size > MANIFEST_MAX:
+        raise ManifestError([Problem(view.display(path), None, "",
+                                     f"is {human(size)}; a manifest may hold at most {human(MANIFEST_MAX)}")])
     raw = view.read(path)
     try:
         text = raw.decode("utf-8")

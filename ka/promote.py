@@ -21,6 +21,7 @@ from ka.baseline import ApplyFailure, KernelTree, check_applies
 from ka.cumulative import Cumulative, concatenate
 from ka.errors import BadInput, ManifestError, Problem
 from ka.manifest import Manifest, load_manifest
+from ka.outputs import Outputs
 from ka.parity import UNSET, ParityResult, compare
 from ka.repo import FILE, PathEscapes, RepoView
 from ka.series import Series, resolve_series
@@ -89,6 +90,9 @@ def _canonical(view: RepoView, manifest: Manifest) -> bytes | None:
     if not found:
         raise ManifestError([Problem(manifest.path, manifest.parity.canonical_line, "parity.canonical",
                                      f"{path} does not exist in the repository")])
+    if not view.tracked(path):
+        raise ManifestError([Problem(manifest.path, manifest.parity.canonical_line, "parity.canonical",
+                                     f"{path} is not tracked by git; only committed files can be parity references")])
     return view.read(path)
 
 
@@ -156,31 +160,16 @@ def promote_many(plans: list[HostPlan], kernel: KernelTree | None, rev: str | No
         return list(pool.map(one, plans))
 
 
-def write_outputs(plan: HostPlan, result: PromoteResult, patch_path: Path) -> None:
-    """Write the patch, its ``.b2sum`` (b2sum format) and the ``.json`` record, atomically."""
-    patch_path.parent.mkdir(parents=True, exist_ok=True)
+def stage_outputs(outputs: Outputs, plan: HostPlan, result: PromoteResult, patch_path: Path) -> None:
+    """Queue the patch, its ``.b2sum`` (b2sum format) and the ``.json`` record; :meth:`Outputs.commit` writes them."""
     result.patch = str(patch_path)
-    _atomic_write(patch_path, plan.cumulative.data)
-    _atomic_write(patch_path.with_name(patch_path.name + ".b2sum"),
-                  f"{result.b2sum}  {patch_path.name}\n".encode())
+    outputs.add(patch_path, plan.cumulative.data)
+    outputs.add(patch_path.with_name(patch_path.name + ".b2sum"), f"{result.b2sum}  {patch_path.name}\n".encode())
     record = {**result.as_dict(), "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
               "description": plan.manifest.description,
               "patches": sum(len(s.patches) for s in plan.series)}
-    _atomic_write(patch_path.with_name(patch_path.name + ".json"),
-                  (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.fchmod(fd, 0o644)  # the same mode whatever the umask
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    outputs.add(patch_path.with_name(patch_path.name + ".json"),
+                (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
 
 def default_patch_path(out_dir: Path, host: str) -> Path:

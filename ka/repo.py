@@ -8,23 +8,30 @@ leave the repository and symlinks that point outside ``patches/``.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from ka.errors import BadInput
+from ka.limits import Limits, TooLarge
 from ka.runner import run
+from ka.text import printable
 
 FILE, DIR = "file", "dir"
 _MAX_LINKS = 8
+#: blobs up to this size are kept in memory once read (manifests, series files); patches are not,
+#: so a push's peak memory stays bounded by what one host needs
+_CACHE_MAX = 256 * 1024
 
 
 class PathEscapes(BadInput):
     """A path, or a symlink it goes through, leaves the area it must stay in."""
 
     def __init__(self, path: str) -> None:
-        super().__init__(f"{path}: a symlink leads outside fleet/ or patches/ (or outside the repository)")
+        super().__init__(f"{printable(path)}: a symlink leads outside fleet/ or patches/ (or outside the repository, "
+                         "or into .git)")
         self.path = path
 
 
@@ -32,6 +39,7 @@ class RepoView(Protocol):
     """Read-only access to the repository's files by POSIX relative path."""
 
     root: Path
+    limits: Limits
 
     @property
     def rev(self) -> str | None:
@@ -41,7 +49,13 @@ class RepoView(Protocol):
         """``"file"``, ``"dir"`` or None; follows symlinks that stay inside fleet/ or patches/."""
 
     def read(self, path: str) -> bytes:
-        """The bytes of a file."""
+        """The bytes of a file; :class:`TooLarge` over the view's per-file cap."""
+
+    def size(self, path: str) -> int:
+        """The size of a file in bytes."""
+
+    def tracked(self, path: str) -> bool:
+        """False for a file of a git work tree that git does not track."""
 
     def listdir(self, path: str) -> list[str]:
         """Names in a folder, sorted by code point."""
@@ -51,12 +65,14 @@ class RepoView(Protocol):
 
 
 def clean_relpath(path: str) -> str | None:
-    """Normalise a repository-relative path; None when it is absolute or leaves the root."""
+    """Normalise a repository-relative path; None when it is absolute, leaves the root or enters ``.git``."""
     if not path or path.startswith("/") or "\0" in path:
         return None
     norm = posixpath.normpath(path)
     if norm == ".." or norm.startswith("../"):
         return None
+    if any(part.casefold() == ".git" for part in norm.split("/")):
+        return None  # git's own files (config holds remote URLs, tokens among them) are never content
     return norm
 
 
@@ -67,8 +83,9 @@ def _inside(path: str, jail: str) -> bool:
 class WorkTree:
     """A view of the repository's files on disk."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, limits: Limits | None = None) -> None:
         self.root = root.resolve()
+        self.limits = limits or Limits()
 
     @property
     def rev(self) -> str | None:
@@ -81,6 +98,8 @@ class WorkTree:
         except ValueError:
             raise PathEscapes(path) from None
         rel = "" if rel == "." else rel
+        if rel and clean_relpath(rel) is None:
+            raise PathEscapes(path)  # a symlink into .git
         for area in ("patches", "fleet"):
             if _inside(path, area) and not _inside(rel, area):
                 raise PathEscapes(path)
@@ -93,7 +112,22 @@ class WorkTree:
         return FILE if real.is_file() else None
 
     def read(self, path: str) -> bytes:
-        return self._real(path).read_bytes()
+        real = self._real(path)
+        with open(real, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > self.limits.file:
+                raise TooLarge(self.display(path), size, self.limits.file, "a patch or series file", "KA_MAX_PATCH")
+            return fh.read(self.limits.file + 1)
+
+    def size(self, path: str) -> int:
+        return self._real(path).stat().st_size
+
+    def tracked(self, path: str) -> bool:
+        inside = run(["git", "-C", self.root, "rev-parse", "--is-inside-work-tree"], check=False)
+        if not inside.ok or inside.text().strip() != "true":
+            return True  # not a git work tree: every file is the user's to name
+        return run(["git", "-C", self.root, "--literal-pathspecs", "ls-files", "--error-unmatch", "--", path],
+                   check=False).ok
 
     def listdir(self, path: str) -> list[str]:
         return sorted(p.name for p in self._real(path).iterdir())
@@ -106,13 +140,15 @@ class WorkTree:
 class _Entry:
     mode: str
     oid: str
+    size: int
 
 
 class GitTree:
     """A view of ``fleet/``, ``patches/`` (and anything else) at one commit, read from objects."""
 
-    def __init__(self, repo: Path, rev: str) -> None:
+    def __init__(self, repo: Path, rev: str, limits: Limits | None = None) -> None:
         self.root = repo
+        self.limits = limits or Limits()
         self.commit = resolve_commit(repo, rev)
         self._entries = self._list()
         self._dirs = self._folders()
@@ -123,14 +159,14 @@ class GitTree:
         return self.commit
 
     def _list(self) -> dict[str, _Entry]:
-        out = run(["git", "-C", self.root, "ls-tree", "-r", "-z", "--full-tree", self.rev]).stdout
+        out = run(["git", "-C", self.root, "ls-tree", "-r", "-z", "-l", "--full-tree", self.rev]).stdout
         entries = {}
         for record in out.split(b"\0"):
             if not record:
                 continue
             meta, _, name = record.partition(b"\t")
-            mode, _type, oid = meta.decode().split()
-            entries[name.decode("utf-8", "surrogateescape")] = _Entry(mode, oid)
+            mode, _type, oid, size = meta.decode().split()
+            entries[name.decode("utf-8", "surrogateescape")] = _Entry(mode, oid, int(size) if size.isdigit() else 0)
         return entries
 
     def _folders(self) -> dict[str, set[str]]:
@@ -173,10 +209,13 @@ class GitTree:
                 return head, "/".join(parts[i:])
         return None
 
-    def _blob(self, oid: str) -> bytes:
-        if oid not in self._cache:
-            self._cache[oid] = run(["git", "-C", self.root, "cat-file", "blob", oid]).stdout
-        return self._cache[oid]
+    def _blob(self, oid: str, size: int = 0) -> bytes:
+        if oid in self._cache:
+            return self._cache[oid]
+        data = run(["git", "-C", self.root, "cat-file", "blob", oid]).stdout
+        if size <= _CACHE_MAX:
+            self._cache[oid] = data
+        return data
 
     def kind(self, path: str) -> str | None:
         path = self._resolve(path)
@@ -185,12 +224,23 @@ class GitTree:
         entry = self._entries.get(path)
         return FILE if entry is not None and entry.mode.startswith("100") else None
 
-    def read(self, path: str) -> bytes:
-        real = self._resolve(path)
-        entry = self._entries.get(real)
+    def _file(self, path: str) -> _Entry:
+        entry = self._entries.get(self._resolve(path))
         if entry is None or not entry.mode.startswith("100"):
             raise FileNotFoundError(f"{self.display(path)}: not a file")
-        return self._blob(entry.oid)
+        return entry
+
+    def read(self, path: str) -> bytes:
+        entry = self._file(path)
+        if entry.size > self.limits.file:
+            raise TooLarge(self.display(path), entry.size, self.limits.file, "a patch or series file", "KA_MAX_PATCH")
+        return self._blob(entry.oid, entry.size)
+
+    def size(self, path: str) -> int:
+        return self._file(path).size
+
+    def tracked(self, path: str) -> bool:
+        return True  # read from a commit: tracked by definition
 
     def listdir(self, path: str) -> list[str]:
         return sorted(self._dirs.get(self._resolve(path), ()))

@@ -6,6 +6,10 @@ import sys
 from pathlib import Path
 from typing import cast
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
 from ka.promote import PromoteResult
 from ka.status import HostStatus
 
@@ -80,18 +84,20 @@ def _status_cells(r: HostStatus) -> list[str]:
 STATUS_HEAD = ["HOST", "BASELINE", "SERIES", "PATCHES", "B2SUM", "PARITY", "APPLIES", "PROMOTED"]
 
 
+def status_table(rows: list[HostStatus]) -> Table:
+    """The fleet table for a terminal; every cell is plain text (a host name is not rich markup)."""
+    table = Table(*STATUS_HEAD)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in _status_cells(row)))
+    return table
+
+
 def print_status(rows: list[HostStatus]) -> None:
     """The fleet table: rich on a terminal, plain aligned text otherwise."""
-    cells = [_status_cells(r) for r in rows]
     if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*STATUS_HEAD)
-        for row in cells:
-            table.add_row(*row)
-        Console().print(table)
+        Console().print(status_table(rows))
         return
+    cells = [_status_cells(r) for r in rows]
     widths = [max(len(c[i]) for c in [STATUS_HEAD, *cells]) for i in range(len(STATUS_HEAD))]
     for row in [STATUS_HEAD, *cells]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())

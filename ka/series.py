@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ka.errors import ManifestError, Problem
+from ka.limits import TooLarge
 from ka.manifest import Include, Manifest
 from ka.repo import FILE, PathEscapes, RepoView, clean_relpath
 
@@ -77,7 +78,8 @@ class _Resolver:
         except PathEscapes:
             return "escapes"
 
-    def resolve(self, inc: Include) -> Series | None:
+    def resolve(self, inc: Include) -> tuple[str, list[str]] | None:
+        """The series' path and its patch files in order, or None (a problem was recorded)."""
         base = f"{PATCHES}/{inc.text}"
         if inc.text.endswith(".patch"):
             candidates = [(base, self.kind(base))]
@@ -98,17 +100,10 @@ class _Resolver:
             return None
         path, kind = present[0]
         if kind == FILE:
-            return self._single(inc, path)
+            return path, [path]
         return self._folder(inc, path)
 
-    def _single(self, inc: Include, path: str) -> Series | None:
-        data = self.view.read(path)
-        if not data.strip():
-            self.fail(inc, f"series '{inc.text}' is empty ({path} holds no patch)")
-            return None
-        return Series(inc, path, (PatchFile(path, data),))
-
-    def _folder(self, inc: Include, folder: str) -> Series | None:
+    def _folder(self, inc: Include, folder: str) -> tuple[str, list[str]] | None:
         series_path = f"{folder}/series"
         if self.kind(series_path) == FILE:
             names = self._from_series_file(inc, series_path)
@@ -119,7 +114,14 @@ class _Resolver:
         if not names:
             self.fail(inc, f"series '{inc.text}' is empty ({folder}/ has no patches)")
             return None
-        return Series(inc, folder, tuple(PatchFile(p, self.view.read(p)) for p in names))
+        return folder, names
+
+    def read(self, inc: Include, path: str, files: list[str]) -> Series:
+        """The series with the bytes of its files; an empty single-file series is a problem."""
+        patches = tuple(PatchFile(p, self.view.read(p)) for p in files)
+        if path.endswith(".patch") and not patches[0].data.strip():
+            self.fail(inc, f"series '{inc.text}' is empty ({path} holds no patch)")
+        return Series(inc, path, patches)
 
     def _from_listing(self, inc: Include, folder: str) -> list[str] | None:
         names = sorted((n for n in self.view.listdir(folder) if n.endswith(".patch")), key=natural_key)
@@ -169,11 +171,21 @@ class _Resolver:
 def resolve_series(view: RepoView, manifest: Manifest) -> list[Series]:
     """The manifest's series in apply order: scopes by ``apply_order``, then manifest order.
 
-    Raises :class:`ManifestError` naming every include or series line that is wrong.
+    Raises :class:`ManifestError` naming every include or series line that is wrong, and
+    :class:`TooLarge` (before reading any patch) when the host's patches add up to more than
+    the cumulative cap.
     """
     resolver = _Resolver(view, manifest)
     ordered = sorted(manifest.includes, key=lambda inc: manifest.apply_order.index(inc.scope))
-    found = [resolver.resolve(inc) for inc in ordered]
+    found = [(inc, resolver.resolve(inc)) for inc in ordered]
     if resolver.problems:
         raise ManifestError(resolver.problems)
-    return [s for s in found if s is not None]
+    located = [(inc, hit) for inc, hit in found if hit is not None]
+    total = sum(view.size(p) for _, (_, files) in located for p in files)
+    if total > view.limits.cumulative:
+        raise TooLarge(manifest.path, total, view.limits.cumulative, "a host's cumulative patch",
+                       "KA_MAX_CUMULATIVE", subject="the cumulative patch")
+    series = [resolver.read(inc, path, files) for inc, (path, files) in located]
+    if resolver.problems:
+        raise ManifestError(resolver.problems)
+    return series

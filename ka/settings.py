@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ka.errors import BadInput
+from ka.limits import Limits
 from ka.repo import find_repo, git_toplevel
 
 
@@ -18,6 +19,7 @@ class Settings:
     repo: Path
     kernel_tree: Path | None
     out_dir: Path
+    limits: Limits = field(default_factory=Limits)
 
 
 def resolve(repo: str | None, kernel_tree: str | None, out_dir: str | None, rev: str | None,
@@ -40,4 +42,4 @@ def resolve(repo: str | None, kernel_tree: str | None, out_dir: str | None, rev:
     tree = kernel_tree or environ.get("KA_KERNEL_TREE") or None
     out = Path(out_dir) if out_dir else root / "out"
     return Settings(repo=root, kernel_tree=Path(tree) if tree else None,
-                    out_dir=out if out.is_absolute() else root / out)
+                    out_dir=out if out.is_absolute() else root / out, limits=Limits.from_env(environ))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,22 @@ def make_repo(tmp_path: Path) -> MakeRepo:
         return write_fleet(tmp_path / (name or f"repo{next(counter)}"), hosts, files, commit)
 
     return make
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Mount small tmpfs folders (a full disk, a read-only folder) for the test; unmounted after."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "64k", readonly: bool = False) -> Path:
+        require(os.geteuid() == 0 and shutil.which("mount") is not None, "root and mount(8), for a tmpfs mount")
+        target = tmp_path / f"tmpfs{len(mounted)}"
+        target.mkdir()
+        opts = f"size={size},mode=0755" + (",ro" if readonly else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "ka-test", str(target)], check=True)
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], check=False)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from conftest import MakeRepo
 
 from ka.errors import ManifestError
-from ka.manifest import parse_manifest
+from ka.manifest import check_host_name, list_hosts, load_manifest, parse_manifest, valid_host_name
+from ka.repo import WorkTree
 
 GOOD = """\
 description: PineTab2
@@ -94,3 +98,84 @@ def test_all_problems_reported_together() -> None:
     with pytest.raises(ManifestError) as err:
         parse_manifest("h", "fleet/h.yaml", bad)
     assert {p.field for p in err.value.problems} >= {"descripion", "apply_order[1]"}
+
+
+# --- hostile input (defect 1 of the hardening issue): aliases, size, echoed values -----------
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+baseline: {ref: v6.12.117}
+apply_order: [soc]
+includes: *g
+"""
+
+
+def test_alias_bomb_is_refused_before_it_expands() -> None:
+    with pytest.raises(ManifestError) as err:
+        parse_manifest("h", "fleet/h.yaml", BOMB)
+    text = str(err.value)
+    assert len(text) < 2000, text[:300]
+    assert "fleet/h.yaml:1: a: anchors (&a) and aliases are not allowed in a manifest" in text
+    assert {p.line for p in err.value.problems} >= {1, 2, 10}
+
+
+@pytest.mark.parametrize(("text", "line", "fragment"), [
+    ("description: &x hi\n", 1, "anchors (&x)"),
+    ("description: hi\nbaseline: {ref: *x}\n", 2, "aliases (*x)"),
+    ("description: hi\n<<: {ref: v1}\n", 2, "merge keys (<<)"),
+    ("description: " + "[" * 200 + "]" * 200 + "\n", 1, "nested deeper than"),
+    ("description: !!python/object:os.system x\n", 1, "tag !!python/object:os.system"),
+    ("description: !custom x\n", 1, "tag !custom"),
+])
+def test_yaml_features_without_use_in_a_manifest(text: str, line: int, fragment: str) -> None:
+    with pytest.raises(ManifestError) as err:
+        parse_manifest("h", "fleet/h.yaml", text)
+    assert any(p.line == line and fragment in p.message for p in err.value.problems), err.value.problems
+
+
+def test_values_echoed_in_messages_are_capped() -> None:
+    huge = "x" * 100_000
+    text = GOOD.replace("  - board/pinetab2", f"  - {huge}").replace("ref: v6.12.117", f"ref: {huge} y")
+    with pytest.raises(ManifestError) as err:
+        parse_manifest("h", "fleet/h.yaml", text)
+    assert len(str(err.value)) < 1500
+    assert "…" in str(err.value)
+
+
+def test_a_manifest_over_the_size_cap_is_refused(make_repo: MakeRepo) -> None:
+    root = make_repo({"big": GOOD + "#" * (64 * 1024) + "\n"}, {})
+    with pytest.raises(ManifestError, match=r"fleet/big.yaml: is 64\.\d KiB; a manifest may hold at most 64 KiB"):
+        load_manifest(WorkTree(root), "big")
+
+
+# --- host names (defects 4 and 12) -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["ampere\n", "ampere\nx", "Ampere", "-x", "a" * 64, "a b", "ämpere", ""])
+def test_host_name_pattern_matches_whole_names(name: str) -> None:
+    assert not valid_host_name(name)
+
+
+@pytest.mark.parametrize("name", ["ampere", "rk3588-a", "h.1", "a_b", "a" * 63])
+def test_good_host_names(name: str) -> None:
+    assert valid_host_name(name)
+
+
+def test_a_badly_named_manifest_is_reported_with_its_file(make_repo: MakeRepo) -> None:
+    root = make_repo({"Ampere": GOOD, "ok": GOOD}, {}, commit=False)
+    (root / "fleet" / os.fsdecode(b"bad\xff.yaml")).write_text(GOOD)
+    view = WorkTree(root)
+    assert list_hosts(view) == ["Ampere", os.fsdecode(b"bad\xff"), "ok"]
+    with pytest.raises(ManifestError) as err:
+        check_host_name(view, "Ampere")
+    assert str(err.value) == ("fleet/Ampere.yaml: file name: 'Ampere' is not a host name (lowercase letters, "
+                              "digits, '.', '_' and '-', starting with a letter or digit, at most 63); rename the file")
+    with pytest.raises(ManifestError) as err:
+        check_host_name(view, os.fsdecode(b"bad\xff"))
+    assert str(err.value).startswith("fleet/bad\\xff.yaml: file name: 'bad\\xff' is not a host name")
+    str(err.value).encode("ascii")  # printable anywhere: no surrogates left in the message

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,113 @@ def test_dirty_worktree_rev(repo: Path, capsys: pytest.CaptureFixture[str]) -> N
     (repo / "patches/arch/defconfig.patch").write_bytes(b"changed\n")
     _, data = promote_json(capsys, "ampere", "--repo", str(repo))
     assert data["rev"] == head + "+dirty"
+
+
+# --- output errors (defect 7): a clear message, exit 2 or 3, nothing left behind ---------------
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_output_into_a_missing_folder(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = ka(capsys, "promote", "ampere", "--repo", str(repo), "-o", str(tmp_path / "none/x.patch"))
+    assert (code, out) == (2, "")
+    assert err == f"ka: error: -o {tmp_path}/none/x.patch: the folder {tmp_path}/none does not exist\n"
+    assert not (tmp_path / "none").exists()
+
+
+def test_output_into_a_read_only_folder(repo: Path, tmpfs: Callable[..., Path],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmpfs(readonly=True)
+    code, out, err = ka(capsys, "promote", "ampere", "--repo", str(repo), "-o", str(folder / "x.patch"))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"ka: error: cannot write {folder}/x.patch: Read-only file system")
+    assert "Traceback" not in err and _leftovers(folder) == []
+
+
+def test_output_on_a_full_disk(repo: Path, tmpfs: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmpfs(size="8k")
+    code, out, err = ka(capsys, "promote", "--all", "--repo", str(repo), "--out-dir", str(folder))
+    assert code == 3
+    assert "hosts" not in out  # the progress lines were printed, the summary was not
+    assert "ka: error: cannot write " in err and "No space left on device" in err
+    assert "free some space" in err
+    assert [p for p in _leftovers(folder) if p.endswith((".tmp", ".patch", ".json", ".b2sum"))] == []
+
+
+def test_outputs_land_together_or_not_at_all(repo: Path, tmpfs: Callable[..., Path],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmpfs(size="20k")  # five pages: room for the first host's three files, not for the second's
+    assert ka(capsys, "promote", "--all", "--repo", str(repo), "--out-dir", str(folder))[0] == 3
+    assert [p for p in _leftovers(folder) if "." in p] == []
+
+
+# --- parity.canonical must be content (defect 8) -----------------------------------------------
+
+@pytest.mark.parametrize(("canonical", "fragment"), [
+    (".git/config", "nothing in .git"),
+    ("ref/../.git/config", "nothing in .git"),
+    ("ref/.GIT/config", "nothing in .git"),
+])
+def test_canonical_inside_git_is_refused(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                         capsys: pytest.CaptureFixture[str], canonical: str, fragment: str) -> None:
+    root = _with_parity(make_repo, small_kernel, f"parity:\n  canonical: {canonical}\n", {})
+    git(root, "config", "remote.origin.url", "https://bot:s3cr3t-token@forge.example/fleet.git")
+    code, out, err = ka(capsys, "promote", "ampere", "--repo", str(root))
+    assert (code, out) == (2, "")
+    assert fragment in err and "s3cr3t" not in err
+
+
+def test_canonical_symlink_into_git_is_refused(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    root = _with_parity(make_repo, small_kernel, "parity:\n  canonical: ref/link\n", {})
+    (root / "ref").mkdir()
+    (root / "ref/link").symlink_to("../.git/config")
+    git(root, "add", "ref/link")
+    git(root, "commit", "-qm", "link")
+    git(root, "config", "remote.origin.url", "https://bot:s3cr3t-token@forge.example/fleet.git")
+    code, out, err = ka(capsys, "promote", "ampere", "--repo", str(root))
+    assert (code, out) == (2, "")
+    assert "s3cr3t" not in err + out
+
+
+def test_canonical_must_be_tracked_in_a_git_work_tree(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    whole = _cat(fleet_files(small_kernel))
+    root = _with_parity(make_repo, small_kernel, "parity:\n  canonical: ref/c.patch\n", {})
+    (root / "ref").mkdir()
+    (root / "ref/c.patch").write_bytes(whole)
+    code, _, err = ka(capsys, "promote", "ampere", "--repo", str(root))
+    assert code == 2
+    assert "parity.canonical: ref/c.patch is not tracked by git" in err
+    git(root, "add", "ref/c.patch")
+    assert ka(capsys, "promote", "ampere", "--repo", str(root))[0] == 0  # staged is tracked: the user's intent
+
+
+# --- size caps (defect 6) ------------------------------------------------------------------
+
+def test_a_patch_over_the_cap_is_named(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                       capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {**fleet_files(small_kernel), "patches/soc/base/1-sdio.patch": b"x" * (2 * 1024 * 1024 + 1)}
+    root = make_repo({"ampere": AMPERE}, files)
+    monkeypatch.setenv("KA_MAX_PATCH", "2M")
+    for rev in ([], ["--rev", "HEAD", "--out-dir", str(root / "o")]):
+        code, out, err = ka(capsys, "promote", "ampere", "--repo", str(root), *rev)
+        assert (code, out) == (2, "")
+        assert "patches/soc/base/1-sdio.patch: is 2.0 MiB; a patch or series file may hold at most 2 MiB " \
+               "(raise it with KA_MAX_PATCH)" in err
+
+
+def test_a_cumulative_patch_over_the_cap_is_named(repo: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KA_MAX_CUMULATIVE", "1K")
+    code, out, err = ka(capsys, "promote", "ampere", "--repo", str(repo))
+    assert (code, out) == (2, "")
+    assert "fleet/ampere.yaml: the cumulative patch is " in err and "at most 1 KiB" in err
+
+
+def test_a_bad_size_setting_is_named(repo: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KA_MAX_PATCH", "lots")
+    expected = "ka: error: KA_MAX_PATCH='lots': not a size (bytes, or a number with K, M or G)\n"
+    assert ka(capsys, "promote", "ampere", "--repo", str(repo))[1:] == ("", expected)

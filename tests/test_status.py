@@ -62,3 +62,16 @@ def test_plain_table(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_unknown_host(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--repo", str(repo), "nope"]) == 2
     assert "unknown host 'nope'" in capsys.readouterr().err
+
+
+def test_rich_markup_in_a_host_name_is_shown_as_text(make_repo: MakeRepo, small_kernel: SmallKernel) -> None:
+    from ka.report import status_table
+    from ka.status import HostStatus
+
+    row = HostStatus("[reverse]evil", error="fleet/[bold]x.yaml: [link=http://x]bad[/link]")
+    from rich.console import Console
+
+    console = Console(record=True, width=200, color_system=None)
+    console.print(status_table([row]))
+    text = console.export_text()
+    assert "[reverse]evil" in text and "[link=http://x]bad[/link]" in text
