@@ -105,7 +105,12 @@ class Doc:
     def __init__(self, path: str, text: str, what: str) -> None:
         self.path = path
         self.problems: list[Problem] = []
-        loader = _ScreeningLoader(text, what)
+        try:
+            loader = _ScreeningLoader(text, what)
+        except yaml.YAMLError as exc:  # the reader refuses control characters at once
+            at = getattr(exc, "position", None)
+            raise ManifestError([Problem(path, text.count("\n", 0, at or 0) + 1, "",
+                                         f"not valid YAML: {cap(str(exc), 300)}")]) from None
         try:
             self.node: Any = loader.get_single_node()
             if loader.findings:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from urllib.parse import quote
 
 import pytest
 from botkit import SECRET, all_samples, sample
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from bot.events import PayloadError, SignatureError, parse, verify
 
@@ -98,3 +101,63 @@ def test_event_type_falls_back_to_event() -> None:
 def test_non_ascii_signature_is_a_401_not_a_crash() -> None:
     with pytest.raises(SignatureError, match="does not match"):
         verify({"X-Forgejo-Signature": "é" * 64}, BODY, SECRET.encode())
+
+
+# --- fuzzing (hardening issue): any body, headers and signature give an Event or a documented error ---
+
+_HEADER_NAMES = st.sampled_from([
+    "Content-Type", "X-Forgejo-Event", "X-Gitea-Event", "X-GitHub-Event", "X-Forgejo-Event-Type", "X-Forgejo-Delivery",
+    "X-Forgejo-Signature", "X-Gitea-Signature", "X-Hub-Signature-256", "X-Gogs-Event", "Content-Length"])
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                  max_size=4), max_leaves=30)
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[dict[str, str], bytes]:
+    """A body (JSON objects with and without a repository, other JSON, raw bytes, forms) and headers."""
+    kind = draw(st.sampled_from(["object", "json", "bytes", "form", "deep"]))
+    if kind == "object":
+        payload = draw(st.dictionaries(st.sampled_from(["repository", "action", "ref", "after", "x"]), _JSON))
+        if draw(st.booleans()):
+            payload["repository"] = {"full_name": draw(st.text(max_size=30) | st.integers())}
+        body = json.dumps(payload).encode()
+    elif kind == "json":
+        body = json.dumps(draw(_JSON)).encode()
+    elif kind == "deep":
+        depth = draw(st.integers(1, 3000))
+        body = b'{"repository": {"full_name": "a/b"}, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    else:
+        body = draw(st.binary(max_size=300))
+        if kind == "form":
+            body = b"payload=" + quote(body.decode("latin-1")).encode()
+    headers = draw(st.dictionaries(_HEADER_NAMES, st.text(max_size=40), max_size=6))
+    if draw(st.booleans()):  # half of them signed right, so parsing goes on past the signature
+        digest = hmac.new(SECRET.encode(), body if kind != "form" else unquote_payload(body), hashlib.sha256)
+        headers[draw(st.sampled_from(["X-Forgejo-Signature", "X-Gitea-Signature"]))] = digest.hexdigest()
+        headers.setdefault("X-Forgejo-Event", draw(st.sampled_from(["push", "pull_request", "Push", "ä", ""])))
+        if kind == "form":
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+    return headers, body
+
+
+def unquote_payload(body: bytes) -> bytes:
+    from urllib.parse import parse_qs
+
+    return parse_qs(body.decode("latin-1"), keep_blank_values=True).get("payload", [""])[0].encode("utf-8")
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(deliveries())
+@example(({"X-Forgejo-Signature": "é"}, b"{}"))  # non-ASCII signature: compare_digest refuses str
+@example(({"X-Forgejo-Event": "push", "X-Forgejo-Signature": hmac.new(
+    SECRET.encode(), b"[" * 1000 + b"]" * 1000, hashlib.sha256).hexdigest()}, b"[" * 1000 + b"]" * 1000))
+def test_parse_never_raises_anything_undocumented(delivery: tuple[dict[str, str], bytes]) -> None:
+    headers, body = delivery
+    try:
+        event = parse(headers, body, SECRET.encode())
+    except (SignatureError, PayloadError) as exc:
+        assert str(exc) and len(str(exc)) < 500
+        return
+    assert isinstance(event.payload, dict) and isinstance(event.repo, str)
+    assert event.name and event.type and len(event.delivery_id) <= 100

@@ -6,6 +6,8 @@ import os
 
 import pytest
 from conftest import MakeRepo
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from ka.errors import ManifestError
 from ka.manifest import check_host_name, list_hosts, load_manifest, parse_manifest, valid_host_name
@@ -179,3 +181,61 @@ def test_a_badly_named_manifest_is_reported_with_its_file(make_repo: MakeRepo) -
         check_host_name(view, os.fsdecode(b"bad\xff"))
     assert str(err.value).startswith("fleet/bad\\xff.yaml: file name: 'bad\\xff' is not a host name")
     str(err.value).encode("ascii")  # printable anywhere: no surrogates left in the message
+
+
+# --- fuzzing: any text is a valid manifest or a ManifestError naming the file, never a traceback ----
+
+_KEYS = st.sampled_from(["description", "baseline", "ref", "apply_order", "includes", "parity", "b2sum",
+                         "canonical", "package", "descripton", "<<", "?", "- x", "ä", "", "1", "null", "&a", "*a"])
+_SCALARS = st.one_of(
+    st.sampled_from(["v6.12.117", "soc/base", "board/../x", "/abs", "arch", "~", "null", "true", "0x1f", "1e999",
+                     "'quoted'", '"dq"', "[", "]", "{", "}", ": x", "- y", "a" * 5000, "!!str x", "!!binary eA==",
+                     "!!python/object:os.system", "!x y", "&a v", "*a", "&b [1, *b]", "|", ">-", "%YAML 1.1"]),
+    st.text(max_size=20), st.integers(), st.floats())
+
+
+@st.composite
+def yaml_texts(draw: st.DrawFn) -> str:
+    """YAML-shaped text: keys, nested blocks and flows, anchors, aliases, tags, odd keys, huge values."""
+    lines = []
+    for _ in range(draw(st.integers(0, 12))):
+        indent = "  " * draw(st.integers(0, 3))
+        shape = draw(st.sampled_from(["pair", "item", "flow", "raw", "anchor", "alias", "deep"]))
+        key, value = draw(_KEYS), draw(_SCALARS)
+        if shape == "pair":
+            lines.append(f"{indent}{key}: {value}")
+        elif shape == "item":
+            lines.append(f"{indent}- {value}")
+        elif shape == "flow":
+            lines.append(f"{indent}{key}: [{value}, {{a: {value}}}]")
+        elif shape == "anchor":
+            lines.append(f"{indent}{key}: &{draw(st.sampled_from('ab'))} [{value}]")
+        elif shape == "alias":
+            lines.append(f"{indent}{key}: [*a, *b, *a]")
+        elif shape == "deep":
+            n = draw(st.integers(1, 200))
+            lines.append(f"{indent}{key}: " + "[" * n + "]" * n)
+        else:
+            lines.append(draw(st.text(max_size=40)))
+    return "\n".join(lines) + draw(st.sampled_from(["", "\n", "\r\n", "\t"]))
+
+
+@settings(max_examples=3_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(yaml_texts())
+@example(BOMB)
+@example("a: &a [1]\nb: *a\n<<: *a\n")
+@example("description: " + "[" * 5000 + "]" * 5000)
+@example("description: !!binary eA==\n")
+@example("? [a, b]\n: c\n")  # a sequence as a key
+@example("{[1]: 2}")
+@example("description: \x1f")  # found by this test: the reader refuses control characters before parsing
+def test_any_text_is_a_manifest_or_a_located_error(text: str) -> None:
+    try:
+        m = parse_manifest("h", "fleet/h.yaml", text)
+    except ManifestError as exc:
+        assert exc.problems
+        for p in exc.problems:
+            assert str(p).startswith("fleet/h.yaml") and p.message
+        assert len(str(exc)) < 20_000
+        return
+    assert m.baseline_ref and m.includes and m.apply_order

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MakeRepo, manifest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from ka.errors import ManifestError
 from ka.manifest import load_manifest
@@ -123,3 +125,41 @@ def test_symlink_leaving_patches_is_refused_at_a_commit(make_repo: MakeRepo) -> 
     git(root, "commit", "-qm", "escape")
     with pytest.raises(ManifestError, match="symlink that leaves patches/"):
         _resolve(root, rev="HEAD")
+
+
+# --- fuzzing: any series file and patch folder resolve, or fail naming the file and line ---------
+
+_ENTRY = st.one_of(
+    st.sampled_from(["a.patch", "b.patch", "sub/c.patch", "../x.patch", "/etc/passwd", "a.patch -p1", "a.patch -R",
+                     "b.patch -p0", "# c", "", "   ", "a.patch # note", "nope.patch", "series", ".", "..", "sub",
+                     "a.patch\t-p 1", "ä.patch", "a.patch -p", "-p1", "sub/../a.patch"]),
+    st.text(max_size=30))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_ENTRY, max_size=8), files=st.sets(st.sampled_from(["a.patch", "b.patch", "sub/c.patch",
+                                                                          "empty.patch", "x.txt"]), max_size=5),
+       with_series=st.booleans())
+@example(lines=["a.patch", "a.patch"], files={"a.patch"}, with_series=True)
+@example(lines=["\x00"], files=set(), with_series=True)
+def test_any_series_resolves_or_names_the_line(tmp_path_factory: pytest.TempPathFactory, lines: list[str],
+                                               files: set[str], with_series: bool) -> None:
+    parse_series_file("\n".join(lines))  # never raises
+    root = tmp_path_factory.mktemp("fuzz")
+    folder = root / "patches/driver/s"
+    folder.mkdir(parents=True)
+    (root / "fleet").mkdir()
+    (root / "fleet/h.yaml").write_text(manifest(["driver/s"]))
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("" if name == "empty.patch" else P)
+    if with_series:
+        (folder / "series").write_text("\n".join(lines), errors="surrogateescape")
+    view = WorkTree(root)
+    try:
+        series = resolve_series(view, load_manifest(view, "h"))
+    except ManifestError as exc:
+        assert all(str(p).startswith(("patches/driver/s", "fleet/h.yaml:")) for p in exc.problems), exc.problems
+        return
+    assert series and all(p.path.startswith("patches/driver/s/") for s in series for p in s.patches)
