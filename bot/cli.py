@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from bot import config as config_mod
 from bot.config import Config
 from bot.events import sign
 from bot.services import make_services
-from bot.worker import build_tasks, recover, start_dispatcher
+from bot.worker import build_tasks, hold_worker_lock, recover, start_dispatcher
 from ka.errors import EXIT_ENVIRONMENT, EXIT_OK, BadInput, KaError
 
 log = logging.getLogger("ka-bot")
@@ -45,25 +45,34 @@ def _config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _die_with_parent() -> None:
-    """In the worker child of ``serve``: end when serve ends, even by SIGKILL (Linux prctl)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(signum: int) -> Callable[[], None]:
+    """For a child of ``serve``: receive ``signum`` when serve ends, even by SIGKILL (Linux prctl)."""
+    def arm() -> None:
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+    return arm
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web app (gunicorn) and a job worker as two children, supervised: if one dies, both stop."""
     cfg = _config(args)
-    make_services(cfg)  # create the state folder and schema once, before the children start
+    make_services(cfg, check=True)  # the state folder, schema and a quick_check once, before the children start
     env = {**os.environ, "KA_STATE_DIR": str(cfg.state_dir), "KA_WORKERS": str(cfg.workers),
            **({"KA_CONFIG": args.config} if args.config else {}), **({"KA_INSECURE": "1"} if cfg.insecure else {})}
+    # Threads, not sync workers: a client that sends its body slowly holds one thread (for at most
+    # KA_BODY_TIMEOUT), not a whole worker, so slow or hostile clients cannot stall intake.  A worker
+    # takes no more connections than it has threads (the others wait in the backlog for a free
+    # one), and no keep-alive: a webhook is one request.
     children = {"web": subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(args.web_workers),
-         "--worker-class", "sync", "--no-control-socket", "--timeout", "30", "--graceful-timeout", "10",
-         "bot.web:create_app()"], env=env, preexec_fn=_die_with_parent)}
+         "--worker-class", "gthread", "--threads", str(args.threads), "--worker-connections", str(args.threads),
+         "--keep-alive", "0", "--no-control-socket", "--timeout", "30", "--graceful-timeout", "10",
+         "bot.web:create_app()"], env=env, preexec_fn=_die_with_parent(signal.SIGTERM))}
     if not args.no_worker:
+        # SIGKILL: a worker whose serve is gone must not go on running jobs nobody supervises;
+        # the next worker's start reports them interrupted.
         children["worker"] = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=env,
-                                              preexec_fn=_die_with_parent)
+                                              preexec_fn=_die_with_parent(signal.SIGKILL))
     print(f"ka-bot: serving on http://{args.host}:{args.port} "
           f"({'local mode' if cfg.local_mode else cfg.forgejo_url}; state in {cfg.state_dir})", file=sys.stderr)
     return supervise(children)
@@ -108,7 +117,8 @@ def _wait(child: subprocess.Popen[bytes]) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run jobs and flush the outbox until stopped."""
     cfg = _config(args)
-    services = make_services(cfg)
+    services = make_services(cfg, check=True)
+    lock = hold_worker_lock(cfg.state_dir)  # noqa: F841 - held until the process exits
     tasks = build_tasks(services)
     interrupted = recover(services)
     if interrupted:
@@ -201,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
+    serve.add_argument("--threads", type=int, default=32, help="threads per web worker (each slow client holds one)")
     serve.add_argument("--no-worker", action="store_true", help="web app only (a ka-worker.service runs the jobs)")
     d = sub.add_parser("deliver", help="send a sample delivery, signed as Forgejo signs")
     d.add_argument("file", help="a shared payload file (event, headers, raw_body) or a JSON body")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ka.errors import BadInput
+from ka.limits import Limits
 
 #: setting name → environment variable
 ENV = {
@@ -28,6 +29,13 @@ ENV = {
     "max_body": "KA_MAX_BODY",
     "workers": "KA_WORKERS",
     "insecure": "KA_INSECURE",
+    "check_workers": "KA_CHECK_WORKERS",
+    "body_timeout": "KA_BODY_TIMEOUT",
+    "fetch_timeout": "KA_FETCH_TIMEOUT",
+    "fetch_idle_timeout": "KA_FETCH_IDLE_TIMEOUT",
+    "delivery_retention_days": "KA_DELIVERY_RETENTION_DAYS",
+    "max_patch": "KA_MAX_PATCH",
+    "max_cumulative": "KA_MAX_CUMULATIVE",
 }
 SECRETS = ("forgejo_token", "webhook_secret")
 
@@ -47,11 +55,24 @@ class Config:
     max_body: int = 5 * 1024 * 1024
     workers: int = 2
     insecure: bool = False
+    check_workers: int = 2  # hosts checked at once within a parity job (memory: this many hosts' patches)
+    body_timeout: float = 10.0  # seconds a client may take to send a delivery's body
+    fetch_timeout: float = 300.0
+    fetch_idle_timeout: float = 30.0  # an http(s) fetch slower than 1 byte/s for this long is given up
+    delivery_retention_days: float = 30.0  # delivery bodies are dropped after this (records stay); 0 keeps them
+    max_patch: str | None = None  # KA_MAX_PATCH: see ka.limits
+    max_cumulative: str | None = None
 
     @property
     def local_mode(self) -> bool:
         """No forge configured: writes are recorded and shown on the bot's own pages."""
         return not self.forgejo_url
+
+    @property
+    def limits(self) -> Limits:
+        """Size caps on what a commit may make the bot read."""
+        return Limits.from_env({k: v for k, v in (("KA_MAX_PATCH", self.max_patch),
+                                                  ("KA_MAX_CUMULATIVE", self.max_cumulative)) if v})
 
     @property
     def secret_bytes(self) -> bytes | None:
@@ -75,6 +96,8 @@ def _convert(name: str, value: Any, origin: str) -> Any:
             return Path(value) if value not in (None, "") else None
         if "int" in str(kind):
             return int(value)
+        if "float" in str(kind):
+            return float(value)
         if "bool" in str(kind):
             return str(value).lower() in ("1", "true", "yes", "on")
     except (TypeError, ValueError):
@@ -123,4 +146,8 @@ def load(file: Path | None = None, environ: Mapping[str, str] = os.environ,
         config = replace(config, **{k: v for k, v in layer.items() if v is not None})
     if config.repo and config.repo.count("/") != 1:
         raise BadInput(f"KA_REPO={config.repo!r}: must be owner/name")
+    _ = config.limits  # a bad size is an error now, not in the first job
+    for name in ("workers", "check_workers"):
+        if getattr(config, name) < 1:
+            raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be at least 1")
     return config

@@ -11,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 _PREFIXES = ("x-forgejo-", "x-gitea-", "x-gogs-", "x-github-")
+#: Forgejo's deliveries nest about 6 levels; deeper is hostile (and 1,000 levels exhaust the parser)
+MAX_DEPTH = 32
+_EVENT = re.compile(r"[a-z_]{1,40}")
 
 
 class DeliveryError(Exception):
@@ -108,18 +112,39 @@ def parse(headers: Mapping[str, str], body: bytes, secret: bytes | None) -> Even
     name = _header(low, "event")
     if not name:
         raise PayloadError("no X-Forgejo-Event / X-Gitea-Event header")
+    if not _EVENT.fullmatch(name.strip().lower()):
+        raise PayloadError("the event header is not an event name")
     try:
         payload = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from None
+        raise PayloadError(f"body is not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise PayloadError(f"body is nested deeper than JSON parsing allows (over {MAX_DEPTH} levels)") from None
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object")
+    if _deeper_than(payload, MAX_DEPTH):
+        raise PayloadError(f"body is nested deeper than {MAX_DEPTH} levels (a Forgejo delivery has about 6)")
     delivery = _header(low, "delivery") or "sha256:" + hashlib.sha256(data).hexdigest()
+    kind = (_header(low, "event-type") or name).strip().lower()
     event = Event(delivery_id=delivery[:100], name=name.strip().lower(),
-                  type=(_header(low, "event-type") or name).strip().lower(), payload=payload, body=data)
+                  type=kind if _EVENT.fullmatch(kind) else name.strip().lower(), payload=payload, body=data)
     if event.repo is None:
         raise PayloadError("payload has no repository.full_name")
     return event
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when ``value`` nests more than ``limit`` levels (iterative: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
 
 
 def sign(secret: bytes, data: bytes) -> dict[str, str]:

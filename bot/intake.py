@@ -47,7 +47,7 @@ def receive(store: Store, router: Router, config: Config, headers: Mapping[str, 
     try:
         decisions = router.dispatch(event)
     except DeliveryError as exc:
-        return Reply(exc.status, {"error": str(exc)})
+        return Reply(exc.status, {"error": f"{event.name}: {exc}"})
     ignores = [d for d in decisions if isinstance(d, Ignore)]
     runs = [d for d in decisions if isinstance(d, RunParity)]
     if not runs:

@@ -14,6 +14,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from bot.store import JOB_STATES, Store
 
 BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+#: label values: a sender chooses the event header, so anything else is counted as "other"
+EVENTS = frozenset({"push", "pull_request", "issue_comment", "create", "delete", "fork", "issues", "release",
+                    "pull_request_review", "pull_request_comment", "pull_request_label", "pull_request_assign",
+                    "pull_request_milestone", "pull_request_review_request", "repository", "wiki", "package",
+                    "status", "workflow_job", "workflow_run", "action_run_failure"})
+OUTCOMES = frozenset({"queued", "ignored", "ping", "duplicate"})
 
 
 class StoreCollector:
@@ -25,8 +31,13 @@ class StoreCollector:
     def collect(self) -> Iterator[Metric]:
         deliveries = CounterMetricFamily("ka_bot_deliveries", "Webhook deliveries by event and outcome",
                                          labels=["event", "outcome"])
-        for row in self.store.query("SELECT event, outcome, COUNT(*) FROM deliveries GROUP BY event, outcome"):
-            deliveries.add_metric([row[0], row[1]], row[2])
+        counts: dict[tuple[str, str], int] = {}
+        for event, outcome, n in self.store.query("SELECT event, outcome, COUNT(*) FROM deliveries "
+                                                  "GROUP BY event, outcome"):
+            key = (event if event in EVENTS else "other", outcome if outcome in OUTCOMES else "other")
+            counts[key] = counts.get(key, 0) + n
+        for (event, outcome), n in sorted(counts.items()):
+            deliveries.add_metric([event, outcome], n)
         yield deliveries
         jobs = GaugeMetricFamily("ka_bot_jobs", "Jobs by verb and state", labels=["verb", "state"])
         counts = {(r[0], r[1]): r[2] for r in self.store.query("SELECT verb, state, COUNT(*) FROM jobs GROUP BY 1, 2")}

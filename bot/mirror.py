@@ -5,16 +5,16 @@ from __future__ import annotations
 import fcntl
 import re
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from ka.runner import run
+from ka.runner import Completed, run
 
 _URL = re.compile(r"^(https?://|ssh://|git://|file://|/|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:)")
 _REMOTE = re.compile(r"^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:)")
-_SAFE_REF = re.compile(r"[^A-Za-z0-9._/-]")
 
 
 class FetchError(Exception):
@@ -49,28 +49,43 @@ def has_commit(mirror: Path, sha: str) -> bool:
     return run(["git", "-C", mirror, "cat-file", "-e", f"{sha}^{{commit}}"], check=False).ok
 
 
-def fetch(mirror: Path, url: str, ref: str, sha: str) -> None:
-    """Make ``sha`` present in ``mirror``, fetching ``ref`` (then ``sha`` itself) from ``url``."""
-    if not _URL.match(url):
+def fetch(mirror: Path, url: str, ref: str, sha: str, idle_timeout: float = 30, timeout: float = 300) -> None:
+    """Make ``sha`` present in ``mirror``, fetching ``ref`` (then ``sha`` itself) from ``url``.
+
+    The lock covers only creating the mirror: fetches for different commits run side by side
+    (each into a ref of its own), so one slow or hanging remote delays only its own job.  An
+    http(s) remote that moves less than a byte a second for ``idle_timeout`` seconds is given
+    up, and any fetch is stopped after ``timeout``.
+    """
+    if not _URL.match(url) or any(ord(c) < 0x20 for c in url):
         raise FetchError(f"refusing to fetch from {redact(url)!r}: not a git URL or absolute path")
     with _locked(mirror):
-        if not mirror.exists():
+        if not (mirror / "HEAD").exists():
             run(["git", "init", "--quiet", "--bare", mirror])
-        if has_commit(mirror, sha):
-            return
-        local = "refs/ka/" + _SAFE_REF.sub("_", ref.removeprefix("refs/"))
-        attempts = [f"+{ref}:{local}", sha]
-        errors = []
-        for refspec in attempts:
-            try:
-                res = run(["git", "-C", mirror, "-c", "protocol.ext.allow=never", "fetch", "--quiet", "--no-tags",
-                           "--", url, refspec], check=False, timeout=600)
-            except subprocess.TimeoutExpired:
-                raise FetchError(f"fetching {sha[:12]} from {redact(url)} took over 10 minutes") from None
+    if has_commit(mirror, sha):
+        return
+    scratch = f"refs/ka/fetch/{uuid.uuid4().hex}"
+    errors = []
+    try:
+        for refspec in (f"+{ref}:{scratch}", f"+{sha}:{scratch}"):
+            res = _git_fetch(mirror, url, refspec, idle_timeout, timeout, sha)
             if has_commit(mirror, sha):
+                run(["git", "-C", mirror, "update-ref", f"refs/ka/commits/{sha}", sha])  # kept reachable
                 return
             errors.append(res.err().strip().splitlines()[-1:] or ["fetched, but the commit is not there"])
-        raise FetchError(f"cannot fetch {sha[:12]} ({ref}) from {redact(url)}: {redact_text(errors[-1][0], url)}")
+    finally:
+        run(["git", "-C", mirror, "update-ref", "-d", scratch], check=False)
+    raise FetchError(f"cannot fetch {sha[:12]} ({ref}) from {redact(url)}: {redact_text(errors[-1][0], url)}")
+
+
+def _git_fetch(mirror: Path, url: str, refspec: str, idle_timeout: float, timeout: float, sha: str) -> Completed:
+    config = ["-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "fetch.writeCommitGraph=false",
+              "-c", "http.lowSpeedLimit=1", "-c", f"http.lowSpeedTime={max(1, int(idle_timeout))}"]
+    try:
+        return run(["git", "-C", mirror, *config, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+                    "--", url, refspec], check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise FetchError(f"fetching {sha[:12]} from {redact(url)} took over {timeout:g}s") from None
 
 
 def redact_text(text: str, url: str) -> str:

@@ -15,7 +15,7 @@ import time
 
 from bot import owner
 from bot.forge import Forge, Permanent, Write
-from bot.store import Store
+from bot.store import Store, insert_writes
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX = 60.0
@@ -29,14 +29,10 @@ def backoff(attempts: int) -> float:
     return min(BACKOFF_MAX, 2.0 ** max(0, attempts - 1))
 
 
-def add(store: Store, job_id: int | None, write: Write) -> int:
-    """Queue a write; returns its outbox id."""
-    now = time.time()
+def add(store: Store, job_id: int | None, write: Write) -> None:
+    """Queue a write (in its own transaction; :func:`bot.store.insert_writes` joins the caller's)."""
     with store.tx() as db:
-        cur = db.execute("INSERT INTO outbox (job_id, method, path, body, summary, state, next_at, created_at) "
-                         "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                         (job_id, write.method, write.path, json.dumps(write.body), write.summary, now, now))
-        return int(cur.lastrowid or 0)
+        insert_writes(db, job_id, [write])
 
 
 def backlog(store: Store) -> int:

@@ -1,24 +1,29 @@
-"""The parity job: every host of the fleet, at one commit, as commit statuses."""
+"""The parity job: every host of the fleet, at one commit, as commit statuses.
+
+The commit may come from a fork's pull request, so everything read from it is hostile
+input: hosts are checked one by one (memory bounded by a couple of hosts' patches, not
+by the fleet), each host's outcome is stored as its own row with its status in the same
+commit, and a host that cannot be read gets its own ``error`` while the others go on.
+"""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot import forge, mirror
 from bot.config import Config
-from bot.store import Job
+from bot.store import HostResult, Job, Store
 from ka.baseline import KernelTree
 from ka.errors import KaError
 from ka.manifest import list_hosts
-from ka.promote import HostPlan, PromoteResult, plan_host, promote_many
+from ka.promote import PromoteResult, promote_each
 from ka.repo import GitTree
+from ka.text import printable
 
 CONTEXT = "ka/parity/{host}"
 LOCAL_REPO = "local/kernel-agent"  # what local mode records writes against when KA_REPO is unset
-Post = Callable[[forge.Write], None]
 Log = Callable[[str], None]
 
 
@@ -47,58 +52,53 @@ def job_url(config: Config, job_id: int, host: str | None = None) -> str:
     return f"{config.public_url.rstrip('/')}/jobs/{job_id}" + (f"#host-{host}" if host else "")
 
 
+def status_for(config: Config, job: Job, host: str | None, state: str, description: str) -> forge.Write:
+    """The commit status of ``host`` (the fleet-wide ``ka/parity`` when None) for this job."""
+    assert job.commit_sha is not None
+    context = CONTEXT.format(host=host) if host else "ka/parity"
+    return forge.status(config.repo or LOCAL_REPO, job.commit_sha, state, context, f"job {job.id}: {description}",
+                        job_url(config, job.id, host))
+
+
 class ParityRun:
     """One run of a parity job."""
 
-    def __init__(self, config: Config, job: Job, post: Post, log: Log,
-                 save: Callable[[dict[str, Any]], None], kick: Callable[[], None] = lambda: None) -> None:
-        self.config, self.job, self.post, self.log, self.save = config, job, post, log, save
+    def __init__(self, config: Config, store: Store, job: Job, log: Log,
+                 kick: Callable[[], None] = lambda: None) -> None:
+        self.config, self.store, self.job, self.log = config, store, job, log
         self.kick = kick  # asks for the outbox to be flushed now, so "pending" shows while the job runs
-        self.outcomes: dict[str, HostOutcome] = {}
-        self._lock = threading.Lock()  # hosts finish on promote's worker threads
 
-    def results(self) -> dict[str, Any]:
-        """Per-host outcomes so far (saved after each host, so a crash leaves what was reported)."""
-        return {h: {"state": o.state, "description": o.description, "detail": o.detail}
-                for h, o in self.outcomes.items()}
+    def _record(self, name: str, outcome: HostOutcome) -> None:
+        host = printable(name)  # a file name that is not a host name still gets its own, readable status
+        self.store.record_host(self.job.id, HostResult(host, outcome.state, outcome.description, outcome.detail),
+                               status_for(self.config, self.job, host, outcome.state, outcome.description))
+        self.log(f"{host}: {outcome.state}: {outcome.description}")
 
-    def _record(self, host: str, outcome: HostOutcome) -> None:
-        with self._lock:
-            self.outcomes[host] = outcome
-            self.status(host, outcome.state, outcome.description)
-            self.save(self.results())
-            self.log(f"{host}: {outcome.state}: {outcome.description}")
-
-    def status(self, host: str, state: str, description: str) -> None:
-        repo = self.config.repo or LOCAL_REPO
-        assert self.job.commit_sha is not None
-        self.post(forge.status(repo, self.job.commit_sha, state, CONTEXT.format(host=host),
-                               f"job {self.job.id}: {description}", job_url(self.config, self.job.id, host)))
-
-    def run(self, on_hosts: Callable[[list[str]], None]) -> dict[str, Any]:
-        """Fetch, list the hosts at the commit, post pending, check, post the final statuses."""
+    def run(self) -> dict[str, Any]:
+        """Fetch, list the hosts at the commit, post pending, check host by host, post the final statuses."""
         sha = self.job.commit_sha
         assert sha is not None
-        repo_dir = self.config.state_dir / "mirror.git"
         url = self._clone_url()
         self.log(f"fetching {sha} ({self.job.ref}) from {mirror.redact(url)}")
-        mirror.fetch(repo_dir, url, self.job.ref or sha, sha)
-        view = GitTree(repo_dir, sha)
-        hosts = list_hosts(view)
-        on_hosts(hosts)
-        self.log(f"hosts at {sha[:12]}: {', '.join(hosts) or 'none'}")
-        for host in hosts:
-            self.status(host, "pending", "checking parity")
+        mirror.fetch(self.config.state_dir / "mirror.git", url, self.job.ref or sha, sha,
+                     idle_timeout=self.config.fetch_idle_timeout, timeout=self.config.fetch_timeout)
+        view = GitTree(self.config.state_dir / "mirror.git", sha, self.config.limits)
+        names = list_hosts(view)
+        hosts = [printable(n) for n in names]
+        self.store.set_hosts(self.job.id, hosts,
+                             [status_for(self.config, self.job, h, "pending", "checking parity") for h in hosts])
+        self.log(f"{len(hosts)} hosts at {sha[:12]}: {', '.join(hosts[:50]) or 'none'}"
+                 + (" …" if len(hosts) > 50 else ""))
         self.kick()
-        plans = self._plans(view, hosts)
         try:
             kernel = KernelTree(self.config.kernel_tree) if self.config.kernel_tree else None
         except KaError as exc:
-            for p in plans:
-                self._error(p.manifest.host, str(exc))
+            for name in names:
+                self._error(name, str(exc))
         else:
-            promote_many(self._with_baseline(plans, kernel), kernel, sha, on_done=self._done)
-        return self.results()
+            promote_each(view, names, kernel, sha, on_result=lambda r: self._record(r.host, describe(r)),
+                         on_error=self._error, workers=self.config.check_workers)
+        return {"hosts": len(hosts), "states": self.store.host_counts(self.job.id)}
 
     def _clone_url(self) -> str:
         """KA_REPO_URL, else the delivery's clone URL, which must be a network URL."""
@@ -110,40 +110,5 @@ class ParityRun:
                                     "set KA_REPO_URL to fetch from a local path")
         return url
 
-    def _error(self, host: str, message: str) -> None:
-        self._record(host, HostOutcome("error", message, {"error": message}))
-
-    def _plans(self, view: GitTree, hosts: list[str]) -> list[HostPlan]:
-        plans = []
-        for host in hosts:
-            try:
-                plans.append(plan_host(view, host))
-            except KaError as exc:
-                self._error(host, f"invalid at this commit: {str(exc).splitlines()[0]}")
-            except Exception as exc:  # one host's broken tree must not take the others down
-                self._error(host, f"cannot read at this commit: {type(exc).__name__}: {exc}")
-        return plans
-
-    def _with_baseline(self, plans: list[HostPlan], kernel: KernelTree | None) -> list[HostPlan]:
-        """The plans whose baseline the kernel tree has; the others get an error status."""
-        if kernel is None:
-            return plans
-        missing: dict[str, str | None] = {}  # ref → why it is missing, once per ref, not once per host
-        runnable = []
-        for p in plans:
-            ref = p.manifest.baseline_ref
-            if ref not in missing:
-                try:
-                    kernel.commit(ref, "baseline.ref")
-                    missing[ref] = None
-                except KaError as exc:
-                    missing[ref] = str(exc)
-            if missing[ref] is None:
-                runnable.append(p)
-            else:
-                self._error(p.manifest.host, f"kernel tree lacks the baseline: {p.manifest.path}: {missing[ref]}")
-        return runnable
-
-    def _done(self, result: PromoteResult) -> None:
-        self._record(result.host, describe(result))
-
+    def _error(self, name: str, message: str) -> None:
+        self._record(name, HostOutcome("error", message, {"error": message}))

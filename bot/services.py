@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +15,9 @@ from huey.storage import SqliteStorage
 
 from bot.config import Config
 from bot.forge import Forge, ForgejoClient, LocalForge
-from bot.store import Store
+from bot.store import StateError, Store
+
+log = logging.getLogger(__name__)
 
 
 class WakeupStorage(SqliteStorage):
@@ -24,6 +31,22 @@ class WakeupStorage(SqliteStorage):
         conn = super()._create_connection()
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
+
+
+def _set_aside_if_damaged(path: Path) -> None:
+    if not path.exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            ok = [r[0] for r in db.execute("PRAGMA quick_check(1)")] == ["ok"]
+    except sqlite3.DatabaseError:
+        ok = False
+    if not ok:
+        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+        log.warning("%s was damaged; set aside as %s (queued jobs are re-queued from the jobs table)", path, aside)
 
 
 @dataclass
@@ -40,11 +63,21 @@ class Services:
         return self.config.state_dir / "jobs"
 
 
-def make_services(config: Config) -> Services:
-    """Open the state directory (created if needed) and connect the parts."""
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    (config.state_dir / "jobs").mkdir(exist_ok=True)
-    store = Store(config.state_dir / "ka-bot.db")
+def make_services(config: Config, check: bool = False) -> Services:
+    """Open the state directory (created if needed) and connect the parts.
+
+    With ``check`` (at the start of ``serve`` and ``worker``) both databases get SQLite's
+    ``quick_check``: a damaged job database stops the bot with recovery steps, a damaged
+    queue is set aside, since the jobs table holds everything the queue would re-learn.
+    """
+    try:
+        (config.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{config.state_dir}: cannot use the state folder: {exc.strerror or exc} "
+                         "(KA_STATE_DIR; it must be writable by the bot's user)") from None
+    store = Store(config.state_dir / "ka-bot.db", check=check)
+    if check:
+        _set_aside_if_damaged(config.state_dir / "queue.db")
     if config.local_mode:
         forge: Forge = LocalForge()
     else:

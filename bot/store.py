@@ -1,37 +1,48 @@
-"""Durable bot state in SQLite (WAL): deliveries, event keys, jobs and the forge outbox.
+"""Durable bot state in SQLite (WAL): deliveries, event keys, jobs, per-host results and the forge outbox.
 
 Every process (web workers, the job worker) opens its own connections; SQLite's
 locking and WAL make them safe together.  The schema carries a version (b4's
-``checks.get_db``) so later issues can migrate it.
+``checks.get_db``) and is migrated forward on open; a newer or damaged database
+is refused with a message that says what to do.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bot import owner
+from bot.forge import Write
+from ka.errors import EXIT_ENVIRONMENT, KaError
+from ka.text import cap, encodable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, event TEXT NOT NULL, action TEXT, repo TEXT, received_at REAL NOT NULL,
     outcome TEXT NOT NULL, reason TEXT, body BLOB);
+CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries(received_at);
 CREATE TABLE IF NOT EXISTS event_keys (
     key TEXT PRIMARY KEY, job_id INTEGER, delivery_id TEXT, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, verb TEXT NOT NULL, host TEXT, commit_sha TEXT, ref TEXT,
     clone_url TEXT, requester TEXT, state TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
-    finished_at REAL, hosts TEXT, result TEXT, error TEXT, owner TEXT);
+    finished_at REAL, hosts TEXT, result TEXT, error TEXT, owner TEXT, host_count INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(verb, commit_sha);
+CREATE TABLE IF NOT EXISTS job_hosts (
+    job_id INTEGER NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL, description TEXT, detail TEXT,
+    updated_at REAL NOT NULL, PRIMARY KEY (job_id, host));
+CREATE INDEX IF NOT EXISTS job_hosts_state ON job_hosts(job_id, state);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER, method TEXT NOT NULL, path TEXT NOT NULL,
     body TEXT NOT NULL, summary TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
@@ -43,11 +54,21 @@ JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrup
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 #: verbs that change a host or its packages: never two at once for one host
 EXCLUSIVE = ("build", "install")
+#: what one host's result may occupy: a fork's pull request must not be able to grow the database
+DETAIL_MAX = 16 * 1024
+DESCRIPTION_MAX = 500
+_FIELD_MAX = 4000
+
+
+class StateError(KaError):
+    """The state folder or database cannot be used; the message says how to fix it."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 @dataclass(frozen=True)
 class Job:
-    """One job record."""
+    """One job record (per-host results live in ``job_hosts``: see :meth:`Store.host_results`)."""
 
     id: int
     verb: str
@@ -60,16 +81,15 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
-    hosts: list[str]
     result: dict[str, Any]
     error: str | None
     owner: str | None = None
+    host_count: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
-        data = dict(row)
+        data = {k: row[k] for k in row.keys() if k != "hosts"}  # noqa: SIM118 - sqlite3.Row is not a dict
         data["requester"] = json.loads(data["requester"] or "{}")
-        data["hosts"] = json.loads(data["hosts"] or "[]")
         data["result"] = json.loads(data["result"] or "{}")
         return cls(**data)
 
@@ -80,19 +100,120 @@ class Job:
         return (self.finished_at or time.time()) - self.started_at
 
 
+@dataclass(frozen=True)
+class HostResult:
+    """One host's outcome in a fleet-wide job."""
+
+    host: str
+    state: str
+    description: str
+    detail: dict[str, Any]
+
+
+def capped_detail(detail: dict[str, Any]) -> str:
+    """``detail`` as JSON of at most :data:`DETAIL_MAX` bytes: long texts cut, else only the summary kept.
+
+    Texts are made encodable too: a file name that is not UTF-8 must not make a page fail later.
+    """
+    trimmed = _trim(detail)
+    text = json.dumps(trimmed, sort_keys=True, default=str)
+    if len(text) <= DETAIL_MAX:
+        return text
+    keep = {k: v for k, v in trimmed.items() if isinstance(v, int | float | bool) or v is None}
+    return json.dumps({**keep, "truncated": True}, sort_keys=True)
+
+
+def _trim(value: Any) -> Any:
+    if isinstance(value, str):
+        return encodable(cap(value, _FIELD_MAX))
+    if isinstance(value, dict):
+        return {encodable(cap(str(k), 100)): _trim(v) for k, v in list(value.items())[:100]}
+    if isinstance(value, list):
+        return [_trim(v) for v in value[:100]]
+    return value
+
+
+def insert_writes(db: sqlite3.Connection, job_id: int | None, writes: list[Write]) -> None:
+    """Queue forge writes inside the caller's transaction (see :mod:`bot.outbox`)."""
+    now = time.time()
+    db.executemany("INSERT INTO outbox (job_id, method, path, body, summary, state, next_at, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                   [(job_id, w.method, w.path, json.dumps(w.body), w.summary, now, now) for w in writes])
+
+
+class _WriterLock:
+    """Writers of one database queue here: threads on a lock, processes on ``flock`` of a lock file.
+
+    Both wake the next writer the moment the lock is free, where SQLite's busy handler polls
+    by sleeping (up to 100 ms a turn), which under many threads and two web processes turned
+    into tail latencies of seconds.  SQLite's own locking still guards correctness.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.thread_lock = threading.Lock()
+        self.path = path.with_name(path.name + ".lock")
+        self.fd: int | None = None
+
+    def __enter__(self) -> int:
+        self.thread_lock.acquire()
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except BaseException:
+            self.thread_lock.release()
+            raise
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread_lock.release()
+
+
+_LOCKS: dict[Path, _WriterLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: Path) -> _WriterLock:
+    with _LOCKS_GUARD:
+        key = path.resolve()
+        if key not in _LOCKS:
+            _LOCKS[key] = _WriterLock(key)
+        return _LOCKS[key]
+
+
 class Store:
     """The bot's SQLite database; one connection per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: bool = False) -> None:
         self.path = path
         self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._conn()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._conn()
+            if check:
+                self._quick_check(db)
+            self._migrate(db)
+        except OSError as exc:
+            raise StateError(f"{path.parent}: cannot use the state folder: {exc.strerror or exc} "
+                             "(KA_STATE_DIR; it must exist or be creatable, and be writable by the bot's user)") \
+                from None
+        except sqlite3.DatabaseError as exc:
+            damaged = isinstance(exc, _Damaged) or "not a database" in str(exc) or "malformed" in str(exc)
+            raise StateError(_db_error(path, str(exc), damaged)) from None
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: schema {version} is newer than this bot ({SCHEMA_VERSION})")
+            raise StateError(f"{self.path}: the database has schema {version}, newer than this bot's "
+                             f"({SCHEMA_VERSION}): run the kernel-agent version that wrote it, or a newer one")
+        if version == 1:
+            _migrate_1_to_2(db)
         db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _quick_check(self, db: sqlite3.Connection) -> None:
+        found = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
+        if found != ["ok"]:
+            raise _Damaged("; ".join(found))
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -107,15 +228,25 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, taken at once (``BEGIN IMMEDIATE``) so concurrent writers queue cleanly."""
+        """A write transaction, taken at once (``BEGIN IMMEDIATE``) so concurrent writers queue cleanly.
+
+        Threads of one process queue on a lock first: SQLite's own busy handler waits by sleeping
+        (up to 100 ms a turn), which under many threads turned into seconds of tail latency.
+        """
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with _write_lock(self.path) as lock_fd:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:  # SQLite may have rolled back already (a full disk does that)
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            finally:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     def query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         """Rows of a read-only statement."""
@@ -128,9 +259,11 @@ class Store:
         rows = self.query("SELECT * FROM jobs WHERE id = ?", job_id)
         return Job.from_row(rows[0]) if rows else None
 
-    def jobs(self, limit: int = 100) -> list[Job]:
-        """The newest jobs first."""
-        return [Job.from_row(r) for r in self.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", limit)]
+    def jobs(self, limit: int = 50, before: int | None = None) -> list[Job]:
+        """The newest jobs first, ``limit`` of them, older than job ``before`` when given."""
+        rows = self.query("SELECT * FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?",
+                          before if before is not None else 2**63 - 1, limit)
+        return [Job.from_row(r) for r in rows]
 
     def jobs_in(self, *states: str) -> list[Job]:
         """Jobs in any of ``states``, oldest first."""
@@ -152,33 +285,105 @@ class Store:
                        (time.time(), owner.me(thread=False), job_id))
         return self.job(job_id)
 
-    def set_hosts(self, job_id: int, hosts: list[str]) -> None:
-        """Record which hosts a fleet-wide job covers."""
-        with self.tx() as db:
-            db.execute("UPDATE jobs SET hosts = ? WHERE id = ?", (json.dumps(hosts), job_id))
-
     def set_result(self, job_id: int, result: dict[str, Any]) -> None:
-        """Store the (partial or final) result of a job."""
+        """Store the job-level result (artifacts of a build, say), capped like a host's."""
         with self.tx() as db:
-            db.execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result, sort_keys=True), job_id))
+            db.execute("UPDATE jobs SET result = ? WHERE id = ?", (capped_detail(result), job_id))
 
-    def finish(self, job_id: int, state: str, error: str | None = None) -> None:
-        """End a running job."""
+    # --- hosts of a fleet-wide job ----------------------------------------------------------
+
+    def set_hosts(self, job_id: int, hosts: list[str], writes: list[Write]) -> None:
+        """Record the hosts a job covers, all pending, and queue ``writes`` (their pending statuses): one commit."""
+        now = time.time()
+        with self.tx() as db:
+            db.executemany("INSERT OR IGNORE INTO job_hosts VALUES (?, ?, 'pending', '', '{}', ?)",
+                           [(job_id, h, now) for h in hosts])
+            db.execute("UPDATE jobs SET host_count = ? WHERE id = ?", (len(hosts), job_id))
+            insert_writes(db, job_id, writes)
+
+    def record_host(self, job_id: int, result: HostResult, write: Write) -> None:
+        """A host's outcome and its status, in one commit: linear in the number of hosts."""
+        with self.tx() as db:
+            db.execute("UPDATE job_hosts SET state = ?, description = ?, detail = ?, updated_at = ? "
+                       "WHERE job_id = ? AND host = ?",
+                       (result.state, encodable(cap(result.description, DESCRIPTION_MAX)), capped_detail(result.detail),
+                        time.time(), job_id, result.host))
+            insert_writes(db, job_id, [write])
+
+    def host_results(self, job_id: int, offset: int = 0, limit: int = -1) -> list[HostResult]:
+        """Per-host outcomes in host order (``limit`` -1: all)."""
+        rows = self.query("SELECT host, state, description, detail FROM job_hosts WHERE job_id = ? "
+                          "ORDER BY host LIMIT ? OFFSET ?", job_id, limit, offset)
+        return [HostResult(r[0], r[1], r[2] or "", json.loads(r[3] or "{}")) for r in rows]
+
+    def host_counts(self, job_id: int) -> dict[str, int]:
+        """How many hosts of a job are in each state."""
+        rows = self.query("SELECT state, COUNT(*) FROM job_hosts WHERE job_id = ? GROUP BY state", job_id)
+        return {r[0]: r[1] for r in rows}
+
+    # --- ending jobs ------------------------------------------------------------------------
+
+    def finish(self, job_id: int, state: str, error: str | None = None,
+               writes_for: Callable[[list[str]], list[Write]] | None = None, was: str = "running") -> bool:
+        """End a job that is in state ``was``, in one commit with everything that ends with it.
+
+        Hosts still pending become ``error`` with the job's error, and ``writes_for(pending)``
+        gives the forge writes that say so (a fleet-wide status when the job never listed
+        its hosts).  False when the job was not in state ``was`` (a stale finish).
+        """
         assert state in FINAL
         with self.tx() as db:
-            db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ? AND state = 'running'",
-                       (state, time.time(), error, job_id))
+            row = db.execute("SELECT host_count FROM jobs WHERE id = ? AND state = ?", (job_id, was)).fetchone()
+            if row is None:
+                return False
+            pending = [r[0] for r in db.execute("SELECT host FROM job_hosts WHERE job_id = ? AND state = 'pending' "
+                                                "ORDER BY host", (job_id,))]
+            now = time.time()
+            db.execute("UPDATE job_hosts SET state = 'error', description = ?, updated_at = ? "
+                       "WHERE job_id = ? AND state = 'pending'", (cap(error or state, DESCRIPTION_MAX), now, job_id))
+            if writes_for is not None and (pending or state != "succeeded"):
+                insert_writes(db, job_id, writes_for(pending))
+            db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
+                       (state, now, error, job_id))
+        return True
 
-    def interrupt_running(self) -> list[Job]:
-        """Mark jobs whose worker process is gone as interrupted; return them.
+    def dead_running(self) -> list[Job]:
+        """Running jobs whose worker process is gone (another live worker's jobs are left alone)."""
+        return [job for job in self.jobs_in("running") if not owner.alive(job.owner)]
 
-        Jobs of a worker that still runs (another process of a split deployment) are left alone.
-        """
+    # --- retention --------------------------------------------------------------------------
+
+    def prune_bodies(self, before: float) -> int:
+        """Drop the bodies of deliveries received before ``before`` (the records stay); how many."""
         with self.tx() as db:
-            rows = [r for r in db.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()
-                    if not owner.alive(r["owner"])]
-            for r in rows:
-                db.execute("UPDATE jobs SET state = 'interrupted', finished_at = ?, "
-                           "error = 'interrupted: the bot stopped while this job ran' WHERE id = ?",
-                           (time.time(), r["id"]))
-        return [Job.from_row(r) for r in rows]
+            return db.execute("UPDATE deliveries SET body = NULL WHERE received_at < ? AND body IS NOT NULL",
+                              (before,)).rowcount
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Schema 1 kept each job's per-host results as one JSON document; move them into rows."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("ALTER TABLE jobs ADD COLUMN host_count INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE TABLE job_hosts (job_id INTEGER NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL, "
+               "description TEXT, detail TEXT, updated_at REAL NOT NULL, PRIMARY KEY (job_id, host))")
+    for job_id, hosts, result in db.execute("SELECT id, hosts, result FROM jobs").fetchall():
+        names, found = json.loads(hosts or "[]"), json.loads(result or "{}")
+        for host in names:
+            r = found.get(host) or {}
+            db.execute("INSERT OR IGNORE INTO job_hosts VALUES (?, ?, ?, ?, ?, ?)",
+                       (job_id, host, r.get("state", "pending"), r.get("description", ""),
+                        capped_detail(r.get("detail") or {}), time.time()))
+        db.execute("UPDATE jobs SET host_count = ?, result = '{}' WHERE id = ?", (len(names), job_id))
+    db.execute("COMMIT")
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """``quick_check`` found damage."""
+
+
+def _db_error(path: Path, text: str, damaged: bool) -> str:
+    if damaged:
+        return (f"{path}: the database is damaged ({cap(text, 200)}). Stop the bot, move {path.name} (and its "
+                f"-wal and -shm files) aside, then restore it from a backup, or recover what SQLite can read: "
+                f"sqlite3 {path.name}.damaged .recover | sqlite3 {path.name}; then start the bot again")
+    return f"{path}: cannot open the database: {text} (is the state folder writable by the bot's user?)"

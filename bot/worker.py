@@ -8,24 +8,29 @@ interrupted, tells the forge, and re-queues the jobs that were waiting.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import sqlite3
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from huey import crontab
 
-from bot import forge, outbox
+from bot import forge, outbox, owner
+from bot.config import Config
 from bot.parity import CONTEXT, LOCAL_REPO, ParityRun, job_url
 from bot.services import Services
-from bot.store import Job
+from bot.store import Job, StateError
 
 log = logging.getLogger(__name__)
 BUSY_RETRY = 5.0
 DISPATCH_INTERVAL = 0.1
+FINISH_RETRY_MAX = 30.0
 
 
 @dataclass
@@ -80,15 +85,59 @@ def build_tasks(services: Services) -> Tasks:
 
     @huey.periodic_task(crontab(minute="*"), name="sweep")
     def sweep() -> None:
-        """Safety net: flush the outbox and re-queue jobs whose task was lost."""
+        """Safety net: flush the outbox and re-queue jobs whose task was lost; prune old delivery bodies."""
         flush_outbox()
         for job in services.store.jobs_in("queued"):
             with pending.lock:
                 known = job.id in pending.waiting
             if not known and time.time() - job.created_at > 60:
                 run_job(job.id)
+        prune(services)
 
     return Tasks(run_job=run_job, flush_outbox=flush_outbox)
+
+
+def prune(services: Services, now: float | None = None) -> int:
+    """Drop delivery bodies older than the retention (the records stay, for the pages and metrics)."""
+    days = services.config.delivery_retention_days
+    if days <= 0:
+        return 0
+    dropped = services.store.prune_bodies((now or time.time()) - days * 86400)
+    if dropped:
+        log.info("dropped the bodies of %d deliveries older than %g days", dropped, days)
+    return dropped
+
+
+class WorkerBusy(StateError):
+    """Another worker runs on this state folder and did not stop in time."""
+
+
+def hold_worker_lock(state_dir: Path, wait: float = 60.0) -> IO[str]:
+    """Become the one worker of ``state_dir``: wait for the previous one to exit, then hold the lock.
+
+    After a ``kill -9`` of ``serve`` and an immediate restart the old worker can still be
+    ending; recovering while it lives would leave its job ``running`` for good.  The lock is
+    released by the kernel when its holder dies, however it dies.
+    """
+    fh = open(state_dir / "worker.lock", "a+")  # noqa: SIM115 - held for the life of the process
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                fh.close()
+                raise WorkerBusy(f"{state_dir}/worker.lock: another worker ({holder}) still runs on this state "
+                                 f"folder after {wait:.0f}s; stop it first (one worker per state folder)") from None
+            time.sleep(0.2)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(owner.me(thread=False) + "\n")
+    fh.flush()
+    return fh
 
 
 def dispatch(services: Services, tasks: Tasks, stop: threading.Event, interval: float = DISPATCH_INTERVAL) -> None:
@@ -123,26 +172,30 @@ def _waiting(services: Services, job_id: int) -> bool:
 
 
 class JobLog:
-    """Appends timestamped lines to a job's log file."""
+    """Appends timestamped lines to a job's log file.
+
+    Best effort: a log line that cannot be written (a full disk) is not a reason for the job to fail.
+    """
 
     def __init__(self, services: Services, job_id: int) -> None:
         self.path = services.log_dir / f"{job_id}.log"
+        self.failed = False
 
     def __call__(self, line: str) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
-
-
-def _poster(services: Services, job_id: int) -> Callable[[forge.Write], None]:
-    def post(write: forge.Write) -> None:
-        outbox.add(services.store, job_id, write)
-    return post
+        try:
+            with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as fh:
+                fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        except OSError as exc:
+            if not self.failed:
+                log.warning("job log %s: %s; later lines are dropped", self.path, exc)
+            self.failed = True
 
 
 def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: None) -> Job | None:
     """Claim and run one job; None when it was not claimable (done already, or its host is busy).
 
-    The job's error boundary: whatever breaks, the job ends in a final state with a visible status.
+    The job's error boundary: whatever breaks, the job ends in a final state, and every host
+    it covers gets a final status, as soon as the database takes writes again.
     """
     job = services.store.claim(job_id)
     if job is None:
@@ -158,51 +211,56 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed", job_id)
-        _quietly(log_line, "".join(traceback.format_exception(exc)).rstrip())
-        _quietly(_report_failure, services, job, error)
+        log_line("".join(traceback.format_exception(exc)).rstrip())
     finally:
-        services.store.finish(job_id, state, error or None)
+        end_job(services, job, state, error or None, "failed")
     return services.store.job(job_id)
 
 
-def _quietly(func: Callable[..., Any], *args: Any) -> None:
-    """Run a reporting step whose own failure must not hide the job's."""
-    try:
-        func(*args)
-    except Exception:
-        log.exception("while reporting a failed job")
+def end_job(services: Services, job: Job, state: str, error: str | None, word: str,
+            was: str = "running", retry: float = FINISH_RETRY_MAX) -> None:
+    """Finish ``job``, retrying until the database takes the write (a full disk, a locked file).
+
+    A job that cannot be finished would stay ``running`` with its hosts ``pending`` for good;
+    waiting here until space returns is the only way to keep the promise that every job ends.
+    """
+    delay = 0.5
+    while True:
+        try:
+            services.store.finish(job.id, state, error, lambda pending: ending_statuses(
+                services.config, job, pending, word, error or "ended without a result for this host"), was=was)
+            return
+        except (sqlite3.Error, OSError) as exc:
+            log.error("job %s: cannot record its end (%s); retrying in %.0fs", job.id, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, retry)
+
+
+def ending_statuses(config: Config, job: Job, pending: list[str], word: str, reason: str) -> list[forge.Write]:
+    """Error statuses for the hosts a job did not finish, or one fleet-wide status when it listed none."""
+    if job.verb != "parity" or job.commit_sha is None:
+        return []
+    targets: list[str | None] = list(pending) if pending or job.host_count else [None]
+    repo = config.repo or LOCAL_REPO
+    return [forge.status(repo, job.commit_sha, "error", CONTEXT.format(host=h) if h else "ka/parity",
+                         f"job {job.id} {word}: {reason}", job_url(config, job.id, h)) for h in targets]
 
 
 def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
               kick: Callable[[], None]) -> dict[str, Any]:
     if job.verb != "parity":
         raise RuntimeError(f"verb {job.verb!r} is not built yet")
-    run = ParityRun(services.config, job, _poster(services, job.id), log_line,
-                    lambda partial: services.store.set_result(job.id, partial), kick)
-    return run.run(lambda hosts: services.store.set_hosts(job.id, hosts))
-
-
-def _report_failure(services: Services, job: Job, reason: str, state_word: str = "failed") -> None:
-    """Error statuses for the hosts of a job that did not finish (or one fleet-wide status)."""
-    current = services.store.job(job.id) or job
-    done = set(current.result)
-    hosts: list[str | None] = [h for h in current.hosts if h not in done]
-    if not current.hosts:
-        hosts = [None]  # it died before listing the hosts: one fleet-wide status says so
-    repo = services.config.repo or LOCAL_REPO
-    post = _poster(services, job.id)
-    for host in hosts:
-        context = CONTEXT.format(host=host) if host else "ka/parity"
-        assert job.commit_sha is not None
-        post(forge.status(repo, job.commit_sha, "error", context, f"job {job.id} {state_word}: {reason}",
-                          job_url(services.config, job.id, host)))
+    return ParityRun(services.config, services.store, job, log_line, kick).run()
 
 
 def recover(services: Services) -> list[int]:
-    """At worker start: report interrupted jobs, re-queue waiting ones; return the interrupted ids."""
-    interrupted = services.store.interrupt_running()
-    for job in interrupted:
+    """At worker start: end the jobs whose worker is gone as interrupted, with their statuses."""
+    interrupted = []
+    for job in services.store.dead_running():
         JobLog(services, job.id)("interrupted: the bot stopped while this job ran")
-        _report_failure(services, job, "interrupted by a bot restart; push again to re-check", "interrupted")
+        current = services.store.job(job.id) or job
+        end_job(services, current, "interrupted", "interrupted by a bot restart; push again to re-check",
+                "interrupted")
         log.warning("job %s was interrupted by a restart", job.id)
-    return [j.id for j in interrupted]
+        interrupted.append(job.id)
+    return interrupted

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from bot import payload as field
 from bot.events import Event, PayloadError
-from bot.router import Decision, Requester, Router, RunParity, get
-from handlers.push import SHA
+from bot.router import Decision, Requester, Router, RunParity
 
 router = Router()
 
@@ -15,12 +15,11 @@ router = Router()
 def pull_request(event: Event) -> Decision:
     """Check the head commit; it is fetched through ``refs/pull/<n>/head``, which also serves forks."""
     p = event.payload
-    number = p.get("number") or get(p, "pull_request", "number")
-    sha = get(p, "pull_request", "head", "sha")
-    if not isinstance(number, int) or not isinstance(sha, str) or not SHA.match(sha):
-        raise PayloadError("pull_request: no number or head sha")
-    url = get(p, "pull_request", "html_url")
+    number = field.number(p, "number") or field.number(p, "pull_request", "number")
+    if number is None:
+        raise PayloadError("no number")
+    sha = field.sha(p, "pull_request", "head", "sha")
     return RunParity(commit=sha, ref=f"refs/pull/{number}/head", event_key=f"pr:{number}:{sha}",
-                     requester=Requester("pull_request", get(p, "sender", "login"),
-                                         url if isinstance(url, str) else None, number),
-                     clone_url=get(p, "repository", "clone_url"))
+                     requester=Requester("pull_request", field.text(p, "sender", "login"),
+                                         field.text(p, "pull_request", "html_url"), number),
+                     clone_url=field.text(p, "repository", "clone_url"))

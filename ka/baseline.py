@@ -13,7 +13,6 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import pairwise
 from pathlib import Path
 
 from ka.errors import KernelTreeError
@@ -91,11 +90,19 @@ def _strip_prefix(path: str) -> str | None:
     return path.split("/", 1)[1] if "/" in path else path
 
 
+_HEADERS = re.compile(rb"^(?:--- |\+\+\+ |rename from |rename to |copy from |copy to |diff --git a/).*$", re.M)
+_CREATES = re.compile(rb"^--- /dev/null\r?\n\+\+\+ (.*)$", re.M)
+
+
 def touched_paths(patch: bytes) -> list[str]:
-    """Every path a patch reads or writes (``-p1``), sorted; may list a few extra."""
+    """Every path a patch reads or writes (``-p1``), sorted; may list a few extra.
+
+    Only header lines are looked at (a regular expression over the bytes, not a list of every
+    line), so a large patch costs no second copy of itself.
+    """
     found: set[str] = set()
-    for raw in patch.splitlines():
-        line = raw.decode("utf-8", "surrogateescape")
+    for m in _HEADERS.finditer(patch):
+        line = m.group(0).rstrip(b"\r").decode("utf-8", "surrogateescape")
         if line.startswith(("--- ", "+++ ")):
             path = _strip_prefix(line[4:])
         elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
@@ -189,12 +196,10 @@ def _creates_twice(series: list[Series]) -> bool:
 
 def _created_paths(patch: bytes) -> set[str]:
     found = set()
-    lines = patch.splitlines()
-    for before, after in pairwise(lines):
-        if before == b"--- /dev/null" and after.startswith(b"+++ "):
-            path = _strip_prefix(after[4:].decode("utf-8", "surrogateescape"))
-            if path:
-                found.add(path)
+    for m in _CREATES.finditer(patch):
+        path = _strip_prefix(m.group(1).rstrip(b"\r").decode("utf-8", "surrogateescape"))
+        if path:
+            found.add(path)
     return found
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 
 from ka.series import Series
 
@@ -25,7 +26,7 @@ class Cumulative:
     data: bytes
     spans: tuple[Span, ...]
 
-    @property
+    @cached_property
     def b2sum(self) -> str:
         return b2sum(self.data)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ka.baseline import ApplyFailure, KernelTree, check_applies
 from ka.cumulative import Cumulative, concatenate
-from ka.errors import BadInput, ManifestError, Problem
+from ka.errors import BadInput, KaError, KernelTreeError, ManifestError, Problem
 from ka.manifest import Manifest, load_manifest
 from ka.outputs import Outputs
 from ka.parity import UNSET, ParityResult, compare
@@ -158,6 +159,75 @@ def promote_many(plans: list[HostPlan], kernel: KernelTree | None, rev: str | No
         return [one(p) for p in plans]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, plans))
+
+
+class _Baselines:
+    """``baseline.ref`` → commit, resolved once per ref for all threads; a missing ref is remembered too."""
+
+    def __init__(self, kernel: KernelTree | None) -> None:
+        self.kernel = kernel
+        self.lock = threading.Lock()
+        self.found: dict[str, str | KaError] = {}
+
+    def commits(self, manifest: Manifest) -> dict[str, str]:
+        if self.kernel is None:
+            return {}
+        ref = manifest.baseline_ref
+        with self.lock:
+            if ref not in self.found:
+                try:
+                    self.found[ref] = self.kernel.commit(ref, "baseline.ref")
+                except KaError as exc:
+                    self.found[ref] = exc
+        hit = self.found[ref]
+        if isinstance(hit, KaError):
+            raise KernelTreeError(f"kernel tree lacks the baseline: {manifest.path}: {hit}")
+        return {ref: hit}
+
+
+def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, rev: str | None,
+                 on_result: Callable[[PromoteResult], None], on_error: Callable[[str, str], None],
+                 workers: int = 2) -> None:
+    """Plan and check host by host, handing each outcome on and letting its patch go.
+
+    This is promote for a fleet read from an untrusted commit (the bot): peak memory is
+    bounded by ``workers`` hosts' patches however many hosts include them, and a host whose
+    input is broken gets ``on_error(host, message)`` while the others go on.  An exception
+    from a callback (the bot cannot record) stops the run and is raised.
+    """
+    baselines = _Baselines(kernel)
+    stop = threading.Event()
+
+    def one(host: str) -> None:
+        if stop.is_set():
+            return
+        outcome = _check_host(view, host, kernel, baselines, rev)
+        try:
+            if isinstance(outcome, str):
+                on_error(host, outcome)
+            else:
+                on_result(outcome)
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for future in [pool.submit(one, h) for h in hosts]:
+            future.result()
+
+
+def _check_host(view: RepoView, host: str, kernel: KernelTree | None, baselines: _Baselines,
+                rev: str | None) -> PromoteResult | str:
+    """A host's result, or the message that says why it could not be checked."""
+    try:
+        plan = plan_host(view, host)
+        return promote_one(plan, kernel, baselines.commits(plan.manifest), rev)
+    except KernelTreeError as exc:
+        return str(exc)
+    except KaError as exc:
+        return f"invalid at this commit: {str(exc).splitlines()[0]}"
+    except Exception as exc:  # one host's broken tree must not take the others down
+        return f"cannot read at this commit: {type(exc).__name__}: {exc}"
 
 
 def stage_outputs(outputs: Outputs, plan: HostPlan, result: PromoteResult, patch_path: Path) -> None:

@@ -18,6 +18,11 @@ def shown(value: object, limit: int = ECHO_MAX) -> str:
     return cap(repr(value), limit)
 
 
+def encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (surrogates from undecodable file names) as ``\\udcxx``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def printable(text: str, limit: int = ECHO_MAX) -> str:
     """Plain ASCII: file names that are not valid UTF-8 (kept as surrogates), control
     characters and non-ASCII bytes become ``\\xNN``; capped at ``limit``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,6 +86,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: process groups started by tests and not yet stopped; the session's end kills what is left
+STARTED: set[int] = set()
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group that a test started (it may be gone already)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    STARTED.discard(pgid)
+
+
 @dataclass
 class BotProcess:
     """A real ``ka-bot serve`` (gunicorn + worker) in its own process group."""
@@ -93,24 +105,34 @@ class BotProcess:
     env: dict[str, str]
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> BotProcess:
+    def start(self, deadline: float = 60) -> BotProcess:
+        """Start the bot and wait for its first answer; whatever goes wrong, nothing is left running."""
         log = open(self.state_dir.parent / f"bot-{self.port}.log", "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--port", str(self.port), "--state-dir", str(self.state_dir)],
-            env={**os.environ, **self.env}, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError(f"bot did not start: {self.log()}")
+            [sys.executable, "-m", "bot", "serve", "--port", str(self.port), "--state-dir", str(self.state_dir),
+             *self.args], env={**os.environ, **self.env}, stdout=log, stderr=log, start_new_session=True)
+        STARTED.add(self.proc.pid)
+        try:
+            wait_until(self._answers, deadline, "the bot's first answer on /healthz")
+        except BaseException:
+            self.kill()
+            raise AssertionError(f"bot did not start: {self.log()}") from None
+        return self
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"bot exited with {self.proc.returncode}: {self.log()}")
+        try:  # under load the first answer can take seconds: a slow answer is not a failure
+            return requests.get(self.url + "/healthz", timeout=5).ok
+        except requests.RequestException:
+            return False
 
     def log(self) -> str:
         return (self.state_dir.parent / f"bot-{self.port}.log").read_text(errors="replace")[-5000:]
@@ -119,7 +141,17 @@ class BotProcess:
         return requests.post(self.url + "/webhook", data=d.body, headers=d.headers, timeout=10)
 
     def job(self, job_id: int) -> dict[str, Any]:
-        return requests.get(f"{self.url}/jobs/{job_id}?format=json", timeout=5).json()
+        return requests.get(f"{self.url}/jobs/{job_id}?format=json", timeout=10).json()
+
+    def hosts(self, job_id: int) -> dict[str, dict[str, Any]]:
+        """The job's per-host results, by host (every page of them)."""
+        found: dict[str, dict[str, Any]] = {}
+        while True:
+            page = requests.get(f"{self.url}/jobs/{job_id}?format=json&hosts_offset={len(found)}&hosts_limit=2000",
+                                timeout=10).json()["hosts"]
+            found.update((h["host"], h) for h in page)
+            if len(page) < 2000:
+                return found
 
     def job_from_db(self, job_id: int) -> dict[str, Any]:
         """The job record read straight from the database (works while the bot is down)."""
@@ -129,37 +161,52 @@ class BotProcess:
         assert job is not None
         return job.__dict__
 
-    def wait_job(self, job_id: int, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            data = self.job(job_id)
-            if data["state"] not in ("queued", "running"):
-                return data
-            time.sleep(0.1)
-        raise AssertionError(f"job {job_id} did not finish: {self.job(job_id)}\n{self.log()}")
+    def wait_job(self, job_id: int, timeout: float = 60) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+
+        def done() -> bool:
+            found.update(self.job(job_id))
+            return found["state"] not in ("queued", "running")
+        try:
+            wait_until(done, timeout, f"job {job_id} to finish")
+        except AssertionError:
+            raise AssertionError(f"job {job_id} did not finish: {found}\n{self.log()}") from None
+        return found
 
     def kill(self) -> None:
         """SIGKILL the whole process tree, as a power cut or the OOM killer would."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_group(self.proc.pid)
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
+        """Stop it as systemd would (SIGTERM), then make sure nothing of its group is left."""
+        if self.proc is None:
             return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=20)
+        self.kill()  # gunicorn's or the worker's children may outlive serve itself
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true; a slow or failing poll is retried until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except requests.RequestException:
+            pass  # a busy bot answering slowly: ask again
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
+    wait_until(predicate, timeout, what)
 
 
 def fleet_forge_repo(root: Path, hosts: dict[str, str], files: dict[str, bytes | str]) -> tuple[Path, Path]:

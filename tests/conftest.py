@@ -68,3 +68,13 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield mount
     for target in reversed(mounted):
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_suite() -> Iterator[None]:
+    """Whatever a failing test left running (a bot, its gunicorn and worker) ends with the session."""
+    yield
+    from botkit import STARTED, kill_group
+
+    for pgid in list(STARTED):
+        kill_group(pgid)

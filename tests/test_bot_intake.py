@@ -72,12 +72,13 @@ def test_push_and_pr_update_of_one_commit_share_a_job(store: Store) -> None:
 def test_rerun_after_an_interrupted_job(store: Store) -> None:
     send(store, delivery("push-forgejo-12", push_payload(SHA, "/srv/fleet.git")))
     store.claim(1)
-    assert store.interrupt_running() == []  # its worker (this process) is alive: left alone
+    assert store.dead_running() == []  # its worker (this process) is alive: left alone
     dead = subprocess.Popen(["true"])
     dead.wait()
     with store.tx() as db:
         db.execute("UPDATE jobs SET owner = ?", (f"{socket.gethostname()}:{dead.pid}:0:0",))
-    assert [j.id for j in store.interrupt_running()] == [1]
+    assert [j.id for j in store.dead_running()] == [1]
+    assert store.finish(1, "interrupted", "gone")
     reply = send(store, delivery("push-forgejo-12", push_payload(SHA, "/srv/fleet.git", ref="refs/heads/again")))
     assert reply.new_jobs == [2]
 
