@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: webhook intake of the bot against a bare Flask view, under the same gunicorn, in one run.
 
-Both run under gunicorn (sync workers, the same count, no access log) and get the same
+Both run under gunicorn (the bot's settings: gthread workers, 32 threads each, one connection
+per thread, no keep-alive; the same count; no access log) and get the same
 load from wrk: signed Forgejo push deliveries, each with its own delivery id and commit,
 so the bot really verifies, parses, stores and queues every one (its job worker is left
 off, so only intake is measured).  Prints requests per second, p99 latency and the ratio.
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=32)
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -130,7 +132,9 @@ def main() -> None:
         script.write_text(LUA)
         (work / "bare.py").write_text(BARE)
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        common = ["-w", str(args.workers), "-k", "sync", "--no-control-socket"]
+        common = ["-w", str(args.workers), "-k", "gthread", "--threads", str(args.threads),
+                  "--worker-connections", str(args.threads),
+                  "--keep-alive", "0", "--no-control-socket"]
         port = free_port()
         bare = run_server([gunicorn, *common, "-b", f"127.0.0.1:{port}", "bare:app"], {}, work)
         wait_up(f"http://127.0.0.1:{port}/")
@@ -139,14 +143,14 @@ def main() -> None:
         port = free_port()
         env = {"KA_WEBHOOK_SECRET": SECRET, "KA_REPO": REPO, "KA_STATE_DIR": str(work / "state")}
         bot = run_server([sys.executable, "-m", "bot", "serve", "--no-worker", "--port", str(port),
-                          "--web-workers", str(args.workers)], env, work)
+                          "--web-workers", str(args.workers), "--threads", str(args.threads)], env, work)
         wait_up(f"http://127.0.0.1:{port}/healthz")
         bot_r = wrk(port, data, script, args.seconds, args.connections)
         stop(bot)
         stored = subprocess.run(["sqlite3", str(work / "state/ka-bot.db"), "SELECT COUNT(*) FROM deliveries"],
                                 capture_output=True, text=True).stdout.strip()
     print(f"load: wrk -t2 -c{args.connections} -d{args.seconds}s, signed push deliveries "
-          f"(distinct ids and commits); gunicorn -w {args.workers} sync")
+          f"(distinct ids and commits); gunicorn -w {args.workers} gthread, {args.threads} threads")
     for name, r in (("bare Flask view", bare_r), ("ka-bot intake", bot_r)):
         print(f"{name:16} {r[0]:8.0f} req/s   p50 {r[1]:6.2f} ms   p99 {r[2]:6.2f} ms   "
               f"({r[3]} requests, {r[4]} errors)")
