@@ -22,7 +22,7 @@ import requests
 from bot import config as config_mod
 from bot.config import Config
 from bot.events import sign
-from bot.services import make_services
+from bot.services import make_services, prepare_state_dir
 from bot.worker import build_tasks, hold_worker_lock, recover, start_dispatcher
 from ka.errors import EXIT_ENVIRONMENT, EXIT_OK, BadInput, KaError
 
@@ -58,16 +58,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     make_services(cfg, check=True)  # the state folder, schema and a quick_check once, before the children start
     env = {**os.environ, "KA_STATE_DIR": str(cfg.state_dir), "KA_WORKERS": str(cfg.workers),
+           "KA_BODY_TIMEOUT": str(cfg.body_timeout),
            **({"KA_CONFIG": args.config} if args.config else {}), **({"KA_INSECURE": "1"} if cfg.insecure else {})}
-    # Threads, not sync workers: a client that sends its body slowly holds one thread (for at most
-    # KA_BODY_TIMEOUT), not a whole worker, so slow or hostile clients cannot stall intake.  A worker
-    # takes no more connections than it has threads (the others wait in the backlog for a free
-    # one), and no keep-alive: a webhook is one request.
+    # Threads, not sync workers, and a deadline on each whole request (bot.serving): a client that
+    # sends slowly holds one thread for at most KA_BODY_TIMEOUT, not a whole worker, so slow or
+    # hostile clients cannot stall intake.  A worker takes no more connections than it has threads
+    # (the others wait in the backlog for a free one), and no keep-alive: a webhook is one request.
     children = {"web": subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(args.web_workers),
-         "--worker-class", "gthread", "--threads", str(args.threads), "--worker-connections", str(args.threads),
-         "--keep-alive", "0", "--no-control-socket", "--timeout", "30", "--graceful-timeout", "10",
-         "bot.web:create_app()"], env=env, preexec_fn=_die_with_parent(signal.SIGTERM))}
+         "--worker-class", "bot.serving.IntakeWorker", "--threads", str(args.threads),
+         "--worker-connections", str(args.threads), "--keep-alive", "0", "--no-control-socket",
+         "--timeout", "30", "--graceful-timeout", "10", "bot.web:create_app()"],
+        env=env, preexec_fn=_die_with_parent(signal.SIGTERM))}
     if not args.no_worker:
         # SIGKILL: a worker whose serve is gone must not go on running jobs nobody supervises;
         # the next worker's start reports them interrupted.
@@ -117,8 +119,8 @@ def _wait(child: subprocess.Popen[bytes]) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run jobs and flush the outbox until stopped."""
     cfg = _config(args)
-    services = make_services(cfg, check=True)
-    lock = hold_worker_lock(cfg.state_dir)  # noqa: F841 - held until the process exits
+    lock = hold_worker_lock(prepare_state_dir(cfg))  # noqa: F841 - held until the process exits
+    services = make_services(cfg, check=True)  # after the lock: the previous worker may still use the files
     tasks = build_tasks(services)
     interrupted = recover(services)
     if interrupted:

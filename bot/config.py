@@ -147,7 +147,12 @@ def load(file: Path | None = None, environ: Mapping[str, str] = os.environ,
     if config.repo and config.repo.count("/") != 1:
         raise BadInput(f"KA_REPO={config.repo!r}: must be owner/name")
     _ = config.limits  # a bad size is an error now, not in the first job
-    for name in ("workers", "check_workers"):
+    for name in ("workers", "check_workers", "max_body"):
         if getattr(config, name) < 1:
             raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be at least 1")
+    for name in ("body_timeout", "fetch_timeout", "fetch_idle_timeout"):
+        if not getattr(config, name) > 0:
+            raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be more than 0 seconds")
+    if config.delivery_retention_days < 0:
+        raise BadInput(f"KA_DELIVERY_RETENTION_DAYS={config.delivery_retention_days}: must be 0 (keep) or more")
     return config

@@ -122,8 +122,7 @@ def parse(headers: Mapping[str, str], body: bytes, secret: bytes | None) -> Even
         raise PayloadError(f"body is nested deeper than JSON parsing allows (over {MAX_DEPTH} levels)") from None
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object")
-    if _deeper_than(payload, MAX_DEPTH):
-        raise PayloadError(f"body is nested deeper than {MAX_DEPTH} levels (a Forgejo delivery has about 6)")
+    _check_shape(payload)
     delivery = _header(low, "delivery") or "sha256:" + hashlib.sha256(data).hexdigest()
     kind = (_header(low, "event-type") or name).strip().lower()
     event = Event(delivery_id=delivery[:100], name=name.strip().lower(),
@@ -133,18 +132,29 @@ def parse(headers: Mapping[str, str], body: bytes, secret: bytes | None) -> Even
     return event
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """True when ``value`` nests more than ``limit`` levels (iterative: no recursion to exhaust)."""
+def _check_shape(value: Any) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` and text that is not Unicode (lone surrogates from
+    ``\\udcff`` escapes, which no database or page can store); iterative: no recursion to exhaust."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if depth > limit:
-            return True
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"body is nested deeper than {MAX_DEPTH} levels (a Forgejo delivery has about 6)")
         if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
-    return False
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str) and not _encodable(item):
+            raise PayloadError("body holds text that is not Unicode (a lone surrogate escape)")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def sign(secret: bytes, data: bytes) -> dict[str, str]:

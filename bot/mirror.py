@@ -63,6 +63,7 @@ def fetch(mirror: Path, url: str, ref: str, sha: str, idle_timeout: float = 30, 
         if not (mirror / "HEAD").exists():
             run(["git", "init", "--quiet", "--bare", mirror])
     if has_commit(mirror, sha):
+        _pin(mirror, sha)  # fetched for another job, perhaps: this job needs it kept too
         return
     scratch = f"refs/ka/fetch/{uuid.uuid4().hex}"
     errors = []
@@ -70,12 +71,36 @@ def fetch(mirror: Path, url: str, ref: str, sha: str, idle_timeout: float = 30, 
         for refspec in (f"+{ref}:{scratch}", f"+{sha}:{scratch}"):
             res = _git_fetch(mirror, url, refspec, idle_timeout, timeout, sha)
             if has_commit(mirror, sha):
-                run(["git", "-C", mirror, "update-ref", f"refs/ka/commits/{sha}", sha])  # kept reachable
+                _pin(mirror, sha)
                 return
             errors.append(res.err().strip().splitlines()[-1:] or ["fetched, but the commit is not there"])
     finally:
         run(["git", "-C", mirror, "update-ref", "-d", scratch], check=False)
     raise FetchError(f"cannot fetch {sha[:12]} ({ref}) from {redact(url)}: {redact_text(errors[-1][0], url)}")
+
+
+def _pin(mirror: Path, sha: str) -> None:
+    """Keep ``sha`` reachable while jobs need it (:func:`maintain` lets it go)."""
+    run(["git", "-C", mirror, "update-ref", f"refs/ka/commits/{sha}", sha])
+
+
+def maintain(mirror: Path, keep: set[str]) -> int:
+    """Unpin the fetched commits no job needs any more, and let git pack and prune the rest.
+
+    Every fetch pins its commit (``refs/ka/commits/<sha>``) so that a running job's objects
+    stay reachable; pull requests from forks would otherwise grow the mirror for good.
+    ``git gc --auto`` keeps unreachable objects for two weeks (``gc.pruneExpire``), which
+    protects a fetch that runs meanwhile.  Returns how many pins were dropped.
+    """
+    if not (mirror / "HEAD").exists():
+        return 0
+    with _locked(mirror):
+        pins = run(["git", "-C", mirror, "for-each-ref", "--format=%(refname)", "refs/ka/commits/"]).text().split()
+        stale = [p for p in pins if p.rsplit("/", 1)[-1] not in keep]
+        if stale:
+            run(["git", "-C", mirror, "update-ref", "--stdin"], input="".join(f"delete {p}\n" for p in stale).encode())
+        run(["git", "-C", mirror, "gc", "--auto", "--quiet"], check=False, timeout=3600)
+    return len(stale)
 
 
 def _git_fetch(mirror: Path, url: str, refspec: str, idle_timeout: float, timeout: float, sha: str) -> Completed:

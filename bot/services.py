@@ -33,14 +33,24 @@ class WakeupStorage(SqliteStorage):
         return conn
 
 
+def prepare_state_dir(config: Config) -> Path:
+    """The state folder and its job log folder, created when missing; :class:`StateError` when it cannot be."""
+    try:
+        (config.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{config.state_dir}: cannot use the state folder: {exc.strerror or exc} "
+                         "(KA_STATE_DIR; it must be writable by the bot's user)") from None
+    return config.state_dir
+
+
 def _set_aside_if_damaged(path: Path) -> None:
     if not path.exists():
         return
     try:
-        with contextlib.closing(sqlite3.connect(path)) as db:
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
             ok = [r[0] for r in db.execute("PRAGMA quick_check(1)")] == ["ok"]
-    except sqlite3.DatabaseError:
-        ok = False
+    except sqlite3.DatabaseError as exc:  # "locked" or "busy" is a queue in use, not a damaged one
+        ok = not any(word in str(exc) for word in ("not a database", "malformed", "corrupt"))
     if not ok:
         aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
@@ -70,11 +80,7 @@ def make_services(config: Config, check: bool = False) -> Services:
     ``quick_check``: a damaged job database stops the bot with recovery steps, a damaged
     queue is set aside, since the jobs table holds everything the queue would re-learn.
     """
-    try:
-        (config.state_dir / "jobs").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"{config.state_dir}: cannot use the state folder: {exc.strerror or exc} "
-                         "(KA_STATE_DIR; it must be writable by the bot's user)") from None
+    prepare_state_dir(config)
     store = Store(config.state_dir / "ka-bot.db", check=check)
     if check:
         _set_aside_if_damaged(config.state_dir / "queue.db")

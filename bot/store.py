@@ -25,12 +25,13 @@ from bot.forge import Write
 from ka.errors import EXIT_ENVIRONMENT, KaError
 from ka.text import cap, encodable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, event TEXT NOT NULL, action TEXT, repo TEXT, received_at REAL NOT NULL,
     outcome TEXT NOT NULL, reason TEXT, body BLOB);
 CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries(received_at);
+CREATE INDEX IF NOT EXISTS deliveries_with_body ON deliveries(received_at) WHERE body IS NOT NULL;
 CREATE TABLE IF NOT EXISTS event_keys (
     key TEXT PRIMARY KEY, job_id INTEGER, delivery_id TEXT, created_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -58,6 +59,20 @@ EXCLUSIVE = ("build", "install")
 DETAIL_MAX = 16 * 1024
 DESCRIPTION_MAX = 500
 _FIELD_MAX = 4000
+
+
+def _wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Switch to WAL; the first switch needs the database alone, and SQLite answers "locked" at
+    once (without its busy handler) while another process opens it too: wait for a turn."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class StateError(KaError):
@@ -138,7 +153,8 @@ def insert_writes(db: sqlite3.Connection, job_id: int | None, writes: list[Write
     now = time.time()
     db.executemany("INSERT INTO outbox (job_id, method, path, body, summary, state, next_at, created_at) "
                    "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                   [(job_id, w.method, w.path, json.dumps(w.body), w.summary, now, now) for w in writes])
+                   [(job_id, w.method, encodable(w.path), json.dumps(w.body), encodable(w.summary), now, now)
+                    for w in writes])
 
 
 class _WriterLock:
@@ -153,12 +169,14 @@ class _WriterLock:
         self.thread_lock = threading.Lock()
         self.path = path.with_name(path.name + ".lock")
         self.fd: int | None = None
+        self.pid = 0
 
     def __enter__(self) -> int:
         self.thread_lock.acquire()
         try:
-            if self.fd is None:
+            if self.fd is None or self.pid != os.getpid():  # after a fork, flock on a shared fd excludes nobody
                 self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                self.pid = os.getpid()
         except BaseException:
             self.thread_lock.release()
             raise
@@ -201,14 +219,22 @@ class Store:
             raise StateError(_db_error(path, str(exc), damaged)) from None
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StateError(f"{self.path}: the database has schema {version}, newer than this bot's "
-                             f"({SCHEMA_VERSION}): run the kernel-agent version that wrote it, or a newer one")
-        if version == 1:
-            _migrate_1_to_2(db)
-        db.executescript(SCHEMA)  # idempotent; executescript manages its own transaction
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Bring the schema up to date: in one transaction, under the writers' lock, the version
+        read inside it; processes that open the database at once (gunicorn's workers and the job
+        worker) migrate it once, and a crash midway leaves it as it was."""
+        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        with self.tx() as tx:
+            version = tx.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(f"{self.path}: the database has schema {version}, newer than this bot's "
+                                 f"({SCHEMA_VERSION}): run the kernel-agent version that wrote it, or a newer one")
+            if version == 1:
+                _migrate_1_to_2(tx)
+            # 2 → 3 is the partial index of delivery bodies, created below with the rest
+            for statement in _statements(SCHEMA):  # not executescript: it would commit halfway
+                tx.execute(statement)
+            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _quick_check(self, db: sqlite3.Connection) -> None:
         found = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
@@ -220,9 +246,9 @@ class Store:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # a stored delivery survives a power cut, not only a crash
             conn.execute("PRAGMA busy_timeout=30000")
+            _wal(conn)
+            conn.execute("PRAGMA synchronous=FULL")  # a stored delivery survives a power cut, not only a crash
             self._local.conn = conn
         return conn
 
@@ -324,14 +350,15 @@ class Store:
     # --- ending jobs ------------------------------------------------------------------------
 
     def finish(self, job_id: int, state: str, error: str | None = None,
-               writes_for: Callable[[list[str]], list[Write]] | None = None, was: str = "running") -> bool:
+               writes_for: Callable[[list[str], int], list[Write]] | None = None, was: str = "running") -> bool:
         """End a job that is in state ``was``, in one commit with everything that ends with it.
 
-        Hosts still pending become ``error`` with the job's error, and ``writes_for(pending)``
-        gives the forge writes that say so (a fleet-wide status when the job never listed
-        its hosts).  False when the job was not in state ``was`` (a stale finish).
+        Hosts still pending become ``error`` with the job's error, and ``writes_for(pending,
+        host_count)`` gives the forge writes that say so (a fleet-wide status when the job never
+        listed its hosts).  False when the job was not in state ``was`` (a stale finish).
         """
         assert state in FINAL
+        error = encodable(cap(error, 2000)) if error else error
         with self.tx() as db:
             row = db.execute("SELECT host_count FROM jobs WHERE id = ? AND state = ?", (job_id, was)).fetchone()
             if row is None:
@@ -342,7 +369,7 @@ class Store:
             db.execute("UPDATE job_hosts SET state = 'error', description = ?, updated_at = ? "
                        "WHERE job_id = ? AND state = 'pending'", (cap(error or state, DESCRIPTION_MAX), now, job_id))
             if writes_for is not None and (pending or state != "succeeded"):
-                insert_writes(db, job_id, writes_for(pending))
+                insert_writes(db, job_id, writes_for(pending, int(row["host_count"])))
             db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
                        (state, now, error, job_id))
         return True
@@ -353,16 +380,34 @@ class Store:
 
     # --- retention --------------------------------------------------------------------------
 
-    def prune_bodies(self, before: float) -> int:
-        """Drop the bodies of deliveries received before ``before`` (the records stay); how many."""
-        with self.tx() as db:
-            return db.execute("UPDATE deliveries SET body = NULL WHERE received_at < ? AND body IS NOT NULL",
-                              (before,)).rowcount
+    def prune_bodies(self, before: float, batch: int = 500) -> int:
+        """Drop the bodies of deliveries received before ``before`` (the records stay); how many.
+
+        In batches of short transactions, so that intake never waits long for the write lock.
+        """
+        dropped = 0
+        while True:
+            with self.tx() as db:
+                n = db.execute("UPDATE deliveries SET body = NULL WHERE rowid IN (SELECT rowid FROM deliveries "
+                               "WHERE body IS NOT NULL AND received_at < ? LIMIT ?)", (before, batch)).rowcount
+            dropped += n
+            if n < batch:
+                return dropped
+
+
+def _statements(script: str) -> list[str]:
+    """A SQL script's statements (a trigger's body holds semicolons of its own)."""
+    found, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            found.append(current.strip())
+            current = ""
+    return found
 
 
 def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     """Schema 1 kept each job's per-host results as one JSON document; move them into rows."""
-    db.execute("BEGIN IMMEDIATE")
     db.execute("ALTER TABLE jobs ADD COLUMN host_count INTEGER NOT NULL DEFAULT 0")
     db.execute("CREATE TABLE job_hosts (job_id INTEGER NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL, "
                "description TEXT, detail TEXT, updated_at REAL NOT NULL, PRIMARY KEY (job_id, host))")
@@ -374,7 +419,6 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
                        (job_id, host, r.get("state", "pending"), r.get("description", ""),
                         capped_detail(r.get("detail") or {}), time.time()))
         db.execute("UPDATE jobs SET host_count = ?, result = '{}' WHERE id = ?", (len(names), job_id))
-    db.execute("COMMIT")
 
 
 class _Damaged(sqlite3.DatabaseError):

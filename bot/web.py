@@ -16,6 +16,7 @@ from bot import metrics, outbox
 from bot.config import Config
 from bot.intake import receive
 from bot.services import Services, make_services
+from bot.serving import RequestTimeout
 from bot.store import Job
 from handlers import router
 
@@ -66,7 +67,7 @@ def read_body(environ: dict[str, Any], max_body: int, timeout: float) -> bytes:
             size += len(chunk)
             if size > max_body:
                 raise BodyError(413, f"body is over the {max_body}-byte limit")
-    except TimeoutError:
+    except (TimeoutError, RequestTimeout):
         raise BodyError(408, f"body not received within {timeout:g}s") from None
     except BodyError:
         raise
@@ -105,7 +106,7 @@ def create_app(config: Config | None = None, services: Services | None = None) -
 
     @app.get("/jobs")
     def jobs() -> Any:
-        limit = min(_int_arg("limit", PAGE_SIZE), PAGE_MAX)
+        limit = min(_int_arg("limit", PAGE_SIZE, minimum=1), PAGE_MAX)
         before = request.args.get("before")
         rows = services.store.jobs(limit, _id(before) if before else None)
         older = rows[-1].id if len(rows) == limit else None
@@ -117,7 +118,8 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     @app.get("/jobs/<job_id>")
     def job(job_id: str) -> Any:
         record = services.store.job(_id(job_id)) or abort(404)
-        offset, limit = _int_arg("hosts_offset", 0), min(_int_arg("hosts_limit", HOSTS_PAGE), HOSTS_MAX)
+        offset = _int_arg("hosts_offset", 0)
+        limit = min(_int_arg("hosts_limit", HOSTS_PAGE, minimum=1), HOSTS_MAX)
         hosts = services.store.host_results(record.id, offset, limit)
         writes = services.store.query("SELECT * FROM outbox WHERE job_id = ? ORDER BY id LIMIT 200", record.id)
         if _wants_json():
@@ -147,12 +149,12 @@ def _id(text: str) -> int:
     return int(text)
 
 
-def _int_arg(name: str, default: int) -> int:
+def _int_arg(name: str, default: int, minimum: int = 0) -> int:
     value = request.args.get(name, "")
     if not value:
         return default
-    if not value.isdigit() or not value.isascii() or len(value) > 9:
-        abort(400, f"{name}: not a count")
+    if not value.isdigit() or not value.isascii() or len(value) > 9 or int(value) < minimum:
+        abort(400, f"{name}: not a count of at least {minimum}")
     return int(value)
 
 

@@ -17,11 +17,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any
 
 from huey import crontab
 
-from bot import forge, outbox, owner
+from bot import forge, mirror, outbox, owner
 from bot.config import Config
 from bot.parity import CONTEXT, LOCAL_REPO, ParityRun, job_url
 from bot.services import Services
@@ -63,6 +64,7 @@ def build_tasks(services: Services) -> Tasks:
     """Register the tasks (the web app only enqueues them; the worker runs them)."""
     huey = services.huey
     pending = _Pending()
+    housekeeping = SimpleNamespace(last=0.0)
 
     @huey.task(name="flush_outbox")
     def flush_outbox() -> None:
@@ -93,6 +95,9 @@ def build_tasks(services: Services) -> Tasks:
             if not known and time.time() - job.created_at > 60:
                 run_job(job.id)
         prune(services)
+        if time.time() - housekeeping.last > 3600:
+            housekeeping.last = time.time()
+            tidy_mirror(services)
 
     return Tasks(run_job=run_job, flush_outbox=flush_outbox)
 
@@ -106,6 +111,19 @@ def prune(services: Services, now: float | None = None) -> int:
     if dropped:
         log.info("dropped the bodies of %d deliveries older than %g days", dropped, days)
     return dropped
+
+
+def tidy_mirror(services: Services, now: float | None = None) -> int:
+    """Unpin the commits of jobs that ended over a day ago, and let git tidy the mirror."""
+    since = (now or time.time()) - 86400
+    keep = {r[0] for r in services.store.query(
+        "SELECT commit_sha FROM jobs WHERE commit_sha IS NOT NULL AND (state IN ('queued', 'running') "
+        "OR finished_at > ?)", since)}
+    try:
+        return mirror.maintain(services.config.state_dir / "mirror.git", keep)
+    except Exception:  # housekeeping: the next hour tries again
+        log.exception("could not tidy the mirror")
+        return 0
 
 
 class WorkerBusy(StateError):
@@ -225,22 +243,30 @@ def end_job(services: Services, job: Job, state: str, error: str | None, word: s
     waiting here until space returns is the only way to keep the promise that every job ends.
     """
     delay = 0.5
+
+    def statuses(pending: list[str], host_count: int) -> list[forge.Write]:
+        return ending_statuses(services.config, job, pending, host_count, word,
+                               error or "ended without a result for this host")
+    writes_for: Callable[[list[str], int], list[forge.Write]] | None = statuses
     while True:
         try:
-            services.store.finish(job.id, state, error, lambda pending: ending_statuses(
-                services.config, job, pending, word, error or "ended without a result for this host"), was=was)
+            services.store.finish(job.id, state, error, writes_for, was=was)
             return
         except (sqlite3.Error, OSError) as exc:
             log.error("job %s: cannot record its end (%s); retrying in %.0fs", job.id, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, retry)
+        except Exception:  # a bug in what the end says must not keep the job running: end it plainly
+            log.exception("job %s: cannot compose its end; ending it without", job.id)
+            writes_for = None
 
 
-def ending_statuses(config: Config, job: Job, pending: list[str], word: str, reason: str) -> list[forge.Write]:
+def ending_statuses(config: Config, job: Job, pending: list[str], host_count: int, word: str,
+                    reason: str) -> list[forge.Write]:
     """Error statuses for the hosts a job did not finish, or one fleet-wide status when it listed none."""
     if job.verb != "parity" or job.commit_sha is None:
         return []
-    targets: list[str | None] = list(pending) if pending or job.host_count else [None]
+    targets: list[str | None] = list(pending) if pending or host_count else [None]
     repo = config.repo or LOCAL_REPO
     return [forge.status(repo, job.commit_sha, "error", CONTEXT.format(host=h) if h else "ka/parity",
                          f"job {job.id} {word}: {reason}", job_url(config, job.id, h)) for h in targets]

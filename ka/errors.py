@@ -6,7 +6,7 @@ for it; :func:`ka.cli.main` is the one place that turns them into output.
 
 from __future__ import annotations
 
-from ka.text import cap
+from ka.text import cap, encodable
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -43,8 +43,8 @@ class Problem:
     def __init__(self, file: str, line: int | None, field: str, message: str) -> None:
         self.file = file
         self.line = line
-        self.field = cap(field, 100)  # the callers cap what they echo; this is the backstop
-        self.message = cap(message, 600)
+        self.field = encodable(cap(field, 100))  # the callers cap what they echo; this is the backstop
+        self.message = encodable(cap(message, 600))
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"

@@ -26,6 +26,9 @@ RESERVED = frozenset({"infra"})
 HOST_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # always fullmatch: "$" would let "name\n" through
 HOST_RULE = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63"
 B2SUM_RE = re.compile(r"[0-9a-f]{128}")
+#: a tag, a branch or a commit id: git's revision syntax (":/regex" walks all history, "@{…}", "^", "~")
+#: has no place in a manifest, and a pull request must not make the bot search the kernel's history
+REF_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}(?<![./])")
 
 #: Keys each mapping may hold.  ``package``, ``build`` and ``install`` belong
 #: to later verbs, which check them when they run.
@@ -166,8 +169,9 @@ def _baseline(doc: Doc) -> str:
         doc.add(key_node(doc.node, "baseline"), "baseline.ref",
                 "missing (required): a tag or commit in the kernel tree")
         return ""
-    if not isinstance(ref, str) or ref.startswith("-") or any(c.isspace() for c in ref):
-        doc.add(child(node, "ref"), "baseline.ref", f"{shown(ref)} is not a git tag or commit name")
+    if not isinstance(ref, str) or not REF_RE.fullmatch(ref) or ref.endswith(".lock"):
+        doc.add(child(node, "ref"), "baseline.ref", f"{shown(ref)} is not a git tag or commit name "
+                "(letters, digits, '.', '_', '/', '+', '-')")
         return ""
     return ref
 
@@ -177,7 +181,7 @@ def _apply_order(doc: Doc) -> tuple[str, ...]:
     value = doc.data.get("apply_order")
     if node is None:
         return ()
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list) or not value or not isinstance(node, yaml.SequenceNode):
         doc.add(node, "apply_order", f"must be a non-empty list of scopes ({', '.join(SCOPES)})")
         return ()
     order: list[str] = []
@@ -199,7 +203,7 @@ def _includes(doc: Doc, order: tuple[str, ...]) -> tuple[Include, ...]:
     value = doc.data.get("includes")
     if node is None:
         return ()
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list) or not value or not isinstance(node, yaml.SequenceNode):
         doc.add(node, "includes", "must be a non-empty list of <scope>/<name> series")
         return ()
     found: list[Include] = []

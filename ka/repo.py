@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,9 +23,9 @@ from ka.text import printable
 
 FILE, DIR = "file", "dir"
 _MAX_LINKS = 8
-#: blobs up to this size are kept in memory once read (manifests, series files); patches are not,
-#: so a push's peak memory stays bounded by what one host needs
-_CACHE_MAX = 256 * 1024
+#: blobs read are kept in memory up to this many bytes, least recently used first out: manifests
+#: and series files are read many times, and a push must not keep every patch it read
+_CACHE_BYTES = 8 * 1024 * 1024
 
 
 class PathEscapes(BadInput):
@@ -126,8 +128,9 @@ class WorkTree:
         inside = run(["git", "-C", self.root, "rev-parse", "--is-inside-work-tree"], check=False)
         if not inside.ok or inside.text().strip() != "true":
             return True  # not a git work tree: every file is the user's to name
-        return run(["git", "-C", self.root, "--literal-pathspecs", "ls-files", "--error-unmatch", "--", path],
-                   check=False).ok
+        real = self._real(path).relative_to(self.root).as_posix()  # a tracked symlink to an untracked file is not
+        return all(run(["git", "-C", self.root, "--literal-pathspecs", "ls-files", "--error-unmatch", "--", p],
+                       check=False).ok for p in dict.fromkeys((path, real)))
 
     def listdir(self, path: str) -> list[str]:
         return sorted(p.name for p in self._real(path).iterdir())
@@ -152,7 +155,9 @@ class GitTree:
         self.commit = resolve_commit(repo, rev)
         self._entries = self._list()
         self._dirs = self._folders()
-        self._cache: dict[str, bytes] = {}
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()  # promote_each reads hosts on several threads
 
     @property
     def rev(self) -> str:
@@ -210,11 +215,18 @@ class GitTree:
         return None
 
     def _blob(self, oid: str, size: int = 0) -> bytes:
-        if oid in self._cache:
-            return self._cache[oid]
+        with self._lock:
+            if oid in self._cache:
+                self._cache.move_to_end(oid)
+                return self._cache[oid]
         data = run(["git", "-C", self.root, "cat-file", "blob", oid]).stdout
-        if size <= _CACHE_MAX:
-            self._cache[oid] = data
+        if len(data) <= _CACHE_BYTES // 8:
+            with self._lock:
+                if oid not in self._cache:
+                    self._cache[oid] = data
+                    self._cached += len(data)
+                while self._cached > _CACHE_BYTES:
+                    self._cached -= len(self._cache.popitem(last=False)[1])
         return data
 
     def kind(self, path: str) -> str | None:

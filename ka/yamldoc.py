@@ -29,7 +29,22 @@ def _tag_name(tag: str) -> str:
 
 
 class _ScreeningLoader(yaml.SafeLoader):
-    """SafeLoader whose composer records (instead of honouring) the features above."""
+    """SafeLoader whose composer records (instead of honouring) the features above.
+
+    Dates stay text (a manifest has none, and ``2001-02-30`` made the constructor raise), and
+    a value that cannot be built (an integer of 5,000 digits) is a located error.
+    """
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads it from the class
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read this value: {cap(str(exc), 80)}",
+                                                    node.start_mark) from None
 
     def __init__(self, text: str, what: str) -> None:
         super().__init__(text)
@@ -153,11 +168,13 @@ def pairs(node: yaml.Node | None) -> list[tuple[yaml.Node, yaml.Node]]:
 
 
 def pair(node: yaml.Node | None, key: str) -> tuple[yaml.Node, yaml.Node] | None:
-    """The (key, value) nodes of ``key`` in a mapping node."""
+    """The (key, value) nodes of ``key`` in a mapping node: the last one, as the data has it
+    when a key is written twice (which is reported on its own)."""
+    found = None
     for k, v in pairs(node):
         if k.value == key:
-            return k, v
-    return None
+            found = k, v
+    return found
 
 
 def child(node: yaml.Node | None, key: str) -> yaml.Node | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,18 @@ def test_bad_config_file(tmp_path: Path) -> None:
     conf.write_text('repo = "a/b"\nforge_url = "typo"\n')
     with pytest.raises(BadInput, match="unknown settings forge_url"):
         load(conf, {})
+
+
+@pytest.mark.parametrize(("variable", "value", "fragment"), [
+    ("KA_BODY_TIMEOUT", "0", "must be more than 0 seconds"),
+    ("KA_FETCH_TIMEOUT", "-1", "must be more than 0 seconds"),
+    ("KA_FETCH_IDLE_TIMEOUT", "0", "must be more than 0 seconds"),
+    ("KA_MAX_BODY", "0", "must be at least 1"),
+    ("KA_DELIVERY_RETENTION_DAYS", "-1", "must be 0 (keep) or more"),
+    ("KA_MAX_PATCH", "huge", "not a size"),
+    ("KA_CHECK_WORKERS", "0", "must be at least 1"),
+])
+def test_settings_that_would_break_every_delivery_or_job_are_refused(variable: str, value: str,
+                                                                     fragment: str) -> None:
+    with pytest.raises(BadInput, match=re.escape(fragment)):
+        load(None, {variable: value})

@@ -157,6 +157,22 @@ def test_a_host_file_name_that_is_not_utf8_is_that_hosts_error(rig: Callable[...
         assert requests.get(r.bot.url + path, timeout=10).status_code == 200, path
 
 
+def test_text_that_is_not_unicode_is_refused_or_escaped(rig: Callable[..., Rig]) -> None:
+    """A manifest (or a delivery) may carry a lone surrogate escape; nothing may store it raw."""
+    r = rig({"ampere": AMPERE, "ohm": manifest(["soc/base"]), "zeta": manifest(["soc/base"])})
+    (r.work / "fleet/bad.yaml").write_text(manifest(["soc/base", '"driver/\\udcff"']))
+    sha = commit_and_push(r.work, r.bare, "a fork's manifest with an escape")
+    job = r.push(sha).json()["jobs"][0]
+    latest = r.final(sha, ["ampere", "bad", "ohm", "zeta"])
+    assert latest["ka/parity/bad"]["state"] == "error" and "\\udcff" in latest["ka/parity/bad"]["description"]
+    assert {latest[f"ka/parity/{h}"]["state"] for h in ("ampere", "ohm", "zeta")} == {"success"}
+    assert r.bot.wait_job(job)["state"] == "succeeded"
+    assert requests.get(f"{r.bot.url}/jobs/{job}", timeout=10).status_code == 200
+    body = b'{"ref": "refs/heads/main", "repository": {"full_name": "fleet/kernel-agent\\udcff"}}'
+    res = requests.post(r.bot.url + "/webhook", data=body, headers=_signed_headers(body), timeout=10)
+    assert res.status_code == 400 and "not Unicode" in res.json()["error"]
+
+
 # --- 6: memory bounded by one host's patch, not by the fleet ---------------------------------------
 
 BIG_MIB = 16
@@ -350,6 +366,8 @@ def test_malformed_deliveries_are_4xx_with_a_reason(rig: Callable[..., Rig]) -> 
     assert requests.get(r.bot.url + "/jobs/" + "9" * 30, timeout=10).status_code == 404
     assert requests.get(r.bot.url + "/jobs?before=" + "9" * 30, timeout=10).status_code == 404
     assert requests.get(r.bot.url + "/jobs?limit=x", timeout=10).status_code == 400
+    assert requests.get(r.bot.url + "/jobs?limit=0", timeout=10).status_code == 400
+    assert requests.get(r.bot.url + "/jobs?format=json&limit=0", timeout=10).status_code == 400
 
 
 def test_bad_chunked_bodies(rig: Callable[..., Rig]) -> None:
@@ -382,6 +400,34 @@ def test_fifty_slow_clients_do_not_stop_intake(rig: Callable[..., Rig]) -> None:
         assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[:3]
     finally:
         for s in slow:
+            s.close()
+
+
+def test_clients_that_send_their_headers_slowly_do_not_stop_intake(rig: Callable[..., Rig]) -> None:
+    """More slow clients than the bot has threads, each sending a header line a second."""
+    r = rig({"ampere": AMPERE}, KA_BODY_TIMEOUT="3")
+    stop = threading.Event()
+    socks = [socket.create_connection(("127.0.0.1", r.bot.port), timeout=30) for _ in range(80)]
+
+    def trickle() -> None:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.sendall(b"POST /webhook HTTP/1.1\r\n")
+        for n in range(60):
+            if stop.wait(1):
+                return
+            for s in socks:
+                with contextlib.suppress(OSError):
+                    s.sendall(f"X-Slow-{n}: x\r\n".encode())
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        time.sleep(4)  # past the deadline of the first wave: their threads are free again
+        for n in range(5):
+            sha = commit_and_push(r.work, r.bare, f"while headers trickle in {n}")
+            assert r.push(sha).status_code == 202
+    finally:
+        stop.set()
+        for s in socks:
             s.close()
 
 

@@ -8,6 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from bot import forge
 from bot.config import Config
 from bot.services import make_services
@@ -119,7 +121,8 @@ def test_finish_gives_every_pending_host_its_error_in_one_commit(tmp_path: Path)
     store.record_host(job, HostResult("b", "success", "ok", {}), ok)
     asked: list[list[str]] = []
 
-    def writes(pending: list[str]) -> list[forge.Write]:
+    def writes(pending: list[str], host_count: int) -> list[forge.Write]:
+        assert host_count == 3
         asked.append(pending)
         return [forge.status("o/r", "a" * 40, "error", f"ka/parity/{h}", "gone", "u") for h in pending]
     assert store.finish(job, "failed", "boom", writes)
@@ -157,7 +160,7 @@ def test_schema_1_is_migrated(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 1")
         db.commit()
     store = Store(path)
-    assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 2
+    assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
     job = store.job(1)
     assert job is not None and job.host_count == 2 and job.result == {}
     assert [(r.host, r.state, r.detail) for r in store.host_results(1)] == [("a", "success", {"b2sum": "f"}),
@@ -175,3 +178,54 @@ CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER, metho
     body TEXT NOT NULL, summary TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL, created_at REAL NOT NULL, sent_at REAL, last_error TEXT);
 """
+
+
+def _open(path: str) -> int:
+    return Store(Path(path)).query("PRAGMA user_version")[0][0]
+
+
+def test_processes_opening_an_old_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """gunicorn's web workers and the job worker open the database together after an upgrade."""
+    import multiprocessing
+
+    for attempt in range(5):
+        path = tmp_path / f"old{attempt}.db"
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.executescript(SCHEMA_1)
+            db.execute("PRAGMA user_version = 1")
+            db.commit()
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            assert pool.map(_open, [str(path)] * 4) == [SCHEMA_VERSION] * 4
+
+
+def test_a_migration_that_fails_midway_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(SCHEMA_1)
+        db.execute("INSERT INTO jobs (verb, state, created_at, hosts, result) VALUES ('parity', 'failed', 0, ?, ?)",
+                   ("not json", "{}"))  # the migration cannot read it
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    with pytest.raises(Exception, match="Expecting value"):
+        Store(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert "host_count" not in [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
+
+
+def test_a_queue_in_use_is_not_taken_for_a_damaged_one(tmp_path: Path) -> None:
+    from bot.services import _set_aside_if_damaged
+
+    queue = tmp_path / "queue.db"
+    holder = sqlite3.connect(queue, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")  # the previous worker, still writing
+    try:
+        _set_aside_if_damaged(queue)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert queue.exists() and not list(tmp_path.glob("queue.db.damaged-*"))
+    queue.write_bytes(b"garbage" * 1000)
+    _set_aside_if_damaged(queue)
+    assert not queue.exists() and list(tmp_path.glob("queue.db.damaged-*"))

@@ -48,6 +48,10 @@ CASES = [
     ("baseline:\n  ref: v6.12.117\n", "", 1, "baseline", "missing (required)"),
     ("baseline:\n  ref: v6.12.117\n", "baseline: v6.12\n", 2, "baseline", "must be a mapping"),
     ("  ref: v6.12.117", "  ref: --upload-pack=x", 3, "baseline.ref", "not a git tag or commit"),
+    ("  ref: v6.12.117", "  ref: ':/fix the thing'", 3, "baseline.ref", "not a git tag or commit"),
+    ("  ref: v6.12.117", "  ref: v6.12^{tree}", 3, "baseline.ref", "not a git tag or commit"),
+    ("  ref: v6.12.117", "  ref: main@{1}", 3, "baseline.ref", "not a git tag or commit"),
+    ("  ref: v6.12.117", "  ref: v6..v7", 3, "baseline.ref", "not a git tag or commit"),
     ("apply_order: [arch, soc, board]", "apply_order: [arch, socc, board]", 4, "apply_order[1]",
      "did you mean 'soc'"),
     ("apply_order: [arch, soc, board]", "apply_order: [arch, soc, board, soc]", 4, "apply_order[3]", "listed twice"),
@@ -189,9 +193,11 @@ _KEYS = st.sampled_from(["description", "baseline", "ref", "apply_order", "inclu
                          "canonical", "package", "descripton", "<<", "?", "- x", "ä", "", "1", "null", "&a", "*a"])
 _SCALARS = st.one_of(
     st.sampled_from(["v6.12.117", "soc/base", "board/../x", "/abs", "arch", "~", "null", "true", "0x1f", "1e999",
+                     "2001-02-30", "2026-12-01T10:00:00Z", "9" * 5000, '"\\udcff"', '"a\\ud800b"', "0o99",
                      "'quoted'", '"dq"', "[", "]", "{", "}", ": x", "- y", "a" * 5000, "!!str x", "!!binary eA==",
                      "!!python/object:os.system", "!x y", "&a v", "*a", "&b [1, *b]", "|", ">-", "%YAML 1.1"]),
-    st.text(max_size=20), st.integers(), st.floats())
+    st.text(max_size=20), st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=3),
+    st.integers(), st.floats())
 
 
 @st.composite
@@ -229,6 +235,9 @@ def yaml_texts(draw: st.DrawFn) -> str:
 @example("? [a, b]\n: c\n")  # a sequence as a key
 @example("{[1]: 2}")
 @example("description: \x1f")  # found by this test: the reader refuses control characters before parsing
+@example("apply_order: v6.12.117\napply_order: [v6.12.117]")  # found: a key twice, its nodes read from the first
+@example("description: 2001-02-30\n")  # found in review: a date that is not one made the constructor raise
+@example("description: " + "9" * 5000 + "\n")  # found in review: Python refuses to build such an integer
 def test_any_text_is_a_manifest_or_a_located_error(text: str) -> None:
     try:
         m = parse_manifest("h", "fleet/h.yaml", text)

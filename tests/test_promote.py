@@ -337,3 +337,16 @@ def test_a_bad_size_setting_is_named(repo: Path, capsys: pytest.CaptureFixture[s
     monkeypatch.setenv("KA_MAX_PATCH", "lots")
     expected = "ka: error: KA_MAX_PATCH='lots': not a size (bytes, or a number with K, M or G)\n"
     assert ka(capsys, "promote", "ampere", "--repo", str(repo))[1:] == ("", expected)
+
+
+def test_canonical_tracked_symlink_to_an_untracked_file_is_refused(make_repo: MakeRepo, small_kernel: SmallKernel,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    root = _with_parity(make_repo, small_kernel, "parity:\n  canonical: ref.patch\n", {})
+    (root / ".gitignore").write_text(".env\n")
+    (root / ".env").write_text("TOKEN=s3cr3t\n")
+    (root / "ref.patch").symlink_to(".env")
+    git(root, "add", ".gitignore", "ref.patch")
+    git(root, "commit", "-qm", "a tracked link to an ignored file")
+    code, out, err = ka(capsys, "promote", "ampere", "--repo", str(root))
+    assert (code, out) == (2, "")
+    assert "not tracked by git" in err and "s3cr3t" not in err

@@ -40,3 +40,14 @@ def test_git_view_display_names_commit(make_repo: MakeRepo, tmp_path: Path) -> N
     root = make_repo({"h": manifest(["soc/x"])}, {"patches/soc/x.patch": "x"})
     view = GitTree(root, "HEAD")
     assert view.display("fleet/h.yaml") == f"{view.rev[:12]}:fleet/h.yaml"
+
+
+def test_the_blob_cache_of_a_commit_view_has_a_byte_budget(make_repo: MakeRepo) -> None:
+    """A push whose hosts include thousands of distinct mid-size patches must not keep them all."""
+    files = {f"patches/soc/p{n}.patch": bytes([65 + n % 26]) * (200 * 1024) + str(n).encode() for n in range(100)}
+    root = make_repo({"h": manifest(["soc/p0"])}, files)
+    view = GitTree(root, "HEAD")
+    for path in files:
+        assert view.read(path) == files[path]
+    assert view._cached <= 8 * 1024 * 1024 and len(view._cache) < 100
+    assert view.read("fleet/h.yaml") == view.read("fleet/h.yaml")  # still served, from the cache

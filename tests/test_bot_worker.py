@@ -1,0 +1,30 @@
+"""The worker's ends of jobs, in process on a real store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bot import forge
+from bot.config import Config
+from bot.services import make_services
+from bot.store import HostResult
+from bot.worker import end_job
+
+
+def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -> None:
+    """The job object from the claim still says 0 hosts; what counts is the database at the end."""
+    services = make_services(Config(state_dir=tmp_path / "state", insecure=True))
+    store = services.store
+    with store.tx() as db:
+        job_id = int(db.execute("INSERT INTO jobs (verb, commit_sha, state, created_at) VALUES "
+                                "('parity', ?, 'queued', ?)", ("a" * 40, time.time())).lastrowid or 0)
+    claimed = store.claim(job_id)
+    assert claimed is not None and claimed.host_count == 0
+    store.set_hosts(job_id, ["ampere"], [])
+    store.record_host(job_id, HostResult("ampere", "success", "ok", {}),
+                      forge.status("o/r", "a" * 40, "success", "ka/parity/ampere", "ok", "u"))
+    end_job(services, claimed, "failed", "OSError: No space left on device (recording the result)", "failed")
+    contexts = [str(r["body"]) for r in store.query("SELECT body FROM outbox")]
+    assert not any('"ka/parity"' in c for c in contexts), contexts
+    assert store.job(job_id).state == "failed"  # type: ignore[union-attr]
