@@ -1,0 +1,268 @@
+"""The ``/ka`` comment grammar: one command table drives parsing, ``/ka help`` and permissions.
+
+Pure: text in, commands out, no I/O (the homu, bors and Prow lesson).  A command is a line
+that starts with ``/ka <verb> [args]``, or an inline ``[ka:<verb> args]`` tag anywhere in a
+line.  Text in fenced or indented code blocks, quoted lines, inline code spans and HTML
+comments is never a command, so quoting a command (as the bot's own replies do) never runs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_COMMANDS = 10
+MAX_BODY = 65536  # a comment longer than this is read up to here
+MAX_HOSTS = 50
+
+#: roles, weakest first; Forgejo's collaborator permission is one of these
+ROLES = ("none", "read", "write", "admin", "owner")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One verb: how it is written, who may run it, what it does."""
+
+    verb: str
+    args: str  # "" | "verb?" | "hosts*" | "hosts+" | "host" | "job"
+    role: str  # "anyone", "write", or "admin" (admin, owner, or an operator of the host)
+    help: str
+    commit: bool = False  # takes @SHA
+    flags: tuple[str, ...] = ()
+    job: bool = False  # runs as a job (else the bot answers at once)
+
+    @property
+    def usage(self) -> str:
+        words = {"": "", "verb?": " [VERB]", "hosts*": " [HOST…]", "hosts+": " HOST…|all", "host": " HOST",
+                 "job": " JOB"}[self.args]
+        return (f"/ka {self.verb}{words}" + "".join(f" [{f}]" for f in self.flags)
+                + (" [@SHA]" if self.commit else ""))
+
+    @property
+    def who(self) -> str:
+        return {"anyone": "anyone", "write": "write access",
+                "admin": "admin or owner, or an operator of the host in fleet/infra.yaml"}[self.role]
+
+
+COMMANDS: dict[str, Spec] = {s.verb: s for s in (
+    Spec("help", "verb?", "anyone", "this table (or one verb's line)"),
+    Spec("status", "hosts*", "write", "the fleet at a glance: latest parity on the default branch, last build, "
+                                     "last install"),
+    Spec("promote", "hosts+", "write", "cumulative patch, baseline check and parity of hosts, as a table",
+         commit=True, job=True),
+    Spec("build", "host", "write", "build, sign and publish the host's kernel package (ka-build)", commit=True,
+         job=True),
+    Spec("install", "host", "admin", "back up, install the published package, reboot, wait for the new kernel "
+                                     "(ka-install)", flags=("--no-reboot",), job=True),
+    Spec("rollback", "host", "admin", "boot the host's previous kernel again (ka-install --rollback)", job=True),
+    Spec("cancel", "job", "write", "stop a queued job (or a running one where it can stop safely)"),
+    Spec("retry", "job", "write", "queue a new job with the same verb, host and commit", job=True),
+)}
+
+_LINE = re.compile(r"^ {0,3}/ka(?:\s+(.*))?$", re.I)
+_TAG = re.compile(r"\[ka:([^\[\]]*)\]", re.I)
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_QUOTE = re.compile(r"^ {0,3}>")
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1|`+")
+_HOST = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_SHA = re.compile(r"@([0-9a-fA-F]{7,64})")
+_JOB = re.compile(r"#?([0-9]{1,18})")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command the grammar accepted; what it may do is decided later (permissions, hosts, commit)."""
+
+    verb: str
+    hosts: tuple[str, ...] = ()
+    all_hosts: bool = False
+    job: int | None = None
+    commit: str | None = None
+    flags: tuple[str, ...] = ()
+    topic: str | None = None  # help VERB
+    line: int = 0
+
+    @property
+    def spec(self) -> Spec:
+        return COMMANDS[self.verb]
+
+    @property
+    def text(self) -> str:
+        """The command written out canonically (what replies quote)."""
+        parts = [f"/ka {self.verb}"]
+        parts += ["all"] if self.all_hosts else list(self.hosts)
+        parts += [f"{self.job}"] if self.job is not None else []
+        parts += [self.topic] if self.topic else []
+        parts += list(self.flags) + ([f"@{self.commit}"] if self.commit else [])
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape, for the job record."""
+        return {"verb": self.verb, "hosts": list(self.hosts), "all_hosts": self.all_hosts, "job": self.job,
+                "commit": self.commit, "flags": list(self.flags), "topic": self.topic, "line": self.line}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Command:
+        return cls(verb=str(data["verb"]), hosts=tuple(data.get("hosts") or ()), all_hosts=bool(data.get("all_hosts")),
+                   job=data.get("job"), commit=data.get("commit"), flags=tuple(data.get("flags") or ()),
+                   topic=data.get("topic"), line=int(data.get("line") or 0))
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Something written as a command that the grammar cannot accept; ``message`` says why."""
+
+    written: str
+    message: str
+    line: int
+    verb: str | None = None  # the closest verb, for "did you mean"
+
+
+@dataclass
+class Parsed:
+    """Everything found in one comment."""
+
+    items: list[Command | Invalid] = field(default_factory=list)
+    capped: bool = False
+
+    @property
+    def commands(self) -> list[Command]:
+        return [i for i in self.items if isinstance(i, Command)]
+
+
+def parse_commands(body: str) -> Parsed:
+    """Every command in a comment, in order, at most :data:`MAX_COMMANDS`."""
+    parsed = Parsed()
+    for number, line in _live_lines(body[:MAX_BODY]):
+        for words in _candidates(line):
+            if len(parsed.items) == MAX_COMMANDS:
+                parsed.capped = True
+                return parsed
+            parsed.items.append(parse_one(words, number))
+    return parsed
+
+
+def _live_lines(body: str) -> list[tuple[int, str]]:
+    """Lines outside code blocks, quotes and HTML comments, with inline code spans blanked; numbered from 1."""
+    text = _HTML_COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), body.replace("\r\n", "\n").replace("\r", "\n"))
+    live, fence, indented, blank_before = [], None, False, True
+    for number, line in enumerate(text.split("\n"), start=1):
+        if fence:
+            if re.match(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$", line):
+                fence = None
+            continue
+        if m := _FENCE.match(line):
+            fence, blank_before = m.group(1), False
+            continue
+        is_blank = not line.strip()
+        indented = (line.startswith(("    ", "\t")) and not is_blank and (blank_before or indented)) or (
+            indented and is_blank)
+        blank_before = is_blank
+        if indented or _QUOTE.match(line):
+            continue
+        live.append((number, _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)))
+    return live
+
+
+def _candidates(line: str) -> list[str]:
+    """The command texts of a line: the line itself after ``/ka``, and every ``[ka:…]`` tag in it."""
+    found = []
+    if m := _LINE.match(line):
+        found.append(_TAG.sub(" ", m.group(1) or ""))  # a tag in a /ka line is a command of its own, below
+    found += [m.group(1) for m in _TAG.finditer(line)]
+    return found
+
+
+def parse_one(words: str, line: int = 0) -> Command | Invalid:
+    """One command's words (after ``/ka`` or ``ka:``) against the table."""
+    tokens = words.split()
+    written = f"/ka {' '.join(tokens[:8])}" + (" …" if len(tokens) > 8 else "")
+    if not tokens:
+        return Command("help", line=line)  # a bare "/ka" asks what the bot can do
+    if len(tokens) > MAX_HOSTS + 4:
+        return Invalid(written, f"too many words: at most {MAX_HOSTS} hosts in one command (or `all`)", line)
+    verb = tokens[0].lower()
+    spec = COMMANDS.get(verb)
+    if spec is None:
+        close = difflib.get_close_matches(verb[:40], COMMANDS, n=1, cutoff=0.5)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        return Invalid(written, f"unknown command `{_code(verb[:40])}`{hint}", line, close[0] if close else None)
+    return _arguments(spec, tokens[1:], written, line)
+
+
+def _arguments(spec: Spec, rest: list[str], written: str, line: int) -> Command | Invalid:
+    commit = next((m.group(1).lower() for t in rest if (m := _SHA.fullmatch(t))), None)
+    flags = tuple(t for t in rest if t in spec.flags)
+    if any(_SHA.fullmatch(t) for t in rest) and not spec.commit:
+        return Invalid(written, f"`{spec.verb}` takes no @SHA; usage: `{spec.usage}`", line, spec.verb)
+    words = [t for t in rest if not _SHA.fullmatch(t) and t not in spec.flags]
+    if any(t.startswith("-") for t in words):
+        bad = next(t for t in words if t.startswith("-"))
+        return Invalid(written, f"`{_code(bad[:40])}` is not an option of `{spec.verb}`; usage: `{spec.usage}`",
+                       line, spec.verb)
+    base = Command(spec.verb, commit=commit, flags=flags, line=line)
+    return _shape(spec, words, base, written)
+
+
+def _shape(spec: Spec, words: list[str], base: Command, written: str) -> Command | Invalid:
+    usage = f"usage: `{spec.usage}`"
+
+    def invalid(message: str) -> Invalid:
+        return Invalid(written, f"{message}; {usage}", base.line, spec.verb)
+
+    if spec.args == "":
+        return base if not words else invalid(f"`{spec.verb}` takes no arguments")
+    if spec.args == "verb?":
+        if len(words) > 1 or (words and words[0].lower() not in COMMANDS):
+            return invalid(f"`{_code(' '.join(words)[:40])}` is not a command")
+        return _with(base, topic=words[0].lower() if words else None)
+    if spec.args == "job":
+        m = _JOB.fullmatch(words[0]) if len(words) == 1 else None
+        return _with(base, job=int(m.group(1))) if m else invalid(f"`{spec.verb}` takes one job number")
+    hosts = [w for w in words if w.lower() != "all"]
+    bad = [h for h in hosts if not _HOST.fullmatch(h)]
+    if bad:
+        return invalid(f"`{_code(bad[0][:64])}` is not a host name")
+    if spec.args == "host":
+        return _with(base, hosts=tuple(hosts)) if len(words) == 1 and hosts else invalid(
+            f"`{spec.verb}` takes one host")
+    wants_all = len(hosts) != len(words)
+    if wants_all and (hosts or spec.args != "hosts+"):
+        return invalid("`all` stands alone")
+    if spec.args == "hosts+" and not words:
+        return invalid(f"`{spec.verb}` needs hosts, or `all`")
+    return _with(base, hosts=tuple(dict.fromkeys(hosts)), all_hosts=wants_all)
+
+
+def _with(base: Command, **changes: object) -> Command:
+    return Command(**{**base.__dict__, **changes})
+
+
+def _code(text: str) -> str:
+    """Text safe inside a markdown code span: no backticks, no line breaks."""
+    return text.replace("`", "'").replace("\n", " ")
+
+
+def help_table(topic: str | None = None) -> str:
+    """The ``/ka help`` reply: the table itself, so the help can never disagree with the parser."""
+    specs = [COMMANDS[topic]] if topic else list(COMMANDS.values())
+    rows = [f"| `{_cell(s.usage)}` | {s.help} | {s.who} |" for s in specs]
+    return "\n".join(["| command | does | who may run it |", "|---|---|---|", *rows])
+
+
+def _cell(text: str) -> str:
+    """A pipe inside a table cell ends the cell, even in a code span, unless escaped."""
+    return text.replace("|", "\\|")
+
+
+def allowed(spec: Spec, role: str, operator: bool = False) -> bool:
+    """Whether a commenter with ``role`` (and operator of the host, or not) may run ``spec``."""
+    if spec.role == "anyone":
+        return True
+    rank = ROLES.index(role) if role in ROLES else 0
+    if spec.role == "write":
+        return rank >= ROLES.index("write")
+    return rank >= ROLES.index("admin") or operator

@@ -1,0 +1,173 @@
+"""The /ka comment grammar: a table of comments and what the parser must find in them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from bot.commands import COMMANDS, MAX_COMMANDS, Command, Invalid, allowed, help_table, parse_commands
+
+
+def C(verb: str, *hosts: str, **kw: object) -> Command:
+    return Command(verb, hosts=hosts, **kw)  # type: ignore[arg-type]
+
+
+# (comment body, what the parser finds: commands without their line numbers, or ("invalid", fragment))
+CASES = [
+    ("/ka build ampere", [C("build", "ampere")]),
+    ("/ka promote ampere ohm", [C("promote", "ampere", "ohm")]),
+    ("/ka promote all", [C("promote", all_hosts=True)]),
+    ("/ka promote ampere @0123abc", [C("promote", "ampere", commit="0123abc")]),
+    ("/ka promote all @ABCDEF1234", [C("promote", all_hosts=True, commit="abcdef1234")]),
+    ("/ka status", [C("status")]),
+    ("/ka status ampere fresnel", [C("status", "ampere", "fresnel")]),
+    ("/ka help", [C("help")]),
+    ("/ka help build", [C("help", topic="build")]),
+    ("/ka", [C("help")]),
+    ("/ka install ampere --no-reboot", [C("install", "ampere", flags=("--no-reboot",))]),
+    ("/ka rollback ohm", [C("rollback", "ohm")]),
+    ("/ka cancel 12", [C("cancel", job=12)]),
+    ("/ka retry #7", [C("retry", job=7)]),
+    ("/KA Build ampere", [C("build", "ampere")]),
+    ("   /ka build ampere", [C("build", "ampere")]),
+    ("/ka build ampere\r\n/ka build ohm\r\n", [C("build", "ampere"), C("build", "ohm")]),
+    ("/ka build\u00a0ampere", [C("build", "ampere")]),  # a no-break space is still a space
+    ("Looks good. [ka:build ampere] thanks", [C("build", "ampere")]),
+    ("[ka:promote all] and [ka:status]", [C("promote", all_hosts=True), C("status")]),
+    ("/ka status [ka:build ampere]", [C("status"), C("build", "ampere")]),
+    ("first line\n/ka build ampere\nlast line", [C("build", "ampere")]),
+    ("/ka promote ampere ampere", [C("promote", "ampere")]),  # a host named twice is checked once
+    # never a command
+    ("please /ka build ampere", []),
+    ("/kaboom", []),
+    ("`/ka build ampere`", []),
+    ("see `[ka:build ampere]` for how", []),
+    ("> /ka build ampere", []),
+    ("  > /ka build ampere", []),
+    ("```\n/ka build ampere\n```", []),
+    ("~~~~\n/ka build ampere\n~~~~", []),
+    ("```sh\n/ka build ampere\n", []),  # an unclosed fence runs to the end
+    ("````\n```\n/ka build ampere\n````", []),  # a shorter fence does not close a longer one
+    ("text\n\n    /ka build ampere", []),  # indented code block
+    ("\t/ka build ampere", []),
+    ("<!-- /ka build ampere -->", []),
+    ("<!--\n/ka build ampere\n-->\n/ka build ohm", [C("build", "ohm")]),
+    ("<!-- unclosed\n/ka build ampere", []),
+    ("``/ka `build` ampere``", []),
+    ("a paragraph\n    /ka build ampere", []),  # not code, but a paragraph's continuation: rendered mid-line
+    # invalid: replied to, never run
+    ("/ka biuld ampere", [("invalid", "unknown command `biuld`; did you mean `build`?")]),
+    ("/ka frobnicate", [("invalid", "unknown command `frobnicate`")]),
+    ("/ka build", [("invalid", "`build` takes one host; usage: `/ka build HOST [@SHA]`")]),
+    ("/ka build ampere ohm", [("invalid", "`build` takes one host")]),
+    ("/ka build Ampere", [("invalid", "`Ampere` is not a host name")]),
+    ("/ka build ../etc", [("invalid", "`../etc` is not a host name")]),
+    ("/ka promote", [("invalid", "`promote` needs hosts, or `all`")]),
+    ("/ka promote all ampere", [("invalid", "`all` stands alone")]),
+    ("/ka status all", [("invalid", "`all` stands alone")]),
+    ("/ka install ampere --force", [("invalid", "`--force` is not an option of `install`")]),
+    ("/ka rollback ampere @abcdef1", [("invalid", "`rollback` takes no @SHA")]),
+    ("/ka cancel twelve", [("invalid", "`cancel` takes one job number")]),
+    ("/ka cancel 1 2", [("invalid", "`cancel` takes one job number")]),
+    ("/ka help me", [("invalid", "`me` is not a command")]),
+    ("/ka build `rm -rf /`", [("invalid", "`build` takes one host")]),
+    ("/ka promote " + " ".join(f"h{n}" for n in range(60)), [("invalid", "at most 50 hosts")]),
+    ("/ka b\u00fcild ampere", [("invalid", "unknown command `b\u00fcild`")]),
+]
+
+
+def _found(body: str) -> list[object]:
+    out: list[object] = []
+    for item in parse_commands(body).items:
+        if isinstance(item, Invalid):
+            out.append(("invalid", item.message))
+        else:
+            out.append(Command(**{**item.__dict__, "line": 0}))
+    return out
+
+
+@pytest.mark.parametrize(("body", "expected"), CASES)
+def test_grammar(body: str, expected: list[object]) -> None:
+    found = _found(body)
+    assert len(found) == len(expected), found
+    for got, want in zip(found, expected, strict=True):
+        if isinstance(want, tuple):
+            assert isinstance(got, tuple) and want[1] in got[1], (got, want)
+        else:
+            assert got == want
+
+
+def test_there_are_at_least_forty_cases() -> None:
+    assert len(CASES) >= 40
+
+
+def test_commands_carry_their_line() -> None:
+    parsed = parse_commands("hello\r\n\r\n/ka build ampere\n[ka:status]")
+    assert [i.line for i in parsed.items] == [3, 4]
+
+
+def test_more_than_the_cap_is_cut_and_says_so() -> None:
+    parsed = parse_commands("\n".join(f"/ka build h{n}" for n in range(MAX_COMMANDS + 5)))
+    assert len(parsed.items) == MAX_COMMANDS and parsed.capped
+
+
+def test_a_very_long_comment_is_read_up_to_its_cap() -> None:
+    parsed = parse_commands("x" * 1_000_000 + "\n/ka build ampere")
+    assert parsed.items == [] and not parsed.capped
+
+
+def test_canonical_text_quotes_only_parsed_words() -> None:
+    (cmd,) = parse_commands("/ka install  ampere   --no-reboot").commands
+    assert cmd.text == "/ka install ampere --no-reboot"
+    assert Command.from_dict(cmd.as_dict()) == cmd
+
+
+def test_help_is_the_table() -> None:
+    table = help_table()
+    for spec in COMMANDS.values():
+        usage = spec.usage.replace("|", "\\|")
+        assert f"| `{usage}` | {spec.help} | {spec.who} |" in table
+    assert help_table("build").count("\n") == 2
+    assert "`/ka promote HOST…\\|all [@SHA]`" in table  # a pipe would end the table's cell
+
+
+def test_the_readme_shows_the_help_table_as_the_bot_answers_it() -> None:
+    from pathlib import Path
+
+    assert help_table() in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("verb", "role", "operator", "ok"), [
+    ("help", "none", False, True),
+    ("status", "read", False, False),
+    ("status", "write", False, True),
+    ("promote", "owner", False, True),
+    ("build", "read", False, False),
+    ("install", "write", False, False),
+    ("install", "write", True, True),
+    ("install", "admin", False, True),
+    ("rollback", "owner", False, True),
+    ("retry", "none", True, False),
+    ("cancel", "write", False, True),
+])
+def test_permissions_come_from_the_table(verb: str, role: str, operator: bool, ok: bool) -> None:
+    assert allowed(COMMANDS[verb], role, operator) is ok
+
+
+@settings(max_examples=3_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(
+    st.sampled_from(["/ka ", "/ka build ampere", "[ka:", "]", "`", "```", "~~~", "> ", "    ", "\t", "<!--", "-->",
+                     "\n", "\r\n", "@abcdef1", "all", "--no-reboot", "#12", "/KA help", "[ka:promote all]"]),
+    st.text(max_size=12)), max_size=30).map("".join))
+@example("[ka:" * 1000)
+@example("`" * 5000 + "/ka build x")
+def test_any_comment_parses_without_error(body: str) -> None:
+    parsed = parse_commands(body)
+    assert len(parsed.items) <= MAX_COMMANDS
+    for item in parsed.items:
+        if isinstance(item, Command):
+            assert item.verb in COMMANDS and len(item.hosts) <= 50
+            assert "`" not in item.text and "\n" not in item.text
+        else:
+            assert item.message and "\n" not in item.message
