@@ -12,8 +12,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from bot import config as config_mod
 from bot.config import Config
 from bot.events import sign
 from bot.services import make_services, prepare_state_dir
+from bot.store import StateError, Store
 from bot.worker import build_tasks, hold_worker_lock, recover, start_dispatcher
 from ka.errors import EXIT_ENVIRONMENT, EXIT_OK, BadInput, KaError
 
@@ -121,16 +124,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     cfg = _config(args)
     lock = hold_worker_lock(prepare_state_dir(cfg))  # noqa: F841 - held until the process exits
     services = make_services(cfg, check=True)  # after the lock: the previous worker may still use the files
+    _learn_login(services)
     tasks = build_tasks(services)
     interrupted = recover(services)
     if interrupted:
         log.warning("jobs interrupted by the last stop: %s", interrupted)
+    tasks.flusher.start()
     start_dispatcher(services, tasks)  # picks up the jobs left queued, then every new one
-    tasks.flush_outbox()
     consumer = services.huey.create_consumer(workers=cfg.workers, worker_type="thread", periodic=True,
                                              initial_delay=0.05, max_delay=0.5, backoff=1.15)
     consumer.run()
     return EXIT_OK
+
+
+def _learn_login(services: Any) -> None:
+    """The bot's own login, so that its own comments never act (asked once; the config may name it)."""
+    login = services.config.bot_login
+    try:
+        login = login or services.forge.me()
+    except Exception as exc:  # a forge that is down now is asked again at the next start
+        log.warning("cannot ask the forge for the bot's login (%s); set KA_BOT_LOGIN", exc)
+    if login:
+        services.store.put("bot_login", login)
 
 
 def go_json(payload: Any) -> bytes:
@@ -141,8 +156,13 @@ def go_json(payload: Any) -> bytes:
 
 def cmd_deliver(args: argparse.Namespace) -> int:
     """Send a sample delivery, signed as Forgejo signs, to a running bot."""
-    body, event, headers = _sample(Path(args.file), args.event)
-    body = _rewrite(body, args)
+    if args.comment is not None:
+        body, event, headers = _comment(args)
+    elif args.file:
+        body, event, headers = _sample(Path(args.file), args.event)
+        body = _rewrite(body, args)
+    else:
+        raise BadInput("deliver: give a delivery FILE, or --comment TEXT")
     secret = args.secret or os.environ.get("KA_WEBHOOK_SECRET") or _secret_file()
     delivery = str(uuid.uuid4())
     headers.update({"Content-Type": "application/json", "X-Forgejo-Event": event, "X-Gitea-Event": event,
@@ -155,6 +175,29 @@ def cmd_deliver(args: argparse.Namespace) -> int:
             from None
     print(f"{res.status_code} {res.text.strip()}")
     return EXIT_OK if res.ok else 1
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "samples" / "forgejo" / "payloads"
+
+
+def _comment(args: argparse.Namespace) -> tuple[bytes, str, dict[str, str]]:
+    """A new comment on an issue or a pull request, built on a recorded Forgejo delivery."""
+    if (args.issue is None) == (args.pr is None):
+        raise BadInput("deliver --comment: give --issue N or --pr N")
+    name = "issue_comment-created-pr-forgejo-15-synthesized" if args.pr else "issue_comment-created-issue-gitea-1.16"
+    payload = json.loads((SAMPLES / f"{name}.json").read_text())["payload"]
+    number = args.pr or args.issue
+    payload["comment"].update({"id": int(uuid.uuid4().int % 2**31), "body": args.comment})
+    payload["comment"]["user"]["login"] = payload["sender"]["login"] = args.user
+    payload["issue"]["number"] = number
+    payload["is_pull"] = bool(args.pr)
+    if not args.pr:
+        payload["issue"]["pull_request"] = None
+        payload.pop("pull_request", None)
+    if args.repo:
+        payload["repository"]["full_name"] = args.repo
+    return go_json(payload), "issue_comment", {"X-Forgejo-Event-Type": "pull_request_comment" if args.pr
+                                               else "issue_comment"}
 
 
 def _secret_file() -> str | None:
@@ -196,6 +239,33 @@ def _rewrite(body: bytes, args: argparse.Namespace) -> bytes:
     return go_json(payload)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print the audit log (read-only; it works while the bot runs)."""
+    overrides = {"state_dir": Path(args.state_dir)} if args.state_dir else {}
+    cfg = config_mod.load(Path(args.config) if args.config else None, overrides=overrides)
+    path = cfg.state_dir / "ka-bot.db"
+    if not path.exists():
+        raise StateError(f"{path}: no bot database here (KA_STATE_DIR or --state-dir)")
+    entries = Store(path).audit(host=args.host, since=_since(args.since) if args.since else None)
+    for e in entries:
+        if args.json:
+            print(json.dumps(e, sort_keys=True))
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
+        where = f"{e['place'] or ''} #{e['number']}" if e["number"] else (e["place"] or "")
+        print(f"{when}  {e['who'] or '-':<14} {e['event']:<8} {(e['command'] or e['verb'] or ''):<28} "
+              f"{where:<18} {(e['commit_sha'] or '')[:12]:<12}  job {e['job_id']}  {e['result']}")
+    return EXIT_OK
+
+
+def _since(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadInput(f"--since {text!r}: not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ka-bot`` argument parser."""
     p = argparse.ArgumentParser(prog="ka-bot", description="kernel-agent webhook bot")
@@ -216,7 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=32, help="threads per web worker (each slow client holds one)")
     serve.add_argument("--no-worker", action="store_true", help="web app only (a ka-worker.service runs the jobs)")
     d = sub.add_parser("deliver", help="send a sample delivery, signed as Forgejo signs")
-    d.add_argument("file", help="a shared payload file (event, headers, raw_body) or a JSON body")
+    d.add_argument("file", nargs="?", help="a shared payload file (event, headers, raw_body) or a JSON body")
+    d.add_argument("--comment", metavar="TEXT", help="instead of FILE: a new comment, e.g. '/ka promote ampere'")
+    d.add_argument("--issue", type=int, metavar="N", help="with --comment: on issue N")
+    d.add_argument("--pr", type=int, metavar="N", help="with --comment: on pull request N")
+    d.add_argument("--user", default="maintainer", help="with --comment: its author (default maintainer)")
     d.add_argument("--url", default="http://127.0.0.1:8080/webhook")
     d.add_argument("--event", help="event name for a plain JSON body")
     d.add_argument("--secret", help="default: $KA_WEBHOOK_SECRET or $KA_WEBHOOK_SECRET_FILE")
@@ -225,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--commit", help="rewrite the pushed (or PR head) commit")
     d.add_argument("--ref", default="refs/heads/main", help="with --commit on a push: the branch")
     d.set_defaults(func=cmd_deliver)
+    a = sub.add_parser("audit", help="print the audit log: every command and every job outcome")
+    a.add_argument("--config", metavar="FILE", help="TOML settings file (default: $KA_CONFIG)")
+    a.add_argument("--state-dir", metavar="DIR", help="overrides KA_STATE_DIR")
+    a.add_argument("--host", help="only entries about this host")
+    a.add_argument("--since", metavar="DATE", help="only entries since DATE (YYYY-MM-DD, or an ISO date and time, UTC)")
+    a.add_argument("--json", action="store_true", help="one JSON object a line")
+    a.set_defaults(func=cmd_audit)
     return p
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from bot.commands import ROLES
 from ka.errors import BadInput
 from ka.limits import Limits
 
@@ -36,6 +37,8 @@ ENV = {
     "delivery_retention_days": "KA_DELIVERY_RETENTION_DAYS",
     "max_patch": "KA_MAX_PATCH",
     "max_cumulative": "KA_MAX_CUMULATIVE",
+    "bot_login": "KA_BOT_LOGIN",
+    "local_permissions": "KA_LOCAL_PERMISSIONS",
 }
 SECRETS = ("forgejo_token", "webhook_secret")
 
@@ -62,11 +65,24 @@ class Config:
     delivery_retention_days: float = 30.0  # delivery bodies are dropped after this (records stay); 0 keeps them
     max_patch: str | None = None  # KA_MAX_PATCH: see ka.limits
     max_cumulative: str | None = None
+    bot_login: str | None = None  # the bot's account; asked from the forge (GET /user) when unset
+    local_permissions: str = "*=write"  # local mode only: "alice=admin,bob=read,*=write"
 
     @property
     def local_mode(self) -> bool:
         """No forge configured: writes are recorded and shown on the bot's own pages."""
         return not self.forgejo_url
+
+    @property
+    def permission_table(self) -> dict[str, str]:
+        """``local_permissions`` as login → role (``*`` for everyone else)."""
+        table = {}
+        for item in filter(None, (p.strip() for p in self.local_permissions.split(","))):
+            login, _, role = item.partition("=")
+            if role.strip() not in ROLES or not login.strip():
+                raise BadInput(f"KA_LOCAL_PERMISSIONS: {item!r} must be login=role, role one of {', '.join(ROLES)}")
+            table[login.strip()] = role.strip()
+        return table
 
     @property
     def limits(self) -> Limits:
@@ -146,7 +162,7 @@ def load(file: Path | None = None, environ: Mapping[str, str] = os.environ,
         config = replace(config, **{k: v for k, v in layer.items() if v is not None})
     if config.repo and config.repo.count("/") != 1:
         raise BadInput(f"KA_REPO={config.repo!r}: must be owner/name")
-    _ = config.limits  # a bad size is an error now, not in the first job
+    _ = config.limits, config.permission_table  # a bad value is an error now, not in the first job
     for name in ("workers", "check_workers", "max_body"):
         if getattr(config, name) < 1:
             raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be at least 1")

@@ -6,12 +6,15 @@ them later; :meth:`Forge.send` performs one.  Reads (permission, pull request) h
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
+
+from ka.runner import run
 
 log = logging.getLogger(__name__)
 DESCRIPTION_MAX = 140  # Forgejo stores any length; keep what the forge UI shows readable
@@ -49,7 +52,13 @@ class Forge(Protocol):
         """The user's permission on the repository: none, read, write, admin or owner."""
 
     def pull(self, number: int) -> dict[str, Any]:
-        """A pull request."""
+        """A pull request (``head.sha``, ``head.repo.full_name``, ``base.repo.full_name``, ``state``)."""
+
+    def default_branch(self) -> tuple[str, str]:
+        """The repository's default branch and the commit at its head."""
+
+    def me(self) -> str:
+        """The login of the bot's own account."""
 
 
 def _repo_path(repo: str) -> str:
@@ -124,6 +133,19 @@ class ForgejoClient:
         data = self._request("GET", f"{_repo_path(self.repo)}/pulls/{number}")
         return data if isinstance(data, dict) else {}
 
+    def default_branch(self) -> tuple[str, str]:
+        repo = self._request("GET", _repo_path(self.repo))
+        branch = str(repo.get("default_branch") or "main")
+        data = self._request("GET", f"{_repo_path(self.repo)}/branches/{quote(branch, safe='')}")
+        commit = data.get("commit") if isinstance(data, dict) else None
+        sha = commit.get("id") if isinstance(commit, dict) else None
+        if not isinstance(sha, str):
+            raise Permanent(f"branch {branch}: the forge named no commit")
+        return branch, sha
+
+    def me(self) -> str:
+        return str(self._request("GET", "/user").get("login", ""))
+
 
 def _message(res: requests.Response) -> str:
     try:
@@ -134,14 +156,52 @@ def _message(res: requests.Response) -> str:
 
 
 class LocalForge:
-    """No forge configured: writes are only recorded (the outbox keeps them, the job pages show them)."""
+    """No forge configured: writes are only recorded (the outbox keeps them, the job pages show them).
+
+    What the bot would ask the forge comes from the repository it fetches from (``KA_REPO_URL``):
+    its ``HEAD`` is the default branch, ``refs/pull/<n>/head`` a pull request's head; and
+    permissions from a table in the configuration (``KA_LOCAL_PERMISSIONS``, default everyone
+    ``write``).
+    """
+
+    LOGIN = "ka-bot"
+
+    def __init__(self, repo_url: str | None = None, permissions: dict[str, str] | None = None) -> None:
+        self.repo_url = repo_url
+        self.permissions = permissions if permissions is not None else {"*": "write"}
+        self._ids = itertools.count(1)
 
     def send(self, write: Write) -> dict[str, Any]:
         log.info("local mode: recorded %s", write.summary)
-        return {"recorded": True}
+        return {"recorded": True, "id": next(self._ids)}
 
     def permission(self, user: str) -> str:
-        return "none"
+        return self.permissions.get(user, self.permissions.get("*", "none"))
 
     def pull(self, number: int) -> dict[str, Any]:
-        raise Permanent("local mode: no forge to ask for pull requests")
+        out = self._ls_remote_ref(f"refs/pull/{number}/head")
+        if not out:
+            raise Permanent(f"local mode: no pull request {number} (no refs/pull/{number}/head in {self.repo_url})")
+        return {"number": number, "state": "open", "head": {"sha": out, "ref": f"refs/pull/{number}/head"}}
+
+    def _ls_remote_ref(self, ref: str) -> str:
+        if not self.repo_url:
+            raise Permanent("local mode: set KA_REPO_URL to the repository the bot fetches from")
+        res = run(["git", "ls-remote", "--", self.repo_url, ref], check=False, timeout=60)
+        if not res.ok:
+            raise Permanent(f"local mode: cannot read {self.repo_url}: {res.err().strip()[:200]}")
+        return res.text().split("\t", 1)[0].strip()
+
+    def default_branch(self) -> tuple[str, str]:
+        if not self.repo_url:
+            raise Permanent("local mode: set KA_REPO_URL to the repository the bot fetches from")
+        res = run(["git", "ls-remote", "--symref", "--", self.repo_url, "HEAD"], check=False, timeout=60)
+        symref = next((ln.split()[1] for ln in res.text().splitlines() if ln.startswith("ref: ")), "refs/heads/main")
+        branch = symref.removeprefix("refs/heads/")
+        sha = self._ls_remote_ref(f"refs/heads/{branch}")
+        if not sha:
+            raise Permanent(f"local mode: {self.repo_url} has no branch {branch}")
+        return branch, sha
+
+    def me(self) -> str:
+        return self.LOGIN

@@ -15,10 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import forge
 from bot.config import Config
 from bot.events import DeliveryError, Event, parse
-from bot.router import Ignore, Router, RunParity
-from bot.store import Store
+from bot.links import repo_of
+from bot.router import Ignore, Router, RunCommands, RunParity, get
+from bot.store import Store, insert_writes, new_job
+from bot.summary import summary_write
 
 log = logging.getLogger(__name__)
 REUSABLE = ("queued", "running", "succeeded")
@@ -48,12 +51,29 @@ def receive(store: Store, router: Router, config: Config, headers: Mapping[str, 
         decisions = router.dispatch(event)
     except DeliveryError as exc:
         return Reply(exc.status, {"error": f"{event.name}: {exc}"})
+    _note_default_branch(store, event)
     ignores = [d for d in decisions if isinstance(d, Ignore)]
-    runs = [d for d in decisions if isinstance(d, RunParity)]
+    runs = [d for d in decisions if not isinstance(d, Ignore) and not _own(store, config, d)]
     if not runs:
+        reasons = [d.reason for d in ignores] or ["a comment of the bot's own account"]
         outcome = "ping" if any(d.ping for d in ignores) else "ignored"
-        return _record(store, event, outcome, "; ".join(d.reason for d in ignores))
-    return _queue(store, event, runs)
+        return _record(store, event, outcome, "; ".join(reasons))
+    return _queue(store, config, event, runs)
+
+
+def _note_default_branch(store: Store, event: Event) -> None:
+    """Remember the repository's default branch (the fleet page and /ka status show it)."""
+    branch = get(event.payload, "repository", "default_branch")
+    if isinstance(branch, str) and 0 < len(branch) < 250 and store.get("default_branch") != branch:
+        store.put("default_branch", branch)
+
+
+def _own(store: Store, config: Config, decision: RunParity | RunCommands) -> bool:
+    """A comment written by the bot's own account (its replies quote commands; they never act)."""
+    if not isinstance(decision, RunCommands):
+        return False
+    login = config.bot_login or store.get("bot_login")
+    return bool(login) and decision.author.lower() == str(login).lower()
 
 
 def _stored_body(event: Event) -> bytes:
@@ -83,13 +103,16 @@ def _seen_before(event: Event) -> Reply:
     return Reply(200, {"outcome": "duplicate", "reason": f"delivery {event.delivery_id} was received before"})
 
 
-def _queue(store: Store, event: Event, runs: list[RunParity]) -> Reply:
+def _queue(store: Store, config: Config, event: Event, runs: list[RunParity | RunCommands]) -> Reply:
     jobs, new, reasons = [], [], []
     with store.tx() as db:
         if db.execute("SELECT 1 FROM deliveries WHERE id = ?", (event.delivery_id,)).fetchone():
             return _seen_before(event)
         for run in runs:
-            job_id, created, reason = _job_for(db, event, run)
+            if isinstance(run, RunCommands):
+                job_id, created, reason = _commands_job(db, config, event, run)
+            else:
+                job_id, created, reason = _job_for(db, config, event, run)
             jobs.append(job_id)
             reasons.append(reason)
             if created:
@@ -101,24 +124,41 @@ def _queue(store: Store, event: Event, runs: list[RunParity]) -> Reply:
                                        "delivery": event.delivery_id}, new)
 
 
-def _job_for(db: Any, event: Event, run: RunParity) -> tuple[int, bool, str]:
+def _job_for(db: Any, config: Config, event: Event, run: RunParity) -> tuple[int, bool, str]:
     """The job that answers ``run``: an existing one for the same event or commit, or a new one."""
     seen = db.execute("SELECT k.job_id, j.state FROM event_keys k LEFT JOIN jobs j ON j.id = k.job_id "
                       "WHERE k.key = ?", (run.event_key,)).fetchone()
     if seen and seen[1] in REUSABLE:
         return int(seen[0]), False, f"{run.event_key} already handled by job {seen[0]}"
     same = db.execute("SELECT id FROM jobs WHERE verb = 'parity' AND commit_sha = ? AND state IN (?, ?, ?) "
-                      "ORDER BY id DESC LIMIT 1", (run.commit, *REUSABLE)).fetchone()
+                      "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL ORDER BY id DESC LIMIT 1",
+                      (run.commit, *REUSABLE)).fetchone()
     if same:
         job_id, created, reason = int(same[0]), False, f"commit {run.commit[:12]} already checked by job {same[0]}"
     else:
         requester = {"kind": run.requester.kind, "who": run.requester.who, "url": run.requester.url,
                      "number": run.requester.number, "delivery": event.delivery_id}
-        cur = db.execute("INSERT INTO jobs (verb, commit_sha, ref, clone_url, requester, state, created_at) "
-                         "VALUES ('parity', ?, ?, ?, ?, 'queued', ?)",
-                         (run.commit, run.ref, run.clone_url, json.dumps(requester), time.time()))
-        job_id, created, reason = int(cur.lastrowid), True, f"parity on {run.commit[:12]} queued"
+        job_id = new_job(db, "parity", run.commit, run.ref, run.clone_url, requester)
+        created, reason = True, f"parity on {run.commit[:12]} queued"
     # a key whose job failed or was interrupted now points at the new job: the event is checked again
     db.execute("INSERT OR REPLACE INTO event_keys VALUES (?, ?, ?, ?)",
                (run.event_key, job_id, event.delivery_id, time.time()))
+    if run.requester.kind == "pull_request" and run.requester.number:
+        db.execute("INSERT OR REPLACE INTO pr_heads VALUES (?, ?, ?, ?)",
+                   (run.requester.number, run.commit, job_id, time.time()))
+        insert_writes(db, job_id, [summary_write(run.requester.number)])  # the PR's one summary comment
     return job_id, created, reason
+
+
+def _commands_job(db: Any, config: Config, event: Event, run: RunCommands) -> tuple[int, bool, str]:
+    """A new comment's commands: once per comment id, acknowledged at once with an ``eyes`` reaction."""
+    seen = db.execute("SELECT job_id FROM event_keys WHERE key = ?", (run.event_key,)).fetchone()
+    if seen:
+        return int(seen[0]), False, f"comment {run.comment_id} already handled by job {seen[0]}"
+    requester = {"kind": "comment", "who": run.author, "url": run.url, "number": run.number,
+                 "comment_id": run.comment_id, "is_pull": run.is_pull, "delivery": event.delivery_id}
+    job_id = new_job(db, "commands", None, None, run.clone_url, requester,
+                     args={"items": run.items, "capped": run.capped})
+    db.execute("INSERT INTO event_keys VALUES (?, ?, ?, ?)", (run.event_key, job_id, event.delivery_id, time.time()))
+    insert_writes(db, job_id, [forge.reaction(repo_of(config), run.comment_id, "eyes")])
+    return job_id, True, f"{len(run.items)} command(s) of comment {run.comment_id} queued"

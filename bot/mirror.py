@@ -39,6 +39,17 @@ def _locked(mirror: Path) -> Iterator[None]:
         yield
 
 
+def clone_url(configured: str | None, delivered: str | None) -> str:
+    """Where to fetch from: ``KA_REPO_URL``, else the delivery's clone URL, which must be a network URL."""
+    url = configured or delivered
+    if not isinstance(url, str) or not url:
+        raise FetchError("no clone URL: the delivery had none and KA_REPO_URL is unset")
+    if not configured and not is_remote(url):
+        raise FetchError(f"the delivery's clone URL {redact(url)!r} is not a remote URL; "
+                         "set KA_REPO_URL to fetch from a local path")
+    return url
+
+
 def is_remote(url: str) -> bool:
     """True for network URLs; local paths and file:// come only from the bot's own settings."""
     return bool(_REMOTE.match(url))

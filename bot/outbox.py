@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import time
+from typing import Any, Protocol
 
 from bot import owner
 from bot.forge import Forge, Permanent, Write
@@ -20,6 +21,8 @@ from bot.store import Store, insert_writes
 log = logging.getLogger(__name__)
 BACKOFF_MAX = 60.0
 LEASE_SECONDS = 60.0
+#: methods of rows composed at send time by a :class:`Dynamic`
+DYNAMIC = ("SUMMARY",)
 
 _LEASES = """CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)"""
 
@@ -59,7 +62,20 @@ def _due(store: Store) -> bool:
     return bool(store.query("SELECT 1 FROM outbox WHERE state = 'pending' AND next_at <= ? LIMIT 1", time.time()))
 
 
-def flush(store: Store, forge: Forge) -> float | None:
+class Dynamic(Protocol):
+    """Rows whose write is made when they are sent (a pull request's summary comment)."""
+
+    def compose(self, row: sqlite3.Row) -> Write:
+        """The write to send for ``row``, from the state as it is now."""
+
+    def sent(self, row: sqlite3.Row, write: Write, answer: dict[str, Any]) -> None:
+        """The write landed."""
+
+    def refused(self, row: sqlite3.Row, write: Write) -> None:
+        """The forge refused the write for good."""
+
+
+def flush(store: Store, forge: Forge, dynamic: Dynamic | None = None) -> float | None:
     """Send due writes in order; return seconds until the next try, or None when nothing is due.
 
     When another flusher holds the lease this returns None at once: the holder looks for due
@@ -70,14 +86,14 @@ def flush(store: Store, forge: Forge) -> float | None:
         if not _lease(store, holder, take=True):
             return None
         try:
-            delay = _send_all(store, forge, holder)
+            delay = _send_all(store, forge, holder, dynamic)
         finally:
             _lease(store, holder, take=False)
         if delay is not None or not _due(store):
             return delay
 
 
-def _send_all(store: Store, forge: Forge, holder: str) -> float | None:
+def _send_all(store: Store, forge: Forge, holder: str, dynamic: Dynamic | None) -> float | None:
     while True:
         rows = store.query("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 50")
         if not rows:
@@ -88,20 +104,28 @@ def _send_all(store: Store, forge: Forge, holder: str) -> float | None:
                 return wait
             if not _lease(store, holder, take=True):  # renewed before every send; lost → stop at once
                 return None
-            delay = _send_one(store, forge, row)
+            delay = _send_one(store, forge, row, dynamic)
             if delay is not None:
                 return delay
 
 
-def _send_one(store: Store, forge: Forge, row: sqlite3.Row) -> float | None:
+def _send_one(store: Store, forge: Forge, row: sqlite3.Row, dynamic: Dynamic | None) -> float | None:
     """Send one row; the delay before a retry when it could not land, else None."""
-    write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])
     oid = row["id"]
+    if row["method"] in DYNAMIC:
+        if dynamic is None or _superseded(store, row):
+            _settle(store, oid, "merged")  # a later row of the same kind renders the newer state
+            return None
+        write = dynamic.compose(row)
+    else:
+        write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])
     try:
         answer = forge.send(write)
     except Permanent as exc:
         _settle(store, oid, "failed", str(exc))
         log.error("outbox %s: the forge refused %s: %s", oid, write.summary, exc)
+        if dynamic is not None and row["method"] in DYNAMIC:
+            dynamic.refused(row, write)
         return None
     except Exception as exc:  # Transient, or anything unexpected: keep the row and its place in line
         attempts = row["attempts"] + 1
@@ -111,8 +135,15 @@ def _send_one(store: Store, forge: Forge, row: sqlite3.Row) -> float | None:
                        (attempts, time.time() + delay, f"{type(exc).__name__}: {exc}"[:500], oid))
         log.warning("outbox %s: %s; retry %d in %.0fs", oid, exc, attempts, delay)
         return delay
+    if dynamic is not None and row["method"] in DYNAMIC:
+        dynamic.sent(row, write, answer)
     _settle(store, oid, "recorded" if answer.get("recorded") else "sent")  # local mode only records
     return None
+
+
+def _superseded(store: Store, row: sqlite3.Row) -> bool:
+    return bool(store.query("SELECT 1 FROM outbox WHERE state = 'pending' AND method = ? AND path = ? AND id > ? "
+                            "LIMIT 1", row["method"], row["path"], row["id"]))
 
 
 def _settle(store: Store, oid: int, state: str, error: str | None = None) -> None:

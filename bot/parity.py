@@ -14,7 +14,9 @@ from typing import Any
 
 from bot import forge, mirror
 from bot.config import Config
+from bot.links import job_url, repo_of
 from bot.store import HostResult, Job, Store
+from bot.summary import summary_write
 from ka.baseline import KernelTree
 from ka.errors import KaError
 from ka.manifest import list_hosts
@@ -23,7 +25,6 @@ from ka.repo import GitTree
 from ka.text import printable
 
 CONTEXT = "ka/parity/{host}"
-LOCAL_REPO = "local/kernel-agent"  # what local mode records writes against when KA_REPO is unset
 Log = Callable[[str], None]
 
 
@@ -47,16 +48,11 @@ def describe(r: PromoteResult) -> HostOutcome:
     return HostOutcome("success", f"{r.b2sum[:12]} on {r.baseline}: {checked}, parity {r.parity.state}", detail)
 
 
-def job_url(config: Config, job_id: int, host: str | None = None) -> str:
-    """The job page, anchored at a host."""
-    return f"{config.public_url.rstrip('/')}/jobs/{job_id}" + (f"#host-{host}" if host else "")
-
-
 def status_for(config: Config, job: Job, host: str | None, state: str, description: str) -> forge.Write:
     """The commit status of ``host`` (the fleet-wide ``ka/parity`` when None) for this job."""
     assert job.commit_sha is not None
     context = CONTEXT.format(host=host) if host else "ka/parity"
-    return forge.status(config.repo or LOCAL_REPO, job.commit_sha, state, context, f"job {job.id}: {description}",
+    return forge.status(repo_of(config), job.commit_sha, state, context, f"job {job.id}: {description}",
                         job_url(config, job.id, host))
 
 
@@ -64,9 +60,10 @@ class ParityRun:
     """One run of a parity job."""
 
     def __init__(self, config: Config, store: Store, job: Job, log: Log,
-                 kick: Callable[[], None] = lambda: None) -> None:
+                 kick: Callable[[], None] = lambda: None, stop: Callable[[], None] = lambda: None) -> None:
         self.config, self.store, self.job, self.log = config, store, job, log
         self.kick = kick  # asks for the outbox to be flushed now, so "pending" shows while the job runs
+        self.stop = stop  # raises when the job is to stop (a /ka cancel): checked before each host
 
     def _record(self, name: str, outcome: HostOutcome) -> None:
         host = printable(name)  # a file name that is not a host name still gets its own, readable status
@@ -78,15 +75,19 @@ class ParityRun:
         """Fetch, list the hosts at the commit, post pending, check host by host, post the final statuses."""
         sha = self.job.commit_sha
         assert sha is not None
-        url = self._clone_url()
+        url = mirror.clone_url(self.config.repo_url, self.job.clone_url)
         self.log(f"fetching {sha} ({self.job.ref}) from {mirror.redact(url)}")
         mirror.fetch(self.config.state_dir / "mirror.git", url, self.job.ref or sha, sha,
                      idle_timeout=self.config.fetch_idle_timeout, timeout=self.config.fetch_timeout)
         view = GitTree(self.config.state_dir / "mirror.git", sha, self.config.limits)
         names = list_hosts(view)
+        wanted = self.job.args.get("hosts")  # a command's hosts; a push checks the whole fleet
+        if wanted:
+            names = [n for n in names if n in wanted]
         hosts = [printable(n) for n in names]
         self.store.set_hosts(self.job.id, hosts,
-                             [status_for(self.config, self.job, h, "pending", "checking parity") for h in hosts])
+                             [status_for(self.config, self.job, h, "pending", "checking parity") for h in hosts]
+                             + [summary_write(n) for n in self.store.prs_at(sha)])
         self.log(f"{len(hosts)} hosts at {sha[:12]}: {', '.join(hosts[:50]) or 'none'}"
                  + (" …" if len(hosts) > 50 else ""))
         self.kick()
@@ -97,18 +98,9 @@ class ParityRun:
                 self._error(name, str(exc))
         else:
             promote_each(view, names, kernel, sha, on_result=lambda r: self._record(r.host, describe(r)),
-                         on_error=self._error, workers=self.config.check_workers)
+                         on_error=self._error, workers=self.config.check_workers, before_each=self.stop)
         return {"hosts": len(hosts), "states": self.store.host_counts(self.job.id)}
 
-    def _clone_url(self) -> str:
-        """KA_REPO_URL, else the delivery's clone URL, which must be a network URL."""
-        url = self.config.repo_url or self.job.clone_url
-        if not url:
-            raise mirror.FetchError("no clone URL: the delivery had none and KA_REPO_URL is unset")
-        if not self.config.repo_url and not mirror.is_remote(url):
-            raise mirror.FetchError(f"the delivery's clone URL {mirror.redact(url)!r} is not a remote URL; "
-                                    "set KA_REPO_URL to fetch from a local path")
-        return url
 
     def _error(self, name: str, message: str) -> None:
         self._record(name, HostOutcome("error", message, {"error": message}))

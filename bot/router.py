@@ -31,6 +31,24 @@ class RunParity:
 
 
 @dataclass(frozen=True)
+class RunCommands:
+    """Decision: act on the commands of a new comment (once, by comment id)."""
+
+    comment_id: int
+    number: int
+    is_pull: bool
+    author: str
+    url: str | None
+    items: list[dict[str, Any]]
+    capped: bool
+    clone_url: str | None = None
+
+    @property
+    def event_key(self) -> str:
+        return f"comment:{self.comment_id}"
+
+
+@dataclass(frozen=True)
 class Ignore:
     """Decision: nothing to do, for this reason."""
 
@@ -38,7 +56,7 @@ class Ignore:
     ping: bool = False
 
 
-Decision = RunParity | Ignore
+Decision = RunParity | RunCommands | Ignore
 Handler = Callable[[Event], Decision]
 
 

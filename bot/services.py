@@ -85,7 +85,7 @@ def make_services(config: Config, check: bool = False) -> Services:
     if check:
         _set_aside_if_damaged(config.state_dir / "queue.db")
     if config.local_mode:
-        forge: Forge = LocalForge()
+        forge: Forge = LocalForge(config.repo_url, config.permission_table)
     else:
         assert config.forgejo_url and config.forgejo_token and config.repo
         forge = ForgejoClient(config.forgejo_url, config.forgejo_token, config.repo)

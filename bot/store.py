@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from bot.forge import Write
 from ka.errors import EXIT_ENVIRONMENT, KaError
 from ka.text import cap, encodable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, event TEXT NOT NULL, action TEXT, repo TEXT, received_at REAL NOT NULL,
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS event_keys (
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, verb TEXT NOT NULL, host TEXT, commit_sha TEXT, ref TEXT,
     clone_url TEXT, requester TEXT, state TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
-    finished_at REAL, hosts TEXT, result TEXT, error TEXT, owner TEXT, host_count INTEGER NOT NULL DEFAULT 0);
+    finished_at REAL, hosts TEXT, result TEXT, error TEXT, owner TEXT, host_count INTEGER NOT NULL DEFAULT 0,
+    args TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(verb, commit_sha);
 CREATE TABLE IF NOT EXISTS job_hosts (
@@ -49,6 +50,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     body TEXT NOT NULL, summary TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_at REAL NOT NULL, created_at REAL NOT NULL, sent_at REAL, last_error TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pr_heads (
+    number INTEGER NOT NULL, sha TEXT NOT NULL, job_id INTEGER, at REAL NOT NULL, PRIMARY KEY (number, sha));
+CREATE TABLE IF NOT EXISTS pr_summaries (number INTEGER PRIMARY KEY, comment_id INTEGER);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, who TEXT, event TEXT NOT NULL, verb TEXT,
+    command TEXT, hosts TEXT, place TEXT, number INTEGER, url TEXT, commit_sha TEXT, result TEXT, job_id INTEGER);
+CREATE INDEX IF NOT EXISTS audit_job ON audit(job_id);
+CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
@@ -100,12 +113,15 @@ class Job:
     error: str | None
     owner: str | None = None
     host_count: int = 0
+    args: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
         data = {k: row[k] for k in row.keys() if k != "hosts"}  # noqa: SIM118 - sqlite3.Row is not a dict
         data["requester"] = json.loads(data["requester"] or "{}")
         data["result"] = json.loads(data["result"] or "{}")
+        data["args"] = json.loads(data.get("args") or "{}")
         return cls(**data)
 
     @property
@@ -146,6 +162,31 @@ def _trim(value: Any) -> Any:
     if isinstance(value, list):
         return [_trim(v) for v in value[:100]]
     return value
+
+
+def new_job(db: sqlite3.Connection, verb: str, commit: str | None, ref: str | None, clone_url: str | None,
+            requester: dict[str, Any], host: str | None = None, args: dict[str, Any] | None = None) -> int:
+    """Insert a queued job inside the caller's transaction; its id."""
+    cur = db.execute("INSERT INTO jobs (verb, host, commit_sha, ref, clone_url, requester, state, created_at, args) "
+                     "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                     (verb, host, commit, ref, clone_url, json.dumps(requester), time.time(),
+                      json.dumps(args or {})))
+    return int(cur.lastrowid or 0)
+
+
+AUDIT_FIELDS = ("who", "event", "verb", "command", "hosts", "place", "number", "url", "commit_sha", "result",
+                "job_id")
+
+
+def insert_audit(db: sqlite3.Connection, **entry: Any) -> None:
+    """Append to the audit log (append-only: triggers refuse updates and deletes)."""
+    unknown = set(entry) - set(AUDIT_FIELDS)
+    assert not unknown, unknown
+    hosts = entry.get("hosts")
+    entry["hosts"] = " ".join(hosts) if isinstance(hosts, list | tuple) else hosts
+    entry["result"] = encodable(cap(str(entry.get("result") or ""), 1000))
+    db.execute(f"INSERT INTO audit (at, {', '.join(AUDIT_FIELDS)}) VALUES (?{', ?' * len(AUDIT_FIELDS)})",  # noqa: S608
+               (time.time(), *(entry.get(f) for f in AUDIT_FIELDS)))
 
 
 def insert_writes(db: sqlite3.Connection, job_id: int | None, writes: list[Write]) -> None:
@@ -232,6 +273,8 @@ class Store:
             if version == 1:
                 _migrate_1_to_2(tx)
             # 2 → 3 is the partial index of delivery bodies, created below with the rest
+            if version in (1, 2, 3):
+                _migrate_3_to_4(tx)
             for statement in _statements(SCHEMA):  # not executescript: it would commit halfway
                 tx.execute(statement)
             tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -285,10 +328,23 @@ class Store:
         rows = self.query("SELECT * FROM jobs WHERE id = ?", job_id)
         return Job.from_row(rows[0]) if rows else None
 
-    def jobs(self, limit: int = 50, before: int | None = None) -> list[Job]:
-        """The newest jobs first, ``limit`` of them, older than job ``before`` when given."""
-        rows = self.query("SELECT * FROM jobs WHERE id < ? ORDER BY id DESC LIMIT ?",
-                          before if before is not None else 2**63 - 1, limit)
+    def jobs(self, limit: int = 50, before: int | None = None, host: str | None = None, verb: str | None = None,
+             state: str | None = None) -> list[Job]:
+        """The newest jobs first, ``limit`` of them, older than job ``before``, filtered when asked.
+
+        ``host`` matches a job for that host and a fleet-wide job that covered it.
+        """
+        where: list[str] = ["id < ?"]
+        args: list[Any] = [before if before is not None else 2**63 - 1]
+        if host:
+            where.append("(host = ? OR id IN (SELECT job_id FROM job_hosts WHERE host = ?))")
+            args += [host, host]
+        for column, value in (("verb", verb), ("state", state)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        rows = self.query(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608
+                          *args, limit)
         return [Job.from_row(r) for r in rows]
 
     def jobs_in(self, *states: str) -> list[Job]:
@@ -350,33 +406,107 @@ class Store:
     # --- ending jobs ------------------------------------------------------------------------
 
     def finish(self, job_id: int, state: str, error: str | None = None,
-               writes_for: Callable[[list[str], int], list[Write]] | None = None, was: str = "running") -> bool:
+               on_end: Callable[[sqlite3.Connection, Job, list[str]], None] | None = None,
+               was: str = "running") -> bool:
         """End a job that is in state ``was``, in one commit with everything that ends with it.
 
-        Hosts still pending become ``error`` with the job's error, and ``writes_for(pending,
-        host_count)`` gives the forge writes that say so (a fleet-wide status when the job never
-        listed its hosts).  False when the job was not in state ``was`` (a stale finish).
+        Hosts still pending become ``error`` with the job's error; then ``on_end(db, job,
+        pending)`` adds, in the same transaction, what the end means (statuses for the
+        pending hosts, the reply to the command that asked, the audit entry).  False when
+        the job was not in state ``was`` (a stale finish).
         """
         assert state in FINAL
         error = encodable(cap(error, 2000)) if error else error
         with self.tx() as db:
-            row = db.execute("SELECT host_count FROM jobs WHERE id = ? AND state = ?", (job_id, was)).fetchone()
-            if row is None:
+            if db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = ?", (job_id, was)).fetchone() is None:
                 return False
             pending = [r[0] for r in db.execute("SELECT host FROM job_hosts WHERE job_id = ? AND state = 'pending' "
                                                 "ORDER BY host", (job_id,))]
             now = time.time()
             db.execute("UPDATE job_hosts SET state = 'error', description = ?, updated_at = ? "
                        "WHERE job_id = ? AND state = 'pending'", (cap(error or state, DESCRIPTION_MAX), now, job_id))
-            if writes_for is not None and (pending or state != "succeeded"):
-                insert_writes(db, job_id, writes_for(pending, int(row["host_count"])))
-            db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
-                       (state, now, error, job_id))
+            db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ?, started_at = COALESCE(started_at, ?) "
+                       "WHERE id = ?", (state, now, error, now, job_id))
+            if on_end is not None:
+                on_end(db, Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()), pending)
         return True
+
+    def request_cancel(self, job_id: int, reason: str) -> None:
+        """Ask a running job to stop where it safely can (parity: between hosts)."""
+        with self.tx() as db:
+            db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (f"cancel:{job_id}", reason))
+
+    def cancel_reason(self, job_id: int) -> str | None:
+        """Why the job was asked to stop, once someone asked."""
+        rows = self.query("SELECT cancel_requested FROM jobs WHERE id = ?", job_id)
+        if not rows or not rows[0][0]:
+            return None
+        return self.get(f"cancel:{job_id}") or "cancelled on request"
+
+    # --- small facts: the bot's login, the default branch ------------------------------------
+
+    def get(self, key: str) -> str | None:
+        """A value of the key-value table."""
+        rows = self.query("SELECT value FROM kv WHERE key = ?", key)
+        return str(rows[0][0]) if rows else None
+
+    def put(self, key: str, value: str) -> None:
+        """Set a value of the key-value table."""
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, value))
 
     def dead_running(self) -> list[Job]:
         """Running jobs whose worker process is gone (another live worker's jobs are left alone)."""
         return [job for job in self.jobs_in("running") if not owner.alive(job.owner)]
+
+    # --- the audit log ----------------------------------------------------------------------
+
+    def audit(self, job_id: int | None = None, host: str | None = None, since: float | None = None,
+              limit: int = 10_000) -> list[dict[str, Any]]:
+        """Audit entries, oldest first, filtered by job, host and time."""
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if job_id is not None:
+            where.append("job_id = ?")
+            args.append(job_id)
+        if host:
+            where.append("(' ' || hosts || ' ') LIKE ?")
+            args.append(f"% {host} %")
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        rows = self.query(f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",  # noqa: S608
+                          *args, limit)
+        return [dict(r) for r in rows]
+
+    # --- pull requests: their heads, and the one summary comment each ---------------------------
+
+    def pr_heads(self, number: int) -> list[sqlite3.Row]:
+        """The heads a pull request had, newest first, with the parity job of each."""
+        return self.query("SELECT * FROM pr_heads WHERE number = ? ORDER BY at DESC, rowid DESC", number)
+
+    def prs_at(self, sha: str) -> list[int]:
+        """Pull requests whose latest head is ``sha``."""
+        rows = self.query("SELECT number, sha FROM pr_heads p WHERE at = (SELECT MAX(at) FROM pr_heads q "
+                          "WHERE q.number = p.number) AND sha = ?", sha)
+        return [int(r[0]) for r in rows]
+
+    def summary_comment(self, number: int) -> int | None:
+        """The id of a pull request's summary comment, once it exists."""
+        rows = self.query("SELECT comment_id FROM pr_summaries WHERE number = ?", number)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def set_summary_comment(self, number: int, comment_id: int | None) -> None:
+        """Remember (or forget, when it was deleted) a pull request's summary comment."""
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO pr_summaries VALUES (?, ?)", (number, comment_id))
+
+    def latest_parity(self, ref: str) -> Job | None:
+        """The newest finished fleet-wide parity job of ``ref`` (a command's host subset does not count)."""
+        rows = self.query("SELECT * FROM jobs WHERE verb = 'parity' AND ref = ? AND state IN ('succeeded', 'failed') "
+                          "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL ORDER BY id DESC LIMIT 1", ref)
+        return Job.from_row(rows[0]) if rows else None
 
     # --- retention --------------------------------------------------------------------------
 
@@ -423,6 +553,13 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
 
 class _Damaged(sqlite3.DatabaseError):
     """``quick_check`` found damage."""
+
+
+def _migrate_3_to_4(db: sqlite3.Connection) -> None:
+    """Schema 4: a job's arguments (a command's hosts, flags) and cancel requests; the audit log,
+    pull requests' heads and summaries (new tables, created with the rest of the schema)."""
+    db.execute("ALTER TABLE jobs ADD COLUMN args TEXT")
+    db.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
 
 def _db_error(path: Path, text: str, damaged: bool) -> str:

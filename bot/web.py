@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from bot.config import Config
 from bot.intake import receive
 from bot.services import Services, make_services
 from bot.serving import RequestTimeout
-from bot.store import Job
+from bot.store import FINAL, JOB_STATES, HostResult, Job
 from handlers import router
+from ka.manifest import HOST_RE
 
 log = logging.getLogger(__name__)
 PAGES = Path(__file__).resolve().parent.parent / "templates" / "pages"
@@ -26,10 +28,24 @@ LOG_TAIL = 200_000
 PAGE_SIZE, PAGE_MAX = 50, 200
 HOSTS_PAGE, HOSTS_MAX = 500, 2000
 ID_MAX = 2**63 - 1  # SQLite's integer range: a larger id is no job, not an OverflowError
+VERBS = ("parity", "commands", "build", "install", "rollback")
 #: One delivery at a time per process once its body is in: the work is CPU (HMAC, JSON) and one
 #: commit, which threads cannot run in parallel anyway; queueing here instead of on the GIL and
 #: SQLite's lock took intake from 770 to 960 deliveries/s and its p99 from 56 to 45 ms.
 _INTAKE = threading.Lock()
+
+
+@dataclass(frozen=True)
+class FleetRow:
+    """A host on the fleet page: its latest parity on the default branch, its last build and install."""
+
+    result: HostResult
+    build: Job | None
+    install: Job | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.result.__dict__, "build": _job_json(self.build) if self.build else None,
+                "install": _job_json(self.install) if self.install else None}
 
 
 class BodyError(Exception):
@@ -91,7 +107,18 @@ def create_app(config: Config | None = None, services: Services | None = None) -
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
-        return {"local_mode": services.config.local_mode}
+        return {"local_mode": services.config.local_mode, "permissions": services.config.local_permissions}
+
+    @app.get("/")
+    def fleet() -> Any:
+        branch = services.store.get("default_branch") or "main"
+        job = services.store.latest_parity(f"refs/heads/{branch}")
+        rows = [FleetRow(r, _last(services, "build", r.host), _last(services, "install", r.host))
+                for r in (services.store.host_results(job.id, 0, HOSTS_MAX) if job else [])]
+        if _wants_json():
+            return jsonify({"branch": branch, "job": _job_json(job) if job else None,
+                            "hosts": [r.as_dict() for r in rows]})
+        return render_template("fleet.html", branch=branch, job=job, rows=rows)
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:
@@ -108,11 +135,13 @@ def create_app(config: Config | None = None, services: Services | None = None) -
     def jobs() -> Any:
         limit = min(_int_arg("limit", PAGE_SIZE, minimum=1), PAGE_MAX)
         before = request.args.get("before")
-        rows = services.store.jobs(limit, _id(before) if before else None)
+        filters = _filters()
+        rows = services.store.jobs(limit, _id(before) if before else None, **filters)
         older = rows[-1].id if len(rows) == limit else None
         if _wants_json():
             return jsonify({"jobs": [_job_json(j) for j in rows], "older": older})
-        return render_template("jobs.html", jobs=rows, older=older, limit=limit,
+        return render_template("jobs.html", jobs=rows, older=older, limit=limit, filters=filters,
+                               verbs=VERBS, states=JOB_STATES,
                                active=any(j.state in ("queued", "running") for j in rows))
 
     @app.get("/jobs/<job_id>")
@@ -126,8 +155,19 @@ def create_app(config: Config | None = None, services: Services | None = None) -
             return jsonify({**_job_json(record), "hosts": [h.__dict__ for h in hosts], "hosts_offset": offset,
                             "writes": [dict(w) for w in writes]})
         log_path = services.log_dir / f"{record.id}.log"
-        return render_template("job.html", job=record, hosts=hosts, offset=offset, limit=limit,
-                               writes=writes, log=_tail(log_path))
+        text, end = _tail(log_path)
+        return render_template("job.html", job=record, hosts=hosts, offset=offset, limit=limit, writes=writes,
+                               log=text, log_end=end, audit=services.store.audit(job_id=record.id, limit=200),
+                               counts=services.store.host_counts(record.id))
+
+    @app.get("/jobs/<job_id>/live")
+    def live(job_id: str) -> Any:
+        """What a job page needs to follow a running job: its state, counts, and the log from ``offset`` on."""
+        record = services.store.job(_id(job_id)) or abort(404)
+        text, end = _tail(services.log_dir / f"{record.id}.log", _int_arg("offset", 0))
+        return jsonify({"state": record.state, "error": record.error, "counts": services.store.host_counts(record.id),
+                        "log": text, "offset": end, "final": record.state in FINAL,
+                        "finished": _when(record.finished_at)})
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -158,14 +198,35 @@ def _int_arg(name: str, default: int, minimum: int = 0) -> int:
     return int(value)
 
 
-def _tail(path: Path) -> str:
+def _tail(path: Path, offset: int | None = None) -> tuple[str, int]:
+    """The log from byte ``offset`` (default: its last 200 KB), at most 200 KB of it, and where it ends."""
     try:
         with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - LOG_TAIL))
-            return fh.read().decode("utf-8", "replace")
+            end = fh.seek(0, 2)
+            start = max(0, end - LOG_TAIL) if offset is None else min(max(offset, end - LOG_TAIL), end)
+            fh.seek(start)
+            data = fh.read(end - start)
     except OSError:
-        return ""
+        return "", 0
+    cut = data.rfind(b"\n") + 1 if offset is not None else len(data)  # whole lines only, while it grows
+    return data[:cut].decode("utf-8", "replace"), start + cut
+
+
+def _filters() -> dict[str, str | None]:
+    """``/jobs`` filters, checked: an unknown verb or state is a 400, not an empty page."""
+    host, verb, state = (request.args.get(k) or None for k in ("host", "verb", "state"))
+    if host is not None and not HOST_RE.fullmatch(host):
+        abort(400, "host: not a host name")
+    if verb is not None and verb not in VERBS:
+        abort(400, f"verb: one of {', '.join(VERBS)}")
+    if state is not None and state not in JOB_STATES:
+        abort(400, f"state: one of {', '.join(JOB_STATES)}")
+    return {"host": host, "verb": verb, "state": state}
+
+
+def _last(services: Services, verb: str, host: str) -> Job | None:
+    found = services.store.jobs(1, host=host, verb=verb)
+    return found[0] if found else None
 
 
 def _wants_json() -> bool:
@@ -173,8 +234,8 @@ def _wants_json() -> bool:
 
 
 def _job_json(job: Job) -> dict[str, Any]:
-    return {k: getattr(job, k) for k in ("id", "verb", "host", "commit_sha", "ref", "requester", "state",
-                                          "created_at", "started_at", "finished_at", "host_count", "result", "error")}
+    return {k: getattr(job, k) for k in ("id", "verb", "host", "commit_sha", "ref", "requester", "state", "created_at",
+                                          "started_at", "finished_at", "host_count", "args", "result", "error")}
 
 
 def _when(ts: float | None) -> str:

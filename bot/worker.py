@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,11 +23,12 @@ from typing import IO, Any
 
 from huey import crontab
 
-from bot import forge, mirror, outbox, owner
-from bot.config import Config
-from bot.parity import CONTEXT, LOCAL_REPO, ParityRun, job_url
+from bot import mirror, outbox, owner
+from bot.endings import OnEnd, ending
+from bot.parity import ParityRun
 from bot.services import Services
 from bot.store import Job, StateError
+from bot.summary import Summaries
 
 log = logging.getLogger(__name__)
 BUSY_RETRY = 5.0
@@ -34,72 +36,105 @@ DISPATCH_INTERVAL = 0.1
 FINISH_RETRY_MAX = 30.0
 
 
+class Flusher:
+    """The outbox's own thread: it sends as soon as it is kicked, and retries when the forge says so.
+
+    Not a huey task: a job that holds every worker thread (a long build) must not hold back the
+    statuses, acknowledgements and replies of everything else.
+    """
+
+    IDLE = 5.0  # a look at the outbox even unkicked: writes other processes queue (the intake's reactions)
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.summaries = Summaries(services.store, services.config)
+        self.event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ka-outbox", daemon=True)
+
+    def start(self) -> Flusher:
+        self.thread.start()
+        return self
+
+    def kick(self) -> None:
+        """Send what is due now."""
+        self.event.set()
+
+    def _run(self) -> None:
+        delay: float | None = 0.0
+        while True:
+            self.event.wait(timeout=self.IDLE if delay is None else min(delay, self.IDLE))
+            self.event.clear()
+            try:
+                delay = outbox.flush(self.services.store, self.services.forge, self.summaries)
+            except Exception:  # a locked or full database: try again in a while
+                log.exception("outbox flush: will try again")
+                delay = 2.0
+
+
 @dataclass
 class Tasks:
-    """The huey tasks, registered on one huey instance."""
+    """The huey task that runs jobs, the lane of comments' commands, and the outbox's flusher."""
 
     run_job: Any
-    flush_outbox: Any
+    flusher: Flusher
+    commands: ThreadPoolExecutor
 
+    def start(self, job_id: int, verb: str) -> None:
+        """Hand a queued job to its lane: a comment's commands never wait behind builds and checks."""
+        if verb == "commands":
+            self.commands.submit(self._commands, job_id)
+        else:
+            self.run_job(job_id)
 
-class _Pending:
-    """What this worker has scheduled already, so retries never pile up into chains."""
+    def _commands(self, job_id: int) -> None:
+        try:
+            execute(self.flusher.services, job_id, kick=self.flusher.kick)
+        except Exception:  # execute() ends the job whatever happens; this only keeps the lane alive
+            log.exception("commands job %s", job_id)
+        self.flusher.kick()
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.flush_at: float | None = None
-        self.waiting: set[int] = set()
-
-    def want_flush(self, delay: float) -> bool:
-        """True when a flush ``delay`` seconds from now should be scheduled (none is due sooner)."""
-        at = time.time() + delay
-        with self.lock:
-            if self.flush_at is not None and time.time() < self.flush_at <= at + 0.05:
-                return False
-            self.flush_at = at
-            return True
+    def flush_outbox(self) -> None:
+        self.flusher.kick()
 
 
 def build_tasks(services: Services) -> Tasks:
     """Register the tasks (the web app only enqueues them; the worker runs them)."""
     huey = services.huey
-    pending = _Pending()
+    waiting: set[int] = set()  # jobs this worker re-tries already (a busy host), so retries never pile up
+    lock = threading.Lock()
     housekeeping = SimpleNamespace(last=0.0)
-
-    @huey.task(name="flush_outbox")
-    def flush_outbox() -> None:
-        delay = outbox.flush(services.store, services.forge)
-        if delay is not None and pending.want_flush(max(0.2, delay)):
-            flush_outbox.schedule(delay=max(0.2, delay))
+    flusher = Flusher(services)
 
     @huey.task(name="run_job")
     def run_job(job_id: int) -> None:
-        with pending.lock:
-            pending.waiting.discard(job_id)
-        ran = execute(services, job_id, kick=flush_outbox)
+        with lock:
+            waiting.discard(job_id)
+        ran = execute(services, job_id, kick=flusher.kick)
         if ran is None and _waiting(services, job_id):
-            with pending.lock:
-                again = job_id not in pending.waiting
-                pending.waiting.add(job_id)
+            with lock:
+                again = job_id not in waiting
+                waiting.add(job_id)
             if again:
                 run_job.schedule((job_id,), delay=BUSY_RETRY)
-        flush_outbox()
+        flusher.kick()
 
     @huey.periodic_task(crontab(minute="*"), name="sweep")
     def sweep() -> None:
-        """Safety net: flush the outbox and re-queue jobs whose task was lost; prune old delivery bodies."""
-        flush_outbox()
+        """Safety net: flush the outbox and re-queue jobs whose task was lost; prune; tidy the mirror."""
+        flusher.kick()
         for job in services.store.jobs_in("queued"):
-            with pending.lock:
-                known = job.id in pending.waiting
+            with lock:
+                known = job.id in waiting
             if not known and time.time() - job.created_at > 60:
-                run_job(job.id)
+                tasks.start(job.id, job.verb)
         prune(services)
         if time.time() - housekeeping.last > 3600:
             housekeeping.last = time.time()
             tidy_mirror(services)
 
-    return Tasks(run_job=run_job, flush_outbox=flush_outbox)
+    tasks = Tasks(run_job=run_job, flusher=flusher,
+                  commands=ThreadPoolExecutor(max_workers=1, thread_name_prefix="ka-commands"))
+    return tasks
 
 
 def prune(services: Services, now: float | None = None) -> int:
@@ -164,13 +199,17 @@ def dispatch(services: Services, tasks: Tasks, stop: threading.Event, interval: 
     The web app only writes the job row (one SQLite transaction per delivery, the cheapest
     durable intake); this loop in the worker notices new rows within ``interval``.
     """
-    last = 0
+    last, written = 0, 0
     while True:
         try:
-            for row in services.store.query("SELECT id FROM jobs WHERE state = 'queued' AND id > ? ORDER BY id",
-                                            last):
-                tasks.run_job(row[0])
+            for row in services.store.query("SELECT id, verb FROM jobs WHERE state = 'queued' AND id > ? "
+                                            "ORDER BY id", last):
+                tasks.start(row[0], row[1])
                 last = row[0]
+            newest = services.store.query("SELECT MAX(id) FROM outbox")[0][0] or 0
+            if newest > written:  # the web app queued a write (a reaction to a command): send it now
+                written = newest
+                tasks.flusher.kick()
         except Exception:  # a locked database or a full disk must not end the loop for good
             log.exception("dispatcher: will try again")
         if stop.wait(interval):
@@ -209,11 +248,19 @@ class JobLog:
             self.failed = True
 
 
+class JobCancelled(Exception):
+    """The job stopped where it could, because someone asked (``/ka cancel``)."""
+
+
+WORDS = {"failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted", "succeeded": "ended"}
+
+
 def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: None) -> Job | None:
     """Claim and run one job; None when it was not claimable (done already, or its host is busy).
 
-    The job's error boundary: whatever breaks, the job ends in a final state, and every host
-    it covers gets a final status, as soon as the database takes writes again.
+    The job's error boundary: whatever breaks, the job ends in a final state, every host it
+    covers gets a final status, and a command that asked for it gets its terminal reply, as
+    soon as the database takes writes again.
     """
     job = services.store.claim(job_id)
     if job is None:
@@ -221,72 +268,67 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
     log_line = JobLog(services, job_id)
     state, error = "failed", "internal error"
     try:
-        log_line(f"job {job.id} {job.verb} on {job.commit_sha} started")
+        log_line(f"job {job.id} {job.verb} on {job.commit_sha or '-'} started")
         result = _run_verb(services, job, log_line, kick)
         services.store.set_result(job_id, result)
         state, error = "succeeded", ""
         log_line(f"job {job.id} succeeded")
+    except JobCancelled as exc:
+        state, error = "cancelled", str(exc)
+        log_line(f"job {job.id} {error}")
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed", job_id)
         log_line("".join(traceback.format_exception(exc)).rstrip())
     finally:
-        end_job(services, job, state, error or None, "failed")
+        end_job(services, job, state, error or None)
     return services.store.job(job_id)
 
 
-def end_job(services: Services, job: Job, state: str, error: str | None, word: str,
-            was: str = "running", retry: float = FINISH_RETRY_MAX) -> None:
-    """Finish ``job``, retrying until the database takes the write (a full disk, a locked file).
+def end_job(services: Services, job: Job, state: str, error: str | None, was: str = "running",
+            retry: float = FINISH_RETRY_MAX) -> bool:
+    """Finish ``job`` with everything its end means (:mod:`bot.endings`); False when it was not ``was``.
 
-    A job that cannot be finished would stay ``running`` with its hosts ``pending`` for good;
-    waiting here until space returns is the only way to keep the promise that every job ends.
+    Retries until the database takes the write (a full disk, a locked file): a job that
+    cannot be finished would stay ``running``, its hosts ``pending`` and its command without
+    a reply for good; waiting here until space returns is the only way to keep the promise.
     """
     delay = 0.5
-
-    def statuses(pending: list[str], host_count: int) -> list[forge.Write]:
-        return ending_statuses(services.config, job, pending, host_count, word,
-                               error or "ended without a result for this host")
-    writes_for: Callable[[list[str], int], list[forge.Write]] | None = statuses
+    on_end: OnEnd | None = ending(services.config, lambda job_id: services.log_dir / f"{job_id}.log", WORDS[state])
     while True:
         try:
-            services.store.finish(job.id, state, error, writes_for, was=was)
-            return
+            return services.store.finish(job.id, state, error, on_end, was=was)
         except (sqlite3.Error, OSError) as exc:
             log.error("job %s: cannot record its end (%s); retrying in %.0fs", job.id, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, retry)
         except Exception:  # a bug in what the end says must not keep the job running: end it plainly
             log.exception("job %s: cannot compose its end; ending it without", job.id)
-            writes_for = None
-
-
-def ending_statuses(config: Config, job: Job, pending: list[str], host_count: int, word: str,
-                    reason: str) -> list[forge.Write]:
-    """Error statuses for the hosts a job did not finish, or one fleet-wide status when it listed none."""
-    if job.verb != "parity" or job.commit_sha is None:
-        return []
-    targets: list[str | None] = list(pending) if pending or host_count else [None]
-    repo = config.repo or LOCAL_REPO
-    return [forge.status(repo, job.commit_sha, "error", CONTEXT.format(host=h) if h else "ka/parity",
-                         f"job {job.id} {word}: {reason}", job_url(config, job.id, h)) for h in targets]
+            on_end = None
 
 
 def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
               kick: Callable[[], None]) -> dict[str, Any]:
+    if job.verb == "commands":
+        from bot.accept import Acceptor  # it queues jobs, and ends cancelled ones through end_job
+
+        return Acceptor(services, job, log_line).run()
     if job.verb != "parity":
         raise RuntimeError(f"verb {job.verb!r} is not built yet")
-    return ParityRun(services.config, services.store, job, log_line, kick).run()
+
+    def stop() -> None:
+        reason = services.store.cancel_reason(job.id)
+        if reason:
+            raise JobCancelled(reason)
+    return ParityRun(services.config, services.store, job, log_line, kick, stop).run()
 
 
 def recover(services: Services) -> list[int]:
-    """At worker start: end the jobs whose worker is gone as interrupted, with their statuses."""
+    """At worker start: end the jobs whose worker is gone as interrupted, with their statuses and replies."""
     interrupted = []
     for job in services.store.dead_running():
         JobLog(services, job.id)("interrupted: the bot stopped while this job ran")
-        current = services.store.job(job.id) or job
-        end_job(services, current, "interrupted", "interrupted by a bot restart; push again to re-check",
-                "interrupted")
+        end_job(services, job, "interrupted", "interrupted by a bot restart")
         log.warning("job %s was interrupted by a restart", job.id)
         interrupted.append(job.id)
     return interrupted

@@ -187,13 +187,14 @@ class _Baselines:
 
 def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, rev: str | None,
                  on_result: Callable[[PromoteResult], None], on_error: Callable[[str, str], None],
-                 workers: int = 2) -> None:
+                 workers: int = 2, before_each: Callable[[], None] = lambda: None) -> None:
     """Plan and check host by host, handing each outcome on and letting its patch go.
 
     This is promote for a fleet read from an untrusted commit (the bot): peak memory is
     bounded by ``workers`` hosts' patches however many hosts include them, and a host whose
     input is broken gets ``on_error(host, message)`` while the others go on.  An exception
-    from a callback (the bot cannot record) stops the run and is raised.
+    from a callback (the bot cannot record; ``before_each`` says the job was cancelled) stops
+    the run and is raised.
     """
     baselines = _Baselines(kernel)
     stop = threading.Event()
@@ -201,6 +202,11 @@ def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, re
     def one(host: str) -> None:
         if stop.is_set():
             return
+        try:
+            before_each()
+        except BaseException:
+            stop.set()
+            raise
         outcome = _check_host(view, host, kernel, baselines, rev)
         try:
             if isinstance(outcome, str):

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from kernel import git, write_fleet
+from fakeforgejo import FakeForgejo
+from kernel import SmallKernel, git, write_fleet
 
 from bot.cli import go_json
 from bot.events import sign
@@ -24,6 +25,7 @@ from bot.events import sign
 SAMPLES = Path(__file__).parent / "samples" / "forgejo" / "payloads"
 SECRET = "kernel-agent-test-secret"
 REPO = "fleet/kernel-agent"
+PUBLIC = "http://bot.example"
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -222,3 +224,40 @@ def commit_and_push(work: Path, bare: Path, message: str, ref: str = "main") -> 
     git(work, "commit", "-qm", message, "--allow-empty")
     git(work, "push", "-q", str(bare), f"HEAD:refs/heads/{ref}")
     return git(work, "rev-parse", "HEAD").decode().strip()
+
+
+class Rig:
+    """The fake Forgejo, a fleet repository with a bare 'forge' copy, and a bot."""
+
+    def __init__(self, tmp_path: Path, k: SmallKernel, hosts: dict[str, str], files: dict[str, bytes | str],
+                 state_dir: Path | None = None, **env: str) -> None:
+        self.fake = FakeForgejo(repo=REPO).start()
+        self.work, self.bare = fleet_forge_repo(tmp_path, hosts, files)
+        self.fake.branches["main"] = self.head()
+        self.env = {"KA_FORGEJO_URL": self.fake.url, "KA_FORGEJO_TOKEN": self.fake.token, "KA_WEBHOOK_SECRET": SECRET,
+                    "KA_REPO": REPO, "KA_KERNEL_TREE": str(k.bare), "KA_PUBLIC_URL": PUBLIC,
+                    "KA_REPO_URL": str(self.bare), **env}
+        self.state_dir = state_dir or tmp_path / "state"
+        self.bots = [BotProcess(self.state_dir, self.env)]
+
+    @property
+    def bot(self) -> BotProcess:
+        return self.bots[-1]
+
+    def head(self) -> str:
+        return git(self.work, "rev-parse", "HEAD").decode().strip()
+
+    def push(self, sha: str, clone_url: str | None = None) -> requests.Response:
+        return self.bot.send(delivery("push-forgejo-12", push_payload(sha, clone_url or str(self.bare))))
+
+    def final(self, sha: str, hosts: list[str], timeout: float = 60) -> dict[str, dict]:
+        def done() -> bool:
+            latest = self.fake.latest(sha)
+            return all(latest.get(f"ka/parity/{h}", {}).get("state") not in (None, "pending") for h in hosts)
+        wait_for(done, timeout, f"final statuses for {len(hosts)} hosts")
+        return self.fake.latest(sha)
+
+    def close(self) -> None:
+        for bot in self.bots:
+            bot.stop()
+        self.fake.stop()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from botkit import Rig
 from kernel import BASE_TAG, SmallKernel, build_small_kernel, write_fleet
 
 IN_CI = os.environ.get("CI") == "true"
@@ -78,3 +79,24 @@ def _no_process_outlives_the_suite() -> Iterator[None]:
 
     for pgid in list(STARTED):
         kill_group(pgid)
+
+
+@pytest.fixture
+def rig(tmp_path: Path, small_kernel: SmallKernel) -> Iterator[Callable[..., Rig]]:
+    """Make a fake Forgejo, a fleet repository with a bare 'forge' copy, and a running bot; all stopped after."""
+    from test_promote import fleet_files
+
+    made: list[Rig] = []
+
+    def make(hosts: dict[str, str], files: dict[str, bytes | str] | None = None, start: bool = True,
+             **env: str) -> Rig:
+        r = Rig(tmp_path, small_kernel, hosts, {**fleet_files(small_kernel), **(files or {})}, **env)
+        made.append(r)
+        if start:
+            r.bot.start()
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+        assert r.fake.violations == []

@@ -125,6 +125,12 @@ class FakeForgejo:
     violations: list[str] = field(default_factory=list)
     permissions: dict[str, str] = field(default_factory=dict)
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)  # name → head commit
+    default_branch: str = "main"
+    login: str = "ka-bot"
+    #: comment id → {"id", "number", "body", "edits"}: what a thread would show
+    comment_log: dict[int, dict[str, Any]] = field(default_factory=dict)
+    reaction_log: list[tuple[int, str]] = field(default_factory=list)
     fail_with: int | None = None
     port: int = 0
 
@@ -181,6 +187,16 @@ class FakeForgejo:
         """The newest status per context, as Forgejo's combined view shows them."""
         return {s["context"]: s for s in self.statuses(sha)}
 
+    def comments(self, number: int) -> list[dict[str, Any]]:
+        """The bot's comments on issue or pull request ``number``, oldest first, as edited."""
+        with self._lock:
+            return [dict(c) for c in self.comment_log.values() if c["number"] == number]
+
+    def reactions(self, comment_id: int) -> list[str]:
+        """Reactions added to a comment, in order."""
+        with self._lock:
+            return [content for cid, content in self.reaction_log if cid == comment_id]
+
     # --- serving -----------------------------------------------------------------------------
 
     def _serve(self, req: BaseHTTPRequestHandler) -> None:
@@ -213,6 +229,8 @@ class FakeForgejo:
         found = self.spec.match(call.path)
         assert found is not None
         template, params, _ = found
+        if template == "/user" and call.method == "GET":
+            return 200, {"login": self.login, "id": 99}
         if f"{params.get('owner')}/{params.get('repo')}" != self.repo:
             return 404, {"message": "repository does not exist", "url": self.url, "errors": []}
         return self._route(call.method, template, params, call.body or {})
@@ -228,12 +246,28 @@ class FakeForgejo:
             if not body.get("body"):
                 return 422, {"message": "[Body]: Required"}
             cid = next(self._ids)
+            with self._lock:
+                self.comment_log[cid] = {"id": cid, "number": int(params["index"]), "body": body["body"], "edits": 0}
             return 201, {"id": cid, "body": body["body"], "created_at": now,
                          "html_url": f"{self.url}/{self.repo}/pulls/{params['index']}#issuecomment-{cid}"}
         if key == ("PATCH", "/issues/comments/{id}"):
+            with self._lock:
+                found = self.comment_log.get(int(params["id"]))
+                if found is None:
+                    return 404, {"message": "comment does not exist", "errors": []}
+                found.update(body=body.get("body"), edits=found["edits"] + 1)
             return 200, {"id": int(params["id"]), "body": body.get("body"), "updated_at": now}
         if key == ("POST", "/issues/comments/{id}/reactions"):
+            with self._lock:
+                self.reaction_log.append((int(params["id"]), str(body.get("content"))))
             return 201, {"content": body.get("content"), "created_at": now}
+        if key == ("GET", ""):
+            return 200, {"full_name": self.repo, "default_branch": self.default_branch}
+        if key == ("GET", "/branches/{branch}"):
+            sha = self.branches.get(params["branch"])
+            if sha is None:
+                return 404, {"message": "branch does not exist", "errors": []}
+            return 200, {"name": params["branch"], "commit": {"id": sha}}
         if key == ("GET", "/collaborators/{collaborator}/permission"):
             perm = self.permissions.get(params["collaborator"])
             if perm is None:

@@ -22,80 +22,21 @@ from pathlib import Path
 import pytest
 import requests
 from botkit import (
-    REPO,
     SECRET,
     BotProcess,
+    Rig,
     commit_and_push,
     delivery,
-    fleet_forge_repo,
     free_port,
     kill_group,
     push_payload,
     wait_for,
 )
 from conftest import manifest
-from fakeforgejo import FakeForgejo
-from kernel import SmallKernel, git
 from test_manifest import BOMB
-from test_promote import AMPERE, fleet_files
+from test_promote import AMPERE
 
 from bot.events import sign
-
-PUBLIC = "http://bot.example"
-
-
-class Rig:
-    """The fake Forgejo, a fleet repository with a bare 'forge' copy, and a bot."""
-
-    def __init__(self, tmp_path: Path, k: SmallKernel, hosts: dict[str, str],
-                 files: dict[str, bytes | str] | None = None, state_dir: Path | None = None, **env: str) -> None:
-        self.fake = FakeForgejo(repo=REPO).start()
-        self.work, self.bare = fleet_forge_repo(tmp_path, hosts, {**fleet_files(k), **(files or {})})
-        self.env = {"KA_FORGEJO_URL": self.fake.url, "KA_FORGEJO_TOKEN": self.fake.token, "KA_WEBHOOK_SECRET": SECRET,
-                    "KA_REPO": REPO, "KA_KERNEL_TREE": str(k.bare), "KA_PUBLIC_URL": PUBLIC,
-                    "KA_REPO_URL": str(self.bare), **env}
-        self.state_dir = state_dir or tmp_path / "state"
-        self.bots = [BotProcess(self.state_dir, self.env)]
-
-    @property
-    def bot(self) -> BotProcess:
-        return self.bots[-1]
-
-    def head(self) -> str:
-        return git(self.work, "rev-parse", "HEAD").decode().strip()
-
-    def push(self, sha: str, clone_url: str | None = None) -> requests.Response:
-        return self.bot.send(delivery("push-forgejo-12", push_payload(sha, clone_url or str(self.bare))))
-
-    def final(self, sha: str, hosts: list[str], timeout: float = 60) -> dict[str, dict]:
-        def done() -> bool:
-            latest = self.fake.latest(sha)
-            return all(latest.get(f"ka/parity/{h}", {}).get("state") not in (None, "pending") for h in hosts)
-        wait_for(done, timeout, f"final statuses for {len(hosts)} hosts")
-        return self.fake.latest(sha)
-
-    def close(self) -> None:
-        for bot in self.bots:
-            bot.stop()
-        self.fake.stop()
-
-
-@pytest.fixture
-def rig(tmp_path: Path, small_kernel: SmallKernel) -> Iterator[Callable[..., Rig]]:
-    made: list[Rig] = []
-
-    def make(hosts: dict[str, str], files: dict[str, bytes | str] | None = None, start: bool = True,
-             **env: str) -> Rig:
-        r = Rig(tmp_path, small_kernel, hosts, files, **env)
-        made.append(r)
-        if start:
-            r.bot.start()
-        return r
-
-    yield make
-    for r in made:
-        r.close()
-        assert r.fake.violations == []
 
 
 def worker_pid(bot: BotProcess) -> int:

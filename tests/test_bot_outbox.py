@@ -156,9 +156,15 @@ def test_client_reads(fake: FakeForgejo) -> None:
     assert c.pull(3)["head"]["sha"] == "d" * 40
     with pytest.raises(forge.Permanent, match="HTTP 404"):
         c.permission("mallory")
-    for write in (forge.edit_comment(REPO, 5, "edited"), forge.reaction(REPO, 5, "eyes"),
-                  forge.comment(REPO, 3, "hello")):
+    posted = c.send(forge.comment(REPO, 3, "hello"))
+    for write in (forge.edit_comment(REPO, posted["id"], "edited"), forge.reaction(REPO, posted["id"], "eyes")):
         c.send(write)
+    assert fake.comments(3) == [{"id": posted["id"], "number": 3, "body": "edited", "edits": 1}]
+    with pytest.raises(forge.Permanent, match="HTTP 404"):  # a comment someone deleted
+        c.send(forge.edit_comment(REPO, 999, "edited"))
+    fake.branches["main"] = "e" * 40
+    assert c.default_branch() == ("main", "e" * 40)
+    assert c.me() == "ka-bot"
     assert "fake-forgejo-token" not in repr(c)
 
 

@@ -13,7 +13,7 @@ import pytest
 from bot import forge
 from bot.config import Config
 from bot.services import make_services
-from bot.store import DESCRIPTION_MAX, DETAIL_MAX, SCHEMA_VERSION, HostResult, Store
+from bot.store import DESCRIPTION_MAX, DETAIL_MAX, SCHEMA_VERSION, HostResult, Job, Store, insert_writes
 from bot.worker import prune
 
 
@@ -121,10 +121,10 @@ def test_finish_gives_every_pending_host_its_error_in_one_commit(tmp_path: Path)
     store.record_host(job, HostResult("b", "success", "ok", {}), ok)
     asked: list[list[str]] = []
 
-    def writes(pending: list[str], host_count: int) -> list[forge.Write]:
-        assert host_count == 3
+    def writes(db: sqlite3.Connection, ended: Job, pending: list[str]) -> None:
+        assert ended.state == "failed" and ended.finished_at and ended.host_count == 3
         asked.append(pending)
-        return [forge.status("o/r", "a" * 40, "error", f"ka/parity/{h}", "gone", "u") for h in pending]
+        insert_writes(db, job, [forge.status("o/r", "a" * 40, "error", f"ka/parity/{h}", "gone", "u") for h in pending])
     assert store.finish(job, "failed", "boom", writes)
     assert asked == [["a", "c"]]
     assert {r.host: r.state for r in store.host_results(job)} == {"a": "error", "b": "success", "c": "error"}
@@ -160,7 +160,7 @@ def test_schema_1_is_migrated(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 1")
         db.commit()
     store = Store(path)
-    assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 3
+    assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
     job = store.job(1)
     assert job is not None and job.host_count == 2 and job.result == {}
     assert [(r.host, r.state, r.detail) for r in store.host_results(1)] == [("a", "success", {"b2sum": "f"}),

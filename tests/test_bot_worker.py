@@ -24,7 +24,7 @@ def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -
     store.set_hosts(job_id, ["ampere"], [])
     store.record_host(job_id, HostResult("ampere", "success", "ok", {}),
                       forge.status("o/r", "a" * 40, "success", "ka/parity/ampere", "ok", "u"))
-    end_job(services, claimed, "failed", "OSError: No space left on device (recording the result)", "failed")
+    end_job(services, claimed, "failed", "OSError: No space left on device (recording the result)")
     contexts = [str(r["body"]) for r in store.query("SELECT body FROM outbox")]
     assert not any('"ka/parity"' in c for c in contexts), contexts
     assert store.job(job_id).state == "failed"  # type: ignore[union-attr]

@@ -60,5 +60,6 @@ def test_sample(name: str, expected: str) -> None:
 
 
 def test_registered_events() -> None:
-    assert router.events() == [("pull_request", "opened"), ("pull_request", "reopened"),
-                               ("pull_request", "synchronized"), ("push", None)]
+    assert router.events() == [("issue_comment", "created"), ("issue_comment", "deleted"),
+                               ("issue_comment", "edited"), ("pull_request", "opened"),
+                               ("pull_request", "reopened"), ("pull_request", "synchronized"), ("push", None)]

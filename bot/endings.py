@@ -1,0 +1,83 @@
+"""What a job's end means, written in the same transaction as the end itself.
+
+For a parity job: an ``error`` status for every host it did not finish (or one fleet-wide
+status when it never listed them), and a fresh summary for the pull requests whose head it
+checked.  For a job a command asked for: the terminal reply in that thread (the command,
+who asked, the commit, the duration, the outcome, the table or the reason, the log's last
+lines, the manual fallback) and a reaction on the command (``rocket`` or ``confused``).  For
+a comment's ``commands`` job that could not finish: a reply that says so.  For every job: an
+audit entry.  Because all of this commits with the job's state, a job can never be final
+without its reply, and never have a reply without being final.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from bot import forge
+from bot.config import Config
+from bot.links import job_url, repo_of
+from bot.parity import CONTEXT
+from bot.replies import code, mention, result_comment
+from bot.store import Job, insert_audit, insert_writes
+from bot.summary import summary_write
+
+OnEnd = Callable[[sqlite3.Connection, Job, list[str]], None]
+
+
+def ending(config: Config, log_dir_of: Callable[[int], object], word: str) -> OnEnd:
+    """The ``on_end`` for :meth:`bot.store.Store.finish`; ``word`` says how it ended ("failed", …)."""
+    def on_end(db: sqlite3.Connection, job: Job, pending: list[str]) -> None:
+        reason = job.error or "ended without a result for this host"
+        writes = ending_statuses(config, job, pending, word, reason)
+        if job.verb == "parity" and job.commit_sha:
+            prs = [r[0] for r in db.execute("SELECT number FROM pr_heads p WHERE sha = ? AND at = (SELECT MAX(at) "
+                                            "FROM pr_heads q WHERE q.number = p.number)", (job.commit_sha,))]
+            writes += [summary_write(n) for n in prs]
+        if job.requester.get("kind") == "comment":
+            writes += _thread_reply(config, db, job, log_dir_of(job.id))
+        insert_writes(db, job.id, writes)
+        _audit(db, job)
+    return on_end
+
+
+def ending_statuses(config: Config, job: Job, pending: list[str], word: str, reason: str) -> list[forge.Write]:
+    """Error statuses for the hosts a job did not finish, or one fleet-wide status when it listed none."""
+    if job.verb != "parity" or job.commit_sha is None or (job.state == "succeeded" and not pending):
+        return []
+    targets: list[str | None] = list(pending) if pending or job.host_count else [None]
+    repo = repo_of(config)
+    reason += "; push again to re-check" if job.state == "interrupted" else ""
+    return [forge.status(repo, job.commit_sha, "error", CONTEXT.format(host=h) if h else "ka/parity",
+                         f"job {job.id} {word}: {reason}", job_url(config, job.id, h)) for h in targets]
+
+
+def _thread_reply(config: Config, db: sqlite3.Connection, job: Job, log_path: object) -> list[forge.Write]:
+    req = job.requester
+    repo, number, comment_id = repo_of(config), int(req["number"]), int(req["comment_id"])
+    if job.verb == "commands":
+        if job.state == "succeeded":
+            return []  # its acknowledgement was the reply
+        body = (f"{mention(req.get('who'))}: the bot could not act on this comment: `{code(job.error or job.state)}`. "
+                f"Nothing was queued; write the command again. ([job {job.id}]({job_url(config, job.id)}))\n")
+        return [forge.comment(repo, number, body), forge.reaction(repo, comment_id, "confused")]
+    from pathlib import Path
+
+    body = result_comment(config, db, job, Path(str(log_path)))
+    return [forge.comment(repo, number, body),
+            forge.reaction(repo, comment_id, "rocket" if job.state == "succeeded" else "confused")]
+
+
+def _audit(db: sqlite3.Connection, job: Job) -> None:
+    req = job.requester
+    hosts = job.args.get("hosts") or ([job.host] if job.host else None)
+    states = dict(db.execute("SELECT state, COUNT(*) FROM job_hosts WHERE job_id = ? GROUP BY state", (job.id,)))
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    place = {"comment": "pull request" if req.get("is_pull") else "issue", "push": "push",
+             "pull_request": "pull request"}.get(str(req.get("kind")), str(req.get("kind")))
+    insert_audit(db, who=req.get("who"), event="outcome", verb=job.verb, command=req.get("command"),
+                 hosts=hosts or (["all"] if job.verb == "parity" else None), place=place, number=req.get("number"),
+                 url=req.get("url"), commit_sha=job.commit_sha,
+                 result=f"{job.state}" + (f": {job.error}" if job.error else "") + (f" ({detail})" if detail else ""),
+                 job_id=job.id)

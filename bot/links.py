@@ -1,0 +1,17 @@
+"""Where the bot's writes point: the job pages it links to, the repository it writes against."""
+
+from __future__ import annotations
+
+from bot.config import Config
+
+LOCAL_REPO = "local/kernel-agent"  # what local mode records writes against when KA_REPO is unset
+
+
+def job_url(config: Config, job_id: int, host: str | None = None) -> str:
+    """The job page, anchored at a host."""
+    return f"{config.public_url.rstrip('/')}/jobs/{job_id}" + (f"#host-{host}" if host else "")
+
+
+def repo_of(config: Config) -> str:
+    """``owner/name`` the bot writes to (statuses, comments)."""
+    return config.repo or LOCAL_REPO
