@@ -25,6 +25,7 @@ from ka import infra
 from ka.errors import KaError
 from ka.manifest import list_hosts
 from ka.repo import GitTree, resolve_commit
+from ka.runner import run
 
 Log = Callable[[str], None]
 #: verbs whose tools have not landed yet: the command says so and queues nothing
@@ -45,6 +46,7 @@ class Planned:
     ref: str
     hosts: list[str] | None
     note: str = ""
+    at: str | None = None  # named with @SHA: not the branch's state, whatever it says
 
 
 @dataclass
@@ -98,7 +100,9 @@ class Acceptor:
                 if not isinstance(sha, str):
                     raise Refused(f"pull request #{self.req['number']} has no head commit")
                 head_repo, base_repo = _get(pr, "head", "repo", "full_name"), _get(pr, "base", "repo", "full_name")
-                fork = head_repo if head_repo and base_repo and head_repo != base_repo else None
+                fork = None
+                if head_repo != base_repo and (head_repo or base_repo):  # no head repository: a deleted fork
+                    fork = str(head_repo) if head_repo else "a repository that no longer exists"
                 self._head = (sha, f"refs/pull/{self.req['number']}/head", fork)
             else:
                 branch, sha = self.default()
@@ -112,9 +116,14 @@ class Acceptor:
         if cmd.commit is None:
             return sha, ref
         try:
-            return resolve_commit(self.mirror_dir, cmd.commit), ref
+            named = resolve_commit(self.mirror_dir, cmd.commit)
         except KaError:
-            raise Refused(f"commit `{code(cmd.commit)}` is not on `{code(ref)}`") from None
+            named = None
+        # the mirror also holds other pull requests' and forks' heads: only this thread's history counts
+        if named is None or not run(["git", "-C", self.mirror_dir, "merge-base", "--is-ancestor", named, sha],
+                                    check=False).ok:
+            raise Refused(f"commit `{code(cmd.commit)}` is not on `{code(ref)}` (its head is `{sha[:12]}`)")
+        return named, ref
 
     @property
     def mirror_dir(self) -> Any:
@@ -150,6 +159,10 @@ class Acceptor:
             handler(cmd, out)
         except Refused as exc:
             out.line, out.event = f"`{cmd.text}`: {exc}", "refused"
+        except Exception as exc:  # the forge or a fetch failed for this command: the others still count
+            self.log(f"{cmd.text}: {type(exc).__name__}: {exc}")
+            out.line = f"`{cmd.text}`: could not be done: `{code(f'{type(exc).__name__}: {exc}')}`; write it again"
+            out.event, out.job = "error", None
         return out
 
     def _permitted(self, cmd: Command) -> None:
@@ -175,9 +188,10 @@ class Acceptor:
         fleet = self.hosts_at(sha)
         unknown = [h for h in cmd.hosts if h not in fleet]
         if unknown:
-            raise Refused(f"not in the fleet at `{sha[:12]}`: {', '.join(f'`{h}`' for h in unknown)}; "
-                          f"its hosts: {', '.join(f'`{h}`' for h in fleet) or 'none'}")
-        out.job = Planned(cmd, "parity", sha, ref, None if cmd.all_hosts else list(cmd.hosts))
+            raise Refused(f"not in the fleet at `{sha[:12]}`: {', '.join(f'`{code(h)}`' for h in unknown)}; "
+                          f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
+        out.job = Planned(cmd, "parity", sha, ref, None if cmd.all_hosts else list(cmd.hosts),
+                          at=sha if cmd.commit else None)
 
     def _not_yet(self, cmd: Command, out: Outcome) -> None:
         raise Refused(f"`{NOT_YET[cmd.verb]}` is not available yet (it comes with its own issue); nothing was queued")
@@ -208,7 +222,7 @@ class Acceptor:
         if target.verb != "parity" or target.commit_sha is None:
             raise Refused(f"job {target.id} ({target.verb}) cannot be retried: write its command again")
         out.job = Planned(cmd, target.verb, target.commit_sha, target.ref or target.commit_sha,
-                          target.args.get("hosts"), note=f" (retry of job {target.id})")
+                          target.args.get("hosts"), note=f" (retry of job {target.id})", at=target.args.get("at"))
 
     def _target(self, cmd: Command) -> Job:
         assert cmd.job is not None
@@ -220,19 +234,40 @@ class Acceptor:
     # --- the run ---------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        items = self.job.args.get("items", [])
-        outcomes = [self.one(item) for item in items]
+        """Act on every command; queue, acknowledge, audit and end this job in one transaction.
+
+        Ending the commands job in the same commit as its jobs and its acknowledgement means
+        that a crash leaves either nothing done (and a reply that says so) or everything.
+        """
+        if self._own_comment():
+            result: dict[str, Any] = {"ignored": "a comment of the bot's own account"}
+            with self.services.store.tx() as db:
+                self.services.store.end_in(db, self.job.id, "succeeded", result)
+            return result
+        outcomes = [self.one(item) for item in self.job.args.get("items", [])]
         queued: list[int] = []
         with self.services.store.tx() as db:
             for out in outcomes:
                 if out.job is not None:
                     queued.append(self._queue(db, out))
                 self._audit(db, out)
-            body = self._ack(outcomes)
             insert_writes(db, self.job.id, [forge.comment(repo_of(self.config), int(self.req["number"]),
-                                                          body)])
+                                                          self._ack(outcomes))])
+            result = {"commands": len(outcomes), "jobs": queued}
+            self.services.store.end_in(db, self.job.id, "succeeded", result)
         self.log(f"{len(outcomes)} command(s); jobs queued: {queued or 'none'}")
-        return {"commands": len(outcomes), "jobs": queued}
+        return result
+
+    def _own_comment(self) -> bool:
+        """The bot's own account wrote it (its login learnt now if the worker's start could not)."""
+        login = self.config.bot_login or self.services.store.get("bot_login")
+        if not login:
+            try:
+                login = self.services.forge.me()
+                self.services.store.put("bot_login", login)
+            except forge.ForgeError:
+                return False
+        return str(self.req.get("who", "")).lower() == str(login).lower()
 
     def _queue(self, db: sqlite3.Connection, out: Outcome) -> int:
         plan = out.job
@@ -241,7 +276,7 @@ class Acceptor:
         requester.update(kind="comment", command=plan.cmd.text, commands_job=self.job.id)
         job_id = new_job(db, plan.verb, plan.commit, plan.ref, self.job.clone_url, requester,
                          host=plan.hosts[0] if plan.hosts and len(plan.hosts) == 1 else None,
-                         args={"hosts": plan.hosts})
+                         args={"hosts": plan.hosts, **({"at": plan.at} if plan.at else {})})
         what = ", ".join(plan.hosts) if plan.hosts else "every host"
         out.line = (f"`{plan.cmd.text}`: job [{job_id}]({job_url(self.config, job_id)}) queued "
                     f"({plan.verb} of {what} on `{plan.commit[:12]}`){plan.note}")
@@ -262,7 +297,8 @@ class Acceptor:
             where = f" (head of #{self.req['number']})" if self.req.get("is_pull") else f" (head of `{ref[11:]}`)"
         return render("ack.md.j2", mention=mention(self.req.get("who")), commit=sha, where=where,
                       fork=fork if any(o.job for o in outcomes) else None, lines=[o.line for o in outcomes],
-                      capped=bool(self.job.args.get("capped")), max_commands=MAX_COMMANDS, help=self.help)
+                      capped=bool(self.job.args.get("capped")), cut=bool(self.job.args.get("cut")),
+                      max_commands=MAX_COMMANDS, help=self.help)
 
 
 def _get(data: Any, *keys: str) -> Any:

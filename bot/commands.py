@@ -66,7 +66,7 @@ _TAG = re.compile(r"\[ka:([^\[\]]*)\]", re.I)
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _QUOTE = re.compile(r"^ {0,3}>")
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1|`+")
+_CODE_SPAN = re.compile(r"(`+)(?:(?!\1)[\s\S])+?\1|`+")
 _HOST = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _SHA = re.compile(r"@([0-9a-fA-F]{7,64})")
 _JOB = re.compile(r"#?([0-9]{1,18})")
@@ -127,6 +127,7 @@ class Parsed:
 
     items: list[Command | Invalid] = field(default_factory=list)
     capped: bool = False
+    cut: bool = False  # the comment was longer than MAX_BODY: read up to its last whole line
 
     @property
     def commands(self) -> list[Command]:
@@ -136,7 +137,9 @@ class Parsed:
 def parse_commands(body: str) -> Parsed:
     """Every command in a comment, in order, at most :data:`MAX_COMMANDS`."""
     parsed = Parsed()
-    for number, line in _live_lines(body[:MAX_BODY]):
+    if len(body) > MAX_BODY:  # never half a line: "--no-reboot" cut off would mean a reboot
+        body, parsed.cut = body[:MAX_BODY].rsplit("\n", 1)[0] if "\n" in body[:MAX_BODY] else "", True
+    for number, line in _live_lines(body):
         for words in _candidates(line):
             if len(parsed.items) == MAX_COMMANDS:
                 parsed.capped = True
@@ -146,25 +149,43 @@ def parse_commands(body: str) -> Parsed:
 
 
 def _live_lines(body: str) -> list[tuple[int, str]]:
-    """Lines outside code blocks, quotes and HTML comments, with inline code spans blanked; numbered from 1."""
+    """Lines outside code blocks, quotes and HTML comments, with inline code spans blanked; numbered from 1.
+
+    Code spans may run over a line break within a paragraph, so they are blanked paragraph by
+    paragraph (runs of consecutive prose lines), never line by line.
+    """
     text = _HTML_COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), body.replace("\r\n", "\n").replace("\r", "\n"))
-    live, fence, indented, blank_before = [], None, False, True
+    live: list[tuple[int, str]] = []
+    paragraph: list[tuple[int, str]] = []
+    fence, indented, blank_before = None, False, True
     for number, line in enumerate(text.split("\n"), start=1):
+        prose = False
         if fence:
             if re.match(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$", line):
                 fence = None
-            continue
-        if m := _FENCE.match(line):
+        elif m := _FENCE.match(line):
             fence, blank_before = m.group(1), False
-            continue
-        is_blank = not line.strip()
-        indented = (line.startswith(("    ", "\t")) and not is_blank and (blank_before or indented)) or (
-            indented and is_blank)
-        blank_before = is_blank
-        if indented or _QUOTE.match(line):
-            continue
-        live.append((number, _CODE_SPAN.sub(lambda m: " " * len(m.group(0)), line)))
-    return live
+        else:
+            is_blank = not line.strip()
+            indented = (line.startswith(("    ", "\t")) and not is_blank and (blank_before or indented)) or (
+                indented and is_blank)
+            blank_before = is_blank
+            prose = not (indented or is_blank or _QUOTE.match(line))
+        if prose:
+            paragraph.append((number, line))
+        else:
+            live += _blank_spans(paragraph)
+            paragraph = []
+    return live + _blank_spans(paragraph)
+
+
+def _blank_spans(paragraph: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The paragraph's lines with every code span (also one that crosses a line break) blanked."""
+    if not paragraph:
+        return []
+    joined = "\n".join(line for _, line in paragraph)
+    blanked = _CODE_SPAN.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), joined)
+    return [(number, line) for (number, _), line in zip(paragraph, blanked.split("\n"), strict=True)]
 
 
 def _candidates(line: str) -> list[str]:

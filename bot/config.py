@@ -38,6 +38,7 @@ ENV = {
     "max_patch": "KA_MAX_PATCH",
     "max_cumulative": "KA_MAX_CUMULATIVE",
     "bot_login": "KA_BOT_LOGIN",
+    "forge_timeout": "KA_FORGE_TIMEOUT",
     "local_permissions": "KA_LOCAL_PERMISSIONS",
 }
 SECRETS = ("forgejo_token", "webhook_secret")
@@ -66,6 +67,7 @@ class Config:
     max_patch: str | None = None  # KA_MAX_PATCH: see ka.limits
     max_cumulative: str | None = None
     bot_login: str | None = None  # the bot's account; asked from the forge (GET /user) when unset
+    forge_timeout: float = 30.0  # seconds to wait for the forge's answer (connecting: 5)
     local_permissions: str = "*=write"  # local mode only: "alice=admin,bob=read,*=write"
 
     @property
@@ -166,7 +168,7 @@ def load(file: Path | None = None, environ: Mapping[str, str] = os.environ,
     for name in ("workers", "check_workers", "max_body"):
         if getattr(config, name) < 1:
             raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be at least 1")
-    for name in ("body_timeout", "fetch_timeout", "fetch_idle_timeout"):
+    for name in ("body_timeout", "fetch_timeout", "fetch_idle_timeout", "forge_timeout"):
         if not getattr(config, name) > 0:
             raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be more than 0 seconds")
     if config.delivery_retention_days < 0:

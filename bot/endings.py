@@ -26,8 +26,12 @@ from bot.summary import summary_write
 OnEnd = Callable[[sqlite3.Connection, Job, list[str]], None]
 
 
-def ending(config: Config, log_dir_of: Callable[[int], object], word: str) -> OnEnd:
-    """The ``on_end`` for :meth:`bot.store.Store.finish`; ``word`` says how it ended ("failed", …)."""
+def ending(config: Config, log_dir_of: Callable[[int], object], word: str, plain: bool = False) -> OnEnd:
+    """The ``on_end`` for :meth:`bot.store.Store.finish`; ``word`` says how it ended ("failed", …).
+
+    ``plain`` is the fallback when composing the full reply failed (a bug in a template, say):
+    one line and a link instead of the table and the log, so the thread still hears of the end.
+    """
     def on_end(db: sqlite3.Connection, job: Job, pending: list[str]) -> None:
         reason = job.error or "ended without a result for this host"
         writes = ending_statuses(config, job, pending, word, reason)
@@ -36,7 +40,7 @@ def ending(config: Config, log_dir_of: Callable[[int], object], word: str) -> On
                                             "FROM pr_heads q WHERE q.number = p.number)", (job.commit_sha,))]
             writes += [summary_write(n) for n in prs]
         if job.requester.get("kind") == "comment":
-            writes += _thread_reply(config, db, job, log_dir_of(job.id))
+            writes += _plain_reply(config, job) if plain else _thread_reply(config, db, job, log_dir_of(job.id))
         insert_writes(db, job.id, writes)
         _audit(db, job)
     return on_end
@@ -65,6 +69,15 @@ def _thread_reply(config: Config, db: sqlite3.Connection, job: Job, log_path: ob
     from pathlib import Path
 
     body = result_comment(config, db, job, Path(str(log_path)))
+    return [forge.comment(repo, number, body),
+            forge.reaction(repo, comment_id, "rocket" if job.state == "succeeded" else "confused")]
+
+
+def _plain_reply(config: Config, job: Job) -> list[forge.Write]:
+    req = job.requester
+    repo, number, comment_id = repo_of(config), int(req["number"]), int(req["comment_id"])
+    body = (f"`{code(req.get('command') or job.verb)}` asked by {mention(req.get('who'))}: job {job.id} "
+            f"**{job.state}**; the details are on [its page]({job_url(config, job.id)}).\n")
     return [forge.comment(repo, number, body),
             forge.reaction(repo, comment_id, "rocket" if job.state == "succeeded" else "confused")]
 

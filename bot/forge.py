@@ -31,7 +31,11 @@ class Write:
 
 
 class ForgeError(Exception):
-    """The forge refused or could not be reached."""
+    """The forge refused or could not be reached; ``status`` is its HTTP answer when it gave one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Transient(ForgeError):
@@ -59,6 +63,9 @@ class Forge(Protocol):
 
     def me(self) -> str:
         """The login of the bot's own account."""
+
+    def comments(self, number: int) -> list[dict[str, Any]]:
+        """The comments of an issue or pull request (``id``, ``body``, ``user.login``)."""
 
 
 def _repo_path(repo: str) -> str:
@@ -113,9 +120,9 @@ class ForgejoClient:
             raise Transient(f"{method} {path}: forge unreachable: {type(exc).__name__}") from None
         if res.status_code >= 500 or res.status_code in (401, 429):
             # 401: the token was revoked or rotated; writes wait for a good one instead of being dropped
-            raise Transient(f"{method} {path}: HTTP {res.status_code}: {_message(res)}")
+            raise Transient(f"{method} {path}: HTTP {res.status_code}: {_message(res)}", res.status_code)
         if res.status_code >= 400:
-            raise Permanent(f"{method} {path}: HTTP {res.status_code}: {_message(res)}")
+            raise Permanent(f"{method} {path}: HTTP {res.status_code}: {_message(res)}", res.status_code)
         try:
             return res.json() if res.content else {}
         except ValueError:  # it landed; a proxy may have rewritten the answer
@@ -145,6 +152,10 @@ class ForgejoClient:
 
     def me(self) -> str:
         return str(self._request("GET", "/user").get("login", ""))
+
+    def comments(self, number: int) -> list[dict[str, Any]]:
+        data = self._request("GET", f"{_repo_path(self.repo)}/issues/{number}/comments")
+        return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
 
 
 def _message(res: requests.Response) -> str:
@@ -205,3 +216,6 @@ class LocalForge:
 
     def me(self) -> str:
         return self.LOGIN
+
+    def comments(self, number: int) -> list[dict[str, Any]]:
+        return []

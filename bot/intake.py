@@ -158,7 +158,7 @@ def _commands_job(db: Any, config: Config, event: Event, run: RunCommands) -> tu
     requester = {"kind": "comment", "who": run.author, "url": run.url, "number": run.number,
                  "comment_id": run.comment_id, "is_pull": run.is_pull, "delivery": event.delivery_id}
     job_id = new_job(db, "commands", None, None, run.clone_url, requester,
-                     args={"items": run.items, "capped": run.capped})
+                     args={"items": run.items, "capped": run.capped, "cut": run.cut})
     db.execute("INSERT INTO event_keys VALUES (?, ?, ?, ?)", (run.event_key, job_id, event.delivery_id, time.time()))
     insert_writes(db, job_id, [forge.reaction(repo_of(config), run.comment_id, "eyes")])
     return job_id, True, f"{len(run.items)} command(s) of comment {run.comment_id} queued"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from bot.config import Config
 
 LOCAL_REPO = "local/kernel-agent"  # what local mode records writes against when KA_REPO is unset
@@ -9,7 +11,7 @@ LOCAL_REPO = "local/kernel-agent"  # what local mode records writes against when
 
 def job_url(config: Config, job_id: int, host: str | None = None) -> str:
     """The job page, anchored at a host."""
-    return f"{config.public_url.rstrip('/')}/jobs/{job_id}" + (f"#host-{host}" if host else "")
+    return f"{config.public_url.rstrip('/')}/jobs/{job_id}" + (f"#host-{quote(host, safe='')}" if host else "")
 
 
 def repo_of(config: Config) -> str:

@@ -15,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 from bot import owner
-from bot.forge import Forge, Permanent, Write
+from bot.forge import Forge, ForgeError, Permanent, Write
 from bot.store import Store, insert_writes
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Dynamic(Protocol):
     def sent(self, row: sqlite3.Row, write: Write, answer: dict[str, Any]) -> None:
         """The write landed."""
 
-    def refused(self, row: sqlite3.Row, write: Write) -> None:
+    def refused(self, row: sqlite3.Row, write: Write, exc: ForgeError) -> None:
         """The forge refused the write for good."""
 
 
@@ -112,20 +112,24 @@ def _send_all(store: Store, forge: Forge, holder: str, dynamic: Dynamic | None) 
 def _send_one(store: Store, forge: Forge, row: sqlite3.Row, dynamic: Dynamic | None) -> float | None:
     """Send one row; the delay before a retry when it could not land, else None."""
     oid = row["id"]
-    if row["method"] in DYNAMIC:
-        if dynamic is None or _superseded(store, row):
-            _settle(store, oid, "merged")  # a later row of the same kind renders the newer state
-            return None
-        write = dynamic.compose(row)
-    else:
-        write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])
+    write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])
+    dynamic_row = row["method"] in DYNAMIC
+    if dynamic_row and (dynamic is None or _superseded(store, row)):
+        _settle(store, oid, "merged")  # a later row of the same kind renders the newer state
+        return None
     try:
+        if dynamic is not None and dynamic_row:
+            write = _composed(dynamic, row)
         answer = forge.send(write)
+    except Unmakeable as exc:  # a bug in composing must not block every write behind it
+        _settle(store, oid, "failed", str(exc))
+        log.error("outbox %s: cannot compose %s: %s", oid, write.summary, exc)
+        return None
     except Permanent as exc:
         _settle(store, oid, "failed", str(exc))
         log.error("outbox %s: the forge refused %s: %s", oid, write.summary, exc)
-        if dynamic is not None and row["method"] in DYNAMIC:
-            dynamic.refused(row, write)
+        if dynamic is not None and dynamic_row:
+            dynamic.refused(row, write, exc)
         return None
     except Exception as exc:  # Transient, or anything unexpected: keep the row and its place in line
         attempts = row["attempts"] + 1
@@ -135,10 +139,24 @@ def _send_one(store: Store, forge: Forge, row: sqlite3.Row, dynamic: Dynamic | N
                        (attempts, time.time() + delay, f"{type(exc).__name__}: {exc}"[:500], oid))
         log.warning("outbox %s: %s; retry %d in %.0fs", oid, exc, attempts, delay)
         return delay
-    if dynamic is not None and row["method"] in DYNAMIC:
+    if dynamic is not None and dynamic_row:
         dynamic.sent(row, write, answer)
     _settle(store, oid, "recorded" if answer.get("recorded") else "sent")  # local mode only records
     return None
+
+
+class Unmakeable(Exception):
+    """A dynamic row could not be composed for a reason retrying will not fix."""
+
+
+def _composed(dynamic: Dynamic, row: sqlite3.Row) -> Write:
+    try:
+        return dynamic.compose(row)
+    except ForgeError:
+        raise  # the forge was asked something (a thread's comments): retry or refuse as for a send
+    except Exception as exc:
+        log.exception("composing outbox row %s", row["id"])
+        raise Unmakeable(f"{type(exc).__name__}: {exc}") from None
 
 
 def _superseded(store: Store, row: sqlite3.Row) -> bool:

@@ -36,10 +36,16 @@ def cell(text: object) -> str:
     return code(text).replace("|", "\\|")
 
 
+def span(text: object) -> str:
+    """Untrusted text as a code span, safe in a table cell: a span renders no mention, link or image."""
+    return f"`{cell(text)}`" if str(text) else ""
+
+
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, autoescape=False,  # noqa: S701 - markdown, not HTML: the code filter does the escaping
                    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
 _ENV.filters["code"] = code
 _ENV.filters["cell"] = cell
+_ENV.filters["span"] = span
 
 
 def render(name: str, **context: Any) -> str:

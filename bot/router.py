@@ -42,6 +42,7 @@ class RunCommands:
     items: list[dict[str, Any]]
     capped: bool
     clone_url: str | None = None
+    cut: bool = False
 
     @property
     def event_key(self) -> str:

@@ -88,7 +88,8 @@ def make_services(config: Config, check: bool = False) -> Services:
         forge: Forge = LocalForge(config.repo_url, config.permission_table)
     else:
         assert config.forgejo_url and config.forgejo_token and config.repo
-        forge = ForgejoClient(config.forgejo_url, config.forgejo_token, config.repo)
+        forge = ForgejoClient(config.forgejo_url, config.forgejo_token, config.repo,
+                              timeout=(5.0, config.forge_timeout))
     huey = SqliteHuey("ka-bot", filename=str(config.state_dir / "queue.db"), results=False, utc=True,
                       storage_class=WakeupStorage)
     return Services(config=config, store=store, forge=forge, huey=huey)

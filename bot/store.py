@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS job_hosts (
     job_id INTEGER NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL, description TEXT, detail TEXT,
     updated_at REAL NOT NULL, PRIMARY KEY (job_id, host));
 CREATE INDEX IF NOT EXISTS job_hosts_state ON job_hosts(job_id, state);
+CREATE INDEX IF NOT EXISTS job_hosts_host ON job_hosts(host, job_id);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER, method TEXT NOT NULL, path TEXT NOT NULL,
     body TEXT NOT NULL, summary TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
@@ -431,6 +432,11 @@ class Store:
                 on_end(db, Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()), pending)
         return True
 
+    def end_in(self, db: sqlite3.Connection, job_id: int, state: str, result: dict[str, Any]) -> None:
+        """End a running job inside the caller's transaction: for a job whose whole work is that transaction."""
+        db.execute("UPDATE jobs SET state = ?, finished_at = ?, result = ? WHERE id = ? AND state = 'running'",
+                   (state, time.time(), capped_detail(result), job_id))
+
     def request_cancel(self, job_id: int, reason: str) -> None:
         """Ask a running job to stop where it safely can (parity: between hosts)."""
         with self.tx() as db:
@@ -463,22 +469,25 @@ class Store:
     # --- the audit log ----------------------------------------------------------------------
 
     def audit(self, job_id: int | None = None, host: str | None = None, since: float | None = None,
-              limit: int = 10_000) -> list[dict[str, Any]]:
-        """Audit entries, oldest first, filtered by job, host and time."""
+              limit: int | None = None) -> list[dict[str, Any]]:
+        """Audit entries, oldest first, filtered by job, host and time; with ``limit``, the newest that many.
+
+        An entry about the whole fleet (``all``) concerns every host.
+        """
         where: list[str] = ["1 = 1"]
         args: list[Any] = []
         if job_id is not None:
             where.append("job_id = ?")
             args.append(job_id)
         if host:
-            where.append("(' ' || hosts || ' ') LIKE ?")
-            args.append(f"% {host} %")
+            where.append("(hosts = 'all' OR instr(' ' || hosts || ' ', ' ' || ? || ' ') > 0)")
+            args.append(host)
         if since is not None:
             where.append("at >= ?")
             args.append(since)
-        rows = self.query(f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",  # noqa: S608
-                          *args, limit)
-        return [dict(r) for r in rows]
+        rows = self.query(f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608
+                          *args, -1 if limit is None else limit)
+        return [dict(r) for r in reversed(rows)]
 
     # --- pull requests: their heads, and the one summary comment each ---------------------------
 
@@ -505,7 +514,8 @@ class Store:
     def latest_parity(self, ref: str) -> Job | None:
         """The newest finished fleet-wide parity job of ``ref`` (a command's host subset does not count)."""
         rows = self.query("SELECT * FROM jobs WHERE verb = 'parity' AND ref = ? AND state IN ('succeeded', 'failed') "
-                          "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL ORDER BY id DESC LIMIT 1", ref)
+                          "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL "
+                          "AND json_extract(COALESCE(args, '{}'), '$.at') IS NULL ORDER BY id DESC LIMIT 1", ref)
         return Job.from_row(rows[0]) if rows else None
 
     # --- retention --------------------------------------------------------------------------

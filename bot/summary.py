@@ -20,6 +20,7 @@ from bot.replies import TABLE_ROWS, render
 from bot.store import Store
 
 METHOD = "SUMMARY"
+MARKER = "<!-- kernel-agent summary"
 
 
 def summary_write(number: int) -> forge.Write:
@@ -34,23 +35,37 @@ def number_of(row: sqlite3.Row) -> int:
 class Summaries:
     """Renders summary rows into real writes for :func:`bot.outbox.flush`, and remembers the comment."""
 
-    def __init__(self, store: Store, config: Config) -> None:
-        self.store, self.config = store, config
+    def __init__(self, store: Store, config: Config, forge_api: forge.Forge) -> None:
+        self.store, self.config, self.forge = store, config, forge_api
 
     def compose(self, row: sqlite3.Row) -> forge.Write:
-        """POST the summary the first time, PATCH it after."""
+        """PATCH the summary; POST it only when the thread has none from the bot yet.
+
+        A POST whose answer was lost (a timeout, a crash before the id was stored) did create the
+        comment: before posting, the thread is searched for the summary's marker, so a retry edits
+        that comment instead of adding a second one.
+        """
         number = number_of(row)
         body = self.render(number)
         repo = repo_of(self.config)
-        comment_id = self.store.summary_comment(number)
+        comment_id = self.store.summary_comment(number) or self._existing(number)
         return forge.edit_comment(repo, comment_id, body) if comment_id else forge.comment(repo, number, body)
+
+    def _existing(self, number: int) -> int | None:
+        login = self.config.bot_login or self.store.get("bot_login")
+        for c in self.forge.comments(number):
+            author = (c.get("user") or {}).get("login") if isinstance(c.get("user"), dict) else None
+            if MARKER in str(c.get("body", "")) and (not login or author == login) and isinstance(c.get("id"), int):
+                self.store.set_summary_comment(number, c["id"])
+                return int(c["id"])
+        return None
 
     def sent(self, row: sqlite3.Row, write: forge.Write, answer: dict[str, Any]) -> None:
         if write.method == "POST" and isinstance(answer.get("id"), int):
             self.store.set_summary_comment(number_of(row), answer["id"])
 
-    def refused(self, row: sqlite3.Row, write: forge.Write) -> None:
-        if write.method == "PATCH":  # deleted by someone: the next update creates it again
+    def refused(self, row: sqlite3.Row, write: forge.Write, exc: forge.ForgeError) -> None:
+        if write.method == "PATCH" and exc.status == 404:  # deleted by someone: the next update writes it again
             self.store.set_summary_comment(number_of(row), None)
 
     def render(self, number: int) -> str:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 BUSY_RETRY = 5.0
 DISPATCH_INTERVAL = 0.1
 FINISH_RETRY_MAX = 30.0
+#: comments acted on at once (each may wait on the forge or a fetch; none waits behind a build)
+COMMAND_LANES = 4
 
 
 class Flusher:
@@ -47,7 +49,7 @@ class Flusher:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.summaries = Summaries(services.store, services.config)
+        self.summaries = Summaries(services.store, services.config, services.forge)
         self.event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="ka-outbox", daemon=True)
 
@@ -133,7 +135,7 @@ def build_tasks(services: Services) -> Tasks:
             tidy_mirror(services)
 
     tasks = Tasks(run_job=run_job, flusher=flusher,
-                  commands=ThreadPoolExecutor(max_workers=1, thread_name_prefix="ka-commands"))
+                  commands=ThreadPoolExecutor(max_workers=COMMAND_LANES, thread_name_prefix="ka-commands"))
     return tasks
 
 
@@ -294,7 +296,9 @@ def end_job(services: Services, job: Job, state: str, error: str | None, was: st
     a reply for good; waiting here until space returns is the only way to keep the promise.
     """
     delay = 0.5
-    on_end: OnEnd | None = ending(services.config, lambda job_id: services.log_dir / f"{job_id}.log", WORDS[state])
+    endings = [ending(services.config, lambda job_id: services.log_dir / f"{job_id}.log", WORDS[state], plain)
+               for plain in (False, True)]
+    on_end: OnEnd | None = endings.pop(0)
     while True:
         try:
             return services.store.finish(job.id, state, error, on_end, was=was)
@@ -302,9 +306,9 @@ def end_job(services: Services, job: Job, state: str, error: str | None, was: st
             log.error("job %s: cannot record its end (%s); retrying in %.0fs", job.id, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, retry)
-        except Exception:  # a bug in what the end says must not keep the job running: end it plainly
-            log.exception("job %s: cannot compose its end; ending it without", job.id)
-            on_end = None
+        except Exception:  # a bug in what the end says must not keep the job running: say less, then nothing
+            log.exception("job %s: cannot compose its end", job.id)
+            on_end = endings.pop(0) if endings else None
 
 
 def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],

@@ -28,7 +28,7 @@ def comment(event: Event) -> Decision:
     items = [i.as_dict() if isinstance(i, Command) else {"invalid": i.message, "written": i.written, "line": i.line,
                                                           "closest": i.verb} for i in parsed.items]
     return RunCommands(comment_id=comment_id, number=number, is_pull=is_pull, author=author,
-                       url=field.text(p, "comment", "html_url"), items=items, capped=parsed.capped,
+                       url=field.text(p, "comment", "html_url"), items=items, capped=parsed.capped, cut=parsed.cut,
                        clone_url=field.text(p, "repository", "clone_url"))
 
 

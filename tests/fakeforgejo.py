@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -131,6 +132,9 @@ class FakeForgejo:
     #: comment id → {"id", "number", "body", "edits"}: what a thread would show
     comment_log: dict[int, dict[str, Any]] = field(default_factory=dict)
     reaction_log: list[tuple[int, str]] = field(default_factory=list)
+    #: the next this many new comments are created, but their answer comes this late (a lost answer)
+    slow_comment_posts: int = 0
+    slow_comment_delay: float = 0.0
     fail_with: int | None = None
     port: int = 0
 
@@ -208,6 +212,9 @@ class FakeForgejo:
         problems = self.spec.check(req.command, parts.path, query, raw)
         status, body = self._answer(req, call, problems)
         call.status = status
+        if status == 201 and call.method == "POST" and call.path.endswith("/comments") and self.slow_comment_posts:
+            self.slow_comment_posts -= 1
+            time.sleep(self.slow_comment_delay)  # it was created; the client gives up waiting for the answer
         with self._lock:
             self.calls.append(call)
             self.violations.extend(problems)
@@ -250,6 +257,10 @@ class FakeForgejo:
                 self.comment_log[cid] = {"id": cid, "number": int(params["index"]), "body": body["body"], "edits": 0}
             return 201, {"id": cid, "body": body["body"], "created_at": now,
                          "html_url": f"{self.url}/{self.repo}/pulls/{params['index']}#issuecomment-{cid}"}
+        if key == ("GET", "/issues/{index}/comments"):
+            with self._lock:
+                return 200, [{"id": c["id"], "body": c["body"], "user": {"login": self.login}}
+                             for c in self.comment_log.values() if c["number"] == int(params["index"])]
         if key == ("PATCH", "/issues/comments/{id}"):
             with self._lock:
                 found = self.comment_log.get(int(params["id"]))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.commands import COMMANDS, MAX_COMMANDS, Command, Invalid, allowed, help_table, parse_commands
+from bot.commands import COMMANDS, MAX_BODY, MAX_COMMANDS, Command, Invalid, allowed, help_table, parse_commands
 
 
 def C(verb: str, *hosts: str, **kw: object) -> Command:
@@ -56,6 +56,8 @@ CASES = [
     ("<!-- unclosed\n/ka build ampere", []),
     ("``/ka `build` ampere``", []),
     ("a paragraph\n    /ka build ampere", []),  # not code, but a paragraph's continuation: rendered mid-line
+    ("Run `x\n/ka promote all`", []),  # a code span over a line break (found in review)
+    ("`open\n\n/ka build ampere", [C("build", "ampere")]),  # a span never crosses a paragraph
     # invalid: replied to, never run
     ("/ka biuld ampere", [("invalid", "unknown command `biuld`; did you mean `build`?")]),
     ("/ka frobnicate", [("invalid", "unknown command `frobnicate`")]),
@@ -114,7 +116,16 @@ def test_more_than_the_cap_is_cut_and_says_so() -> None:
 
 def test_a_very_long_comment_is_read_up_to_its_cap() -> None:
     parsed = parse_commands("x" * 1_000_000 + "\n/ka build ampere")
-    assert parsed.items == [] and not parsed.capped
+    assert parsed.items == [] and not parsed.capped and parsed.cut
+
+
+def test_a_line_across_the_cap_is_not_read_in_half() -> None:
+    """Found in review: "--no-reboot" cut off would have turned into an install with a reboot."""
+    head = "x" * (MAX_BODY - 20) + "\n"
+    parsed = parse_commands(head + "/ka install ampere --no-reboot\n")
+    assert parsed.items == [] and parsed.cut
+    parsed = parse_commands("/ka install ampere --no-reboot\n" + head)
+    assert [c.flags for c in parsed.commands] == [("--no-reboot",)]
 
 
 def test_canonical_text_quotes_only_parsed_words() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -85,7 +86,7 @@ def test_a_writers_promote_on_a_pull_request_is_acknowledged_then_answered(threa
     assert "@writer on `" + sha[:12] + "` (head of #7)" in ack
     assert "`/ka promote ampere`: job [" in ack and "queued (parity of ampere on `" + sha[:12] in ack
     assert "`/ka promote ampere` asked by @writer on `" + sha[:12] + "`: **succeeded**" in result
-    assert "| ampere | success | `" in result and "| v6.12.0 | yes | unset |" in result
+    assert "| `ampere` | `success` | `" in result and "| `v6.12.0` | yes | `unset` |" in result
     assert "<details><summary>last lines of the log</summary>" in result
     assert "By hand: `ka-promote ampere --rev " + sha in result
     wait_for(lambda: thread.fake.reactions(answer["comment_id"]) == ["eyes", "rocket"], 30, "eyes, then rocket")
@@ -155,7 +156,8 @@ def test_status_on_an_issue_and_a_fork_note_on_a_pull_request(thread: Rig) -> No
     say(thread, "/ka status", number=1, pull=False)
     (status,) = wait_replies(thread, 1, number=1)
     assert status.startswith("@writer:\n\n- `/ka status`:")
-    assert f"Fleet on `main` (`{sha[:12]}`, [job" in status and "| [ampere](" in status and "| success | `" in status
+    assert f"Fleet on `main` (`{sha[:12]}`, [job" in status
+    assert "| [`ampere`](" in status and "| `success` | `" in status
     open_pr(thread, 8, fork="someone/kernel-agent")
     say(thread, "/ka promote all", number=8)
     ack = wait_replies(thread, 1, number=8)[0]
@@ -239,7 +241,7 @@ def test_the_summary_is_one_comment_edited_across_pushes(thread: Rig) -> None:
     (summary,) = thread.fake.comments(PR)
     assert summary["edits"] >= 2
     body = summary["body"]
-    assert f"for the head `{heads[2][:12]}`" in body and "| [ampere](" in body
+    assert f"for the head `{heads[2][:12]}`" in body and "| [`ampere`](" in body
     assert f"`{heads[0][:12]}`" in body and f"`{heads[1][:12]}`" in body
 
 
@@ -269,7 +271,7 @@ def test_the_audit_log_has_every_command_and_outcome(thread: Rig) -> None:
     assert outcome[0]["result"].startswith("succeeded") and outcome[0]["hosts"] == "ampere"
     text = subprocess.run([sys.executable, "-m", "bot", "audit", "--host", "ampere", "--since", "2026-01-01",
                            "--state-dir", str(thread.state_dir)], capture_output=True, text=True, timeout=30)
-    assert "reader" in text.stdout and "ohm" not in text.stdout.split("/ka build")[0][-5:]
+    assert "reader" in text.stdout and "/ka build ohm" not in text.stdout and "/ka promote ampere" in text.stdout
     page = requests.get(f"{thread.bot.url}/jobs/{accepted[0]['job_id']}", timeout=10).text
     assert "<h2>Audit</h2>" in page and "accepted" in page
 
@@ -316,3 +318,52 @@ def test_local_mode_deliver_a_comment(rig: Callable[..., Rig]) -> None:
                            capture_output=True, text=True, timeout=30).stdout
     refusal = "refused: /ka promote ampere: needs write access; @guest has read"
     assert [ln for ln in audit.splitlines() if "guest" in ln and refusal in ln], audit
+
+
+def _outside_code(markdown: str) -> str:
+    return re.sub(r"`[^`]*`", "", markdown)
+
+
+def test_hostile_host_names_cannot_mention_link_or_command(thread: Rig) -> None:
+    """A fork's file names end up in statuses, tables and the summary: only ever inside code spans."""
+    evil = "@alice ![x](http:evil?p) [ka:promote all]"
+    git(thread.work, "checkout", "-q", "-B", "topic")
+    (thread.work / "fleet" / f"{evil}.yaml").write_text(manifest(["soc/base"]))
+    sha = commit_and_push(thread.work, thread.bare, "a fork's odd file name", ref="topic")
+    git(thread.bare, "update-ref", f"refs/pull/{PR}/head", sha)
+    thread.fake.pulls[PR] = {"number": PR, "state": "open", "base": {"repo": {"full_name": REPO}},
+                             "head": {"sha": sha, "repo": {"full_name": "someone/fork"}}}
+    res = thread.bot.send(delivery("pull_request-synchronized-gitea-1.22", pr_payload(PR, sha, str(thread.bare))))
+    thread.bot.wait_job(res.json()["jobs"][0])
+    say(thread, "/ka promote all")
+    wait_for(lambda: any("asked by @writer" in b for b in replies(thread)), 60, "the result reply")
+    wait_for(lambda: any(evil in b for b in replies(thread) if "kernel-agent summary" in b), 60, "the summary")
+    for body in replies(thread):
+        plain = _outside_code(body)
+        assert "@alice" not in plain and "](http:evil" not in plain and "[ka:" not in plain, body
+    statuses = thread.fake.latest(sha)
+    assert statuses[f"ka/parity/{evil}"]["state"] == "error"  # its own error, reported as text
+    assert len([b for b in replies(thread) if "kernel-agent summary" in b]) == 1
+
+
+def test_one_command_failing_on_the_forge_does_not_sink_the_others(thread: Rig) -> None:
+    thread.fake.pulls.pop(PR, None)  # the forge has no such pull request: asking for its head fails
+    say(thread, "/ka help build\n/ka promote ampere")
+    (reply,) = wait_replies(thread, 1)
+    assert "`/ka help build`: see the table below" in reply
+    assert "`/ka promote ampere`: could not be done: `Permanent: GET " in reply and "HTTP 404" in reply
+    out = subprocess.run([sys.executable, "-m", "bot", "audit", "--json", "--state-dir", str(thread.state_dir)],
+                         capture_output=True, text=True, timeout=30)
+    events = [json.loads(line)["result"].split(":")[0] for line in out.stdout.splitlines()]
+    assert "error" in events and "answered" in events
+
+
+def test_a_summary_whose_answer_was_lost_is_not_posted_twice(rig: Callable[..., Rig]) -> None:
+    r = rig({"ampere": AMPERE}, KA_FORGE_TIMEOUT="1")
+    r.fake.slow_comment_posts, r.fake.slow_comment_delay = 1, 3.0
+    sha = open_pr(r)
+    res = r.bot.send(delivery("pull_request-synchronized-gitea-1.22", pr_payload(PR, sha, str(r.bare),
+                                                                                 action="opened")))
+    r.bot.wait_job(res.json()["jobs"][0])
+    wait_for(lambda: any("| `success` |" in b for b in replies(r)), 60, "the summary with its result")
+    assert len(r.fake.comments(PR)) == 1
