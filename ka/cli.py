@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -21,14 +22,15 @@ from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaEr
 from ka.kernel_import import import_tarball
 from ka.manifest import check_host_name, list_hosts
 from ka.outputs import Outputs
+from ka.progress import Progress
 from ka.promote import PromoteResult
 from ka.repo import GitTree, RepoView, WorkTree
-from ka.report import print_promote, print_status, promote_line
+from ka.report import print_build, print_promote, print_status, promote_line
 from ka.settings import resolve
 from ka.status import fleet_status
 
 log = logging.getLogger("ka")
-NOT_BUILT = {"build": "ka-build", "install": "ka-install"}
+NOT_BUILT = {"install": "ka-install"}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -49,6 +51,30 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", metavar="DIR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    p.add_argument("--rev", metavar="REV", help="build this commit's fleet/ and patches/ (no checkout)")
+    p.add_argument("--kernel-tree", metavar="PATH", help="kernel git tree for the baseline check (KA_KERNEL_TREE)")
+    p.add_argument("--out-dir", metavar="DIR", help="where out/<host>/ goes (default: out/)")
+    p.add_argument("--render-only", metavar="DIR", help="write the PKGBUILD and its sources here, build nothing")
+    p.add_argument("--no-publish", action="store_true", help="stop after signing")
+    p.add_argument("--check-against", metavar="FILE", help="compare the kernel package with this one (ka pkgdiff)")
+    p.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")
+    p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
+    p.add_argument("--gnupghome", metavar="DIR", help="the signing keyring (default: $KA_GNUPGHOME, $GNUPGHOME)")
+    p.add_argument("--timeout", type=float, default=4 * 3600, metavar="SECONDS", help="makepkg's time limit")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_build)
+
+
+def _pkgdiff_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", metavar="A", help="a package (.pkg.tar.zst)")
+    p.add_argument("b", metavar="B", help="another package")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_pkgdiff)
 
 
 def _baseline_args(p: argparse.ArgumentParser) -> None:
@@ -82,6 +108,8 @@ VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "promote": (_promote_args, "build and check the cumulative patch of hosts"),
     "status": (_status_args, "the fleet at a glance"),
     "baseline": (_baseline_args, "manage kernel baselines"),
+    "build": (_build_args, "build, sign and publish a host's kernel package on a build host"),
+    "pkgdiff": (_pkgdiff_args, "compare two packages, modulo when and where they were built"),
     **{v: (_not_built_args(v), f"{cmd} (not built yet)") for v, cmd in NOT_BUILT.items()},
 }
 
@@ -178,6 +206,69 @@ def cmd_baseline_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """``ka build``."""
+    from ka.build import BuildError, BuildOptions, build
+    from ka.infra import load_infra
+    from ka.ssh import SshSettings
+
+    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
+    view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
+                      else WorkTree(settings.repo, settings.limits))
+    check_host_name(view, args.host)
+    infra = load_infra(view)
+    opts = BuildOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
+                                                                        known_hosts=args.known_hosts),
+                        packager=os.environ.get("KA_PACKAGER") or BuildOptions.packager,
+                        gnupghome=_gnupghome(args.gnupghome), publish=not args.no_publish, timeout=args.timeout,
+                        check_against=Path(args.check_against) if args.check_against else None)
+    kernel = KernelTree(settings.kernel_tree) if settings.kernel_tree else None
+    log_path = settings.out_dir / args.host / "build.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with Progress("ka-build", live=None if not args.json else False) as progress, \
+            open(log_path, "w", encoding="utf-8") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            progress.line(line)
+        try:
+            result = build(view, args.host, infra, kernel, opts, log=log, phase=progress.phase,
+                           render_only=Path(args.render_only) if args.render_only else None)
+        except BuildError as exc:
+            progress.close()
+            if exc.result is not None and args.json:
+                print(json.dumps({**exc.result.as_dict(), "ok": False, "error": str(exc)}, indent=2))
+            elif exc.result is not None and exc.result.log:
+                print("\n".join("  " + ln for ln in exc.result.log.splitlines()), file=sys.stderr)
+            raise
+    if args.json:
+        print(json.dumps({**result.as_dict(), "ok": True}, indent=2))
+    else:
+        print_build(result, args.render_only, log_path)
+    return EXIT_OK
+
+
+def _gnupghome(given: str | None) -> Path | None:
+    found = given or os.environ.get("KA_GNUPGHOME") or os.environ.get("GNUPGHOME")
+    return Path(found) if found else None
+
+
+def cmd_pkgdiff(args: argparse.Namespace) -> int:
+    """``ka pkgdiff``: 0 the same (modulo build time and place), 1 different."""
+    from ka.pkgdiff import compare
+
+    for given in (args.a, args.b):
+        if not Path(given).is_file():
+            raise BadInput(f"{given}: no such package file")
+    diff = compare(Path(args.a), Path(args.b))
+    if args.json:
+        print(json.dumps(diff.as_dict(), indent=2))
+    elif diff.same:
+        print(f"{args.a} and {args.b}: the same, modulo when and where they were built")
+    else:
+        print("\n".join(diff.differences))
+    return EXIT_OK if diff.same else EXIT_CHECK_FAILED
+
+
 def cmd_not_built(args: argparse.Namespace) -> int:
     """Verbs whose issues have not landed yet."""
     print(f"{NOT_BUILT[args.verb]}: not built yet; it comes with its own issue", file=sys.stderr)
@@ -223,7 +314,7 @@ def status_main() -> None:
 
 
 def build_main() -> None:
-    """Console script ``ka-build`` (not built yet)."""
+    """Console script ``ka-build``."""
     sys.exit(_verb("build")())
 
 

@@ -1,12 +1,35 @@
 """``fleet/infra.yaml``: the machines that serve the fleet, and who may operate each host.
 
-Read with the same screened YAML loader as the manifests, so it cannot blow up either.
-This part knows the ``operators`` section (host → logins allowed to install and roll back,
-besides the repository's admins); the build, repository and backup hosts arrive with the
-verbs that use them.
+Read with the same screened YAML loader as the manifests and validated the same way: every
+problem at once, each with the file, the line and the field::
+
+    build_hosts:                       # tried in this order; the next when one cannot be reached
+      - ssh: boltzmann                 # a name of the ssh config (KA_SSH_CONFIG)
+        workdir: ka-builds             # relative to the build user's home, or absolute
+        cross_compile: aarch64-linux-gnu-   # optional: an x86_64 builder making arm64 kernels
+      - ssh: fermi
+        workdir: /srv/ka-builds
+    repository:
+      ssh: hertz
+      path: /srv/pacman/fleet/aarch64  # where the packages and the database live
+      name: fleet                      # the database: fleet.db.tar.zst
+      url: https://pkg.example.org/fleet/aarch64
+      key: 0123456789ABCDEF0123456789ABCDEF01234567   # signing key (fingerprint)
+      gnupghome: .gnupg-repo           # optional: the keyring repo-add -s signs with, on that host
+    backup:
+      ssh: hertz
+      path: /srv/kernel-agent-backups
+    operators:                          # besides the repository's admins: who may install, roll back
+      ampere: [alice]
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
 
 from ka.errors import ManifestError, Problem
 from ka.manifest import FLEET
@@ -15,26 +38,157 @@ from ka.text import shown
 from ka.yamldoc import Doc, child
 
 INFRA = f"{FLEET}/infra.yaml"
-TOP_KEYS = ("operators", "build_hosts", "repository", "backup")
+TOP_KEYS = ("build_hosts", "repository", "backup", "operators")
+BUILD_KEYS = ("ssh", "workdir", "cross_compile")
+REPO_KEYS = ("ssh", "path", "name", "url", "key", "gnupghome")
+BACKUP_KEYS = ("ssh", "path")
+SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+REMOTE_PATH = re.compile(r"[A-Za-z0-9._/+~-]{1,400}")
+PREFIX = re.compile(r"[A-Za-z0-9._/+-]{1,100}")
+FPR = re.compile(r"[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
+DB_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
-def operators(view: RepoView) -> dict[str, list[str]]:
-    """host → operator logins; empty when there is no infra.yaml.  Raises :class:`ManifestError`."""
+@dataclass(frozen=True)
+class BuildHost:
+    """A machine makepkg runs on."""
+
+    ssh: str
+    workdir: str
+    cross_compile: str | None = None
+
+
+@dataclass(frozen=True)
+class Repository:
+    """The package repository: where packages are published, and with which key."""
+
+    ssh: str
+    path: str
+    name: str
+    url: str
+    key: str
+    gnupghome: str | None = None
+
+
+@dataclass(frozen=True)
+class Backup:
+    """Where ka-install keeps the replaced kernels."""
+
+    ssh: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Infra:
+    """The validated ``infra.yaml`` (every part optional until a verb needs it)."""
+
+    build_hosts: tuple[BuildHost, ...] = ()
+    repository: Repository | None = None
+    backup: Backup | None = None
+    operators: dict[str, list[str]] = field(default_factory=dict)
+    path: str = INFRA
+
+
+def load_infra(view: RepoView) -> Infra:
+    """Read and validate ``fleet/infra.yaml`` (an empty :class:`Infra` when there is none)."""
     try:
         if view.kind(INFRA) != FILE:
-            return {}
+            return Infra(path=view.display(INFRA))
     except PathEscapes:
         raise ManifestError([Problem(view.display(INFRA), None, "", "is a symlink that leaves fleet/")]) from None
     doc = Doc(view.display(INFRA), view.read(INFRA).decode("utf-8", "replace"), "infra.yaml")
     if doc.data is None:
-        return {}
+        return Infra(path=doc.path)
     if not isinstance(doc.data, dict):
         raise ManifestError([Problem(doc.path, 1, "", "must be a mapping of keys (" + ", ".join(TOP_KEYS) + ")")])
     doc.check_keys(doc.node, TOP_KEYS, "")
-    found = _operators(doc)
+    infra = Infra(build_hosts=_build_hosts(doc), repository=_repository(doc), backup=_backup(doc),
+                  operators=_operators(doc), path=doc.path)
     if doc.problems:
         raise ManifestError(doc.problems)
-    return found
+    return infra
+
+
+def operators(view: RepoView) -> dict[str, list[str]]:
+    """host → operator logins; empty when there is no infra.yaml.  Raises :class:`ManifestError`."""
+    return load_infra(view).operators
+
+
+def _text(doc: Doc, node: yaml.Node | None, value: Any, fld: str, pattern: re.Pattern[str], what: str,
+          required: bool = True) -> str | None:
+    if value is None:
+        if required:
+            doc.add(node, fld, f"missing (required): {what}")
+        return None
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        doc.add(node, fld, f"{shown(value)} is not {what}")
+        return None
+    return value
+
+
+def _mapping(doc: Doc, key: str, keys: tuple[str, ...]) -> tuple[dict[str, Any], yaml.Node | None] | None:
+    value, node = doc.data.get(key), child(doc.node, key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        doc.add(node, key, f"must be a mapping of {', '.join(keys)}")
+        return None
+    doc.check_keys(node, keys, f"{key}.")  # type: ignore[arg-type]
+    return value, node
+
+
+def _build_hosts(doc: Doc) -> tuple[BuildHost, ...]:
+    value, node = doc.data.get("build_hosts"), child(doc.node, "build_hosts")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not isinstance(node, yaml.SequenceNode) or not value:
+        doc.add(node, "build_hosts", "must be a list of build hosts (ssh, workdir, optional cross_compile)")
+        return ()
+    hosts = []
+    for i, (item, item_node) in enumerate(zip(value, node.value, strict=False)):
+        fld = f"build_hosts[{i}]"
+        if not isinstance(item, dict):
+            doc.add(item_node, fld, "must be a mapping of ssh, workdir, cross_compile")
+            continue
+        doc.check_keys(item_node, BUILD_KEYS, f"{fld}.")
+        ssh = _text(doc, child(item_node, "ssh") or item_node, item.get("ssh"), f"{fld}.ssh", SSH_NAME,
+                    "a name of the ssh config")
+        workdir = _text(doc, child(item_node, "workdir") or item_node, item.get("workdir"), f"{fld}.workdir",
+                        REMOTE_PATH, "a folder on the build host")
+        cross = _text(doc, child(item_node, "cross_compile"), item.get("cross_compile"), f"{fld}.cross_compile",
+                      PREFIX, "a compiler prefix such as aarch64-linux-gnu-", required=False)
+        if ssh and workdir:
+            hosts.append(BuildHost(ssh, workdir, cross))
+    return tuple(hosts)
+
+
+def _repository(doc: Doc) -> Repository | None:
+    found = _mapping(doc, "repository", REPO_KEYS)
+    if found is None:
+        return None
+    value, node = found
+    checks = {"ssh": (SSH_NAME, "a name of the ssh config"), "path": (REMOTE_PATH, "a folder on that host"),
+              "name": (DB_NAME, "a repository name (lowercase, digits, . _ -)"),
+              "url": (re.compile(r"(https?|file)://[^\s]{1,400}"), "an http(s) or file:// URL"),
+              "key": (FPR, "a key id or fingerprint (16, 40 or 64 hex digits)")}
+    got = {k: _text(doc, child(node, k) or node, value.get(k), f"repository.{k}", pattern, what)
+           for k, (pattern, what) in checks.items()}
+    home = _text(doc, child(node, "gnupghome"), value.get("gnupghome"), "repository.gnupghome", REMOTE_PATH,
+                 "a folder on that host", required=False)
+    if any(v is None for v in got.values()):
+        return None
+    return Repository(**{k: str(v) for k, v in got.items()}, gnupghome=home)
+
+
+def _backup(doc: Doc) -> Backup | None:
+    found = _mapping(doc, "backup", BACKUP_KEYS)
+    if found is None:
+        return None
+    value, node = found
+    ssh = _text(doc, child(node, "ssh") or node, value.get("ssh"), "backup.ssh", SSH_NAME, "a name of the ssh config")
+    path = _text(doc, child(node, "path") or node, value.get("path"), "backup.path", REMOTE_PATH,
+                 "a folder on that host")
+    return Backup(ssh, path) if ssh and path else None
 
 
 def _operators(doc: Doc) -> dict[str, list[str]]:

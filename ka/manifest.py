@@ -15,6 +15,7 @@ import yaml
 
 from ka.errors import ManifestError, Problem, UnknownHost
 from ka.limits import MANIFEST_MAX, human
+from ka.package import PackageSpec, parse_package
 from ka.repo import DIR, FILE, PathEscapes, RepoView, clean_relpath
 from ka.text import printable, shown
 from ka.yamldoc import Doc, child, key_node
@@ -30,8 +31,8 @@ B2SUM_RE = re.compile(r"[0-9a-f]{128}")
 #: has no place in a manifest, and a pull request must not make the bot search the kernel's history
 REF_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}(?<![./])")
 
-#: Keys each mapping may hold.  ``package``, ``build`` and ``install`` belong
-#: to later verbs, which check them when they run.
+#: Keys each mapping may hold.  ``build`` and ``install`` belong to later verbs,
+#: which check them when they run; ``package`` is ka-build's (ka/package.py).
 TOP_KEYS = ("description", "baseline", "apply_order", "includes", "parity",
             "package", "build", "install")
 REQUIRED = ("baseline", "apply_order", "includes")
@@ -74,6 +75,7 @@ class Manifest:
     includes: tuple[Include, ...]
     parity: Parity
     data: dict[str, Any] = field(repr=False, default_factory=dict)
+    package: PackageSpec | None = None
 
 
 def host_path(host: str) -> str:
@@ -138,6 +140,7 @@ def parse_manifest(host: str, path: str, text: str) -> Manifest:
         includes=(),
         parity=_parity(doc),
         data=doc.data,
+        package=parse_package(doc, host),
     )
     includes = _includes(doc, manifest.apply_order)
     if doc.problems:

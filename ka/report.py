@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from rich.console import Console
 from rich.table import Table
@@ -101,3 +101,21 @@ def print_status(rows: list[HostStatus]) -> None:
     widths = [max(len(c[i]) for c in [STATUS_HEAD, *cells]) for i in range(len(STATUS_HEAD))]
     for row in [STATUS_HEAD, *cells]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+def print_build(result: Any, rendered: str | None, log_path: Path) -> None:
+    """What ka-build made, where, and how long each phase took."""
+    if rendered:
+        print(f"{result.host}: rendered {result.pkgbase} {result.version} into {rendered} (see ka-build.env)")
+        return
+    how = f"on {result.build_host}" + (f" (fallback: {'; '.join(result.fallback)})" if result.fallback else "")
+    print(f"{result.host}: {result.pkgbase} {result.version} built {how}")
+    for a in result.artifacts:
+        signed = f"  signed by {a.signer}" if a.signer else "  unsigned"
+        print(f"  {_rel(a.path)}  {a.size} bytes  b2sum {a.b2sum[:16]}…{signed}")
+    if result.published:
+        p = result.published
+        print(f"published to {p.host}:{p.path} ({p.database}; {p.url})")
+    if result.diff is not None:
+        print(f"same as {result.diff.a.name}, modulo when and where it was built")
+    print("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()) + f"; log: {_rel(str(log_path))}")

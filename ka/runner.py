@@ -12,9 +12,11 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ka.errors import ToolMissing
 
@@ -118,6 +120,31 @@ class Feeder:
         """Kill the child after a failure on our side."""
         self.proc.kill()
         self.proc.wait()
+
+
+@contextmanager
+def reading(argv: Sequence[str | os.PathLike[str]]) -> Iterator[IO[bytes]]:
+    """Start ``argv`` (never through a shell) and yield its standard output as a stream.
+
+    For output too large to hold (a package decompressed); a non-zero exit raises
+    :class:`CommandFailed` once the stream has been read.
+    """
+    args = tuple(os.fspath(a) for a in argv)
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError as exc:
+        raise ToolMissing(args[0]) from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        yield proc.stdout
+        proc.stdout.read()  # drain, so the child is not stopped by a full pipe
+    finally:
+        err = proc.stderr.read()
+        code = proc.wait()
+    log.debug("read %s -> %d in %.3fs", " ".join(args[:6]), code, time.monotonic() - start)
+    if code != 0:
+        raise CommandFailed(Completed(args, code, b"", err, time.monotonic() - start))
 
 
 def feed(argv: Sequence[str | os.PathLike[str]], *, cwd: str | os.PathLike[str] | None = None) -> Feeder:

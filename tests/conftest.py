@@ -7,10 +7,14 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sshhosts
 from botkit import Rig
+from buildlab import BuildLab, make_build_lab
 from kernel import BASE_TAG, SmallKernel, build_small_kernel, write_fleet
+from sshhosts import SshLab
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -100,3 +104,33 @@ def rig(tmp_path: Path, small_kernel: SmallKernel) -> Iterator[Callable[..., Rig
     for r in made:
         r.close()
         assert r.fake.violations == []
+
+
+@pytest.fixture(scope="session")
+def ssh_lab() -> Iterator[SshLab]:
+    """Three real sshd hosts on loopback: build hosts boltzmann and fermi, repository host hertz."""
+    require(sshhosts.available() is None, str(sshhosts.available()))
+    lab = sshhosts.make_lab()
+    try:
+        for number, name in enumerate(("boltzmann", "fermi", "hertz"), start=11):
+            lab.add(name, number)
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture(scope="session")
+def build_lab(ssh_lab: SshLab, small_kernel: SmallKernel, tmp_path_factory: pytest.TempPathFactory) -> BuildLab:
+    """Build hosts, a repository host, a signing key and a kernel source for ka-build (once a session)."""
+    for tool in ("makepkg", "repo-add", "pacman-key", "gpg", "zstd", "bsdtar", "fakeroot", "make", "patch"):
+        require(shutil.which(tool) is not None, f"{tool} (scripts/setup test installs it)")
+    return make_build_lab(ssh_lab, small_kernel, tmp_path_factory.mktemp("buildlab"))
+
+
+@pytest.fixture(scope="session")
+def built(build_lab: BuildLab, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """ampere built, signed and published once a session: (the fleet repository, ka build's JSON)."""
+    repo = build_lab.fleet(tmp_path_factory.mktemp("built") / "fleet", "built")
+    code, data, err = build_lab.build(repo)
+    assert code == 0, err
+    return repo, data

@@ -27,8 +27,47 @@ def _lines(prefix: str, n: int) -> str:
     return "".join(f"{prefix} line {i}\n" for i in range(1, n + 1))
 
 
+#: A stand-in for the kernel's build: the same targets and outputs (an Image, a module, a device
+#: tree; modules_install's absolute build and source links), made from the tree's files at once.
+#: A "#error" in goodix.c is a compile error.
+MAKEFILE = """VERSION = 6
+PATCHLEVEL = 12
+SUBLEVEL = 0
+EXTRAVERSION =
+NAME = Baby Opossum Posse
+
+ARCH ?= arm64
+LOCALVERSION := $(shell sed -n 's/^CONFIG_LOCALVERSION="\\(.*\\)"$$/\\1/p' .config 2>/dev/null)
+KERNELRELEASE := $(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(EXTRAVERSION)$(LOCALVERSION)
+BOOT := arch/$(ARCH)/boot
+MODULE := drivers/input/touchscreen/goodix.ko
+DTB := arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtb
+
+.PHONY: kernelrelease olddefconfig Image modules dtbs modules_install dtbs_install
+kernelrelease:
+\t@echo $(KERNELRELEASE)
+olddefconfig:
+\t@test -f .config || cp arch/arm64/configs/defconfig .config
+\t@grep -q '^CONFIG_' .config
+Image:
+\t@if grep -n '#error' drivers/input/touchscreen/goodix.c; then echo 'goodix.c: error: #error' >&2; exit 1; fi
+\tmkdir -p $(BOOT)
+\tcat .config arch/arm64/configs/defconfig drivers/staging/Kconfig > $(BOOT)/Image
+modules:
+\tcat drivers/input/touchscreen/goodix.c include/linux/mmc/sdio_ids.h > $(MODULE)
+dtbs:
+\tcat arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtsi > $(DTB)
+modules_install:
+\tinstall -Dm644 $(MODULE) $(INSTALL_MOD_PATH)/lib/modules/$(KERNELRELEASE)/kernel/$(MODULE)
+\techo "kernel/$(MODULE):" > $(INSTALL_MOD_PATH)/lib/modules/$(KERNELRELEASE)/modules.dep
+\tln -sfn $(CURDIR) $(INSTALL_MOD_PATH)/lib/modules/$(KERNELRELEASE)/build
+\tln -sfn $(CURDIR) $(INSTALL_MOD_PATH)/lib/modules/$(KERNELRELEASE)/source
+dtbs_install:
+\tinstall -Dm644 $(DTB) $(INSTALL_DTBS_PATH)/rockchip/rk3566-pinetab2.dtb
+"""
+
 BASE_FILES = {
-    "Makefile": "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nNAME = Baby Opossum Posse\n" + _lines("# make", 10),
+    "Makefile": MAKEFILE,
     "arch/arm64/configs/defconfig": "".join(f"CONFIG_OPTION_{i}=y\n" for i in range(1, 51)),
     "arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtsi": _lines("\tdts", 40),
     "drivers/staging/Kconfig": _lines("# staging kconfig", 20),
@@ -125,6 +164,9 @@ def _standard_patches(k: SmallKernel) -> None:
         b"drivers/staging/bes2600/Kconfig", b"drivers/staging/Makefile")
     p["malformed"] = b"Subject: [PATCH] broken\n\ndiff --git a/Makefile b/Makefile\n--- a/Makefile\n" \
                      b"+++ b/Makefile\n@@ -1,3 +1,3 @@\n garbage\n"
+    # Applies, but does not build (the stand-in Makefile stops at an #error).
+    p["broken-build"] = k.diff("goodix: a change that does not compile", {
+        "drivers/input/touchscreen/goodix.c": lambda t: _insert_after(t, 3, "#error broken\n")})
 
 
 def write_fleet(root: Path, hosts: dict[str, str], files: dict[str, bytes | str], commit: bool = True) -> Path:

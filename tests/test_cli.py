@@ -20,7 +20,7 @@ def script(name: str) -> str:
     return found
 
 
-@pytest.mark.parametrize("verb", ["ka-build", "ka-install"])
+@pytest.mark.parametrize("verb", ["ka-install"])
 def test_verbs_not_built_yet_exit_2(verb: str) -> None:
     res = subprocess.run([script(verb), "ampere"], capture_output=True, text=True)
     assert res.returncode == 2

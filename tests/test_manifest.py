@@ -36,8 +36,33 @@ def test_good_manifest() -> None:
 
 
 def test_later_verbs_keys_are_accepted() -> None:
-    text = GOOD + "package:\n  pkgrel: 2\nbuild:\n  anything: 1\ninstall: {}\n"
-    assert parse_manifest("h", "fleet/h.yaml", text).data["package"] == {"pkgrel": 2}
+    text = GOOD + "package:\n  pkgrel: 2\n  config: fleet/configs/h.config\nbuild:\n  anything: 1\ninstall: {}\n"
+    m = parse_manifest("h", "fleet/h.yaml", text)
+    assert m.package is not None and (m.package.pkgrel, m.package.pkgbase, m.package.image) == ("2", "linux-h", "Image")
+    assert m.package.git == "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git"
+
+
+PACKAGE = "package:\n  config: fleet/configs/h.config\n"
+
+
+@pytest.mark.parametrize(("extra", "line", "field", "fragment"), [
+    ("package: yes\n", 10, "package", "must be a mapping"),
+    ("package:\n  pkgrel: 2\n", 10, "package.config", "missing (required)"),
+    (PACKAGE + "  pkgrel: 0\n", 12, "package.pkgrel", "is not a release number"),
+    (PACKAGE + "  pkgbase: Linux Ampere\n", 12, "package.pkgbase", "is not a package name"),
+    (PACKAGE + "  format: deb\n", 12, "package.format", "is not one of pacman"),
+    (PACKAGE + "  image: ../Image\n", 12, "package.image", "is not a file name"),
+    (PACKAGE + "  imgae: Image\n", 12, "package.imgae", "did you mean 'image'"),
+    ("package:\n  config: ../x\n", 11, "package.config", "must be a path inside the repository"),
+    (PACKAGE + "  source:\n    git: ftp://x\n", 13, "package.source.git", "is not a URL"),
+    (PACKAGE + "  source:\n    tarball: https://x/l.tar.xz\n", 12, "package.source.b2sum", "needs its b2sum"),
+    (PACKAGE + "  source:\n    git: https://a\n    tarball: https://b\n", 12, "package.source", "one of git"),
+])
+def test_bad_package_sections(extra: str, line: int, field: str, fragment: str) -> None:
+    with pytest.raises(ManifestError) as err:
+        parse_manifest("h", "fleet/h.yaml", GOOD + extra)
+    assert any((p.line, p.field) == (line, field) and fragment in p.message for p in err.value.problems), \
+        err.value.problems
 
 
 # (replace old -> new in GOOD, expected line, expected field, expected message fragment)

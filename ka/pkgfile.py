@@ -1,0 +1,87 @@
+"""Reading pacman packages (``.pkg.tar.zst``) member by member, without unpacking them.
+
+The package is decompressed by ``zstd`` (through ka/runner.py) and read as a tar stream, so a
+kernel package of hundreds of megabytes costs one member's worth of memory at a time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ka.runner import reading
+
+#: lines that say when and where a package was built, not what it holds
+_BUILD_LINES = {".PKGINFO": re.compile(rb"^builddate = .*$", re.M),
+                ".BUILDINFO": re.compile(rb"^(builddate|builddir|startdir) = .*$", re.M)}
+_MTREE_TIME = re.compile(rb" time=\S+")
+
+
+@dataclass(frozen=True)
+class Member:
+    """One archive member, as compared: everything but its mtime."""
+
+    name: str
+    kind: str  # file, dir, link, hardlink, other
+    mode: int
+    owner: str  # uid:gid uname:gname
+    link: str
+    size: int
+    digest: str  # sha256 of the content (for metadata files: without the build time and place)
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    if info.isdir():
+        return "dir"
+    if info.issym():
+        return "link"
+    if info.islnk():
+        return "hardlink"
+    return "file" if info.isfile() else "other"
+
+
+def _normalised(name: str, data: bytes) -> bytes:
+    if name in _BUILD_LINES:
+        return _BUILD_LINES[name].sub(b"", data)
+    if name == ".MTREE":
+        return _MTREE_TIME.sub(b"", gzip.decompress(data))
+    return data
+
+
+def members(path: Path) -> Iterator[Member]:
+    """Every member of a package, in archive order."""
+    with reading(["zstd", "-dcq", "--", path]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for info in tar:
+            digest = hashlib.sha256()
+            if info.isfile():
+                fh = tar.extractfile(info)
+                assert fh is not None
+                data = fh.read() if info.name in (".PKGINFO", ".BUILDINFO", ".MTREE") else None
+                if data is not None:
+                    digest.update(_normalised(info.name, data))
+                else:
+                    while chunk := fh.read(1 << 20):
+                        digest.update(chunk)
+            yield Member(info.name, _kind(info), info.mode, f"{info.uid}:{info.gid} {info.uname}:{info.gname}",
+                         info.linkname, info.size, digest.hexdigest())
+
+
+def pkginfo(path: Path) -> dict[str, list[str]]:
+    """The ``.PKGINFO`` of a package: key → values."""
+    with reading(["zstd", "-dcq", "--", path]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for info in tar:
+            if info.name == ".PKGINFO":
+                fh = tar.extractfile(info)
+                assert fh is not None
+                found: dict[str, list[str]] = {}
+                for line in fh.read().decode("utf-8", "replace").splitlines():
+                    key, sep, value = line.partition(" = ")
+                    if sep and not key.startswith("#"):
+                        found.setdefault(key.strip(), []).append(value.strip())
+                return found
+    return {}

@@ -1,0 +1,328 @@
+"""The one door for remote commands: ssh (paramiko) with pinned host keys, argument lists, SFTP.
+
+Connection details come from an ssh_config file (HostName, Port, User, IdentityFile, and one
+level of ProxyJump), host keys from a known_hosts file: an unknown or changed host key is
+refused, naming the host and the key's fingerprint, never added.  Remote commands are argument
+lists joined with :func:`shlex.join`; nothing from a manifest or a comment reaches a remote
+shell unquoted.  One connection per job and host: open a :class:`Remote`, use it, close it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import posixpath
+import shlex
+import stat
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from ka.errors import EXIT_ENVIRONMENT, KaError
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 10.0
+
+
+class SshError(KaError):
+    """An ssh problem; the message names the host."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class Unreachable(SshError):
+    """The host could not be reached: refused, timed out, handshake or authentication failed."""
+
+
+class HostKeyRefused(Unreachable):
+    """The host's key is not the one pinned in known_hosts (or none is)."""
+
+
+class RemoteFailed(SshError):
+    """A remote command exited non-zero (or ran past its time)."""
+
+    def __init__(self, host: str, argv: Sequence[str], code: int, tail: str) -> None:
+        super().__init__(f"{host}: {shlex.join(argv[:6])}{' …' if len(argv) > 6 else ''} exited {code}"
+                         + (f": {tail}" if tail else ""))
+        self.code = code
+        self.tail = tail
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The key's fingerprint as OpenSSH prints it (``SHA256:…``)."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an ssh name leads, from the ssh_config file."""
+
+    name: str
+    hostname: str
+    port: int = 22
+    user: str | None = None
+    identity_files: tuple[str, ...] = ()
+    proxy_jump: str | None = None
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """The ssh_config and known_hosts files, resolved once (``KA_SSH_CONFIG``, ``KA_KNOWN_HOSTS``)."""
+
+    config: Path = field(default_factory=lambda: Path.home() / ".ssh" / "config")
+    known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
+    connect_timeout: float = CONNECT_TIMEOUT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ, config: str | None = None,
+                 known_hosts: str | None = None) -> SshSettings:
+        home = Path(environ.get("HOME") or Path.home())
+        return cls(config=Path(config or environ.get("KA_SSH_CONFIG") or home / ".ssh" / "config"),
+                   known_hosts=Path(known_hosts or environ.get("KA_KNOWN_HOSTS") or home / ".ssh" / "known_hosts"))
+
+    def target(self, name: str) -> Target:
+        """Resolve an ssh name through the config file (a missing file means: the name is the host)."""
+        found: dict[str, Any] = {"hostname": name}
+        if self.config.is_file():
+            try:
+                found = paramiko.SSHConfig.from_path(str(self.config)).lookup(name)
+            except (OSError, paramiko.SSHException) as exc:
+                raise SshError(f"{self.config}: cannot read the ssh config: {exc}") from None
+        files = tuple(os.path.expanduser(f) for f in found.get("identityfile", []))
+        return Target(name=name, hostname=str(found.get("hostname", name)), port=int(found.get("port", 22)),
+                      user=found.get("user"), identity_files=files, proxy_jump=found.get("proxyjump"))
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """An unknown host key is refused, with the fingerprint the user would need to check."""
+
+    def __init__(self, name: str, known_hosts: Path) -> None:
+        self.name, self.known_hosts = name, known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyRefused(f"{self.name} ({hostname}): host key {key.get_name()} {fingerprint(key)} is not in "
+                             f"{self.known_hosts}; check it and add it there (ssh-keyscan), it is never added "
+                             "on its own")
+
+
+@dataclass
+class Completed:
+    """A finished remote command."""
+
+    argv: tuple[str, ...]
+    code: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+class Remote:
+    """One ssh connection to one host, for one job: commands, SFTP, closed when done."""
+
+    def __init__(self, settings: SshSettings, name: str) -> None:
+        self.settings, self.name = settings, name
+        self.target = settings.target(name)
+        self._jump: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self.client = self._connect()
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (and a jump host's)."""
+        for thing in (self._sftp, self.client, self._jump):
+            if thing is not None:
+                thing.close()
+
+    def _client(self, target: Target) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        if self.settings.known_hosts.is_file():
+            client.load_host_keys(str(self.settings.known_hosts))
+        client.set_missing_host_key_policy(_Refuse(target.name, self.settings.known_hosts))
+        return client
+
+    def _connect(self) -> paramiko.SSHClient:
+        sock = self._jump_channel() if self.target.proxy_jump else None
+        return self._open(self.target, sock)
+
+    def _open(self, target: Target, sock: Any = None) -> paramiko.SSHClient:
+        client = self._client(target)
+        timeout = self.settings.connect_timeout
+        try:
+            client.connect(target.hostname, port=target.port, username=target.user,
+                           key_filename=list(target.identity_files) or None, timeout=timeout,
+                           banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
+                           look_for_keys=not target.identity_files, allow_agent=not target.identity_files, sock=sock)
+        except HostKeyRefused:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyRefused(f"{target.name} ({exc.hostname}): host key changed: it offers "
+                                 f"{fingerprint(exc.key)}, {self.settings.known_hosts} pins "
+                                 f"{fingerprint(exc.expected_key)}; refused") from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            why = str(exc) or type(exc).__name__
+            raise Unreachable(f"{target.name} ({target.hostname}:{target.port}): {why}") from None
+        return client
+
+    def _jump_channel(self) -> Any:
+        """A channel through the ProxyJump host (one level, as paramiko can)."""
+        hop = self.target.proxy_jump.split(",")[0].strip() if self.target.proxy_jump else ""
+        user, _, host = hop.rpartition("@")
+        host, _, port = host.partition(":")
+        jump = self.settings.target(host)
+        jump = Target(jump.name, jump.hostname, int(port or jump.port), user or jump.user, jump.identity_files)
+        self._jump = self._open(jump)
+        transport = self._jump.get_transport()
+        assert transport is not None
+        try:
+            return transport.open_channel("direct-tcpip", (self.target.hostname, self.target.port), ("127.0.0.1", 0),
+                                          timeout=self.settings.connect_timeout)
+        except (paramiko.SSHException, OSError) as exc:
+            raise Unreachable(f"{self.name}: through {hop}: {exc}") from None
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None,
+            timeout: float = 600.0, check: bool = True, on_line: Callable[[str], None] | None = None) -> Completed:
+        """Run ``argv`` on the host (through ``env -C cwd VAR=… argv``: no shell), its output streamed.
+
+        ``timeout`` bounds the whole command: past it the command is killed (``timeout`` runs it).
+        """
+        full = ["timeout", "--kill-after=10", str(max(1, int(timeout)))]
+        if cwd or env:
+            full += ["env", *(["-C", cwd] if cwd else []), *(f"{k}={v}" for k, v in (env or {}).items())]
+        full += list(argv)
+        start = time.monotonic()
+        output = self._exec(full, timeout + 15, on_line)
+        code, text = output
+        result = Completed(tuple(argv), code, text, time.monotonic() - start)
+        log.debug("%s: ran %s -> %d in %.2fs", self.name, shlex.join(list(argv)[:6]), code, result.seconds)
+        if check and not result.ok:
+            tail = " | ".join(text.strip().splitlines()[-3:])
+            raise RemoteFailed(self.name, list(argv), 124 if code == 124 else code, tail[-500:])
+        return result
+
+    def _exec(self, full: list[str], deadline_s: float, on_line: Callable[[str], None] | None) -> tuple[int, str]:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise Unreachable(f"{self.name}: the connection is gone")
+        channel = transport.open_session(timeout=self.settings.connect_timeout)
+        channel.set_combine_stderr(True)
+        channel.settimeout(1.0)
+        channel.exec_command(shlex.join(full))
+        deadline = time.monotonic() + deadline_s
+        chunks: list[bytes] = []
+        pending = b""
+        while True:
+            try:
+                data = channel.recv(65536)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    channel.close()
+                    return 124, b"".join(chunks).decode("utf-8", "replace")
+                continue
+            if not data:
+                break
+            chunks.append(data)
+            if on_line:
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    on_line(line.decode("utf-8", "replace").rstrip("\r"))
+        if on_line and pending:
+            on_line(pending.decode("utf-8", "replace"))
+        code = channel.recv_exit_status()
+        channel.close()
+        return code, b"".join(chunks).decode("utf-8", "replace")
+
+    # --- files ------------------------------------------------------------------------------
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self.client.open_sftp()
+        return self._sftp
+
+    def home(self) -> str:
+        """The remote user's home (relative remote paths are taken from it)."""
+        return self.sftp.normalize(".")
+
+    def put_tree(self, local: Path, remote: str) -> int:
+        """Copy a local folder (files, folders; modes kept) to ``remote``; bytes sent."""
+        sent = 0
+        self.mkdirs(remote)
+        for path in sorted(local.rglob("*")):
+            target = posixpath.join(remote, path.relative_to(local).as_posix())
+            if path.is_dir():
+                self.mkdirs(target)
+            else:
+                self.sftp.put(str(path), target)
+                self.sftp.chmod(target, stat.S_IMODE(path.stat().st_mode))
+                sent += path.stat().st_size
+        return sent
+
+    def mkdirs(self, remote: str) -> None:
+        """``mkdir -p`` over SFTP."""
+        parts = remote.rstrip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            path = "/".join(parts[:i]) or "/"
+            if not path or path == "/":
+                continue
+            try:
+                self.sftp.stat(path)
+            except FileNotFoundError:
+                self.sftp.mkdir(path)
+
+    def get(self, remote: str, local: Path) -> None:
+        """Fetch one file."""
+        self.sftp.get(remote, str(local))
+
+    def read(self, remote: str, limit: int) -> tuple[bytes, int, int]:
+        """A remote file's bytes (at most ``limit``, else :class:`SshError`), size and mtime."""
+        try:
+            st = self.sftp.stat(remote)
+        except OSError as exc:
+            raise SshError(f"{self.name}:{remote}: {exc.strerror or exc}") from None
+        size = int(st.st_size or 0)
+        if size > limit:
+            raise SshError(f"{self.name}:{remote}: is {size} bytes; at most {limit} may be read")
+        with self.sftp.open(remote, "rb") as fh:
+            return fh.read(), size, int(st.st_mtime or 0)
+
+    def stat(self, remote: str) -> tuple[int, int] | None:
+        """(size, mtime) of a remote file, or None when there is none."""
+        try:
+            st = self.sftp.stat(remote)
+        except OSError:
+            return None
+        return int(st.st_size or 0), int(st.st_mtime or 0)
+
+    def listdir(self, remote: str) -> list[str]:
+        """Names in a remote folder."""
+        return sorted(self.sftp.listdir(remote))
+
+
+def connect(settings: SshSettings, name: str) -> Remote:
+    """Open one connection to ``name`` (an ssh name); :class:`Unreachable` when it cannot be made."""
+    return Remote(settings, name)

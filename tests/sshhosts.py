@@ -1,0 +1,145 @@
+"""Real sshd hosts on loopback for tests: build hosts, a repository host, fleet hosts.
+
+Each host is its own ``sshd -D`` on its own 127.0.0.x address, with an ed25519 host key
+pinned in a known_hosts file and an ssh_config that maps the fleet's names to it.  Logins go
+to the unprivileged ``kabuild`` account (makepkg refuses root); its files for the tests live
+in a folder it owns.  Hosts can be stopped and started again (a build host that is down).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+USER = "kabuild"
+PORT = 2222
+
+
+def available() -> str | None:
+    """Why real ssh hosts cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "root (sshd test hosts log in as another user)"
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        return f"the {USER} user (scripts/setup test creates it)"
+    for tool in ("/usr/sbin/sshd", "ssh-keygen"):
+        if not shutil.which(tool):
+            return f"{tool} (openssh-server, openssh-client)"
+    return None
+
+
+def run(*argv: str, user: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    """A command on this machine, as root or as the build user (runuser)."""
+    full = ["runuser", "-u", user, "--", *argv] if user else list(argv)
+    return subprocess.run(full, capture_output=True, text=True, check=True, **kw)  # type: ignore[call-overload]
+
+
+@dataclass
+class SshHost:
+    """One sshd on its own loopback address."""
+
+    name: str
+    address: str
+    folder: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SshHost:
+        """Start sshd and wait until it accepts connections."""
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.folder / "sshd_config")],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.folder / "sshd.log", "ab"),  # noqa: SIM115
+                                     start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection((self.address, PORT), timeout=1):
+                return self
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sshd for {self.name} exited: {(self.folder / 'sshd.log').read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"sshd for {self.name} did not start")
+
+    def stop(self) -> None:
+        """Stop sshd and every session it spawned (a host that went down)."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    @property
+    def up(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class SshLab:
+    """A set of sshd hosts, the client key, ssh_config and known_hosts that reach them."""
+
+    root: Path  # owned by root: keys and configs
+    home: Path  # owned by the build user: what the hosts' sessions may touch
+    hosts: dict[str, SshHost] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.root / "known_hosts"
+
+    @property
+    def key(self) -> Path:
+        return self.root / "id_ed25519"
+
+    def add(self, name: str, number: int) -> SshHost:
+        """A new host ``name`` at 127.0.0.<number>; started."""
+        folder = self.root / name
+        folder.mkdir()
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / "host_key"))
+        address = f"127.0.0.{number}"
+        (folder / "sshd_config").write_text("\n".join([
+            f"ListenAddress {address}:{PORT}", f"HostKey {folder / 'host_key'}", f"PidFile {folder / 'sshd.pid'}",
+            f"AuthorizedKeysFile {self.root / 'authorized_keys'}", "UsePAM no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
+            f"AllowUsers {USER}", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
+        key = (folder / "host_key.pub").read_text().split()
+        with self.known_hosts.open("a") as fh:
+            fh.write(f"[{address}]:{PORT} {key[0]} {key[1]}\n")
+        with self.config.open("a") as fh:
+            fh.write(f"Host {name}\n  HostName {address}\n  Port {PORT}\n  User {USER}\n  IdentityFile {self.key}\n"
+                     f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n  BatchMode yes\n")
+        self.hosts[name] = SshHost(name, address, folder).start()
+        return self.hosts[name]
+
+    def stop(self) -> None:
+        for host in self.hosts.values():
+            host.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def user_folder(self, *parts: str) -> Path:
+        """A folder the build user owns (created)."""
+        path = self.home.joinpath(*parts)
+        run("mkdir", "-p", str(path), user=USER)
+        return path
+
+
+def make_lab() -> SshLab:
+    """An empty lab: a client key, and a home folder for the build user's files."""
+    root = Path(tempfile.mkdtemp(prefix="ka-ssh-"))
+    user_home = Path(pwd.getpwnam(USER).pw_dir)
+    home = user_home / f"ka-test-{os.getpid()}"
+    run("mkdir", "-p", str(home), user=USER)
+    lab = SshLab(root, home)
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kernel-agent tests", "-f", str(lab.key))
+    (root / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
+    root.chmod(0o755)  # sshd (and the build user's session) read authorized_keys
+    return lab

@@ -1,0 +1,236 @@
+"""ka-build with the real programs: sshd build hosts, makepkg as a non-root user, gpg, repo-add, pacman."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from buildlab import BuildLab
+from kernel import git
+from test_promote import AMPERE
+
+from ka.pkgfile import members, pkginfo
+
+
+def packages(data: dict[str, Any]) -> list[Path]:
+    return [Path(a["path"]) for a in data["artifacts"]]
+
+
+def test_a_build_on_the_primary_is_signed_and_published(built: tuple[Path, dict[str, Any]],
+                                                        build_lab: BuildLab) -> None:
+    repo, data = built
+    assert data["ok"] and data["build_host"] == "boltzmann" and data["fallback"] == []
+    assert data["version"] == "6.12.0-1" and data["baseline"] == "v6.12.0"
+    assert [a["file"] for a in data["artifacts"]] == ["linux-ampere-6.12.0-1-aarch64.pkg.tar.zst",
+                                                     "linux-ampere-headers-6.12.0-1-aarch64.pkg.tar.zst"]
+    for a in data["artifacts"]:
+        assert a["signer"] == build_lab.fingerprint and Path(a["path"]).stat().st_size == a["size"]
+    assert data["repository"]["entries"] == ["linux-ampere-6.12.0-1", "linux-ampere-headers-6.12.0-1"]
+    assert set(data["phases"]) == {"promote", "render", "connect", "upload", "makepkg", "fetch", "check", "sign",
+                                   "publish"}
+    info = pkginfo(packages(data)[0])
+    assert info["pkgname"] == ["linux-ampere"] and info["packager"] == ["Fleet Test <fleet@example.org>"]
+    assert info["arch"] == ["aarch64"]
+    assert (repo / "out/ampere/ampere-cumulative.patch").is_file()  # promote's outputs come first
+
+
+def test_what_the_kernel_package_holds(built: tuple[Path, dict[str, Any]]) -> None:
+    kernel, headers = packages(built[1])
+    names = {m.name: m for m in members(kernel)}
+    assert {"boot/Image", "boot/dtbs/rockchip/rk3566-pinetab2.dtb", "etc/mkinitcpio.d/linux-ampere.preset",
+            "usr/lib/modules/6.12.0-ampere/pkgbase",
+            "usr/lib/modules/6.12.0-ampere/kernel/drivers/input/touchscreen/goodix.ko"} <= set(names)
+    assert not [m for m in names.values() if m.kind == "link"]  # modules_install's absolute links are gone
+    preset = _member(kernel, "etc/mkinitcpio.d/linux-ampere.preset").decode()
+    assert 'ALL_kver="6.12.0-ampere"' in preset and "vmlinuz" not in preset.split("\n", 2)[2]
+    link = next(m for m in members(headers) if m.name == "usr/lib/modules/6.12.0-ampere/build")
+    assert (link.kind, link.link) == ("link", "../../../src/linux-ampere")
+    assert "usr/src/linux-ampere/Makefile" in {m.name for m in members(headers)}
+
+
+def _member(pkg: Path, name: str) -> bytes:
+    data = subprocess.run(["zstd", "-dcq", str(pkg)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        fh = tar.extractfile(name)
+        assert fh is not None
+        return fh.read()
+
+
+def test_signatures_verify_with_gpg_and_pacman_key(built: tuple[Path, dict[str, Any]], build_lab: BuildLab) -> None:
+    for pkg in packages(built[1]):
+        sig = pkg.with_name(pkg.name + ".sig")
+        gpg = subprocess.run(["gpg", "--homedir", str(build_lab.gnupghome), "--verify", str(sig), str(pkg)],
+                             capture_output=True, text=True)
+        assert gpg.returncode == 0, gpg.stderr
+        key = subprocess.run(["pacman-key", "--gpgdir", str(build_lab.pacman_keyring), "--verify", str(sig), str(pkg)],
+                             capture_output=True, text=True)
+        assert key.returncode == 0, key.stdout + key.stderr
+    tampered = packages(built[1])[0].with_name("tampered.pkg.tar.zst")
+    tampered.write_bytes(packages(built[1])[0].read_bytes() + b"\0")
+    bad = subprocess.run(["pacman-key", "--gpgdir", str(build_lab.pacman_keyring), "--verify",
+                          str(packages(built[1])[0]) + ".sig", str(tampered)], capture_output=True, text=True)
+    assert bad.returncode != 0
+
+
+def test_pacman_installs_it_from_the_repository_with_signatures_required(built: tuple[Path, dict[str, Any]],
+                                                                        build_lab: BuildLab, tmp_path: Path) -> None:
+    repo_path = built[1]["repository"]["path"]
+    root = tmp_path / "root"
+    (root / "var/lib/pacman").mkdir(parents=True)
+    conf = tmp_path / "pacman.conf"
+    conf.write_text(f"[options]\nRootDir = {root}\nDBPath = {root}/var/lib/pacman\nCacheDir = {root}/cache\n"
+                    f"LogFile = {root}/pacman.log\nGPGDir = {build_lab.pacman_keyring}\nHookDir = {root}/hooks\n"
+                    "Architecture = aarch64\nSigLevel = Required DatabaseRequired\nLocalFileSigLevel = Required\n\n"
+                    f"[fleet]\nServer = file://{repo_path}\n")
+    pacman = ["pacman", "--config", str(conf), "--noconfirm"]
+    sync = subprocess.run([*pacman, "-Sy", "-dd", "linux-ampere", "linux-ampere-headers"], capture_output=True,
+                          text=True)
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    assert (root / "boot/Image").is_file()
+    assert (root / "usr/lib/modules/6.12.0-ampere/build").resolve() == (root / "usr/src/linux-ampere").resolve()
+    listed = subprocess.run([*pacman, "-Q"], capture_output=True, text=True).stdout
+    assert "linux-ampere 6.12.0-1" in listed
+
+
+def test_two_builds_of_the_same_inputs_are_byte_identical(built: tuple[Path, dict[str, Any]],
+                                                          build_lab: BuildLab, tmp_path: Path) -> None:
+    again = build_lab.fleet(tmp_path / "fleet", "built")  # the same inputs (and commit time), another checkout
+    assert git(again, "show", "-s", "--format=%ct") == git(built[0], "show", "-s", "--format=%ct")
+    code, data, err = build_lab.build(again, "--no-publish")
+    assert code == 0, err
+    for a, b in zip(packages(built[1]), packages(data), strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_primary_down_falls_back_and_says_why(build_lab: BuildLab, tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "fallback")
+    host = build_lab.ssh.hosts["boltzmann"]
+    host.stop()
+    try:
+        code, data, err = build_lab.build(repo, "--no-publish")
+    finally:
+        host.start()
+    assert code == 0, err
+    assert data["build_host"] == "fermi"
+    assert len(data["fallback"]) == 1 and data["fallback"][0].startswith("boltzmann (127.0.0.11:2222): ")
+    assert "build host boltzmann cannot be reached" in (repo / "out/ampere/build.log").read_text()
+
+
+def test_both_build_hosts_down_is_a_clear_failure(build_lab: BuildLab, tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "down")
+    for name in ("boltzmann", "fermi"):
+        build_lab.ssh.hosts[name].stop()
+    try:
+        res = build_lab.ka("build", "ampere", "--repo", str(repo))
+    finally:
+        for name in ("boltzmann", "fermi"):
+            build_lab.ssh.hosts[name].start()
+    assert res.returncode == 3
+    assert "ka: error: no build host can be reached: boltzmann (127.0.0.11:2222): " in res.stderr
+    assert "; fermi (127.0.0.12:2222): " in res.stderr
+
+
+def test_a_source_that_does_not_compile_fails_without_fallback(build_lab: BuildLab, tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "broken", files={"patches/module/oops.patch":
+                                                                build_lab.kernel.patches["broken-build"]},
+                           includes=("soc/base", "module/oops"))
+    res = build_lab.ka("build", "ampere", "--repo", str(repo), "--kernel-tree", str(build_lab.kernel.bare))
+    assert res.returncode == 1, res.stderr
+    assert "makepkg failed on boltzmann" in res.stderr
+    assert "the folder is kept for inspection at boltzmann:" in res.stderr
+    assert "goodix.c: error: #error" in res.stderr  # the log's tail
+    kept = res.stderr.split("inspection at boltzmann:")[1].split()[0]
+    assert Path(kept, "PKGBUILD").is_file()  # really kept (the lab's hosts share this machine's disk)
+    assert "fermi" not in (repo / "out/ampere/build.log").read_text()
+
+
+def test_a_patch_that_does_not_apply_is_refused_before_any_ssh(build_lab: BuildLab, tmp_path: Path) -> None:
+    nowhere = "build_hosts:\n  - ssh: nowhere.invalid\n    workdir: w\n"
+    repo = build_lab.fleet(tmp_path / "fleet", "refused", includes=("soc/base", "module/bad"), infra=nowhere)
+    res = build_lab.ka("build", "ampere", "--repo", str(repo), "--kernel-tree", str(build_lab.kernel.bare))
+    assert res.returncode == 1
+    assert ("ka: error: ampere: the cumulative patch does not apply on v6.12.0: patches/module/bad.patch: "
+            "context does not match") in res.stderr and "nothing was built" in res.stderr
+    assert "nowhere" not in res.stderr
+
+
+def test_render_only_is_stable_and_makepkg_reads_it(build_lab: BuildLab, tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "render")
+    outs = []
+    for n in (1, 2):
+        res = build_lab.ka("build", "ampere", "--repo", str(repo), "--render-only", str(tmp_path / f"r{n}"))
+        assert res.returncode == 0, res.stderr
+        outs.append({p.name: p.read_bytes() for p in sorted((tmp_path / f"r{n}").iterdir())})
+    assert outs[0] == outs[1]
+    assert set(outs[0]) == {"PKGBUILD", "ampere-cumulative.patch", "config", "linux-ampere.preset", "ka-build.env",
+                            "ka-build.folder"}
+    srcinfo = subprocess.run(["runuser", "-u", "kabuild", "--", "makepkg", "--printsrcinfo"], cwd=_shared(
+        tmp_path / "r1"), capture_output=True, text=True)
+    assert srcinfo.returncode == 0, srcinfo.stderr
+    assert "pkgbase = linux-ampere" in srcinfo.stdout and "pkgname = linux-ampere-headers" in srcinfo.stdout
+    assert f"source = linux::git+{build_lab.source}#tag=v6.12.0" in srcinfo.stdout
+
+
+def _shared(folder: Path) -> Path:
+    """A copy the build user can read (makepkg refuses root)."""
+    import shutil
+    import tempfile
+
+    copy = Path(tempfile.mkdtemp(prefix="ka-render-"))
+    shutil.copytree(folder, copy, dirs_exist_ok=True)
+    subprocess.run(["chown", "-R", "kabuild", str(copy)], check=True)
+    copy.chmod(0o755)
+    return copy
+
+
+def test_pkgdiff_finds_a_changed_member_and_ignores_a_changed_time(built: tuple[Path, dict[str, Any]],
+                                                                  tmp_path: Path, build_lab: BuildLab) -> None:
+    kernel = packages(built[1])[0]
+    same = build_lab.ka("pkgdiff", str(kernel), str(kernel), "--json")
+    assert same.returncode == 0 and json.loads(same.stdout)["same"]
+    retimed = _repack(kernel, tmp_path / "retimed.pkg.tar.zst", lambda name, data: data, mtime=12345)
+    assert build_lab.ka("pkgdiff", str(kernel), str(retimed)).returncode == 0
+    changed = _repack(kernel, tmp_path / "changed.pkg.tar.zst",
+                      lambda name, data: data + b"x" if name == "boot/Image" else data)
+    res = build_lab.ka("pkgdiff", str(kernel), str(changed))
+    assert res.returncode == 1 and "boot/Image: content differs" in res.stdout
+
+
+def _repack(pkg: Path, out: Path, edit: Any, mtime: int | None = None) -> Path:
+    data = subprocess.run(["zstd", "-dcq", str(pkg)], capture_output=True, check=True).stdout
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(data)) as src, \
+            tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for info in src.getmembers():
+            content = src.extractfile(info).read() if info.isfile() else None  # type: ignore[union-attr]
+            if mtime is not None:
+                info.mtime = mtime
+            if content is not None:
+                content = edit(info.name, content)
+                info.size = len(content)
+            dst.addfile(info, io.BytesIO(content) if content is not None else None)
+    out.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), capture_output=True,
+                                   check=True).stdout)
+    return out
+
+
+def test_an_unknown_host_key_stops_the_build(build_lab: BuildLab, tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "keys")
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    res = build_lab.ka("build", "ampere", "--repo", str(repo), "--known-hosts", str(empty))
+    assert res.returncode == 3
+    assert "host key ssh-ed25519 SHA256:" in res.stderr and "is not in" in res.stderr
+
+
+def test_a_host_without_a_package_section_is_named(build_lab: BuildLab, tmp_path: Path) -> None:
+    from kernel import write_fleet
+    from test_promote import fleet_files
+
+    repo = write_fleet(tmp_path / "fleet", {"ampere": AMPERE}, fleet_files(build_lab.kernel))
+    res = build_lab.ka("build", "ampere", "--repo", str(repo))
+    assert res.returncode == 2 and "fleet/ampere.yaml: package: missing: ka-build needs a package section" in res.stderr

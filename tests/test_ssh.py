@@ -1,0 +1,89 @@
+"""The ssh door (ka/ssh.py) against real sshd hosts on loopback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from sshhosts import SshLab
+
+from ka.ssh import HostKeyRefused, RemoteFailed, SshSettings, Unreachable, connect
+
+
+def settings(lab: SshLab, **kw: object) -> SshSettings:
+    return SshSettings(config=lab.config, known_hosts=lab.known_hosts, **kw)  # type: ignore[arg-type]
+
+
+def test_commands_are_argument_lists_never_shell_text(ssh_lab: SshLab) -> None:
+    with connect(settings(ssh_lab), "boltzmann") as remote:
+        assert remote.run(["id", "-un"]).output.strip() == "kabuild"
+        tricky = ["a b", "'$HOME'", ";rm -rf ~", "$(id)", "`id`", "*", "\"q\""]
+        out = remote.run(["printf", "%s|", *tricky]).output
+        assert out == "|".join(tricky) + "|"
+        cwd = str(ssh_lab.user_folder("cwd test"))
+        assert remote.run(["pwd"], cwd=cwd).output.strip() == cwd
+        assert remote.run(["printenv", "KA_X"], env={"KA_X": "a b;c"}).output == "a b;c\n"
+
+
+def test_output_streams_line_by_line_and_failures_carry_the_tail(ssh_lab: SshLab) -> None:
+    seen: list[tuple[float, str]] = []
+    start = time.monotonic()
+    with connect(settings(ssh_lab), "fermi") as remote:
+        remote.run(["sh", "-c", "echo one; sleep 1; echo two"], on_line=lambda ln: seen.append(
+            (time.monotonic() - start, ln)))
+        assert [ln for _, ln in seen] == ["one", "two"] and seen[1][0] - seen[0][0] > 0.5
+        with pytest.raises(RemoteFailed, match=r"fermi: sh -c .* exited 3: first \| last words") as err:
+            remote.run(["sh", "-c", "echo first; echo last words >&2; exit 3"])
+        assert err.value.code == 3
+        with pytest.raises(RemoteFailed, match="exited 124"):
+            remote.run(["sleep", "30"], timeout=1)
+
+
+def test_files_over_sftp(ssh_lab: SshLab, tmp_path: Path) -> None:
+    local = tmp_path / "tree"
+    (local / "sub").mkdir(parents=True)
+    (local / "sub" / "a.txt").write_text("a")
+    (local / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    (local / "run.sh").chmod(0o755)
+    remote_dir = str(ssh_lab.user_folder("sftp")) + "/tree"
+    with connect(settings(ssh_lab), "hertz") as remote:
+        assert remote.put_tree(local, remote_dir) == 1 + len("#!/bin/sh\necho ran\n")
+        assert remote.run(["./run.sh"], cwd=remote_dir).output == "ran\n"
+        data, size, mtime = remote.read(remote_dir + "/sub/a.txt", limit=10)
+        assert (data, size) == (b"a", 1) and mtime > 0
+        remote.get(remote_dir + "/sub/a.txt", tmp_path / "back")
+        assert (tmp_path / "back").read_text() == "a"
+        assert remote.stat(remote_dir + "/none") is None
+
+
+def test_unknown_and_changed_host_keys_are_refused(ssh_lab: SshLab, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    unknown = r"boltzmann \(\[127.0.0.11\]:2222\): host key ssh-ed25519 SHA256:\S+ is not in"
+    with pytest.raises(HostKeyRefused, match=unknown):
+        connect(SshSettings(config=ssh_lab.config, known_hosts=empty), "boltzmann")
+    wrong = tmp_path / "wrong"
+    fermi_key = (ssh_lab.root / "fermi" / "host_key.pub").read_text().split()
+    wrong.write_text(f"[127.0.0.11]:2222 {fermi_key[0]} {fermi_key[1]}\n")  # boltzmann's address, fermi's key
+    with pytest.raises(HostKeyRefused, match=r"host key changed: it offers SHA256:.*pins SHA256:"):
+        connect(SshSettings(config=ssh_lab.config, known_hosts=wrong), "boltzmann")
+    assert "127.0.0.11" not in empty.read_text()  # refused, never added
+
+
+def test_a_host_that_is_down_is_unreachable(ssh_lab: SshLab) -> None:
+    host = ssh_lab.hosts["fermi"]
+    host.stop()
+    try:
+        with pytest.raises(Unreachable, match=r"fermi \(127.0.0.12:2222\)"):
+            connect(settings(ssh_lab, connect_timeout=2.0), "fermi")
+    finally:
+        host.start()
+
+
+def test_proxy_jump(ssh_lab: SshLab, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(ssh_lab.config.read_text() + f"Host behind\n  HostName 127.0.0.12\n  Port 2222\n"
+                      f"  User kabuild\n  IdentityFile {ssh_lab.key}\n  ProxyJump boltzmann\n")
+    with connect(SshSettings(config=config, known_hosts=ssh_lab.known_hosts), "behind") as remote:
+        assert remote.run(["id", "-un"]).output.strip() == "kabuild"
