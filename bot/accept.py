@@ -29,7 +29,7 @@ from ka.runner import run
 
 Log = Callable[[str], None]
 #: verbs whose tools have not landed yet: the command says so and queues nothing
-NOT_YET = {"build": "ka-build", "install": "ka-install", "rollback": "ka-install --rollback"}
+NOT_YET = {"install": "ka-install", "rollback": "ka-install --rollback"}
 
 
 class Refused(Exception):
@@ -193,10 +193,19 @@ class Acceptor:
         out.job = Planned(cmd, "parity", sha, ref, None if cmd.all_hosts else list(cmd.hosts),
                           at=sha if cmd.commit else None)
 
+    def _build(self, cmd: Command, out: Outcome) -> None:
+        sha, ref = self.commit(cmd)
+        fleet = self.hosts_at(sha)
+        host = cmd.hosts[0]
+        if host not in fleet:
+            raise Refused(f"`{code(host)}` is not in the fleet at `{sha[:12]}`; "
+                          f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
+        out.job = Planned(cmd, "build", sha, ref, [host], at=sha if cmd.commit else None)
+
     def _not_yet(self, cmd: Command, out: Outcome) -> None:
         raise Refused(f"`{NOT_YET[cmd.verb]}` is not available yet (it comes with its own issue); nothing was queued")
 
-    _build = _install = _rollback = _not_yet
+    _install = _rollback = _not_yet
 
     def _cancel(self, cmd: Command, out: Outcome) -> None:
         target = self._target(cmd)

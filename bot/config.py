@@ -38,6 +38,10 @@ ENV = {
     "max_patch": "KA_MAX_PATCH",
     "max_cumulative": "KA_MAX_CUMULATIVE",
     "bot_login": "KA_BOT_LOGIN",
+    "ssh_config": "KA_SSH_CONFIG",
+    "known_hosts": "KA_KNOWN_HOSTS",
+    "gnupghome": "KA_GNUPGHOME",
+    "packager": "KA_PACKAGER",
     "forge_timeout": "KA_FORGE_TIMEOUT",
     "local_permissions": "KA_LOCAL_PERMISSIONS",
 }
@@ -68,6 +72,10 @@ class Config:
     max_cumulative: str | None = None
     bot_login: str | None = None  # the bot's account; asked from the forge (GET /user) when unset
     forge_timeout: float = 30.0  # seconds to wait for the forge's answer (connecting: 5)
+    ssh_config: Path | None = None  # ka-build, parity.canonical HOST:PATH: default ~/.ssh/config
+    known_hosts: Path | None = None  # default ~/.ssh/known_hosts
+    gnupghome: Path | None = None  # the keyring ka-build signs packages with
+    packager: str | None = None  # makepkg's PACKAGER
     local_permissions: str = "*=write"  # local mode only: "alice=admin,bob=read,*=write"
 
     @property
@@ -85,6 +93,14 @@ class Config:
                 raise BadInput(f"KA_LOCAL_PERMISSIONS: {item!r} must be login=role, role one of {', '.join(ROLES)}")
             table[login.strip()] = role.strip()
         return table
+
+    @property
+    def ssh(self) -> Any:
+        """ssh settings for build, repository and canonical-patch hosts (:class:`ka.ssh.SshSettings`)."""
+        from ka.ssh import SshSettings  # paramiko only where ssh is used
+
+        return SshSettings.from_env({}, config=str(self.ssh_config) if self.ssh_config else None,
+                                    known_hosts=str(self.known_hosts) if self.known_hosts else None)
 
     @property
     def limits(self) -> Limits:

@@ -39,6 +39,8 @@ def ending(config: Config, log_dir_of: Callable[[int], object], word: str, plain
             prs = [r[0] for r in db.execute("SELECT number FROM pr_heads p WHERE sha = ? AND at = (SELECT MAX(at) "
                                             "FROM pr_heads q WHERE q.number = p.number)", (job.commit_sha,))]
             writes += [summary_write(n) for n in prs]
+        if job.verb == "build" and job.commit_sha and job.host:
+            writes.append(build_status(config, job))
         if job.requester.get("kind") == "comment":
             writes += _plain_reply(config, job) if plain else _thread_reply(config, db, job, log_dir_of(job.id))
         insert_writes(db, job.id, writes)
@@ -55,6 +57,19 @@ def ending_statuses(config: Config, job: Job, pending: list[str], word: str, rea
     reason += "; push again to re-check" if job.state == "interrupted" else ""
     return [forge.status(repo, job.commit_sha, "error", CONTEXT.format(host=h) if h else "ka/parity",
                          f"job {job.id} {word}: {reason}", job_url(config, job.id, h)) for h in targets]
+
+
+def build_status(config: Config, job: Job) -> forge.Write:
+    """The final ``ka/build/<host>`` status: success with what was built, else why not."""
+    r = job.result
+    if job.state == "succeeded":
+        where = f", published to {r['repository']['host']}" if r.get("repository") else ""
+        state, text = "success", f"{r.get('pkgbase')} {r.get('version')} built on {r.get('build_host')}{where}"
+    else:
+        state, text = ("failure" if job.state == "failed" else "error"), f"{job.state}: {job.error or ''}"
+    assert job.commit_sha is not None
+    return forge.status(repo_of(config), job.commit_sha, state, f"ka/build/{job.host}", f"job {job.id}: {text}",
+                        job_url(config, job.id))
 
 
 def _thread_reply(config: Config, db: sqlite3.Connection, job: Job, log_path: object) -> list[forge.Write]:

@@ -18,6 +18,7 @@ from bot.links import job_url, repo_of
 from bot.store import HostResult, Job, Store
 from bot.summary import summary_write
 from ka.baseline import KernelTree
+from ka.canonical import SftpCanonical
 from ka.errors import KaError
 from ka.manifest import list_hosts
 from ka.promote import PromoteResult, promote_each
@@ -97,8 +98,14 @@ class ParityRun:
             for name in names:
                 self._error(name, str(exc))
         else:
-            promote_each(view, names, kernel, sha, on_result=lambda r: self._record(r.host, describe(r)),
-                         on_error=self._error, workers=self.config.check_workers, before_each=self.stop)
+            remote = SftpCanonical(self.config.ssh, self.config.limits, self.config.state_dir / "canonical-cache",
+                                   self.log)
+            try:
+                promote_each(view, names, kernel, sha, on_result=lambda r: self._record(r.host, describe(r)),
+                             on_error=self._error, workers=self.config.check_workers, before_each=self.stop,
+                             remote=remote)
+            finally:
+                remote.close()
         return {"hosts": len(hosts), "states": self.store.host_counts(self.job.id)}
 
 

@@ -105,7 +105,10 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
                   outcome=OUTCOME.get(job.state, job.state), duration=duration(job), job_url=job_url(config, job.id),
                   reason=job.error if failed else "", reason_word="why", rows=host_rows(rows),
                   more=max(0, job.host_count - TABLE_ROWS), log=log_tail(log_path),
-                  fallback=fallback(job), retry=job.verb == "parity")
+                  fallback=fallback(job), retry=job.verb in ("parity", "build"),
+                  artifacts=job.result.get("artifacts") or [], build_host=job.result.get("build_host"),
+                  build_fallback=job.result.get("fallback") or [], repository=job.result.get("repository"),
+                  kept=job.result.get("kept"))
 
 
 def fallback(job: Job) -> str:
@@ -115,6 +118,8 @@ def fallback(job: Job) -> str:
         hosts = job.args.get("hosts")
         who = " ".join(hosts) if hosts else "--all"
         return f"ka-promote {who} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
+    if job.verb == "build":
+        return f"ka-build {job.host} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
     return f"ka-{job.verb} {job.host or ''}".strip()
 
 

@@ -24,6 +24,7 @@ from typing import IO, Any
 from huey import crontab
 
 from bot import mirror, outbox, owner
+from bot.buildjob import run_build
 from bot.endings import OnEnd, ending
 from bot.parity import ParityRun
 from bot.services import Services
@@ -317,6 +318,8 @@ def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
         from bot.accept import Acceptor  # it queues jobs, and ends cancelled ones through end_job
 
         return Acceptor(services, job, log_line).run()
+    if job.verb == "build":
+        return run_build(services, job, log_line, kick)
     if job.verb != "parity":
         raise RuntimeError(f"verb {job.verb!r} is not built yet")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ka.baseline import KernelTree
+from ka.canonical import SftpCanonical
 from ka.cumulative import b2sum
 from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
 from ka.infra import BuildHost, Infra
@@ -74,6 +75,7 @@ class BuildOptions:
     publish: bool = True
     timeout: float = 4 * 3600.0
     check_against: Path | None = None
+    canonical_cache: Path | None = None  # parity.canonical: HOST:PATH, re-read only when it changed
 
 
 @dataclass
@@ -152,7 +154,7 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
     phases = _Phases(result, phase)
     try:
         phases("promote")
-        plan, promoted = _promote(view, host, kernel, opts.out_dir, log)
+        plan, promoted = _promote(view, host, kernel, opts, log)
         result.patch_b2sum, result.baseline = promoted.b2sum, promoted.baseline
         phases("render")
         folder = render(view, plan, view.rev)
@@ -169,9 +171,13 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
         phases.end()
 
 
-def _promote(view: RepoView, host: str, kernel: KernelTree | None, out_dir: Path,
+def _promote(view: RepoView, host: str, kernel: KernelTree | None, opts: BuildOptions,
              log: Log) -> tuple[HostPlan, PromoteResult]:
-    plan = plan_host(view, host)  # a broken manifest: ManifestError, with file and line
+    remote = SftpCanonical(opts.ssh, view.limits, opts.canonical_cache, log)
+    try:
+        plan = plan_host(view, host, remote)  # a broken manifest: ManifestError, with file and line
+    finally:
+        remote.close()
     spec_of(plan)  # a manifest without a package section fails here, before anything else
     promoted = promote_one(plan, kernel, resolve_baselines(kernel, [plan]), view.rev)
     if promoted.applies is False and promoted.failure:
@@ -180,7 +186,7 @@ def _promote(view: RepoView, host: str, kernel: KernelTree | None, out_dir: Path
     if promoted.parity.state == "mismatch":
         raise BuildError(f"{host}: parity mismatch: {promoted.parity.reason}; nothing was built")
     outputs = Outputs()
-    stage_outputs(outputs, plan, promoted, default_patch_path(out_dir, host))
+    stage_outputs(outputs, plan, promoted, default_patch_path(opts.out_dir, host))
     outputs.commit()
     checked = "applies on " + promoted.baseline if promoted.applies else "baseline not checked (no kernel tree)"
     log(f"promote: {promoted.b2sum[:16]} {checked}, parity {promoted.parity.state}")

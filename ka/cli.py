@@ -15,11 +15,13 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ka import __version__, promote, runner
 from ka.baseline import KernelTree
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaError
 from ka.kernel_import import import_tarball
+from ka.limits import Limits
 from ka.manifest import check_host_name, list_hosts
 from ka.outputs import Outputs
 from ka.progress import Progress
@@ -42,6 +44,8 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="where to write the patch (one host only)")
     p.add_argument("--out-dir", metavar="DIR", help="folder for <host>/<host>-cumulative.patch (default: out/)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--ssh-config", metavar="FILE", help="for parity.canonical: HOST:PATH (default: $KA_SSH_CONFIG)")
+    p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
     p.set_defaults(func=cmd_promote)
 
 
@@ -138,7 +142,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise BadInput(f"{view.display('fleet/')}: no host manifests")
     for host in hosts:
         check_host_name(view, host)
-    plans = promote.plan_hosts(view, hosts)
+    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits)
+    try:
+        plans = promote.plan_hosts(view, hosts, remote)
+    finally:
+        remote.close()
     kernel = KernelTree(settings.kernel_tree) if settings.kernel_tree else None
     rev = view.rev or _worktree_rev(settings.repo)
     live = None if args.json or len(hosts) == 1 else _live_line
@@ -154,6 +162,26 @@ def cmd_promote(args: argparse.Namespace) -> int:
     else:
         print_promote(results, brief=len(results) > 1, printed=live is not None)
     return EXIT_OK if all(r.ok for r in results) else EXIT_CHECK_FAILED
+
+
+class _RemoteFiles:
+    """``parity.canonical: HOST:PATH`` over SFTP, connecting (and importing paramiko) only when one is named."""
+
+    def __init__(self, config: str | None, known_hosts: str | None, limits: Limits) -> None:
+        self.args, self.limits = (config, known_hosts), limits
+        self.real: Any = None
+
+    def read(self, host: str, path: str) -> bytes | None:
+        if self.real is None:
+            from ka.canonical import SftpCanonical
+            from ka.ssh import SshSettings
+
+            self.real = SftpCanonical(SshSettings.from_env(config=self.args[0], known_hosts=self.args[1]), self.limits)
+        return bytes(self.real.read(host, path))
+
+    def close(self) -> None:
+        if self.real is not None:
+            self.real.close()
 
 
 def _output_path(given: str, repo: Path) -> Path:

@@ -27,6 +27,8 @@ RESERVED = frozenset({"infra"})
 HOST_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # always fullmatch: "$" would let "name\n" through
 HOST_RULE = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63"
 B2SUM_RE = re.compile(r"[0-9a-f]{128}")
+#: parity.canonical on a host (as the hand-built package's patch lies on the build host): ssh name, path
+REMOTE_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,62}):([A-Za-z0-9._/~+-][A-Za-z0-9._/~+ -]{0,400})")
 #: a tag, a branch or a commit id: git's revision syntax (":/regex" walks all history, "@{…}", "^", "~")
 #: has no place in a manifest, and a pull request must not make the bot search the kernel's history
 REF_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}(?<![./])")
@@ -57,6 +59,7 @@ class Parity:
     b2sum: str | None = None
     canonical: str | None = None
     canonical_line: int | None = None
+    remote: tuple[str, str] | None = None  # canonical as HOST:PATH: the patch as it lies on that host
 
     @property
     def is_set(self) -> bool:
@@ -262,12 +265,18 @@ def _parity(doc: Doc) -> Parity:
         b2 = None
     canon = value.get("canonical")
     canon_node = child(node, "canonical")
-    if canon is not None and (not isinstance(canon, str) or clean_relpath(canon) is None):
+    remote = REMOTE_RE.fullmatch(canon) if isinstance(canon, str) else None
+    if remote is not None and ".." in remote.group(2).split("/"):
+        doc.add(canon_node, "parity.canonical", f"{shown(canon)}: a remote path may not contain '..'")
+        canon = None
+    elif canon is not None and remote is None and (not isinstance(canon, str) or clean_relpath(canon) is None):
         doc.add(canon_node, "parity.canonical",
-                f"{shown(canon)} must be a path inside the repository (no '..', no absolute path, nothing in .git)")
+                f"{shown(canon)} must be a path inside the repository (no '..', no absolute path, nothing in .git), "
+                "or HOST:PATH on a host of the ssh config")
         canon = None
     line = canon_node.start_mark.line + 1 if canon_node is not None else None
-    return Parity(b2sum=b2, canonical=canon, canonical_line=line)
+    return Parity(b2sum=b2, canonical=canon, canonical_line=line,
+                  remote=(remote.group(1), remote.group(2)) if remote and canon else None)
 
 
 def load_manifest(view: RepoView, host: str) -> Manifest:

@@ -1,8 +1,9 @@
 """``ka pkgdiff A B``: are two packages the same, modulo when and where they were built?
 
 Ignored: member mtimes, ``builddate`` in ``.PKGINFO``, ``builddate``, ``builddir`` and
-``startdir`` in ``.BUILDINFO``, and ``time=`` in ``.MTREE``.  Everything else counts: the
-members, their content, mode, owner and link target.
+``startdir`` in ``.BUILDINFO``, and in ``.MTREE`` the ``time=`` fields and the entries of those
+two files (whose digests change with them).  Everything else counts: the members, their
+content, mode, owner and link target.
 """
 
 from __future__ import annotations

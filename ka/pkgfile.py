@@ -20,6 +20,8 @@ from ka.runner import reading
 _BUILD_LINES = {".PKGINFO": re.compile(rb"^builddate = .*$", re.M),
                 ".BUILDINFO": re.compile(rb"^(builddate|builddir|startdir) = .*$", re.M)}
 _MTREE_TIME = re.compile(rb" time=\S+")
+#: .MTREE lists the metadata files with their digests; those are compared (normalised) on their own
+_MTREE_META = re.compile(rb"^\./\.(BUILDINFO|PKGINFO) .*\n?", re.M)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def _normalised(name: str, data: bytes) -> bytes:
     if name in _BUILD_LINES:
         return _BUILD_LINES[name].sub(b"", data)
     if name == ".MTREE":
-        return _MTREE_TIME.sub(b"", gzip.decompress(data))
+        return _MTREE_META.sub(b"", _MTREE_TIME.sub(b"", gzip.decompress(data)))
     return data
 
 

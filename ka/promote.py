@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from ka.baseline import ApplyFailure, KernelTree, check_applies
 from ka.cumulative import Cumulative, concatenate
-from ka.errors import BadInput, KaError, KernelTreeError, ManifestError, Problem
+from ka.errors import EXIT_ENVIRONMENT, BadInput, KaError, KernelTreeError, ManifestError, Problem
 from ka.manifest import Manifest, load_manifest
 from ka.outputs import Outputs
 from ka.parity import UNSET, ParityResult, compare
@@ -73,17 +74,34 @@ class PromoteResult:
         }
 
 
-def plan_host(view: RepoView, host: str) -> HostPlan:
+class RemoteFiles(Protocol):
+    """Reads ``parity.canonical: HOST:PATH`` (ka/canonical.py, over SFTP)."""
+
+    def read(self, host: str, path: str) -> bytes | None:
+        """The file's bytes; None when remote references are not read (ka-status)."""
+
+
+class _NotRead:
+    def read(self, host: str, path: str) -> bytes | None:
+        return None
+
+
+NOT_READ: RemoteFiles = _NotRead()
+
+
+def plan_host(view: RepoView, host: str, remote: RemoteFiles = NOT_READ) -> HostPlan:
     """Read and validate one host's manifest, series and parity reference."""
     manifest = load_manifest(view, host)
     series = resolve_series(view, manifest)
-    return HostPlan(manifest, series, concatenate(series), _canonical(view, manifest))
+    return HostPlan(manifest, series, concatenate(series), _canonical(view, manifest, remote))
 
 
-def _canonical(view: RepoView, manifest: Manifest) -> bytes | None:
+def _canonical(view: RepoView, manifest: Manifest, remote: RemoteFiles) -> bytes | None:
     path = manifest.parity.canonical
     if path is None:
         return None
+    if manifest.parity.remote is not None:
+        return remote.read(*manifest.parity.remote)
     try:
         found = view.kind(path) == FILE
     except PathEscapes:
@@ -97,12 +115,12 @@ def _canonical(view: RepoView, manifest: Manifest) -> bytes | None:
     return view.read(path)
 
 
-def plan_hosts(view: RepoView, hosts: list[str]) -> list[HostPlan]:
+def plan_hosts(view: RepoView, hosts: list[str], remote: RemoteFiles = NOT_READ) -> list[HostPlan]:
     """Plan every host; raise one error that lists the problems of all of them."""
     plans, problems, others = [], [], []
     for host in hosts:
         try:
-            plans.append(plan_host(view, host))
+            plans.append(plan_host(view, host, remote))
         except ManifestError as exc:
             problems.extend(exc.problems)
         except BadInput as exc:
@@ -187,7 +205,8 @@ class _Baselines:
 
 def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, rev: str | None,
                  on_result: Callable[[PromoteResult], None], on_error: Callable[[str, str], None],
-                 workers: int = 2, before_each: Callable[[], None] = lambda: None) -> None:
+                 workers: int = 2, before_each: Callable[[], None] = lambda: None,
+                 remote: RemoteFiles = NOT_READ) -> None:
     """Plan and check host by host, handing each outcome on and letting its patch go.
 
     This is promote for a fleet read from an untrusted commit (the bot): peak memory is
@@ -207,7 +226,7 @@ def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, re
         except BaseException:
             stop.set()
             raise
-        outcome = _check_host(view, host, kernel, baselines, rev)
+        outcome = _check_host(view, host, kernel, baselines, rev, remote)
         try:
             if isinstance(outcome, str):
                 on_error(host, outcome)
@@ -223,14 +242,16 @@ def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, re
 
 
 def _check_host(view: RepoView, host: str, kernel: KernelTree | None, baselines: _Baselines,
-                rev: str | None) -> PromoteResult | str:
+                rev: str | None, remote: RemoteFiles) -> PromoteResult | str:
     """A host's result, or the message that says why it could not be checked."""
     try:
-        plan = plan_host(view, host)
+        plan = plan_host(view, host, remote)
         return promote_one(plan, kernel, baselines.commits(plan.manifest), rev)
     except KernelTreeError as exc:
         return str(exc)
     except KaError as exc:
+        if exc.exit_code == EXIT_ENVIRONMENT:  # ssh to a parity reference's host, say: not the commit's fault
+            return str(exc).splitlines()[0]
         return f"invalid at this commit: {str(exc).splitlines()[0]}"
     except Exception as exc:  # one host's broken tree must not take the others down
         return f"cannot read at this commit: {type(exc).__name__}: {exc}"

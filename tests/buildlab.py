@@ -36,17 +36,26 @@ class BuildLab:
         return (f"build_hosts:\n{build}repository:\n  ssh: hertz\n  path: {repo}\n  name: fleet\n"
                 f"  url: file://{repo}\n  key: {self.fingerprint}\n  gnupghome: {self.repo_gnupghome}\n")
 
-    def fleet(self, root: Path, tag: str, files: dict[str, bytes | str] | None = None,
+    def parts(self, tag: str, files: dict[str, bytes | str] | None = None,
               includes: tuple[str, ...] = ("board/pinetab2", "driver/bes2600", "soc/base", "arch/defconfig"),
-              infra: str | None = None, extra: str = "") -> Path:
-        """A committed fleet repository with host ampere, buildable in this lab."""
+              infra: str | None = None) -> tuple[dict[str, str], dict[str, bytes | str]]:
+        """The manifests and files of a fleet with host ampere, buildable in this lab."""
         from conftest import manifest
         from test_promote import fleet_files
 
-        package = f"package:\n  config: fleet/configs/ampere.config\n  source:\n    git: {self.source}\n{extra}"
-        return write_fleet(root, {"ampere": manifest(list(includes)) + package},
-                           {**fleet_files(self.kernel), "fleet/configs/ampere.config": CONFIG,
-                            "fleet/infra.yaml": infra if infra is not None else self.infra(tag), **(files or {})})
+        package = f"package:\n  config: fleet/configs/ampere.config\n  source:\n    git: {self.source}\n"
+        return ({"ampere": manifest(list(includes)) + package},
+                {**fleet_files(self.kernel), "fleet/configs/ampere.config": CONFIG,
+                 "fleet/infra.yaml": infra if infra is not None else self.infra(tag), **(files or {})})
+
+    def fleet(self, root: Path, tag: str, **kw: Any) -> Path:
+        """A committed fleet repository with host ampere, buildable in this lab."""
+        return write_fleet(root, *self.parts(tag, **kw))
+
+    def bot_env(self) -> dict[str, str]:
+        """What a bot needs to build in this lab."""
+        return {"KA_SSH_CONFIG": str(self.ssh.config), "KA_KNOWN_HOSTS": str(self.ssh.known_hosts),
+                "KA_GNUPGHOME": str(self.gnupghome), "KA_PACKAGER": "Fleet Test <fleet@example.org>"}
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "GNUPGHOME": str(self.gnupghome), "KA_SSH_CONFIG": str(self.ssh.config),

@@ -121,14 +121,23 @@ def test_help_unknown_verbs_and_unknown_hosts(thread: Rig) -> None:
     assert "`/ka promote nosuch`: not in the fleet at `" in second and "its hosts: `ampere`, `ohm`" in second
 
 
-def test_build_is_not_available_yet_and_install_needs_an_admin(thread: Rig) -> None:
+def test_install_needs_an_admin_and_is_not_available_yet(thread: Rig) -> None:
     open_pr(thread)
-    say(thread, "/ka build ampere\n/ka install ampere")
+    say(thread, "/ka install ampere")
     (reply,) = wait_replies(thread, 1)
-    assert "`/ka build ampere`: `ka-build` is not available yet" in reply and "nothing was queued" in reply
     assert "`/ka install ampere`: needs admin or owner, or an operator of the host" in reply
     say(thread, "/ka install ampere --no-reboot", who="boss")
-    assert "`ka-install` is not available yet" in wait_replies(thread, 2)[1]
+    assert "`ka-install` is not available yet" in wait_replies(thread, 2)[1] and "nothing was queued" in \
+        replies(thread)[1]
+
+
+def test_a_build_of_a_host_without_a_package_section_says_why(thread: Rig) -> None:
+    sha = open_pr(thread)
+    say(thread, "/ka build ampere")
+    ack, result = wait_replies(thread, 2)
+    assert "`/ka build ampere`: job [" in ack
+    assert "**failed**" in result and "package: missing: ka-build needs a package section" in result
+    assert thread.fake.latest(sha)["ka/build/ampere"]["state"] == "failure"
 
 
 def test_edits_replays_and_the_bots_own_comments_do_nothing(thread: Rig) -> None:

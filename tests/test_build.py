@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,81 @@ def test_a_host_without_a_package_section_is_named(build_lab: BuildLab, tmp_path
     repo = write_fleet(tmp_path / "fleet", {"ampere": AMPERE}, fleet_files(build_lab.kernel))
     res = build_lab.ka("build", "ampere", "--repo", str(repo))
     assert res.returncode == 2 and "fleet/ampere.yaml: package: missing: ka-build needs a package section" in res.stderr
+
+
+def test_check_against_a_previous_package(built: tuple[Path, dict[str, Any]], build_lab: BuildLab,
+                                          tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "check")
+    kernel = packages(built[1])[0]
+    code, data, err = build_lab.build(repo, "--no-publish", "--check-against", str(kernel))
+    assert code == 0 and data["pkgdiff"]["same"], err
+    other = _repack(kernel, tmp_path / "other.pkg.tar.zst",
+                    lambda name, content: content + b"\n" if name.endswith("modules.dep") else content)
+    code, data, err = build_lab.build(repo, "--no-publish", "--check-against", str(other))
+    assert code == 1 and "modules.dep: content differs" in err
+
+
+def test_parity_canonical_on_a_build_host_over_sftp(build_lab: BuildLab, tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "canonical")
+    assert build_lab.ka("promote", "ampere", "--repo", str(repo)).returncode == 0
+    cumulative = (repo / "out/ampere/ampere-cumulative.patch").read_bytes()
+    folder = build_lab.ssh.user_folder("canonical", "src")
+    remote = folder / "0001-bes2600-cumulative-series.patch"
+    remote.write_bytes(cumulative)
+    manifest = (repo / "fleet/ampere.yaml").read_text()
+    (repo / "fleet/ampere.yaml").write_text(manifest + f"parity:\n  canonical: boltzmann:{remote}\n")
+    res = build_lab.ka("promote", "ampere", "--repo", str(repo), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["parity"] == "match"
+    remote.write_bytes(cumulative.replace(b"wifi", b"WIFI", 1))
+    res = build_lab.ka("promote", "ampere", "--repo", str(repo), "--json")
+    data = json.loads(res.stdout)
+    assert res.returncode == 1 and data["parity"] == "mismatch"
+    assert data["parity_detail"]["patch"] == "patches/board/pinetab2/0001-wifi.patch"
+    (repo / "fleet/ampere.yaml").write_text(manifest + f"parity:\n  canonical: boltzmann:{folder}/none.patch\n")
+    res = build_lab.ka("promote", "ampere", "--repo", str(repo))
+    assert res.returncode == 3 and f"parity.canonical: boltzmann:{folder}/none.patch: no such file" in res.stderr
+
+
+def readme_recipe() -> list[str]:
+    """The README's manual build, as written: the shell block under "Building by hand"."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("#### Building by hand", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
+    return block.splitlines()
+
+
+def test_the_readmes_manual_recipe_gives_the_same_package_as_ka_build(build_lab: BuildLab, tmp_path: Path) -> None:
+    repo = build_lab.fleet(tmp_path / "fleet", "by-hand")
+    code, data, err = build_lab.build(repo, "--no-publish")
+    assert code == 0, err
+    lines = readme_recipe()
+    assert lines[0].startswith("host=ampere build_host=boltzmann ")  # the one line a user edits
+    workdir = build_lab.ssh.user_folder("by-hand", "manual")
+    lines[0] = f"host=ampere build_host=boltzmann workdir={workdir} key={build_lab.fingerprint}"
+    wrappers = tmp_path / "bin"  # the user's ssh and scp, with this lab's ssh config
+    wrappers.mkdir()
+    for tool in ("ssh", "scp"):
+        (wrappers / tool).write_text(f"#!/bin/sh\nexec /usr/bin/{tool} -F {build_lab.ssh.config} \"$@\"\n")
+        (wrappers / tool).chmod(0o755)
+    venv = Path(sys.executable).parent
+    env = {**build_lab.env(), "PATH": f"{wrappers}:{venv}:{os.environ['PATH']}"}
+    script = "set -eu\n" + "\n".join(lines) + "\n"
+    res = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the same, modulo when and where they were built" in res.stdout
+    by_hand = sorted((repo / "out/ampere/by-hand").glob("*.pkg.tar.zst"))
+    assert [p.name for p in by_hand] == [a["file"] for a in data["artifacts"]]
+    for ours, theirs in zip(by_hand, packages(data), strict=True):
+        assert build_lab.ka("pkgdiff", str(ours), str(theirs)).returncode == 0, ours.name
+        assert ours.with_name(ours.name + ".sig").is_file()
+
+
+def test_the_sample_fleet_renders_for_makepkg(build_lab: BuildLab, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for host in ("ampere", "fresnel", "ohm"):
+        res = build_lab.ka("build", host, "--render-only", str(tmp_path / host), cwd=root)
+        assert res.returncode == 0, res.stderr
+        srcinfo = subprocess.run(["runuser", "-u", "kabuild", "--", "makepkg", "--printsrcinfo"],
+                                 cwd=_shared(tmp_path / host), capture_output=True, text=True)
+        assert srcinfo.returncode == 0, srcinfo.stderr
+        assert f"pkgbase = linux-{host}" in srcinfo.stdout and "pkgver = 6.12.117" in srcinfo.stdout
