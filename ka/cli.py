@@ -27,12 +27,12 @@ from ka.outputs import Outputs
 from ka.progress import Progress
 from ka.promote import PromoteResult
 from ka.repo import GitTree, RepoView, WorkTree
-from ka.report import print_build, print_promote, print_status, promote_line
+from ka.report import print_build, print_install, print_promote, print_status, promote_line
 from ka.settings import resolve
 from ka.status import fleet_status
 
 log = logging.getLogger("ka")
-NOT_BUILT = {"install": "ka-install"}
+NOT_BUILT: dict[str, str] = {}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -74,6 +74,24 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_build)
 
 
+def _install_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    p.add_argument("--rev", metavar="REV", help="read the manifest from this commit (no checkout)")
+    p.add_argument("--package", metavar="FILE", help="install this package (FILE.sig beside it) instead of the "
+                   "newest published one")
+    p.add_argument("--rollback", nargs="?", const="", metavar="RELEASE",
+                   help="boot the kept previous kernel again, or RELEASE from the backup host")
+    p.add_argument("--dry-run", action="store_true", help="check, then print every step and command; change nothing")
+    p.add_argument("--no-reboot", action="store_true", help="stop after the install (a reboot is then pending)")
+    p.add_argument("--out-dir", metavar="DIR", help="where out/<host>/ goes (default: out/)")
+    p.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")
+    p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
+    p.add_argument("--gnupghome", metavar="DIR", help="the keyring that verifies packages ($KA_GNUPGHOME, $GNUPGHOME)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_install)
+
+
 def _pkgdiff_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", metavar="A", help="a package (.pkg.tar.zst)")
     p.add_argument("b", metavar="B", help="another package")
@@ -113,6 +131,7 @@ VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "status": (_status_args, "the fleet at a glance"),
     "baseline": (_baseline_args, "manage kernel baselines"),
     "build": (_build_args, "build, sign and publish a host's kernel package on a build host"),
+    "install": (_install_args, "back up, install, reboot and confirm a host's new kernel (or roll back)"),
     "pkgdiff": (_pkgdiff_args, "compare two packages, modulo when and where they were built"),
     **{v: (_not_built_args(v), f"{cmd} (not built yet)") for v, cmd in NOT_BUILT.items()},
 }
@@ -275,6 +294,53 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    """``ka install``: 0 installed and booted (or pending a reboot, or a dry run), 1 refused or failed."""
+    from ka.infra import load_infra
+    from ka.install import install
+    from ka.installer import InstallError, InstallOptions
+    from ka.rollback import rollback
+    from ka.ssh import SshSettings
+
+    if args.rollback is not None and args.package:
+        raise BadInput("--rollback and --package do not go together")
+    settings = resolve(args.repo, None, args.out_dir, args.rev, Path.cwd())
+    view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
+                      else WorkTree(settings.repo, settings.limits))
+    check_host_name(view, args.host)
+    infra = load_infra(view)
+    opts = InstallOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
+                                                                          known_hosts=args.known_hosts),
+                          gnupghome=_gnupghome(args.gnupghome), package=Path(args.package) if args.package else None,
+                          dry_run=args.dry_run, reboot=not args.no_reboot)
+    log_path = settings.out_dir / args.host / "install.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with Progress("ka-install", live=None if not args.json else False) as progress, \
+            open(log_path, "a", encoding="utf-8") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+            progress.line(line)
+        try:
+            if args.rollback is not None:
+                result = rollback(view, args.host, infra, opts, args.rollback or None, log=log, phase=progress.phase)
+            else:
+                result = install(view, args.host, infra, opts, log=log, phase=progress.phase)
+        except InstallError as exc:
+            progress.close()
+            if exc.result is not None:
+                if args.json:
+                    print(json.dumps({**exc.result.as_dict(), "error": str(exc)}, indent=2))
+                else:
+                    print_install(exc.result, log_path)
+            raise
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print_install(result, log_path)
+    return EXIT_OK
+
+
 def _gnupghome(given: str | None) -> Path | None:
     found = given or os.environ.get("KA_GNUPGHOME") or os.environ.get("GNUPGHOME")
     return Path(found) if found else None
@@ -347,6 +413,6 @@ def build_main() -> None:
 
 
 def install_main() -> None:
-    """Console script ``ka-install`` (not built yet)."""
+    """Console script ``ka-install``."""
     sys.exit(_verb("install")())
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ka.errors import ManifestError, Problem, UnknownHost
+from ka.installspec import InstallSpec, parse_install
 from ka.limits import MANIFEST_MAX, human
 from ka.package import PackageSpec, parse_package
 from ka.repo import DIR, FILE, PathEscapes, RepoView, clean_relpath
@@ -33,8 +34,8 @@ REMOTE_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,62}):([A-Za-z0-9._/~+-][A-
 #: has no place in a manifest, and a pull request must not make the bot search the kernel's history
 REF_RE = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}(?<![./])")
 
-#: Keys each mapping may hold.  ``build`` and ``install`` belong to later verbs,
-#: which check them when they run; ``package`` is ka-build's (ka/package.py).
+#: Keys each mapping may hold.  ``build`` belongs to a later verb, which checks it when it
+#: runs; ``package`` is ka-build's (ka/package.py), ``install`` ka-install's (ka/installspec.py).
 TOP_KEYS = ("description", "baseline", "apply_order", "includes", "parity",
             "package", "build", "install")
 REQUIRED = ("baseline", "apply_order", "includes")
@@ -79,6 +80,7 @@ class Manifest:
     parity: Parity
     data: dict[str, Any] = field(repr=False, default_factory=dict)
     package: PackageSpec | None = None
+    install: InstallSpec | None = None
 
 
 def host_path(host: str) -> str:
@@ -145,6 +147,7 @@ def parse_manifest(host: str, path: str, text: str) -> Manifest:
         data=doc.data,
         package=parse_package(doc, host),
     )
+    manifest = Manifest(**{**manifest.__dict__, "install": parse_install(doc, host, manifest.package)})
     includes = _includes(doc, manifest.apply_order)
     if doc.problems:
         raise ManifestError(doc.problems)

@@ -119,3 +119,26 @@ def print_build(result: Any, rendered: str | None, log_path: Path) -> None:
     if result.diff is not None:
         print(f"same as {result.diff.a.name}, modulo when and where it was built")
     print("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()) + f"; log: {_rel(str(log_path))}")
+
+
+def print_install(result: Any, log_path: Path) -> None:
+    """What ka-install did (or, with --dry-run, would do), and the way back when it failed."""
+    print(f"{result.host}: {result.action} {result.state}: {result.message}")
+    if result.old_release or result.new_release:
+        print(f"  kernel: {result.old_release or '?'} -> {result.new_release or '?'}"
+              + (f"  (package {result.version})" if result.version else ""))
+    if result.backup:
+        print(f"  backup: {result.backup}")
+    beat = result.heartbeat or {}
+    if beat.get("down_after") is not None:
+        up = f", back after {beat['up_after']}s running {beat['release']}" if beat.get("up_after") is not None else ""
+        print(f"  heartbeat: down after {beat['down_after']}s{up}")
+    for step in result.steps:
+        took = f"  ({step['seconds']}s)" if "seconds" in step else ""
+        print(f"  - {step['text']}{took}")
+        if result.state == "dry-run":
+            for command in step["commands"]:
+                print(f"      {command}")
+    for line in result.recovery:
+        print(f"  way back: {line}")
+    print(f"  log: {_rel(str(log_path))}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import os
 import posixpath
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import paramiko
 
@@ -255,6 +256,53 @@ class Remote:
         code = channel.recv_exit_status()
         channel.close()
         return code, b"".join(chunks).decode("utf-8", "replace")
+
+    def stream(self, argv: Sequence[str], sink: BinaryIO, *, timeout: float = 600.0, limit: int | None = None) -> int:
+        """Run ``argv`` and write its standard output, as bytes, to ``sink``; bytes written.
+
+        For what is not text (``tar -c``, a file only root may read): standard error is kept
+        apart and reported when the command fails (:class:`RemoteFailed`); more than ``limit``
+        bytes fail too.
+        """
+        full = ["timeout", "--kill-after=10", str(max(1, int(timeout))), *argv]
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise Unreachable(f"{self.name}: the connection is gone")
+        channel = transport.open_session(timeout=self.settings.connect_timeout)
+        channel.settimeout(1.0)
+        channel.exec_command(shlex.join(full))
+        deadline, written, errors = time.monotonic() + timeout + 15, 0, b""
+        while True:
+            try:
+                data = channel.recv(1 << 20)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    channel.close()
+                    raise RemoteFailed(self.name, list(argv), 124, "ran past its time") from None
+                continue
+            while channel.recv_stderr_ready():
+                errors = (errors + channel.recv_stderr(65536))[-4000:]
+            if not data:
+                break
+            written += len(data)
+            if limit is not None and written > limit:
+                channel.close()
+                raise SshError(f"{self.name}: {shlex.join(list(argv)[:6])} printed more than {limit} bytes")
+            sink.write(data)
+        code = channel.recv_exit_status()
+        while channel.recv_stderr_ready():
+            errors = (errors + channel.recv_stderr(65536))[-4000:]
+        channel.close()
+        if code != 0:
+            tail = " | ".join(errors.decode("utf-8", "replace").strip().splitlines()[-3:])
+            raise RemoteFailed(self.name, list(argv), code, tail[-500:])
+        return written
+
+    def output(self, argv: Sequence[str], *, timeout: float = 120.0, limit: int = 16 << 20) -> bytes:
+        """The standard output of ``argv`` as bytes (at most ``limit``); :class:`RemoteFailed` on failure."""
+        buf = io.BytesIO()
+        self.stream(argv, buf, timeout=timeout, limit=limit)
+        return buf.getvalue()
 
     # --- files ------------------------------------------------------------------------------
 

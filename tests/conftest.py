@@ -13,6 +13,7 @@ import pytest
 import sshhosts
 from botkit import Rig
 from buildlab import BuildLab, make_build_lab
+from installlab import InstallLab, make_install_lab
 from kernel import BASE_TAG, SmallKernel, build_small_kernel, write_fleet
 from sshhosts import SshLab
 
@@ -134,3 +135,13 @@ def built(build_lab: BuildLab, tmp_path_factory: pytest.TempPathFactory) -> tupl
     code, data, err = build_lab.build(repo)
     assert code == 0, err
     return repo, data
+
+
+@pytest.fixture(scope="session")
+def install_lab(build_lab: BuildLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstallLab]:
+    """linux-ampere 6.12.0-1 (on the hosts) and 6.12.0-2 (published), and a maker of hosts that run the first."""
+    require(shutil.which("unshare") is not None, "unshare (util-linux)")
+    require(Path("/bin/busybox").is_file(), "/bin/busybox (busybox-static: pacman's scriptlets run in the host root)")
+    lab = make_install_lab(build_lab, tmp_path_factory.mktemp("installlab"))
+    yield lab
+    lab.targets.stop()

@@ -37,8 +37,8 @@ EXTRAVERSION =
 NAME = Baby Opossum Posse
 
 ARCH ?= arm64
-LOCALVERSION := $(shell sed -n 's/^CONFIG_LOCALVERSION="\\(.*\\)"$$/\\1/p' .config 2>/dev/null)
-KERNELRELEASE := $(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(EXTRAVERSION)$(LOCALVERSION)
+CONFIG_LOCALVERSION := $(shell sed -n 's/^CONFIG_LOCALVERSION="\\(.*\\)"$$/\\1/p' .config 2>/dev/null)
+KERNELRELEASE := $(VERSION).$(PATCHLEVEL).$(SUBLEVEL)$(EXTRAVERSION)$(CONFIG_LOCALVERSION)$(LOCALVERSION)
 BOOT := arch/$(ARCH)/boot
 MODULE := drivers/input/touchscreen/goodix.ko
 DTB := arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtb
@@ -52,7 +52,8 @@ olddefconfig:
 Image:
 \t@if grep -n '#error' drivers/input/touchscreen/goodix.c; then echo 'goodix.c: error: #error' >&2; exit 1; fi
 \tmkdir -p $(BOOT)
-\tcat .config arch/arm64/configs/defconfig drivers/staging/Kconfig > $(BOOT)/Image
+\tprintf 'Linux version %s (kernel-agent test build)\\n' $(KERNELRELEASE) > $(BOOT)/Image
+\tcat .config arch/arm64/configs/defconfig drivers/staging/Kconfig >> $(BOOT)/Image
 modules:
 \tcat drivers/input/touchscreen/goodix.c include/linux/mmc/sdio_ids.h > $(MODULE)
 dtbs:

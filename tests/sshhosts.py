@@ -41,7 +41,10 @@ def available() -> str | None:
 def run(*argv: str, user: str | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
     """A command on this machine, as root or as the build user (runuser)."""
     full = ["runuser", "-u", user, "--", *argv] if user else list(argv)
-    return subprocess.run(full, capture_output=True, text=True, check=True, **kw)  # type: ignore[call-overload]
+    res = subprocess.run(full, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if res.returncode != 0:
+        raise AssertionError(f"{full} exited {res.returncode}: {res.stderr.strip()[-2000:]}")
+    return res  # type: ignore[no-any-return]
 
 
 @dataclass

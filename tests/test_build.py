@@ -44,12 +44,12 @@ def test_what_the_kernel_package_holds(built: tuple[Path, dict[str, Any]]) -> No
     kernel, headers = packages(built[1])
     names = {m.name: m for m in members(kernel)}
     assert {"boot/Image", "boot/dtbs/rockchip/rk3566-pinetab2.dtb", "etc/mkinitcpio.d/linux-ampere.preset",
-            "usr/lib/modules/6.12.0-ampere/pkgbase",
-            "usr/lib/modules/6.12.0-ampere/kernel/drivers/input/touchscreen/goodix.ko"} <= set(names)
+            "usr/lib/modules/6.12.0-ampere-1/pkgbase",
+            "usr/lib/modules/6.12.0-ampere-1/kernel/drivers/input/touchscreen/goodix.ko"} <= set(names)
     assert not [m for m in names.values() if m.kind == "link"]  # modules_install's absolute links are gone
     preset = _member(kernel, "etc/mkinitcpio.d/linux-ampere.preset").decode()
-    assert 'ALL_kver="6.12.0-ampere"' in preset and "vmlinuz" not in preset.split("\n", 2)[2]
-    link = next(m for m in members(headers) if m.name == "usr/lib/modules/6.12.0-ampere/build")
+    assert 'ALL_kver="6.12.0-ampere-1"' in preset and "vmlinuz" not in preset.split("\n", 2)[2]
+    link = next(m for m in members(headers) if m.name == "usr/lib/modules/6.12.0-ampere-1/build")
     assert (link.kind, link.link) == ("link", "../../../src/linux-ampere")
     assert "usr/src/linux-ampere/Makefile" in {m.name for m in members(headers)}
 
@@ -93,7 +93,7 @@ def test_pacman_installs_it_from_the_repository_with_signatures_required(built: 
                           text=True)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     assert (root / "boot/Image").is_file()
-    assert (root / "usr/lib/modules/6.12.0-ampere/build").resolve() == (root / "usr/src/linux-ampere").resolve()
+    assert (root / "usr/lib/modules/6.12.0-ampere-1/build").resolve() == (root / "usr/src/linux-ampere").resolve()
     listed = subprocess.run([*pacman, "-Q"], capture_output=True, text=True).stdout
     assert "linux-ampere 6.12.0-1" in listed
 

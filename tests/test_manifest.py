@@ -65,6 +65,57 @@ def test_bad_package_sections(extra: str, line: int, field: str, fragment: str) 
         err.value.problems
 
 
+def test_install_defaults_are_production_ones() -> None:
+    m = parse_manifest("ampere", "fleet/ampere.yaml", GOOD + PACKAGE + "  image: Image.gz\n")
+    spec = m.install
+    assert spec is not None and (spec.ssh, spec.pkgbase, spec.image, spec.boot) == ("ampere", "linux-ampere",
+                                                                                  "Image.gz", "/boot")
+    assert spec.extlinux == "/boot/extlinux/extlinux.conf" and spec.initramfs_path == "/boot/initramfs-linux-ampere.img"
+    assert spec.commands.prefix == ("sudo",) and spec.commands.reboot == ("systemctl", "reboot")
+    assert spec.commands.release == ("uname", "-r") and (spec.down_timeout, spec.up_timeout) == (120, 300)
+    assert spec.root("pacman", "-U", "x") == ["sudo", "pacman", "-U", "x"]
+
+
+def test_install_settings() -> None:
+    text = GOOD + ("install:\n  ssh: pinetab\n  boot: /boot/\n  initramfs: none\n  panic: 30\n  commands:\n"
+                   "    prefix: []\n    pacman: [pacman, --config, /srv/root/etc/pacman.conf]\n"
+                   "  heartbeat:\n    up: 600\n")
+    spec = parse_manifest("ampere", "fleet/ampere.yaml", text).install
+    assert spec is not None and spec.ssh == "pinetab" and spec.boot == "/boot" and spec.initramfs_path is None
+    assert spec.commands.prefix == () and spec.commands.pacman[1:] == ("--config", "/srv/root/etc/pacman.conf")
+    assert (spec.panic, spec.up_timeout, spec.down_timeout) == (30, 600, 120)
+
+
+INSTALL = "install:\n"
+
+
+@pytest.mark.parametrize(("extra", "line", "field", "fragment"), [
+    ("install: yes\n", 10, "install", "must be a mapping"),
+    (INSTALL + "  ssh: 'a b'\n", 11, "install.ssh", "is not a name of the ssh config"),
+    (INSTALL + "  boot: boot\n", 11, "install.boot", "is not an absolute path"),
+    (INSTALL + "  boot: /boot/../etc\n", 11, "install.boot", "is not an absolute path"),
+    (INSTALL + "  extlinux: /boot/ext linux.conf\n", 11, "install.extlinux", "is not an absolute path"),
+    (INSTALL + "  image: ../Image\n", 11, "install.image", "is not a file name"),
+    (INSTALL + "  format: apt\n", 11, "install.format", "is not one of pacman"),
+    (INSTALL + "  initramfs: dracut\n", 11, "install.initramfs", "is not one of mkinitcpio, none"),
+    (INSTALL + "  panic: 0\n", 11, "install.panic", "from 1 to 3600"),
+    (INSTALL + "  panic: yes\n", 11, "install.panic", "whole number"),
+    (INSTALL + "  reboot: now\n", 11, "install.reboot", "did you mean"),
+    (INSTALL + "  commands:\n    reboot: systemctl reboot\n", 12, "install.commands.reboot", "must be a list"),
+    (INSTALL + "  commands:\n    reboot: ['systemctl reboot']\n", 12, "install.commands.reboot", "no spaces"),
+    (INSTALL + "  commands:\n    pacman: []\n", 12, "install.commands.pacman", "1 to 20 arguments"),
+    (INSTALL + "  commands:\n    release: [uname, '-r;id']\n", 12, "install.commands.release", "must be a list"),
+    (INSTALL + "  commands:\n    shell: [sh]\n", 12, "install.commands.shell", "allowed: prefix"),
+    (INSTALL + "  heartbeat:\n    up: 99999\n", 12, "install.heartbeat.up", "from 1 to 7200"),
+    (INSTALL + "  heartbeat: 5\n", 11, "install.heartbeat", "must be a mapping"),
+])
+def test_bad_install_sections(extra: str, line: int, field: str, fragment: str) -> None:
+    with pytest.raises(ManifestError) as err:
+        parse_manifest("h", "fleet/h.yaml", GOOD + extra)
+    assert any((p.line, p.field) == (line, field) and fragment in p.message for p in err.value.problems), \
+        err.value.problems
+
+
 # (replace old -> new in GOOD, expected line, expected field, expected message fragment)
 CASES = [
     ("description:", "descripton:", 1, "descripton", "did you mean 'description'"),

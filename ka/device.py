@@ -1,0 +1,194 @@
+"""A fleet host as ka-install sees it: commands as root behind the prefix, files, the lock, the record.
+
+Everything goes through one :class:`ka.ssh.Remote` (pinned host key, argument lists).  Files
+only root may read (an initramfs is mode 600) are read through ``cat`` behind the prefix, and
+files are written by uploading them to a private folder over SFTP and putting them in place
+with ``install`` as root, so a half-written file never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import posixpath
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ka.errors import EXIT_CHECK_FAILED, KaError
+from ka.installspec import InstallSpec
+from ka.ssh import Completed, Remote, RemoteFailed
+from ka.text import cap
+
+RECORD = "install.json"
+LOCK = "install.lock"
+_VERSION = re.compile(r"[A-Za-z0-9._+:~-]{1,100}")
+
+
+class LockHeld(KaError):
+    """Another install holds the host's lock."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+@dataclass
+class FileInfo:
+    """A file in the boot folder."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime: int
+
+
+class Device:
+    """The host of one install: ``remote`` plus how the manifest says to act on it."""
+
+    def __init__(self, remote: Remote, spec: InstallSpec, log: Callable[[str], None] = lambda line: None) -> None:
+        self.remote, self.spec, self.log = remote, spec, log
+        self.name = remote.name
+        self._tmp: str | None = None
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def root(self, argv: list[str], *, timeout: float = 300, check: bool = True,
+             on_line: Callable[[str], None] | None = None) -> Completed:
+        """``argv`` as root (behind the prefix)."""
+        return self.remote.run(self.spec.root(*argv), timeout=timeout, check=check, on_line=on_line)
+
+    def release(self) -> str:
+        """The running kernel's release (the ``release`` command's first line)."""
+        out = self.remote.run(list(self.spec.commands.release), timeout=60).output.strip().splitlines()
+        if not out or not _VERSION.fullmatch(out[0].strip()):
+            raise KaError(f"{self.name}: {' '.join(self.spec.commands.release)} printed {cap(repr(out[:1]), 80)}, "
+                          "not a kernel release")
+        return out[0].strip()
+
+    def installed(self, name: str | None = None) -> str | None:
+        """The version pacman has installed of ``name`` (the kernel package), or None."""
+        res = self.remote.run([*self.spec.commands.pacman, "-Q", name or self.spec.pkgbase], timeout=60, check=False)
+        words = res.output.split()
+        return words[1] if res.ok and len(words) == 2 and _VERSION.fullmatch(words[1]) else None
+
+    def exists(self, path: str) -> bool:
+        return self.root(["test", "-e", path], timeout=60, check=False).ok
+
+    def read(self, path: str, limit: int = 4 << 20) -> bytes:
+        """A file's bytes, read as root."""
+        return self.remote.output(self.spec.root("cat", "--", path), limit=limit)
+
+    def tmp(self) -> str:
+        """A private folder of the ssh user on the host for this install (``mktemp -d``)."""
+        if self._tmp is None:
+            self._tmp = self.remote.run(["mktemp", "-d", "-t", "ka-install.XXXXXXXX"], timeout=60).output.strip()
+        return self._tmp
+
+    def write(self, path: str, data: bytes, mode: str = "644") -> None:
+        """Put ``data`` at ``path`` as root: uploaded beside, then moved in by ``install``."""
+        staged = posixpath.join(self.tmp(), posixpath.basename(path) + ".new")
+        with self.remote.sftp.open(staged, "wb") as fh:
+            fh.write(data)
+        self.root(["install", "-D", "-m", mode, "--", staged, path], timeout=120)
+
+    def cleanup(self) -> None:
+        """Remove the private folder (best effort: the host may be gone)."""
+        if self._tmp is not None:
+            with contextlib.suppress(KaError):
+                self.remote.run(["rm", "-rf", "--", self._tmp], timeout=60, check=False)
+            self._tmp = None
+
+    # --- the boot folder ----------------------------------------------------------------------
+
+    def boot_files(self) -> dict[str, FileInfo]:
+        """The regular files directly in the boot folder: path → sha256, size, mtime."""
+        listing = self.root(["find", self.spec.boot, "-maxdepth", "1", "-type", "f", "-printf", r"%s %T@ %p\n"],
+                            timeout=120).output
+        sums = self.sums([self.spec.boot], depth=1)
+        found = {}
+        for line in listing.splitlines():
+            size, mtime, path = line.split(" ", 2)
+            found[path] = FileInfo(path, sums.get(path, ""), int(size), int(float(mtime)))
+        return found
+
+    def sums(self, paths: list[str], depth: int | None = None) -> dict[str, str]:
+        """sha256 of every regular file under ``paths``: path → digest."""
+        argv = ["find", *paths, *(["-maxdepth", str(depth)] if depth else []), "-type", "f", "-exec", "sha256sum",
+                "--", "{}", "+"]
+        out = self.root(argv, timeout=900).output
+        found = {}
+        for line in out.splitlines():
+            digest, _, path = line.partition("  ")
+            if len(digest) == 64:
+                found[path] = digest
+        return found
+
+    def free(self, path: str) -> int:
+        """Bytes free for new files in the filesystem of ``path``."""
+        out = self.remote.run(["stat", "-f", "-c", "%a %S", path], timeout=60).output.split()
+        return int(out[0]) * int(out[1])
+
+    def size(self, paths: list[str]) -> int:
+        """Bytes used by ``paths`` (``du``), 0 for those that do not exist."""
+        present = [p for p in paths if self.exists(p)]
+        if not present:
+            return 0
+        out = self.root(["du", "-s", "-B1", "-c", "--", *present], timeout=300).output.splitlines()
+        return int(out[-1].split()[0]) if out else 0
+
+    # --- the lock and the record --------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> str:
+        return posixpath.join(self.spec.state, LOCK)
+
+    def lock(self, owner: str) -> None:
+        """Take the host's install lock (an atomic ``mkdir``); :class:`LockHeld` when someone has it."""
+        self.root(["mkdir", "-p", "--", self.spec.state], timeout=60)
+        if not self.root(["mkdir", "--", self.lock_path], timeout=60, check=False).ok:
+            raise LockHeld(f"{self.name}: another install holds {self.lock_path} ({self.lock_owner()}); it waits "
+                           f"for that one to end.  If none runs (a crash), remove the folder on the host: "
+                           f"{' '.join(self.spec.root('rm', '-rf', self.lock_path))}")
+        self.write(posixpath.join(self.lock_path, "owner"), f"{owner} since {_now()}\n".encode())
+
+    def lock_owner(self) -> str:
+        try:
+            return self.read(posixpath.join(self.lock_path, "owner"), 4096).decode("utf-8", "replace").strip()
+        except KaError:
+            return "owner unknown"
+
+    def unlock(self) -> None:
+        self.root(["rm", "-rf", "--", self.lock_path], timeout=60)
+
+    def locked(self) -> str | None:
+        """Who holds the lock, or None."""
+        return self.lock_owner() if self.exists(self.lock_path) else None
+
+    def record(self) -> dict[str, Any]:
+        """The host's install record (``<state>/install.json``); empty before the first install."""
+        path = posixpath.join(self.spec.state, RECORD)
+        if not self.exists(path):
+            return {}
+        try:
+            data = json.loads(self.read(path, 1 << 20))
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def save_record(self, record: dict[str, Any]) -> None:
+        self.write(posixpath.join(self.spec.state, RECORD), json.dumps(record, indent=2, sort_keys=True).encode())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def now() -> str:
+    """The time, as records write it (UTC, ISO 8601)."""
+    return _now()
+
+
+def dropped(exc: BaseException) -> bool:
+    """True when a command failed because the connection went away (a reboot under it)."""
+    return isinstance(exc, RemoteFailed) and exc.code == -1

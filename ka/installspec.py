@@ -1,0 +1,201 @@
+"""A host manifest's ``install`` section: how ka-install reaches the host and where its kernel lives.
+
+Every key is optional; the defaults are those of an Arch Linux ARM board booting with U-Boot's
+extlinux support and an ssh user that becomes root through ``sudo``::
+
+    install:
+      ssh: ampere                       # the name in the ssh config (default: the host's name)
+      format: pacman                    # the package manager (apt comes with the Debian issue)
+      image: Image                      # the file the bootloader loads, in the boot folder
+                                        #   (default: package.image, else Image)
+      boot: /boot                       # the boot folder
+      bootloader: extlinux
+      extlinux: /boot/extlinux/extlinux.conf
+      initramfs: mkinitcpio             # or none (a kernel that boots without one)
+      modules: /usr/lib/modules
+      state: /var/lib/kernel-agent      # the install lock and the install records, on the host
+      pacman_log: /var/log/pacman.log   # where pacman reports scriptlet and hook failures
+      panic: 10                         # panic=<seconds> on the new entry: a panic reboots
+      commands:                         # argument lists, run without a shell
+        prefix: [sudo]                  # before every command that needs root ([] for a root login)
+        pacman: [pacman]
+        mkinitcpio: [mkinitcpio]
+        reboot: [systemctl, reboot]
+        release: [uname, -r]            # prints the running kernel release
+      heartbeat:
+        down: 120                       # seconds for ssh to go away after the reboot command
+        up: 300                         # seconds for it to come back
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ka.package import PackageSpec
+from ka.text import shown
+from ka.yamldoc import Doc, child
+
+KEYS = ("ssh", "format", "image", "boot", "bootloader", "extlinux", "initramfs", "modules", "state",
+        "pacman_log", "panic", "commands", "heartbeat")
+COMMAND_KEYS = ("prefix", "pacman", "mkinitcpio", "reboot", "release")
+HEARTBEAT_KEYS = ("down", "up")
+SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+ABS_PATH = re.compile(r"/[A-Za-z0-9._+/-]{0,400}")
+ARG = re.compile(r"[A-Za-z0-9._/+=:,@%-]{1,400}")
+IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
+DEFAULT_COMMANDS = {"prefix": ("sudo",), "pacman": ("pacman",), "mkinitcpio": ("mkinitcpio",),
+                    "reboot": ("systemctl", "reboot"), "release": ("uname", "-r")}
+
+
+@dataclass(frozen=True)
+class Commands:
+    """How things are run on the host (argument lists; ``prefix`` goes before the root ones)."""
+
+    prefix: tuple[str, ...] = DEFAULT_COMMANDS["prefix"]
+    pacman: tuple[str, ...] = DEFAULT_COMMANDS["pacman"]
+    mkinitcpio: tuple[str, ...] = DEFAULT_COMMANDS["mkinitcpio"]
+    reboot: tuple[str, ...] = DEFAULT_COMMANDS["reboot"]
+    release: tuple[str, ...] = DEFAULT_COMMANDS["release"]
+
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """The validated ``install`` section, defaults filled in."""
+
+    ssh: str
+    pkgbase: str
+    format: str = "pacman"
+    image: str = "Image"
+    boot: str = "/boot"
+    bootloader: str = "extlinux"
+    extlinux: str = "/boot/extlinux/extlinux.conf"
+    initramfs: str = "mkinitcpio"
+    modules: str = "/usr/lib/modules"
+    state: str = "/var/lib/kernel-agent"
+    pacman_log: str = "/var/log/pacman.log"
+    panic: int = 10
+    commands: Commands = Commands()
+    down_timeout: int = 120
+    up_timeout: int = 300
+
+    @property
+    def image_path(self) -> str:
+        return posixpath.join(self.boot, self.image)
+
+    @property
+    def initramfs_path(self) -> str | None:
+        """Where mkinitcpio writes the image (the preset ka-build renders names it)."""
+        return None if self.initramfs == "none" else posixpath.join(self.boot, f"initramfs-{self.pkgbase}.img")
+
+    @property
+    def dtbs_path(self) -> str:
+        return posixpath.join(self.boot, "dtbs")
+
+    def root(self, *argv: str) -> list[str]:
+        """``argv`` as root on the host (behind the prefix)."""
+        return [*self.commands.prefix, *argv]
+
+
+def default_spec(host: str, package: PackageSpec | None) -> InstallSpec:
+    """The production defaults, for a manifest without an ``install`` section."""
+    return InstallSpec(ssh=host, pkgbase=package.pkgbase if package else f"linux-{host}",
+                       image=package.image if package else "Image")
+
+
+def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSpec:
+    """The section, validated into ``doc.problems`` (defaults where it is silent)."""
+    base = default_spec(host, package)
+    value, node = doc.data.get("install"), child(doc.node, "install")
+    if value is None:
+        return base
+    if not isinstance(value, dict):
+        doc.add(node, "install", f"must be a mapping of {', '.join(KEYS)}")
+        return base
+    doc.check_keys(node, KEYS, "install.")  # type: ignore[arg-type]
+    got: dict[str, Any] = {}
+    for key, pattern, what in (("ssh", SSH_NAME, "a name of the ssh config"),
+                               ("image", IMAGE, "a file name such as Image"),
+                               *((k, ABS_PATH, "an absolute path") for k in
+                                 ("boot", "extlinux", "modules", "state", "pacman_log"))):
+        got[key] = _text(doc, node, value, key, pattern, what, getattr(base, key))
+    for key, choices in (("format", ("pacman",)), ("bootloader", ("extlinux",)),
+                         ("initramfs", ("mkinitcpio", "none"))):
+        got[key] = _choice(doc, node, value, key, choices, getattr(base, key))
+    got["panic"] = _int(doc, node, value, "panic", 1, 3600, base.panic, "install.panic")
+    got["commands"] = _commands(doc, node, value.get("commands"))
+    down, up = _heartbeat(doc, node, value.get("heartbeat"), base)
+    return InstallSpec(pkgbase=base.pkgbase, down_timeout=down, up_timeout=up, **got)
+
+
+def _text(doc: Doc, node: yaml.Node | None, value: dict[str, Any], key: str, pattern: re.Pattern[str],
+          what: str, default: str) -> str:
+    got = value.get(key)
+    if got is None:
+        return default
+    if not isinstance(got, str) or not pattern.fullmatch(got) or "/../" in got + "/" or "/./" in got + "/":
+        doc.add(child(node, key), f"install.{key}", f"{shown(got)} is not {what}")
+        return default
+    return got.rstrip("/") if len(got) > 1 else got
+
+
+def _choice(doc: Doc, node: yaml.Node | None, value: dict[str, Any], key: str, choices: tuple[str, ...],
+            default: str) -> str:
+    got = value.get(key)
+    if got is None:
+        return default
+    if got not in choices:
+        doc.add(child(node, key), f"install.{key}", f"{shown(got)} is not one of {', '.join(choices)}")
+        return default
+    return str(got)
+
+
+def _int(doc: Doc, node: yaml.Node | None, value: dict[str, Any], key: str, low: int, high: int, default: int,
+         fld: str) -> int:
+    got = value.get(key)
+    if got is None:
+        return default
+    if not isinstance(got, int) or isinstance(got, bool) or not low <= got <= high:
+        doc.add(child(node, key), fld, f"{shown(got)} is not a whole number of seconds from {low} to {high}")
+        return default
+    return got
+
+
+def _commands(doc: Doc, node: yaml.Node | None, value: Any) -> Commands:
+    if value is None:
+        return Commands()
+    where = child(node, "commands")
+    if not isinstance(value, dict):
+        doc.add(where, "install.commands", f"must be a mapping of {', '.join(COMMAND_KEYS)}")
+        return Commands()
+    doc.check_keys(where, COMMAND_KEYS, "install.commands.")  # type: ignore[arg-type]
+    found = {}
+    for key in COMMAND_KEYS:
+        argv = value.get(key)
+        if argv is None:
+            continue
+        empty_ok = key == "prefix"
+        if (not isinstance(argv, list) or not (argv or empty_ok) or len(argv) > 20
+                or not all(isinstance(a, str) and ARG.fullmatch(a) for a in argv)):
+            doc.add(child(where, key), f"install.commands.{key}",
+                    f"{shown(argv)} must be a list of {'' if empty_ok else '1 to '}20 arguments "
+                    "(letters, digits and ._/+=:,@%-; no spaces: each argument is its own item)")
+            continue
+        found[key] = tuple(argv)
+    return Commands(**found)
+
+
+def _heartbeat(doc: Doc, node: yaml.Node | None, value: Any, base: InstallSpec) -> tuple[int, int]:
+    if value is None:
+        return base.down_timeout, base.up_timeout
+    where = child(node, "heartbeat")
+    if not isinstance(value, dict):
+        doc.add(where, "install.heartbeat", "must be a mapping of down, up (seconds)")
+        return base.down_timeout, base.up_timeout
+    doc.check_keys(where, HEARTBEAT_KEYS, "install.heartbeat.")  # type: ignore[arg-type]
+    return (_int(doc, where, value, "down", 1, 3600, base.down_timeout, "install.heartbeat.down"),
+            _int(doc, where, value, "up", 1, 7200, base.up_timeout, "install.heartbeat.up"))

@@ -1,0 +1,77 @@
+"""A kernel package file as ka-install takes it: signed by the repository's key, holding the image
+the bootloader loads, for exactly one kernel release, and named as the host's kernel package."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, KaError
+from ka.installspec import InstallSpec
+from ka.pkgfile import members, pkginfo
+from ka.sign import verify
+
+_RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,100}")
+
+
+class PackageRefused(KaError):
+    """The package is not one to install: nothing was touched."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class PackageFacts:
+    """A verified kernel package."""
+
+    path: Path
+    name: str
+    version: str
+    release: str
+    image_sha256: str
+    boot_bytes: int
+    signer: str
+
+
+def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Path | None) -> PackageFacts:
+    """Check a package file: its signature (by ``key``), its kernel image, its kernel release."""
+    sig = path.with_name(path.name + ".sig")
+    if not path.is_file():
+        raise PackageRefused(f"{path}: no such package file", exit_code=EXIT_BAD_INPUT)
+    if key is None:
+        raise PackageRefused("fleet/infra.yaml names no repository key to verify the package with; refused",
+                             exit_code=EXIT_BAD_INPUT)
+    if not sig.is_file():
+        raise PackageRefused(f"{sig.name}: missing: an unsigned package is never installed")
+    try:
+        signer = verify(path, sig, key, gnupghome).signer
+    except KaError as exc:
+        raise PackageRefused(f"{path.name}: refused: {exc}") from None
+    info = pkginfo(path)
+    image, releases, boot_bytes = None, set(), 0
+    for m in members(path):
+        if m.name == f"boot/{spec.image}":
+            image = m.digest
+        if m.name.startswith("boot/") and m.kind == "file":
+            boot_bytes += m.size
+        found = re.fullmatch(r"usr/lib/modules/([^/]+)/pkgbase", m.name)
+        if found:
+            releases.add(found.group(1))
+    if image is None:
+        raise PackageRefused(f"{path.name}: has no boot/{spec.image}, the image the bootloader loads "
+                           f"(install.image); refused", exit_code=EXIT_BAD_INPUT)
+    if len(releases) != 1 or not _RELEASE.fullmatch(next(iter(releases))):
+        raise PackageRefused(f"{path.name}: cannot tell its kernel release (usr/lib/modules/<release>/pkgbase: "
+                           f"{sorted(releases) or 'none'}); refused", exit_code=EXIT_BAD_INPUT)
+    name, version = info.get("pkgname", [""])[0], info.get("pkgver", [""])[0]
+    if name != spec.pkgbase:
+        raise PackageRefused(f"{path.name}: is {name}, not the host's kernel package {spec.pkgbase}; refused",
+                           exit_code=EXIT_BAD_INPUT)
+    return PackageFacts(path, name, version, releases.pop(), image, boot_bytes, signer)
+

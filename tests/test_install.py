@@ -1,0 +1,169 @@
+"""ka-install against real sshd hosts whose root is a per-test folder, a real backup host, real
+pacman, packages built by ka-build; reboots by the hosts' power controller (tests/targets.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from installlab import NEW, OLD, InstallLab
+from sshhosts import USER, run
+
+
+def test_install_backs_up_installs_reboots_and_confirms(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("happy")
+    repo = install_lab.fleet(tmp_path / "fleet", "happy", target)
+    old_image = (target.root / "boot/Image").read_bytes()
+    code, data, err = install_lab.install(repo)
+    assert code == 0, err
+    assert data["state"] == "succeeded" and data["old_release"] == OLD and data["new_release"] == NEW
+    assert target.boots[-1] == NEW and data["heartbeat"]["release"] == NEW
+    # the backup, verified where it lies
+    backup = Path(data["backup"].split(":", 1)[1])
+    assert backup.name == OLD and backup.parent.name == "ampere"
+    run("sha256sum", "--quiet", "--strict", "-c", "SHA256SUMS", user=USER, cwd=backup)
+    assert (backup / "boot/Image").read_bytes() == old_image
+    assert (backup / "package.txt").read_text() == "linux-ampere 6.12.0-1\n"
+    # the package, the way back, the owner's lines
+    assert "linux-ampere 6.12.0-2" in install_lab.targets.pacman(target.root, "-Q", "linux-ampere")
+    assert (target.root / "boot/Image.ka-prev").read_bytes() == old_image
+    assert (target.root / f"usr/lib/modules/{OLD}").is_dir() and (target.root / f"usr/lib/modules/{NEW}").is_dir()
+    conf = (target.root / "boot/extlinux/extlinux.conf").read_text()
+    assert "DEFAULT kernel-agent\n" in conf and "FALLBACK kernel-agent-previous\n" in conf
+    assert "LABEL rescue" in conf and "TIMEOUT 30" in conf and "MENU TITLE PineTab2 boot" in conf
+    assert "APPEND root=LABEL=ROOT rw console=ttyS2,1500000 quiet panic=10" in conf
+    assert "LINUX /Image.ka-prev" in conf and "FDT /dtbs.ka-prev/rockchip/rk3566-pinetab2.dtb" in conf
+    initramfs = target.root / "boot/initramfs-linux-ampere.img"
+    assert initramfs.read_text().startswith(f"initramfs for {NEW}\n")
+    assert initramfs.stat().st_mtime >= (target.root / "boot/Image").stat().st_mtime
+    assert not (target.root / "var/lib/kernel-agent/install.lock").exists()
+
+
+def test_a_host_that_never_comes_back_fails_with_the_backup_and_the_console_steps(install_lab: InstallLab,
+                                                                                 tmp_path: Path) -> None:
+    target = install_lab.targets.target("dead", mode="dead")
+    repo = install_lab.fleet(tmp_path / "fleet", "dead", target)
+    (repo / "fleet/ampere.yaml").write_text(install_lab.manifest(target).replace("    up: 20\n", "    up: 3\n"))
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and data["state"] == "failed"
+    assert "did not come back within 3s" in err and data["heartbeat"]["problem"] == "never-back"
+    assert data["backup"].endswith(f"/ampere/{OLD}")
+    steps = "\n".join(data["recovery"])
+    assert "kernel-agent-previous" in steps and data["backup"] in steps and "--rollback" in steps
+    assert "install lock" in steps  # it stays on the host, which cannot be reached to remove it
+
+
+def test_a_host_that_comes_back_on_the_old_kernel_fails_and_says_so(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("panic", bad=(NEW,))
+    repo = install_lab.fleet(tmp_path / "fleet", "panic", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and data["state"] == "failed"
+    assert f"the host fell back to {OLD}" in err and data["heartbeat"]["release"] == OLD
+    assert target.boots[-1] == OLD
+    assert any("ka-install ampere --rollback" in line for line in data["recovery"])
+    # the next install is refused until the running kernel is the default again
+    target.bad = set()
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and "--rollback" in err and data["state"] == "refused"
+
+
+def test_with_the_backup_host_down_nothing_is_touched(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("nobackup")
+    down = install_lab.build.ssh.add("backup-down", 29)
+    down.stop()
+    repo = install_lab.fleet(tmp_path / "fleet", "nobackup", target, backup_ssh="backup-down")
+    before = target.snapshot()
+    code, data, err = install_lab.install(repo)
+    assert code == 3 and data["state"] == "refused", err
+    assert "backup host cannot be reached" in err and "nothing on ampere was changed" in err
+    assert target.snapshot() == before and target.boots == [OLD]
+
+
+def test_a_package_with_a_bad_signature_is_refused(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("badsig")
+    repo = install_lab.fleet(tmp_path / "fleet", "badsig", target)
+    package = tmp_path / install_lab.new.name
+    package.write_bytes(install_lab.new.read_bytes())
+    Path(f"{package}.sig").write_bytes(Path(f"{install_lab.old}.sig").read_bytes())  # another file's signature
+    before = target.snapshot()
+    code, data, err = install_lab.install(repo, "--package", str(package))
+    assert code == 1 and data["state"] == "refused"
+    assert "the signature does not verify" in err and "nothing on ampere was changed" in data["recovery"]
+    assert target.snapshot() == before
+
+
+def test_a_failing_hook_is_reported_although_pacman_exits_0(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("hook")
+    (target.root / "etc/pacman.d/hooks/90-dkms.hook").write_text(
+        "[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\nTarget = usr/lib/modules/*\n\n"
+        "[Action]\nDescription = Building out-of-tree modules...\nWhen = PostTransaction\n"
+        "Exec = /bin/sh -c 'echo dkms: build failed; exit 1'\n")
+    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(target.root / "etc")], check=True)
+    repo = install_lab.fleet(tmp_path / "fleet", "hook", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and data["state"] == "failed"
+    assert "pacman -U exited 0" in err and "scriptlet or hook failed" in err
+    assert target.boots == [OLD]  # not rebooted into a kernel whose install failed
+    assert "kernel-agent-previous" in "\n".join(data["recovery"])
+
+
+def test_rollback_restores_the_previous_files_byte_for_byte(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("rollback")
+    repo = install_lab.fleet(tmp_path / "fleet", "rollback", target)
+    before = {p: (target.root / "boot" / p).read_bytes() for p in ("Image", "initramfs-linux-ampere.img",
+                                                                   "dtbs/rockchip/rk3566-pinetab2.dtb")}
+    code, data, err = install_lab.install(repo)
+    assert code == 0, err
+    new_image = (target.root / "boot/Image").read_bytes()
+    code, data, err = install_lab.install(repo, "--rollback")
+    assert code == 0, err
+    assert data["action"] == "rollback" and data["state"] == "succeeded" and target.boots[-1] == OLD
+    for rel, content in before.items():
+        assert (target.root / "boot" / rel).read_bytes() == content, rel
+    assert (target.root / "boot/Image.ka-prev").read_bytes() == new_image  # the way forward is kept too
+
+
+def test_rollback_from_the_backup_host(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("restore")
+    repo = install_lab.fleet(tmp_path / "fleet", "restore", target)
+    old_image = (target.root / "boot/Image").read_bytes()
+    code, data, err = install_lab.install(repo)
+    assert code == 0, err
+    for kept in ("boot/Image.ka-prev", "boot/initramfs-linux-ampere.img.ka-prev"):
+        (target.root / kept).unlink()  # the files on the host are gone: only the backup is left
+    code, data, err = install_lab.install(repo, "--rollback", OLD)
+    assert code == 0, err
+    assert target.boots[-1] == OLD and (target.root / "boot/Image").read_bytes() == old_image
+    assert data["backup"].endswith(f"/ampere/{OLD}") and data["new_release"] == OLD
+    code, _, err = install_lab.install(repo, "--rollback", "6.1.0-nope")
+    assert code == 3 and "no backup of 6.1.0-nope" in err and OLD in err
+
+
+def test_dry_run_prints_every_step_and_changes_nothing(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("dry")
+    repo = install_lab.fleet(tmp_path / "fleet", "dry", target)
+    before = target.snapshot()
+    res = install_lab.ka("install", "ampere", "--repo", str(repo), "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert target.snapshot() == before and target.boots == [OLD]
+    out = res.stdout
+    assert f"pacman --config {target.root}/etc/pacman.conf -U --noconfirm" in out
+    assert f"cp -a -- {target.root}/boot/Image {target.root}/boot/Image.ka-prev" in out
+    assert f"{target.root}/usr/bin/mkinitcpio -p linux-ampere" in out and "sha256sum --quiet --strict -c" in out
+    assert not list(install_lab.build.ssh.user_folder("dry", "backups").iterdir())
+
+
+def test_two_installs_of_one_host_never_interleave(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("twice")
+    repo = install_lab.fleet(tmp_path / "fleet", "twice", target)
+    # the second from another output folder, as from another maintainer's machine: the host's lock decides
+    first, second = install_lab.popen(repo), install_lab.popen(repo, "--out-dir", str(tmp_path / "elsewhere"))
+    results = [p.communicate(timeout=300) for p in (first, second)]
+    codes = sorted(p.returncode for p in (first, second))
+    assert codes == [0, 1], results
+    refused = next(err for (out, err), p in zip(results, (first, second), strict=True) if p.returncode == 1)
+    assert "another install holds" in refused and "nothing was changed" in refused
+    assert "var/lib/kernel-agent/install.lock" in refused  # the host's lock, not this machine's
+    log = (target.root / "var/log/pacman.log").read_text()
+    assert log.count("upgraded linux-ampere") == 1
+    assert target.boots == [OLD, NEW]
