@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import forge, mirror
+from bot import forge, live, mirror
 from bot.commands import MAX_COMMANDS, Command, allowed, help_table
 from bot.links import job_url, repo_of
 from bot.replies import code, mention, render, status_comment
@@ -29,7 +29,6 @@ from ka.runner import run
 
 Log = Callable[[str], None]
 #: verbs whose tools have not landed yet: the command says so and queues nothing
-NOT_YET = {"install": "ka-install", "rollback": "ka-install --rollback"}
 
 
 class Refused(Exception):
@@ -47,6 +46,7 @@ class Planned:
     hosts: list[str] | None
     note: str = ""
     at: str | None = None  # named with @SHA: not the branch's state, whatever it says
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,8 +180,15 @@ class Acceptor:
 
     def _status(self, cmd: Command, out: Outcome) -> None:
         branch, _ = self.default()
-        out.line = "`" + cmd.text + "`:\n\n" + _indent(status_comment(self.config, self.services.store, branch,
-                                                                      list(cmd.hosts)))
+        text = status_comment(self.config, self.services.store, branch, list(cmd.hosts))
+        try:
+            rows = live.refresh(self.services, list(cmd.hosts) or None, self.job.clone_url)
+            text += "\n" + render("live.md.j2", head=live.HEAD, rows=[live.cells(r) for r in rows],
+                                  timeout=f"{self.config.live_timeout:g}")
+        except Exception as exc:  # the forge or the mirror failed: the stored table still answers
+            self.log(f"live status: {type(exc).__name__}: {exc}")
+            text += f"\nThe hosts could not be asked now: `{code(f'{type(exc).__name__}: {exc}')}`\n"
+        out.line = "`" + cmd.text + "`:\n\n" + _indent(text)
 
     def _promote(self, cmd: Command, out: Outcome) -> None:
         sha, ref = self.commit(cmd)
@@ -202,10 +209,21 @@ class Acceptor:
                           f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
         out.job = Planned(cmd, "build", sha, ref, [host], at=sha if cmd.commit else None)
 
-    def _not_yet(self, cmd: Command, out: Outcome) -> None:
-        raise Refused(f"`{NOT_YET[cmd.verb]}` is not available yet (it comes with its own issue); nothing was queued")
+    def _install(self, cmd: Command, out: Outcome) -> None:
+        """Installs act with the settings at the default branch's head, whatever thread asks."""
+        branch, sha = self.default()
+        ref = f"refs/heads/{branch}"
+        self.fetch(ref, sha)
+        fleet = self.hosts_at(sha)
+        host = cmd.hosts[0]
+        if host not in fleet:
+            raise Refused(f"`{code(host)}` is not in the fleet on `{code(branch)}` (`{sha[:12]}`); "
+                          f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
+        what = "the newest published package" if cmd.verb == "install" else "the kept previous kernel"
+        out.job = Planned(cmd, cmd.verb, sha, ref, [host], args={"no_reboot": "--no-reboot" in cmd.flags},
+                          note=f": {what}, with the settings on `{code(branch)}`")
 
-    _install = _rollback = _not_yet
+    _rollback = _install
 
     def _cancel(self, cmd: Command, out: Outcome) -> None:
         target = self._target(cmd)
@@ -285,7 +303,7 @@ class Acceptor:
         requester.update(kind="comment", command=plan.cmd.text, commands_job=self.job.id)
         job_id = new_job(db, plan.verb, plan.commit, plan.ref, self.job.clone_url, requester,
                          host=plan.hosts[0] if plan.hosts and len(plan.hosts) == 1 else None,
-                         args={"hosts": plan.hosts, **({"at": plan.at} if plan.at else {})})
+                         args={"hosts": plan.hosts, **({"at": plan.at} if plan.at else {}), **plan.args})
         what = ", ".join(plan.hosts) if plan.hosts else "every host"
         out.line = (f"`{plan.cmd.text}`: job [{job_id}]({job_url(self.config, job_id)}) queued "
                     f"({plan.verb} of {what} on `{plan.commit[:12]}`){plan.note}")

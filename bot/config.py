@@ -44,6 +44,8 @@ ENV = {
     "packager": "KA_PACKAGER",
     "forge_timeout": "KA_FORGE_TIMEOUT",
     "local_permissions": "KA_LOCAL_PERMISSIONS",
+    "live_timeout": "KA_LIVE_TIMEOUT",
+    "live_interval": "KA_LIVE_INTERVAL",
 }
 SECRETS = ("forgejo_token", "webhook_secret")
 
@@ -77,6 +79,8 @@ class Config:
     gnupghome: Path | None = None  # the keyring ka-build signs packages with
     packager: str | None = None  # makepkg's PACKAGER
     local_permissions: str = "*=write"  # local mode only: "alice=admin,bob=read,*=write"
+    live_timeout: float = 10.0  # seconds each host has to answer /ka status and the fleet page's refresh
+    live_interval: float = 300.0  # the fleet page asks the hosts again after this; 0: only on /ka status
 
     @property
     def local_mode(self) -> bool:
@@ -184,7 +188,9 @@ def load(file: Path | None = None, environ: Mapping[str, str] = os.environ,
     for name in ("workers", "check_workers", "max_body"):
         if getattr(config, name) < 1:
             raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be at least 1")
-    for name in ("body_timeout", "fetch_timeout", "fetch_idle_timeout", "forge_timeout"):
+    if config.live_interval < 0:
+        raise BadInput(f"KA_LIVE_INTERVAL={config.live_interval}: must be 0 (only on /ka status) or more")
+    for name in ("body_timeout", "fetch_timeout", "fetch_idle_timeout", "forge_timeout", "live_timeout"):
         if not getattr(config, name) > 0:
             raise BadInput(f"{ENV[name]}={getattr(config, name)}: must be more than 0 seconds")
     if config.delivery_retention_days < 0:

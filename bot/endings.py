@@ -41,6 +41,8 @@ def ending(config: Config, log_dir_of: Callable[[int], object], word: str, plain
             writes += [summary_write(n) for n in prs]
         if job.verb == "build" and job.commit_sha and job.host:
             writes.append(build_status(config, job))
+        if job.verb in ("install", "rollback") and job.commit_sha and job.host:
+            writes.append(install_status(config, job))
         if job.requester.get("kind") == "comment":
             writes += _plain_reply(config, job) if plain else _thread_reply(config, db, job, log_dir_of(job.id))
         insert_writes(db, job.id, writes)
@@ -70,6 +72,20 @@ def build_status(config: Config, job: Job) -> forge.Write:
     assert job.commit_sha is not None
     return forge.status(repo_of(config), job.commit_sha, state, f"ka/build/{job.host}", f"job {job.id}: {text}",
                         job_url(config, job.id))
+
+
+def install_status(config: Config, job: Job) -> forge.Write:
+    """The final ``ka/install/<host>``: the commit whose settings installed what now runs, or why not."""
+    r = job.result
+    if job.state == "succeeded":
+        state = "success"
+        text = (f"{r.get('version') or ''} installed, reboot pending" if r.get("state") == "pending-reboot"
+                else f"runs {r.get('new_release')}")
+    else:
+        state, text = ("failure" if job.state == "failed" else "error"), f"{job.state}: {job.error or ''}"
+    assert job.commit_sha is not None
+    return forge.status(repo_of(config), job.commit_sha, state, f"ka/install/{job.host}",
+                        f"job {job.id}: {job.verb} {text}".strip(), job_url(config, job.id))
 
 
 def _thread_reply(config: Config, db: sqlite3.Connection, job: Job, log_path: object) -> list[forge.Write]:

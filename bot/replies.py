@@ -108,7 +108,7 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
                   fallback=fallback(job), retry=job.verb in ("parity", "build"),
                   artifacts=job.result.get("artifacts") or [], build_host=job.result.get("build_host"),
                   build_fallback=job.result.get("fallback") or [], repository=job.result.get("repository"),
-                  kept=job.result.get("kept"))
+                  kept=job.result.get("kept"), install=job.result if job.verb in ("install", "rollback") else None)
 
 
 def fallback(job: Job) -> str:
@@ -120,6 +120,9 @@ def fallback(job: Job) -> str:
         return f"ka-promote {who} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
     if job.verb == "build":
         return f"ka-build {job.host} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
+    if job.verb in ("install", "rollback"):
+        flags = " --rollback" if job.verb == "rollback" else (" --no-reboot" if job.args.get("no_reboot") else "")
+        return f"ka-install {job.host}{flags} --rev {sha}   # in a clone of the fleet repository"
     return f"ka-{job.verb} {job.host or ''}".strip()
 
 

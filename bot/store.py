@@ -68,7 +68,7 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 #: verbs that change a host or its packages: never two at once for one host
-EXCLUSIVE = ("build", "install")
+EXCLUSIVE = ("build", "install", "rollback")
 #: what one host's result may occupy: a fork's pull request must not be able to grow the database
 DETAIL_MAX = 16 * 1024
 DESCRIPTION_MAX = 500
@@ -361,8 +361,8 @@ class Store:
             if row is None:
                 return None
             if row["verb"] in EXCLUSIVE and db.execute(
-                    "SELECT 1 FROM jobs WHERE state = 'running' AND host = ? AND verb IN ('build', 'install')",
-                    (row["host"],)).fetchone():
+                    "SELECT 1 FROM jobs WHERE state = 'running' AND host = ? AND verb IN (?, ?, ?)",
+                    (row["host"], *EXCLUSIVE)).fetchone():
                 return None
             db.execute("UPDATE jobs SET state = 'running', started_at = ?, owner = ? WHERE id = ?",
                        (time.time(), owner.me(thread=False), job_id))

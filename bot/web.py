@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Response, abort, jsonify, render_template, request
 
 from bot import config as config_mod
+from bot import live as running_fleet
 from bot import metrics, outbox
 from bot.config import Config
 from bot.intake import receive
@@ -115,10 +116,12 @@ def create_app(config: Config | None = None, services: Services | None = None) -
         job = services.store.latest_parity(f"refs/heads/{branch}")
         rows = [FleetRow(r, _last(services, "build", r.host), _last(services, "install", r.host))
                 for r in (services.store.host_results(job.id, 0, HOSTS_MAX) if job else [])]
+        running = running_fleet.stored(services)
         if _wants_json():
             return jsonify({"branch": branch, "job": _job_json(job) if job else None,
-                            "hosts": [r.as_dict() for r in rows]})
-        return render_template("fleet.html", branch=branch, job=job, rows=rows)
+                            "hosts": [r.as_dict() for r in rows], "live": running})
+        return render_template("fleet.html", branch=branch, job=job, rows=rows, live_head=running_fleet.HEAD,
+                               live_rows=[(r, running_fleet.cells(r)) for r in running])
 
     @app.post("/webhook")
     def webhook() -> tuple[Response, int]:

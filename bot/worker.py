@@ -23,9 +23,10 @@ from typing import IO, Any
 
 from huey import crontab
 
-from bot import mirror, outbox, owner
+from bot import live, mirror, outbox, owner
 from bot.buildjob import run_build
 from bot.endings import OnEnd, ending
+from bot.installjob import run_install
 from bot.parity import ParityRun
 from bot.services import Services
 from bot.store import Job, StateError
@@ -131,6 +132,7 @@ def build_tasks(services: Services) -> Tasks:
             if not known and time.time() - job.created_at > 60:
                 tasks.start(job.id, job.verb)
         prune(services)
+        live.refresh_when_due(services)
         if time.time() - housekeeping.last > 3600:
             housekeeping.last = time.time()
             tidy_mirror(services)
@@ -320,6 +322,8 @@ def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
         return Acceptor(services, job, log_line).run()
     if job.verb == "build":
         return run_build(services, job, log_line, kick)
+    if job.verb in ("install", "rollback"):
+        return run_install(services, job, log_line, kick)
     if job.verb != "parity":
         raise RuntimeError(f"verb {job.verb!r} is not built yet")
 

@@ -27,7 +27,7 @@ from ka.outputs import Outputs
 from ka.progress import Progress
 from ka.promote import PromoteResult
 from ka.repo import GitTree, RepoView, WorkTree
-from ka.report import print_build, print_install, print_promote, print_status, promote_line
+from ka.report import print_build, print_install, print_live, print_promote, print_status, promote_line
 from ka.settings import resolve
 from ka.status import fleet_status
 
@@ -54,6 +54,11 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", metavar="DIR")
     p.add_argument("--out-dir", metavar="DIR")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--live", action="store_true", help="ask every host over ssh: running kernel, installed package, "
+                   "newest built, last install")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per host, with --live")
+    p.add_argument("--ssh-config", metavar="FILE", help="with --live (default: $KA_SSH_CONFIG or ~/.ssh/config)")
+    p.add_argument("--known-hosts", metavar="FILE", help="with --live (default: $KA_KNOWN_HOSTS)")
     p.set_defaults(func=cmd_status)
 
 
@@ -234,12 +239,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     view = WorkTree(settings.repo, settings.limits)
     for host in args.hosts:
         check_host_name(view, host)
+    if args.live:
+        return _live_status(args, view)
     rows = fleet_status(view, settings.out_dir, args.hosts or None)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
     else:
         print_status(rows)
     return EXIT_BAD_INPUT if any(r.error for r in rows) else EXIT_OK
+
+
+def _live_status(args: argparse.Namespace, view: RepoView) -> int:
+    """``ka status --live``: 0 every host answered, 1 some did not."""
+    from ka.infra import load_infra
+    from ka.live import live_status
+    from ka.ssh import SshSettings
+
+    if not 0 < args.timeout <= 600:
+        raise BadInput(f"--timeout {args.timeout:g}: give 1 to 600 seconds")
+    ssh = SshSettings.from_env(config=args.ssh_config, known_hosts=args.known_hosts)
+    rows = live_status(view, load_infra(view), ssh, args.hosts or None, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print_live(rows)
+    return EXIT_OK if all(r.reachable for r in rows) else EXIT_CHECK_FAILED
 
 
 def cmd_baseline_import(args: argparse.Namespace) -> int:

@@ -328,11 +328,15 @@ class Installer:
         beat = reboot(device.remote, self.spec, self.opts.ssh, self.log, lambda r: Device(r, self.spec).release(),
                       self.phase)
         self.result.heartbeat = beat.as_dict()
-        self.rebooted = True
+        if beat.problem == "reboot-failed":
+            raise InstallError(f"the reboot command failed on {self.host} "
+                               f"({shlex.join(self.spec.root(*self.spec.commands.reboot))}: {beat.detail}); "
+                               f"{expected} is installed and waits for a reboot")
         if beat.problem == "did-not-go-down":
             raise InstallError(f"{self.host} still answered {self.spec.down_timeout}s after the reboot command "
                                f"({shlex.join(self.spec.root(*self.spec.commands.reboot))}): it did not reboot; "
                                f"{expected} is installed and waits for a reboot")
+        self.rebooted = True
         if beat.problem == "never-back":
             self.never_back = True
             raise InstallError(f"{self.host} did not come back within {self.spec.up_timeout}s after going down")

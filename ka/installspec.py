@@ -22,6 +22,7 @@ extlinux support and an ssh user that becomes root through ``sudo``::
         mkinitcpio: [mkinitcpio]
         reboot: [systemctl, reboot]
         release: [uname, -r]            # prints the running kernel release
+        boot_id: [cat, /proc/sys/kernel/random/boot_id]   # new at every boot: tells a reboot apart
       heartbeat:
         down: 120                       # seconds for ssh to go away after the reboot command
         up: 300                         # seconds for it to come back
@@ -42,14 +43,15 @@ from ka.yamldoc import Doc, child
 
 KEYS = ("ssh", "format", "image", "boot", "bootloader", "extlinux", "initramfs", "modules", "state",
         "pacman_log", "panic", "commands", "heartbeat")
-COMMAND_KEYS = ("prefix", "pacman", "mkinitcpio", "reboot", "release")
+COMMAND_KEYS = ("prefix", "pacman", "mkinitcpio", "reboot", "release", "boot_id")
 HEARTBEAT_KEYS = ("down", "up")
 SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 ABS_PATH = re.compile(r"/[A-Za-z0-9._+/-]{0,400}")
 ARG = re.compile(r"[A-Za-z0-9._/+=:,@%-]{1,400}")
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
 DEFAULT_COMMANDS = {"prefix": ("sudo",), "pacman": ("pacman",), "mkinitcpio": ("mkinitcpio",),
-                    "reboot": ("systemctl", "reboot"), "release": ("uname", "-r")}
+                    "reboot": ("systemctl", "reboot"), "release": ("uname", "-r"),
+                    "boot_id": ("cat", "/proc/sys/kernel/random/boot_id")}
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Commands:
     mkinitcpio: tuple[str, ...] = DEFAULT_COMMANDS["mkinitcpio"]
     reboot: tuple[str, ...] = DEFAULT_COMMANDS["reboot"]
     release: tuple[str, ...] = DEFAULT_COMMANDS["release"]
+    boot_id: tuple[str, ...] = DEFAULT_COMMANDS["boot_id"]
 
 
 @dataclass(frozen=True)

@@ -94,13 +94,38 @@ def status_table(rows: list[HostStatus]) -> Table:
 
 def print_status(rows: list[HostStatus]) -> None:
     """The fleet table: rich on a terminal, plain aligned text otherwise."""
+    _print_table(STATUS_HEAD, [_status_cells(r) for r in rows])
+
+
+def _print_table(head: list[str], cells: list[list[str]]) -> None:
     if sys.stdout.isatty():
-        Console().print(status_table(rows))
+        table = Table(*head)
+        for row in cells:
+            table.add_row(*(Text(cell) for cell in row))
+        Console().print(table)
         return
-    cells = [_status_cells(r) for r in rows]
-    widths = [max(len(c[i]) for c in [STATUS_HEAD, *cells]) for i in range(len(STATUS_HEAD))]
-    for row in [STATUS_HEAD, *cells]:
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
+    for row in [head, *cells]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+LIVE_HEAD = ["HOST", "UP", "RUNNING", "INSTALLED", "NEWEST BUILT", "MANIFEST", "MATCHES", "LAST INSTALL"]
+
+
+def live_cells(r: Any) -> list[str]:
+    """A live row as text cells (the terminal and the bot's Markdown share them)."""
+    up = "yes" if r.reachable else ("no" if r.reachable is False else "-")
+    mark = "" if r.is_newest is None else (" (installed)" if r.is_newest else " (not installed)")
+    newest = (r.newest or "-") + mark
+    last = f"{r.last_install} {r.last_install_at or ''}".strip() if r.last_install else "-"
+    if r.error:
+        last = f"{last}; {r.error}" if r.last_install else r.error
+    return [r.host, up, r.running or "-", r.installed or "-", newest, r.manifest or "-", r.matches or "-", last]
+
+
+def print_live(rows: list[Any]) -> None:
+    """The live fleet table."""
+    _print_table(LIVE_HEAD, [live_cells(r) for r in rows])
 
 
 def print_build(result: Any, rendered: str | None, log_path: Path) -> None:

@@ -236,7 +236,7 @@ class Rig:
         self.fake.branches["main"] = self.head()
         self.env = {"KA_FORGEJO_URL": self.fake.url, "KA_FORGEJO_TOKEN": self.fake.token, "KA_WEBHOOK_SECRET": SECRET,
                     "KA_REPO": REPO, "KA_KERNEL_TREE": str(k.bare), "KA_PUBLIC_URL": PUBLIC,
-                    "KA_REPO_URL": str(self.bare), **env}
+                    "KA_REPO_URL": str(self.bare), "KA_LIVE_INTERVAL": "0", **env}
         self.state_dir = state_dir or tmp_path / "state"
         self.bots = [BotProcess(self.state_dir, self.env)]
 

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,7 @@ class Target:
                 f"  pacman_log: {r}/var/log/pacman.log\n  panic: 10\n  commands:\n    prefix: [unshare, -r]\n"
                 f"    pacman: [pacman, --config, {r}/etc/pacman.conf]\n    mkinitcpio: [{r}/usr/bin/mkinitcpio]\n"
                 f"    reboot: [{r}/usr/bin/reboot]\n    release: [cat, {r}/run/kernel-release]\n"
+                f"    boot_id: [cat, {r}/run/boot-id]\n"
                 f"  heartbeat:\n    down: {down}\n    up: {up}\n")
 
     def boot(self) -> str | None:
@@ -218,6 +220,7 @@ class Target:
         self.boots.append(release)
         if release is not None:
             self.release_file.write_text(release + "\n")
+            (self.root / "run/boot-id").write_text(f"{uuid.uuid4()}\n")
         return release
 
     def _watch(self) -> None:

@@ -3,10 +3,13 @@ pacman, packages built by ka-build; reboots by the hosts' power controller (test
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
+import time
 from pathlib import Path
 
-from installlab import NEW, OLD, InstallLab
+from installlab import NEW, OLD, InstallLab, manifest
 from sshhosts import USER, run
 
 
@@ -167,3 +170,52 @@ def test_two_installs_of_one_host_never_interleave(install_lab: InstallLab, tmp_
     log = (target.root / "var/log/pacman.log").read_text()
     assert log.count("upgraded linux-ampere") == 1
     assert target.boots == [OLD, NEW]
+
+
+def test_live_status_answers_within_its_timeout_with_a_host_that_hangs(install_lab: InstallLab,
+                                                                       tmp_path: Path) -> None:
+    target = install_lab.targets.target("live")
+    hung = socket.socket()  # accepts connections and never says a word: a host stuck in its boot
+    hung.bind(("127.0.0.28", 2222))
+    hung.listen(8)
+    with install_lab.build.ssh.config.open("a") as fh:
+        fh.write("Host hung\n  HostName 127.0.0.28\n  Port 2222\n")
+    try:
+        ohm = manifest(["soc/base"]) + "install:\n  ssh: hung\n"
+        repo = install_lab.fleet(tmp_path / "fleet", "live", target, hosts={"ohm": ohm})
+        code, _, err = install_lab.install(repo)
+        assert code == 0, err
+        start = time.monotonic()
+        res = install_lab.ka("status", "--live", "--timeout", "2", "--json", "--repo", str(repo))
+        took = time.monotonic() - start
+    finally:
+        hung.close()
+    rows = {r["host"]: r for r in json.loads(res.stdout)}
+    assert res.returncode == 1 and took < 10, (took, res.stderr)
+    assert rows["ohm"]["reachable"] is False and rows["ohm"]["error"]
+    amp = rows["ampere"]
+    assert (amp["reachable"], amp["running"], amp["installed"], amp["newest"]) == (True, NEW, "6.12.0-2", "6.12.0-2")
+    assert amp["is_newest"] is True and amp["manifest"] == "6.12.0-2" and amp["matches"] == "yes"
+    assert amp["last_install"] == "succeeded" and amp["last_install_at"]
+    table = install_lab.ka("status", "--live", "--timeout", "2", "--repo", str(repo)).stdout.splitlines()
+    assert table[0].split()[:3] == ["HOST", "UP", "RUNNING"]
+    assert next(ln for ln in table if ln.startswith("ampere")).split()[:4] == ["ampere", "yes", NEW, "6.12.0-2"]
+
+
+def test_a_reboot_quicker_than_a_poll_is_told_by_the_boot_id(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("quick")
+    target.down_for = 0.0  # sshd is back before the heartbeat's next look
+    repo = install_lab.fleet(tmp_path / "fleet", "quick", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 0, err
+    assert data["heartbeat"]["release"] == NEW and data["heartbeat"]["down_after"] is not None
+
+
+def test_a_reboot_command_that_fails_is_reported_at_once(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("noreboot")
+    (target.root / "usr/bin/reboot").write_text("#!/bin/sh\necho 'Failed to reboot: Access denied' >&2\nexit 1\n")
+    repo = install_lab.fleet(tmp_path / "fleet", "noreboot", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and "the reboot command failed on ampere" in err and "Access denied" in err
+    assert data["heartbeat"]["problem"] == "reboot-failed"  # said at once, not after the wait for it to go down
+    assert f"{NEW} is installed and waits for a reboot" in err and target.boots == [OLD]
