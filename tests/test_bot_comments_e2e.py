@@ -121,14 +121,16 @@ def test_help_unknown_verbs_and_unknown_hosts(thread: Rig) -> None:
     assert "`/ka promote nosuch`: not in the fleet at `" in second and "its hosts: `ampere`, `ohm`" in second
 
 
-def test_install_needs_an_admin_and_is_not_available_yet(thread: Rig) -> None:
+def test_install_needs_an_admin_and_a_failed_one_says_why(thread: Rig) -> None:
     open_pr(thread)
     say(thread, "/ka install ampere")
     (reply,) = wait_replies(thread, 1)
     assert "`/ka install ampere`: needs admin or owner, or an operator of the host" in reply
     say(thread, "/ka install ampere --no-reboot", who="boss")
-    assert "`ka-install` is not available yet" in wait_replies(thread, 2)[1] and "nothing was queued" in \
-        replies(thread)[1]
+    ack, result = wait_replies(thread, 3)[1:]
+    assert "queued (install of ampere on `" in ack and "with the settings on `main`" in ack
+    assert "**failed**" in result and "no repository to take the newest package from" in result
+    assert "ka-install ampere --no-reboot --rev " in result
 
 
 def test_a_build_of_a_host_without_a_package_section_says_why(thread: Rig) -> None:

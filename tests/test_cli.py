@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -20,11 +18,15 @@ def script(name: str) -> str:
     return found
 
 
-@pytest.mark.parametrize("verb", ["ka-install"])
-def test_verbs_not_built_yet_exit_2(verb: str) -> None:
-    res = subprocess.run([script(verb), "ampere"], capture_output=True, text=True)
-    assert res.returncode == 2
-    assert "not built yet" in res.stderr
+def test_ka_install_names_itself_and_refuses_an_unknown_host(tmp_path: Path) -> None:
+    res = subprocess.run([script("ka-install"), "--help"], capture_output=True, text=True)
+    assert res.stdout.startswith("usage: ka-install ") and "--rollback" in res.stdout and "--dry-run" in res.stdout
+    repo = tmp_path / "r"
+    shutil.copytree(ROOT / "fleet", repo / "fleet")
+    shutil.copytree(ROOT / "patches", repo / "patches")
+    res = subprocess.run([script("ka-install"), "nosuch"], cwd=repo, capture_output=True, text=True)
+    assert res.returncode == 2 and "unknown host 'nosuch'" in res.stderr and "ampere" in res.stderr
+    assert not (repo / "out").exists()
 
 
 def test_ka_promote_and_status_scripts_in_the_sample_repo(tmp_path: Path) -> None:
