@@ -193,6 +193,7 @@ def test_cancel_a_queued_job_and_retry_a_failed_one(rig: Callable[..., Rig]) -> 
     wait_for(lambda: r.bot.job(busy)["state"] == "running", 30, "the long job to start")
     say(r, "/ka promote h0001", number=1, pull=False)  # answered on the commands' own lane at once
     ack = wait_replies(r, 1, number=1)[0]
+    assert "job [" in ack, ack
     queued = int(ack.split("job [")[1].split("]")[0])
     assert r.bot.job(queued)["state"] == "queued"
     say(r, f"/ka cancel {queued}\n/ka cancel {busy}", number=1, pull=False)

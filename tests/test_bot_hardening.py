@@ -150,12 +150,12 @@ def test_memory_is_bounded_by_a_hosts_patch_not_the_fleet(rig: Callable[..., Rig
 # --- 5: a full disk during a job ---------------------------------------------------------------
 
 def _fill(folder: Path) -> Path:
+    """Fill ``folder``'s file system; unbuffered, so that closing the file has nothing left to fail on."""
     filler = folder / "filler"
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         except OSError:
             pass
     return filler
