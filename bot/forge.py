@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -99,6 +100,9 @@ def reaction(repo: str, comment_id: int, content: str) -> Write:
                  summary=f"react {content} to comment {comment_id}")
 
 
+READ_RETRIES = (0.5, 2.0)  # pauses before a read's second and third try: a busy forge, a restarting proxy
+
+
 class ForgejoClient:
     """Forgejo (or Gitea) REST API: one session, timeouts, token header."""
 
@@ -114,6 +118,18 @@ class ForgejoClient:
         return f"ForgejoClient({self.api!r}, repo={self.repo!r})"
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One request; a read that fails transiently is asked again twice (writes go through the outbox)."""
+        for pause in READ_RETRIES if method == "GET" else ():
+            try:
+                return self._once(method, path, body)
+            except Transient as exc:
+                if exc.status == 401:
+                    raise
+                log.info("%s; asking again in %gs", exc, pause)
+                time.sleep(pause)
+        return self._once(method, path, body)
+
+    def _once(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         try:
             res = self.session.request(method, self.api + path, json=body, timeout=self.timeout)
         except requests.RequestException as exc:

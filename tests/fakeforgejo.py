@@ -136,6 +136,7 @@ class FakeForgejo:
     slow_comment_posts: int = 0
     slow_comment_delay: float = 0.0
     fail_with: int | None = None
+    fail_next: int = 0  #: the next this many requests are answered 503 (a forge that is briefly busy)
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -228,6 +229,10 @@ class FakeForgejo:
     def _answer(self, req: BaseHTTPRequestHandler, call: Call, problems: list[str]) -> tuple[int, Any]:
         if self.fail_with:
             return self.fail_with, {"message": "fake outage"}
+        with self._lock:
+            busy, self.fail_next = self.fail_next > 0, max(0, self.fail_next - 1)
+        if busy:
+            return 503, {"message": "fake: busy"}
         auth = req.headers.get("Authorization", "")
         if auth.split(" ", 1)[-1] != self.token or auth.split(" ", 1)[0].lower() not in ("token", "bearer"):
             return 401, {"message": "token is required", "url": self.url}

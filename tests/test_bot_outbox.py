@@ -47,6 +47,25 @@ def test_writes_land_in_order(fake: FakeForgejo, store: Store) -> None:
     assert outbox.backlog(store) == 0
 
 
+@pytest.mark.parametrize(("busy", "answered"), [(0, True), (2, True), (3, False)])
+def test_a_read_is_asked_again_twice_when_the_forge_is_busy(fake: FakeForgejo, busy: int, answered: bool) -> None:
+    fake.permissions["writer"] = "write"
+    fake.fail_next = busy
+    if answered:
+        assert client(fake).permission("writer") == "write"
+    else:
+        with pytest.raises(forge.Transient, match="HTTP 503"):
+            client(fake).permission("writer")
+    assert len(fake.calls) == min(busy + 1, 3)
+
+
+def test_a_write_is_not_asked_again_by_the_client(fake: FakeForgejo) -> None:
+    fake.fail_next = 1  # the outbox retries writes, with the order and the record they need
+    with pytest.raises(forge.Transient, match="HTTP 503"):
+        client(fake).send(status(1))
+    assert len(fake.calls) == 1 and fake.statuses() == []
+
+
 def test_forge_down_then_back(fake: FakeForgejo, store: Store) -> None:
     fake.down()
     outbox.add(store, 1, status(1, "pending"))
