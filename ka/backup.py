@@ -21,6 +21,7 @@ import json
 import posixpath
 import shutil
 import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,14 +146,27 @@ def store(remote: Remote, backup: Backup, host: str, release: str, stage: Path, 
     except RemoteFailed as exc:
         raise BackupError(f"{backup.ssh}:{incoming}: the backup does not verify there (sha256sum -c: {exc.tail}); "
                           "nothing on the host was changed") from None
-    old = f"{final}.replaced"
-    remote.run(["rm", "-rf", "--", old], timeout=600)
     if remote.stat(final) is not None:
-        remote.run(["mv", "--", final, old], timeout=60)
-    remote.run(["mv", "--", incoming, final], timeout=60)
-    remote.run(["rm", "-rf", "--", old], timeout=600)
+        if _same(remote, final, stage):
+            remote.run(["rm", "-rf", "--", final], timeout=600)
+        else:  # another backup of this release (an initramfs made again, say): kept beside, never lost
+            aside = f"{final}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            remote.run(["mv", "-T", "--", final, aside], timeout=60)
+            log(f"the earlier backup of {release} differs: kept as {backup.ssh}:{aside}")
+    remote.run(["mv", "-T", "--", incoming, final], timeout=60)
     log(f"backup of {release}: {sent} bytes in {backup.ssh}:{final}, verified there (sha256sum -c)")
     return final
+
+
+def _same(remote: Remote, folder: str, stage: Path) -> bool:
+    """The backup in ``folder`` holds the same files as ``stage`` (its record aside)."""
+    def files(text: str) -> set[str]:
+        return {ln for ln in text.splitlines() if not ln.endswith("  backup.json")}
+    try:
+        there = remote.read(posixpath.join(folder, SUMS), 16 << 20)[0].decode("utf-8", "replace")
+    except KaError:
+        return False
+    return files(there) == files((stage / SUMS).read_text())
 
 
 def fetch(remote: Remote, backup: Backup, host: str, release: str, stage: Path, log: Log) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """A fleet host as ka-install sees it: commands as root behind the prefix, files, the lock, the record.
 
 Everything goes through one :class:`ka.ssh.Remote` (pinned host key, argument lists).  Files
-only root may read (an initramfs is mode 600) are read through ``cat`` behind the prefix, and
-files are written by uploading them to a private folder over SFTP and putting them in place
-with ``install`` as root, so a half-written file never replaces a good one.
+only root may read (an initramfs is mode 600) are read through ``cat`` behind the prefix.  A file
+is written by uploading it to a private folder over SFTP, installing it as root beside its place
+(``<name>.ka-new``), syncing, and renaming it over the old one (``mv -T``), so the old file stays
+whole until the new one is on disk.
 """
 
 from __future__ import annotations
@@ -85,12 +86,30 @@ class Device:
             self._tmp = self.remote.run(["mktemp", "-d", "-t", "ka-install.XXXXXXXX"], timeout=60).output.strip()
         return self._tmp
 
-    def write(self, path: str, data: bytes, mode: str = "644") -> None:
-        """Put ``data`` at ``path`` as root: uploaded beside, then moved in by ``install``."""
+    def write(self, path: str, data: bytes, mode: str = "644", sync: bool = False) -> None:
+        """Put ``data`` at ``path`` as root, replacing the old file in one rename (synced first with ``sync``)."""
         staged = posixpath.join(self.tmp(), posixpath.basename(path) + ".new")
         with self.remote.sftp.open(staged, "wb") as fh:
             fh.write(data)
-        self.root(["install", "-D", "-m", mode, "--", staged, path], timeout=120)
+        for argv in self.write_commands(path, mode, sync, staged):
+            self.remote.run(argv, timeout=120)
+
+    def write_commands(self, path: str, mode: str = "644", sync: bool = False, staged: str = "<tmp>/new") -> list[
+            list[str]]:
+        """The commands :meth:`write` runs after the upload (for ``--dry-run``)."""
+        beside = f"{path}.ka-new"
+        cmds = [self.spec.root("install", "-D", "-m", mode, "--", staged, beside)]
+        if sync:
+            cmds.append(self.spec.root("sync", "--", beside))
+        cmds.append(self.spec.root("mv", "-T", "--", beside, path))
+        if sync:
+            cmds.append(self.spec.root("sync", "--", path))
+        return cmds
+
+    def reconnected(self, remote: Remote) -> None:
+        """Go on over a new connection (after a reboot: the private folder went with the old boot)."""
+        self.remote.close()
+        self.remote, self._tmp = remote, None
 
     def cleanup(self) -> None:
         """Remove the private folder (best effort: the host may be gone)."""
@@ -150,7 +169,7 @@ class Device:
             raise LockHeld(f"{self.name}: another install holds {self.lock_path} ({self.lock_owner()}); it waits "
                            f"for that one to end.  If none runs (a crash), remove the folder on the host: "
                            f"{' '.join(self.spec.root('rm', '-rf', self.lock_path))}")
-        self.write(posixpath.join(self.lock_path, "owner"), f"{owner} since {_now()}\n".encode())
+        self.write(posixpath.join(self.lock_path, "owner"), f"{owner} since {now()}\n".encode())
 
     def lock_owner(self) -> str:
         try:
@@ -180,13 +199,9 @@ class Device:
         self.write(posixpath.join(self.spec.state, RECORD), json.dumps(record, indent=2, sort_keys=True).encode())
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def now() -> str:
     """The time, as records write it (UTC, ISO 8601)."""
-    return _now()
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def dropped(exc: BaseException) -> bool:

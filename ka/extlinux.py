@@ -33,12 +33,24 @@ class ExtlinuxError(BadInput):
     """The config cannot be used: no entry to take the command line from, or unreadable."""
 
 
+#: what U-Boot reads inside a label; any other keyword ends the label (``default`` after the labels is global)
+LABEL_WORDS = frozenset({"menu", "kernel", "linux", "fit", "append", "initrd", "fdt", "devicetree", "fdtdir",
+                         "devicetreedir", "fdtoverlays", "devicetree-overlay", "localboot", "ipappend",
+                         "kaslrseed", "say"})
+#: lines of the base entry the new entries take over as they are (the file lines are written anew)
+CARRIED = ("fdtoverlays", "devicetree-overlay", "kaslrseed", "ipappend")
+
+
 def _keyword(line: str) -> tuple[str, str]:
-    stripped = line.strip()
-    if not stripped or stripped.startswith("#"):
+    words = line.split(None, 1)
+    if not words or words[0].startswith("#"):
         return "", ""
-    word, _, rest = stripped.partition(" ") if " " in stripped else stripped.partition("\t")
-    return word.lower(), rest.strip()
+    return words[0].lower(), (words[1].strip() if len(words) > 1 else "")
+
+
+def _menu_default(line: str) -> bool:
+    word, rest = _keyword(line)
+    return word == "menu" and rest.split()[:1] == ["default"]
 
 
 @dataclass
@@ -67,6 +79,7 @@ class Config:
 
     header: list[str]
     entries: list[Entry]
+    order: list[str | Entry] = field(default_factory=list)  # the global lines and the labels as they came
 
     def _global(self, keyword: str) -> str | None:
         found = None
@@ -78,7 +91,15 @@ class Config:
 
     @property
     def default(self) -> str | None:
-        return self._global("default")
+        """The label U-Boot boots: the last ``default``/``ontimeout`` or ``menu default`` in the file."""
+        found = None
+        for line in self.order:
+            if isinstance(line, Entry):
+                found = line.name if any(_menu_default(ln) for ln in line.lines[1:]) else found
+                continue
+            word, rest = _keyword(line)
+            found = rest.split()[0] if word in ("default", "ontimeout") and rest else found
+        return found
 
     @property
     def fallback(self) -> str | None:
@@ -89,18 +110,25 @@ class Config:
 
 
 def parse(text: str) -> Config:
-    """Split the file into its global lines and its ``label`` blocks."""
+    """Split the file into its global lines and its ``label`` blocks, as U-Boot reads them: a label
+    ends at the next keyword that is not a label's (``default`` after the labels is global)."""
     header: list[str] = []
     entries: list[Entry] = []
+    order: list[str | Entry] = []
+    current: Entry | None = None
     for line in text.splitlines():
         word, rest = _keyword(line)
         if word == "label":
-            entries.append(Entry(rest, [line]))
-        elif entries:
-            entries[-1].lines.append(line)
+            current = Entry(rest, [line])
+            entries.append(current)
+            order.append(current)
+        elif current is not None and (word in LABEL_WORDS or not word):
+            current.lines.append(line)
         else:
+            current = None
             header.append(line)
-    return Config(header, entries)
+            order.append(line)
+    return Config(header, entries, order)
 
 
 @dataclass(frozen=True)
@@ -112,6 +140,7 @@ class Boot:
     fdt: tuple[str, str] | None  # ("fdt", path) or ("fdtdir", path)
     append: str
     title: str
+    extra: tuple[str, ...] = ()  # fdtoverlays, kaslrseed, … as the base entry has them
 
 
 def base_entry(config: Config) -> Entry:
@@ -137,9 +166,12 @@ def layout(config: Config, image: str, initramfs: str | None, panic: int, titles
     fdt = _fdt(base)
     prev_fdt = None if fdt is None else (fdt[0], _prev_dtbs(fdt[1], where))
     kernel, initrd = booted(base)
+    extra = tuple(f"{w} {r}".strip() for w, r in (_keyword(ln) for ln in base.lines[1:]) if w in CARRIED)
+    prev_extra = tuple(" ".join(_prev_dtbs(p, where) for p in ln.split()) for ln in extra)
     new = Boot(where + image, where + initramfs if initramfs else None, fdt,
-               f"{append} panic={panic}".strip(), titles[0])
-    prev = Boot(kernel + PREV_SUFFIX, initrd + PREV_SUFFIX if initrd else None, prev_fdt, append, titles[1])
+               f"{append} panic={panic}".strip(), titles[0], extra)
+    prev = Boot(kernel + PREV_SUFFIX, initrd + PREV_SUFFIX if initrd else None, prev_fdt, append, titles[1],
+                prev_extra)
     return new, prev
 
 
@@ -224,11 +256,18 @@ def _block(name: str, boot: Boot, upper: bool) -> list[str]:
         lines.append(f"    {k(boot.fdt[0])} {boot.fdt[1]}")
     if boot.append:
         lines.append(f"    {k('append')} {boot.append}")
+    for line in boot.extra:
+        word, _, rest = line.partition(" ")
+        lines.append(f"    {k(word)} {rest}".rstrip())
     return lines
 
 
-def render(config: Config, new: Boot, prev: Boot) -> str:
-    """The file with kernel-agent's entries first and the owner's lines kept."""
+def render(config: Config, new: Boot, prev: Boot, default: str = LABEL) -> str:
+    """The file with kernel-agent's entries first and the owner's lines kept; ``default`` is the label to
+    boot (``kernel-agent``, or ``kernel-agent-previous`` while the new kernel's files are being put in place).
+
+    Every other ``default``, ``ontimeout`` and ``fallback`` line goes (U-Boot takes the last one), and an
+    owner's ``menu default`` is kept as a comment."""
     upper = _style(config) == "upper"
     header: list[str] = []
     placed = False
@@ -238,21 +277,23 @@ def render(config: Config, new: Boot, prev: Boot) -> str:
             continue
         if word in ("default", "ontimeout", "fallback"):
             if not placed:
-                header += _globals(upper)
+                header += _globals(upper, default)
                 placed = True
             continue
         header.append(line)
     if not placed:
-        header = _trimmed(header) + _globals(upper)
+        header = _trimmed(header) + _globals(upper, default)
     out = [MARK, *_trimmed(header), "", *_block(LABEL, new, upper), "", *_block(PREVIOUS, prev, upper), ""]
     for entry in config.entries:
         if entry.name not in (LABEL, PREVIOUS):
-            out += [*_trimmed(entry.lines), ""]
+            lines = [f"    # {ln.strip()}   (kernel-agent: the default is set above)" if _menu_default(ln) else ln
+                     for ln in entry.lines]
+            out += [*_trimmed(lines), ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _globals(upper: bool) -> list[str]:
-    return [f"{'DEFAULT' if upper else 'default'} {LABEL}", f"{'FALLBACK' if upper else 'fallback'} {PREVIOUS}"]
+def _globals(upper: bool, default: str) -> list[str]:
+    return [f"{'DEFAULT' if upper else 'default'} {default}", f"{'FALLBACK' if upper else 'fallback'} {PREVIOUS}"]
 
 
 def _trimmed(lines: list[str]) -> list[str]:
@@ -261,8 +302,10 @@ def _trimmed(lines: list[str]) -> list[str]:
     return lines
 
 
-def rewrite(text: str, image: str, initramfs: str | None, panic: int, titles: tuple[str, str]) -> str:
-    """``text`` with the new kernel as ``default`` and the kept one as ``fallback``."""
+def rewrite(text: str, image: str, initramfs: str | None, panic: int, titles: tuple[str, str],
+            default: str = LABEL) -> str:
+    """``text`` with kernel-agent's two entries, ``default`` booting (the new kernel, unless told
+    ``kernel-agent-previous``) and the kept one as ``fallback``."""
     config = parse(text)
     new, prev = layout(config, image, initramfs, panic, titles)
-    return render(config, new, prev)
+    return render(config, new, prev, default)

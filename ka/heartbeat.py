@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ka.errors import KaError
 from ka.installspec import InstallSpec
@@ -31,8 +31,9 @@ class Beat:
     down_after: float | None = None
     up_after: float | None = None
     release: str | None = None
-    problem: str | None = None  # "reboot-failed", "did-not-go-down", "never-back", or None
+    problem: str | None = None  # "reboot-failed", "did-not-go-down", "never-back", "no-release", or None
     detail: str = ""
+    back: Remote | None = field(default=None, repr=False)  # the connection to the host as it came back
 
     def as_dict(self) -> dict[str, object]:
         return {"rebooted_at": round(self.rebooted_at, 3),
@@ -68,11 +69,14 @@ class _Watch:
                 self.down_at = time.monotonic()
             return False
         now = boot_id(remote, self.spec)
-        if self.down_at is not None or (now is not None and self.before is not None and now != self.before):
+        new_boot = now != self.before if now is not None and self.before is not None else self.down_at is not None
+        if new_boot:  # a glitch that hid the host for one poll is not a reboot: the boot id says so
             if self.down_at is None:  # rebooted between two polls
                 self.down_at = time.monotonic()
             self.back = remote
             return True
+        if now is not None and now == self.before:
+            self.down_at = None  # the same boot after all: it has not gone down yet
         remote.close()
         return False
 
@@ -118,8 +122,12 @@ def reboot(remote: Remote, spec: InstallSpec, ssh: SshSettings, log: Log,
     assert watch.back is not None and watch.down_at is not None
     beat.down_after = watch.down_at - start
     beat.up_after = time.monotonic() - start
-    with watch.back as again:
-        beat.release = release(again)
+    beat.back = watch.back
+    try:
+        beat.release = release(watch.back)
+    except KaError as exc:
+        beat.problem, beat.detail = "no-release", str(exc)
+        return beat
     said = f"up at {_clock(start, wall, start + beat.up_after)} (+{beat.up_after:.1f}s), running {beat.release}"
     log(said)
     show(said)

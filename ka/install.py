@@ -1,18 +1,20 @@
 """ka-install: back up, keep a way back, install, reboot, and take only "ssh came back on the new
-kernel" as success.  Rollback uses the same steps the other way.
+kernel" as success.
 
-Order of an install, each step only after the one before it succeeded:
+Order of an install, each step only after the one before it succeeded, so that an entry that
+boots a known kernel is the default at every moment until the new kernel is complete:
 
-1. preflight (changes nothing): the package (newest published, or a file), its signature, the
-   host over ssh (pinned key), its running kernel and install record, the extlinux config, room
-   in the boot folder, the host's install lock, the backup host;
-2. lock the host (``<state>/install.lock``);
-3. back up the running kernel to the backup host and verify it there; a backup that cannot be
-   made or verified ends the install before anything on the host changed;
-4. keep the running kernel's files as ``*.ka-prev`` and write extlinux.conf with the new kernel
-   as ``default`` and the kept one as ``fallback``: from here on both entries boot;
-5. ``pacman -U`` (its log checked: a failed scriptlet or hook still exits 0), the image check,
-   the previous modules put back, the initramfs for the new release;
+1. preflight (changes nothing, after the host's lock is taken): the package (newest published,
+   or a file), its signature, and that it was built from what the manifest says now; the host
+   (pinned key, root without a password), its running kernel, that its default entry holds that
+   kernel, extlinux.conf, room in the boot folder, who owns the image file; the backup host;
+2. back up the running kernel to the backup host, verified there; a backup that cannot be made
+   or verified ends the install before anything on the host changed;
+3. keep the running kernel's files as ``*.ka-prev`` (synced), then write extlinux.conf with both
+   entries and the kept one as the default while the new kernel's files go in place;
+4. ``pacman -U`` (its log checked: a failed scriptlet or hook still exits 0), the running kernel's
+   modules put back at once, the image check, the initramfs for the new release;
+5. extlinux.conf with the new kernel as ``default`` and the kept one as ``fallback``;
 6. reboot and heartbeat: success only when the host answers running the new release.
 
 ``--dry-run`` runs the preflight and prints every step with its exact commands.
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable
 from typing import Any
 
 from ka.device import now
+from ka.errors import EXIT_BAD_INPUT
+from ka.extlinux import LABEL, PREVIOUS
 from ka.infra import Infra
 from ka.installer import (
     Installer,
@@ -33,14 +36,13 @@ from ka.installer import (
     InstallOptions,
     InstallResult,
     Log,
-    PackageFacts,
     Preflight,
     Step,
     run_installer,
 )
+from ka.kernelpkg import PackageFacts
+from ka.live import wanted
 from ka.repo import RepoView
-
-# --- the install itself ---------------------------------------------------------------------------
 
 _FAILED = re.compile(r"(\[ALPM\] error: .*|error: command failed to execute correctly.*|.*scriptlet.*failed.*)",
                      re.IGNORECASE)
@@ -63,27 +65,81 @@ class Install(Installer):
     def run(self) -> InstallResult:
         self.phase("package")
         facts = self.package()
+        self.check_inputs(facts)
         self.phase("preflight")
         self.connect()
+        self.lock()
         pre = self.preflight()
-        self.check_room(pre, facts)
+        self.check_booted(pre)
+        self.check_owner()
+        self.check_room(pre, facts.boot_bytes)
         self.backup_host()
         self.log(f"{self.host} runs {pre.running} ({self.spec.pkgbase} {pre.installed or 'not installed'}); "
                  f"installing {facts.version} ({facts.release})")
-        record: dict[str, Any] = {"host": self.host, "replaced_release": pre.running,
-                                  "replaced_version": pre.installed, "installed_version": facts.version,
-                                  "installed_release": facts.release, "at": now(), "by": self.opts.who,
-                                  "paths": {"boot": self.spec.boot, "extlinux": self.spec.extlinux,
-                                            "modules": self.spec.modules}}
-        titles = (f"{self.spec.pkgbase} {facts.release} (kernel-agent)", f"previous: {pre.running}")
-        steps = [self.lock_step(), self.backup_step(pre, record), self.keep_step(pre, facts.release),
-                 self.extlinux_step(pre, titles), self.upload_step(facts), self.pacman_step(),
-                 self.image_step(pre, facts), *self.modules_steps(pre, facts.release), *self.initramfs_steps(),
-                 self.record_step(pre, facts)]
-        self.execute(steps)
+        self.execute(self.steps(pre, facts))
         if not self.opts.dry_run:
             self.after_install(pre, facts)
         return self.result
+
+    def steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
+        titles = (f"{self.spec.pkgbase} {facts.release} (kernel-agent)", f"previous: {pre.running}")
+        installed = {"release": facts.release, "version": facts.version, "package": facts.path.name, "at": now(),
+                     "by": self.opts.who}
+        previous = {"release": pre.running, "version": pre.installed}
+        backup_record: dict[str, Any] = {"host": self.host, "replaced_release": pre.running,
+                                         "replaced_version": pre.installed, "installed_version": facts.version,
+                                         "installed_release": facts.release, "at": now(), "by": self.opts.who,
+                                         "paths": {"boot": self.spec.boot, "extlinux": self.spec.extlinux,
+                                                   "modules": self.spec.modules}}
+        return [self.backup_step(pre, backup_record),
+                self.record_step("keeping", lambda: {"installed": installed, "previous": previous,
+                                                     "pending_reboot": True, "backup": self.result.backup}),
+                self.keep_step(pre, facts.release),
+                self.extlinux_step(pre, titles, PREVIOUS),
+                self.record_step("installing", lambda: {"kept": self.kept_sums(pre)}),
+                self.upload_step(facts), self.pacman_step(pre, facts.release), self.image_step(pre, facts),
+                *self.initramfs_steps(),
+                self.extlinux_step(pre, titles, LABEL),
+                self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
+                                                                "result": "installed, reboot pending"}})]
+
+    # --- checks before anything changes ------------------------------------------------------------
+
+    def check_inputs(self, facts: PackageFacts) -> None:
+        """The package must be what the manifest at this commit builds: the newest published one may come
+        from a pull request's ``/ka build``, and an install takes only what the manifest says now."""
+        want = wanted(self.view, self.host)
+        got = facts.inputs
+        differs = [what for what, key, value in (("the cumulative patch", "patch_b2sum", want.patch_b2sum),
+                                                 ("the config", "config_b2sum", want.config_b2sum),
+                                                 ("the version", "version", want.version))
+                   if got.get(key) != value]
+        if not differs:
+            return
+        why = ("it has no kernel-agent record (not built by ka-build)" if not got else
+               f"{' and '.join(differs)} differ{'s' if len(differs) == 1 else ''}")
+        where = self.view.rev[:12] if self.view.rev else "the work tree"
+        if self.opts.package is not None:
+            self.log(f"note: {facts.path.name} is not what fleet/{self.host}.yaml at {where} builds ({why}); "
+                     "installing it as --package asked")
+            return
+        raise InstallError(f"{facts.path.name} is not what fleet/{self.host}.yaml at {where} builds ({why}): "
+                           f"build that first (ka-build {self.host}), or give --package FILE to install it anyway; "
+                           "refused, nothing was changed")
+
+    def check_owner(self) -> None:
+        """pacman refuses to overwrite a file another package owns (a distribution kernel's /boot/Image)."""
+        device = self.device
+        assert device is not None
+        res = device.remote.run([*self.spec.commands.pacman, "-Qqo", self.spec.image_path], timeout=60, check=False)
+        owner = res.output.strip().splitlines()[0] if res.ok and res.output.strip() else None
+        if owner and owner != self.spec.pkgbase:
+            raise InstallError(f"{self.host}:{self.spec.image_path} belongs to the package {owner}: pacman would "
+                               f"refuse {self.spec.pkgbase}'s image.  Remove {owner} first (keeping its files as a "
+                               "way back by hand), or give the kernel an image of its own (package.image and "
+                               "install.image); refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
+
+    # --- the steps of an install --------------------------------------------------------------------
 
     def upload_step(self, facts: PackageFacts) -> Step:
         device = self.device
@@ -94,19 +150,24 @@ class Install(Installer):
             for path in (facts.path, facts.path.with_name(facts.path.name + ".sig")):
                 device.remote.sftp.put(str(path), posixpath.join(tmp, path.name))
             self.remote_package = posixpath.join(tmp, facts.path.name)
-        return Step(f"upload {facts.path.name} and its signature to {self.host}:<tmp> (sftp)", [], run, changes=False)
+        return Step(f"upload {facts.path.name} and its signature to {self.host}:<tmp> (sftp)", [], run)
 
-    def pacman_step(self) -> Step:
+    def pacman_step(self, pre: Preflight, release: str) -> Step:
         device = self.device
         assert device is not None
         argv = self.spec.root(*self.spec.commands.pacman, "-U", "--noconfirm", "--noprogressbar", "<tmp>/<package>")
+        aside = self.modules_copy(pre.running) if pre.modules and pre.running != release else None
 
         def run() -> None:
             before = self._log_size()
-            self.changed = True
-            done = device.remote.run([*argv[:-1], self.remote_package], timeout=1800, check=False, on_line=self.log)
+            self.got.modules_aside = aside
+            try:
+                done = device.remote.run([*argv[:-1], self.remote_package], timeout=1800, check=False,
+                                         on_line=self.log)
+            finally:
+                self._modules_back(pre, aside)
             excerpt = device.remote.output(self.spec.root("tail", "-c", f"+{before + 1}", self.spec.pacman_log),
-                                           limit=8 << 20).decode("utf-8", "replace") if before >= 0 else ""
+                                           limit=8 << 20).decode("utf-8", "replace")
             failures = scriptlet_failures(excerpt) or scriptlet_failures(done.output)
             if not done.ok:
                 raise InstallError(f"pacman -U failed on {self.host} (exit {done.code}): "
@@ -114,9 +175,24 @@ class Install(Installer):
             if failures:
                 raise InstallError(f"pacman -U exited 0 on {self.host}, but a scriptlet or hook failed "
                                    f"({self.spec.pacman_log}): " + " | ".join(failures))
-        return Step(f"install the package (pacman -U), then check {self.spec.pacman_log}",
-                    [(self.host, argv), (self.host, self.spec.root("tail", "-c", "+<size before>",
-                                                                   self.spec.pacman_log))], run)
+        cmds = [(self.host, argv)]
+        if aside and pre.modules:
+            cmds.append((self.host, self.spec.root("mv", "-T", "--", aside, pre.modules)))
+        cmds.append((self.host, self.spec.root("tail", "-c", "+<size before>", self.spec.pacman_log)))
+        return Step(f"install the package (pacman -U), put the modules of {pre.running} back, check "
+                    f"{self.spec.pacman_log}", cmds, run)
+
+    def _modules_back(self, pre: Preflight, aside: str | None) -> None:
+        """pacman removed the running release's modules (they were the old package's): put them back at once."""
+        device = self.device
+        if device is None or aside is None or pre.modules is None:
+            return
+        if device.exists(pre.modules):
+            device.root(["rm", "-rf", "--", aside])
+        else:
+            device.root(["mv", "-T", "--", aside, pre.modules])
+            self.log(f"{pre.modules}: back in place for the kept kernel")
+        self.got.modules_aside = None
 
     def _log_size(self) -> int:
         device = self.device
@@ -147,26 +223,10 @@ class Install(Installer):
                      f"else in {self.spec.boot} changed")
         return Step(f"check that only {self.spec.image_path} changed in {self.spec.boot}",
                     [(self.host, self.spec.root("find", self.spec.boot, "-maxdepth", "1", "-type", "f", "-exec",
-                                                "sha256sum", "--", "{}", "+"))], run, changes=False)
-
-    def modules_steps(self, pre: Preflight, release: str) -> list[Step]:
-        """pacman removed the replaced release's modules: put the kept copy back (the way back needs them)."""
-        if not pre.modules or pre.running == release:
-            return []
-        device = self.device
-        assert device is not None
-        copy = self._modules_copy(pre.running)
-
-        def run() -> None:
-            if device.exists(pre.modules or ""):
-                device.root(["rm", "-rf", "--", copy])
-            else:
-                device.root(["mv", "-T", "--", copy, pre.modules or ""])
-                self.log(f"{pre.modules}: kept for the previous kernel")
-        return [Step(f"keep the modules of {pre.running} for the previous kernel",
-                     [(self.host, self.spec.root("mv", "-T", "--", copy, pre.modules))], run)]
+                                                "sha256sum", "--", "{}", "+"))], run)
 
     def initramfs_steps(self) -> list[Step]:
+        """mkinitcpio for the new release; the image it writes must be new (written now, after the kernel)."""
         path = self.spec.initramfs_path
         if path is None:
             return []
@@ -175,29 +235,16 @@ class Install(Installer):
         argv = self.spec.root(*self.spec.commands.mkinitcpio, "-p", self.spec.pkgbase)
 
         def run() -> None:
+            started = int(device.remote.run(["date", "+%s"], timeout=30).output.strip())
             device.remote.run(argv, timeout=900, on_line=self.log)
             times = device.root(["stat", "-c", "%Y", "--", self.spec.image_path, path], timeout=60,
                                 check=False).output.split()
-            if len(times) != 2 or int(times[1]) < int(times[0]):
-                raise InstallError(f"{self.host}:{path} is missing or older than {self.spec.image_path} after "
-                                   f"{' '.join(self.spec.commands.mkinitcpio)}: the new kernel would boot with a "
-                                   "stale initramfs")
+            if len(times) != 2 or int(times[1]) < max(started, int(times[0])):
+                raise InstallError(f"{self.host}:{path} was not written by {' '.join(self.spec.commands.mkinitcpio)}"
+                                   f" -p {self.spec.pkgbase} (missing, or older than the run): the new kernel would "
+                                   "boot with a stale initramfs")
         return [Step(f"make the initramfs ({' '.join(self.spec.commands.mkinitcpio)} -p {self.spec.pkgbase})",
                      [(self.host, argv)], run)]
-
-    def record_step(self, pre: Preflight, facts: PackageFacts) -> Step:
-        device = self.device
-        assert device is not None
-        record = {"installed": {"release": facts.release, "version": facts.version, "package": facts.path.name,
-                                "at": now(), "by": self.opts.who},
-                  "previous": {"release": pre.running, "version": pre.installed},
-                  "pending_reboot": True,
-                  "last": {"action": "install", "result": "installed, reboot pending", "at": now()}}
-
-        def run() -> None:
-            self.record = record
-            device.save_record(record)
-        return Step(f"write {posixpath.join(self.spec.state, 'install.json')}", [], run)
 
     def after_install(self, pre: Preflight, facts: PackageFacts) -> None:
         if not self.opts.reboot:
@@ -210,7 +257,6 @@ class Install(Installer):
 
 
 def install(view: RepoView, host: str, infra: Infra, opts: InstallOptions, log: Log = lambda line: None,
-            phase: Callable[[str], None] = lambda name: None) -> InstallResult:
+            phase: Any = lambda name: None) -> InstallResult:
     """``ka-install HOST``: see the module's docstring; :class:`InstallError` when refused or failed."""
-    installer = Install(view, host, infra, opts, log, phase, "install")
-    return run_installer(installer, installer.run)
+    return run_installer(Install(view, host, infra, opts, log, phase, "install"))

@@ -1,6 +1,12 @@
-"""The machinery ka-install and its rollbacks share: connections, the preflight, the steps
-(lock, backup, keep, extlinux), running them or printing them (``--dry-run``), the reboot with
-its heartbeat, and what a failure leaves as the way back.
+"""The machinery ka-install and its rollbacks share: connections and locks, the preflight, the
+steps (backup, keep, extlinux, records), running them or printing them (``--dry-run``), the
+reboot with its heartbeat, and the way back a failure leaves (ka/recovery.py says it in words).
+
+The host's record (``<state>/install.json``) follows every install through its stages, so that
+the next run knows what the default entry holds: ``keeping`` (the default entry is untouched),
+``installing`` (the new kernel's files may be in place), ``installed`` (a reboot is pending),
+``booted``, ``fell-back`` or ``failed``.  An install is refused unless the default entry holds the
+kernel that runs: that is what it keeps as the way back.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from ka.infra import Infra
 from ka.installspec import InstallSpec
 from ka.kernelpkg import PackageFacts, package_facts
 from ka.manifest import load_manifest
+from ka.recovery import Progress, way_back
 from ka.repo import RepoView
 from ka.ssh import Remote, SshSettings, Unreachable, connect
 
 Log = Callable[[str], None]
 MARGIN = 1.1  # room asked for in the boot folder, over the estimate
+SAFE_STAGES = ("keeping",)  # the default entry was not touched yet
 
 
 class InstallError(KaError):
@@ -74,7 +82,6 @@ class Step:
     text: str
     commands: list[tuple[str, list[str]]]
     action: Callable[[], None]
-    changes: bool = True  # the host is changed from this step on
 
 
 @dataclass
@@ -115,8 +122,18 @@ class Preflight:
     text: str  # extlinux.conf as it was
     config: extlinux.Config
     boot: dict[str, FileInfo]
-    kept: list[tuple[str, str, str]]  # (role, file, its *.ka-prev copy)
+    kept: list[tuple[str, str, str]]  # (role, file, its *.ka-prev copy) of the default entry
     modules: str | None  # the running release's modules folder, when it exists
+
+    @property
+    def stage(self) -> str | None:
+        return self.record.get("stage")
+
+    def holds(self) -> str | None:
+        """The release the default entry holds, by the record (None: no record, or nothing touched)."""
+        if not self.record or self.stage in SAFE_STAGES:
+            return None
+        return (self.record.get("installed") or {}).get("release")
 
 
 class Installer:
@@ -126,14 +143,13 @@ class Installer:
                  phase: Callable[[str], None], action: str) -> None:
         manifest = load_manifest(view, host)
         assert manifest.install is not None
-        self.host, self.infra, self.opts, self.log, self.phase = host, infra, opts, log, phase
+        self.view, self.host, self.infra, self.opts, self.log, self.phase = view, host, infra, opts, log, phase
         self.spec: InstallSpec = manifest.install
         self.result = InstallResult(host, action)
         self.device: Device | None = None
         self.backup_remote: Remote | None = None
         self.locked = False
-        self.changed = False
-        self.rebooted = self.never_back = self.fell_back = False
+        self.got = Progress()
         self.remote_package = ""
         self.work = opts.out_dir / host / "install"
 
@@ -141,16 +157,42 @@ class Installer:
         """Preflight, steps, reboot: the subclass's flow."""
         raise NotImplementedError
 
-    # --- connections ---------------------------------------------------------------------------
+    # --- connections and the lock -----------------------------------------------------------------
 
     def connect(self) -> Device:
-        """The host over ssh; refused (nothing changed) when it cannot be reached."""
+        """The host over ssh, able to become root; refused (nothing changed) when it cannot."""
         try:
             self.device = Device(connect(self.opts.ssh, self.spec.ssh), self.spec, self.log)
         except Unreachable as exc:
             raise InstallError(f"{self.host}: cannot be reached: {exc}; nothing was changed",
                                exit_code=EXIT_ENVIRONMENT) from None
+        probe = self.device.root(["true"], timeout=60, check=False)
+        if not probe.ok:
+            raise InstallError(f"{self.host}: cannot become root with `{shlex.join(self.spec.root('true'))}` (exit "
+                               f"{probe.code}: {probe.output.strip()[-200:]}); install.commands.prefix must work "
+                               "without a password (sudo -n); refused, nothing was changed")
         return self.device
+
+    def lock(self) -> None:
+        """Take the host's install lock before reading what it is (not for --dry-run, which changes nothing)."""
+        device = self.device
+        assert device is not None
+        if self.opts.dry_run:
+            holder = device.locked()
+            if holder:
+                self.log(f"note: another install holds {device.lock_path} ({holder}); a real run would be refused")
+            return
+        try:
+            device.lock(self.opts.who)
+        except LockHeld as exc:
+            raise InstallError(f"{exc}; refused, nothing was changed") from None
+        self.locked = True
+
+    def lock_shown(self) -> Step:
+        """The lock, as --dry-run lists it (a real run took it before the preflight)."""
+        device = self.device
+        assert device is not None
+        return Step(f"lock {self.host}", [(self.host, self.spec.root("mkdir", "--", device.lock_path))], lambda: None)
 
     def backup_host(self) -> Remote:
         backup = self.infra.backup
@@ -195,11 +237,6 @@ class Installer:
         device = self.device or self.connect()
         running, installed, record = device.release(), device.installed(), device.record()
         self.result.old_release, self.result.installed_before = running, installed
-        holder = device.locked()
-        if holder:
-            raise InstallError(f"{self.host}: another install holds {device.lock_path} ({holder}); refused, "
-                               "nothing was changed.  If none runs (a crash), remove that folder on the host: "
-                               f"{shlex.join(self.spec.root('rm', '-rf', device.lock_path))}")
         if not device.exists(self.spec.extlinux):
             raise InstallError(f"{self.host}:{self.spec.extlinux}: no extlinux config (install.extlinux); write one "
                                "that boots the current kernel first; refused", exit_code=EXIT_BAD_INPUT)
@@ -211,33 +248,37 @@ class Installer:
             raise InstallError(f"{self.host}:{self.spec.extlinux}: {exc}; refused", exit_code=EXIT_BAD_INPUT) from None
         missing = [src for _, src, _ in kept if not device.exists(src)]
         if missing:
-            raise InstallError(f"{self.host}: the entry that boots now names {', '.join(missing)}, which "
-                               "is not there; refused (fix extlinux.conf first)", exit_code=EXIT_BAD_INPUT)
+            raise InstallError(f"{self.host}: the default entry names {', '.join(missing)}, which is not there; "
+                               "refused (fix extlinux.conf first)", exit_code=EXIT_BAD_INPUT)
         modules = posixpath.join(self.spec.modules, running)
-        pre = Preflight(running, installed, record, text, config, device.boot_files(), kept,
-                        modules if device.exists(modules) else None)
-        self._check_booted(pre)
-        return pre
+        return Preflight(running, installed, record, text, config, device.boot_files(), kept,
+                         modules if device.exists(modules) else None)
 
-    def _check_booted(self, pre: Preflight) -> None:
+    def check_booted(self, pre: Preflight) -> None:
         """The default entry must hold the running kernel: it is what gets kept as the way back."""
-        holds = (pre.record.get("installed") or {}).get("release")
-        if holds and holds != pre.running:
-            raise InstallError(f"{self.host} runs {pre.running}, but its default entry holds {holds} (installed "
-                               f"{(pre.record.get('installed') or {}).get('at', '?')}, not running: a reboot is "
-                               f"pending, or it fell back).  Reboot it, or run ka-install {self.host} --rollback "
-                               "to make the running kernel the default again; refused, nothing was changed")
+        holds = pre.holds()
+        if holds is None or (holds == pre.running and pre.stage in ("booted", "installed")):
+            return
+        at = (pre.record.get("installed") or {}).get("at", "?")
+        why = {"installing": f"an install of {holds} did not finish ({at})",
+               "installed": f"{holds} was installed ({at}) and waits for a reboot",
+               "fell-back": f"{holds} did not come up and it fell back"}.get(str(pre.stage), f"{holds} is installed "
+                                                                                   f"({pre.stage}, {at})")
+        raise InstallError(f"{self.host} runs {pre.running}, but its default entry holds {holds}: {why}.  Reboot "
+                           f"it, or run ka-install {self.host} --rollback to put the running kernel back as the "
+                           "default; refused, nothing was changed")
 
-    def check_room(self, pre: Preflight, facts: PackageFacts) -> None:
-        """Room in the boot folder for the new files and the kept copies."""
+    def check_room(self, pre: Preflight, new_bytes: int, keeping: bool = True) -> None:
+        """Room in the boot folder for ``new_bytes`` of new files and the kept copies."""
         device = self.device
         assert device is not None
-        copies = device.size([src for _, src, _ in pre.kept]) - device.size([dst for _, _, dst in pre.kept])
+        copies = (device.size([src for _, src, _ in pre.kept]) - device.size([dst for _, _, dst in pre.kept])
+                  if keeping else 0)
         replaced = device.size([self.spec.image_path, self.spec.dtbs_path])
         initramfs = self.spec.initramfs_path
         old_initrd = [src for role, src, _ in pre.kept if role == "initrd"]
         fresh = device.size(old_initrd) if initramfs and not device.exists(initramfs) else 0
-        needed = int((max(0, copies) + max(0, facts.boot_bytes - replaced) + fresh) * MARGIN)
+        needed = int((max(0, copies) + max(0, new_bytes - replaced) + fresh) * MARGIN)
         free = device.free(self.spec.boot)
         self.log(f"{self.spec.boot}: {free >> 20} MiB free, about {needed >> 20} MiB needed")
         if free < needed:
@@ -246,19 +287,6 @@ class Installer:
                                "old kernels or *.ka-prev files by hand)")
 
     # --- steps ------------------------------------------------------------------------------------
-
-    def lock_step(self) -> Step:
-        device = self.device
-        assert device is not None
-
-        def take() -> None:
-            try:
-                device.lock(self.opts.who)
-            except LockHeld as exc:
-                raise InstallError(f"{exc}; refused, nothing was changed") from None
-            self.locked = True
-        return Step(f"lock {self.host}", [(self.host, self.spec.root("mkdir", "--", device.lock_path))], take,
-                    changes=False)
 
     def backup_step(self, pre: Preflight, record: dict[str, Any]) -> Step:
         """Back up the running kernel (the default entry's files, its modules, the config) and verify it."""
@@ -278,130 +306,119 @@ class Installer:
             self.result.backup = f"{backup.ssh}:{where}"
         commands = [(self.host, argv) for argv in backups.commands(device, contents)]
         commands.append((backup.ssh, ["sha256sum", "--quiet", "--strict", "-c", backups.SUMS]))
-        return Step(f"back up {pre.running} to {backup.ssh}:{final}", commands, run, changes=False)
+        return Step(f"back up {pre.running} to {backup.ssh}:{final}", commands, run)
 
     def keep_step(self, pre: Preflight, new_release: str) -> Step:
-        """Copy the running kernel's files to ``*.ka-prev`` names (and its modules, when the release changes)."""
+        """Copy the running kernel's files to ``*.ka-prev`` names, and set its modules aside when pacman
+        would remove them (a new release); then sync, so the copies are on disk before the config names them."""
         cmds: list[list[str]] = []
         for _, src, dst in pre.kept:
             cmds += [self.spec.root("rm", "-rf", "--", dst), self.spec.root("cp", "-a", "--", src, dst)]
         if pre.modules and pre.running != new_release:
-            copy = self._modules_copy(pre.running)
+            copy = self.modules_copy(pre.running)
             cmds += [self.spec.root("rm", "-rf", "--", copy), self.spec.root("cp", "-al", "--", pre.modules, copy)]
-        return self._commands_step(f"keep {pre.running} as *{extlinux.PREV_SUFFIX}", cmds)
+        cmds.append(self.spec.root("sync"))
+        return self.commands_step(f"keep {pre.running} as *{extlinux.PREV_SUFFIX}", cmds)
 
-    def _modules_copy(self, release: str) -> str:
+    def modules_copy(self, release: str) -> str:
         return posixpath.join(self.spec.modules, f".ka-prev-{release}")
 
-    def extlinux_step(self, pre: Preflight, titles: tuple[str, str]) -> Step:
+    def extlinux_step(self, pre: Preflight, titles: tuple[str, str], default: str) -> Step:
+        """Write extlinux.conf with both entries, ``default`` booting (replaced atomically, synced)."""
         device = self.device
         assert device is not None
         text = extlinux.rewrite(pre.text, self.spec.image,
                                 posixpath.basename(self.spec.initramfs_path) if self.spec.initramfs_path else None,
-                                self.spec.panic, titles)
+                                self.spec.panic, titles, default)
 
         def run() -> None:
-            device.write(self.spec.extlinux, text.encode())
-            self.changed = True
-            self.log(f"{self.spec.extlinux}: default {extlinux.LABEL} ({titles[0]}), fallback "
-                     f"{extlinux.PREVIOUS} ({titles[1]})")
-        staged = posixpath.join("<tmp>", posixpath.basename(self.spec.extlinux) + ".new")
-        return Step(f"write {self.spec.extlinux}: default {titles[0]}, fallback {titles[1]}",
-                    [(self.host, self.spec.root("install", "-D", "-m", "644", "--", staged, self.spec.extlinux))], run)
+            self.got.changed = True
+            device.write(self.spec.extlinux, text.encode(), sync=True)
+            self.got.default = default
+            self.log(f"{self.spec.extlinux}: default {default}, fallback {extlinux.PREVIOUS}")
+        title = titles[0] if default == extlinux.LABEL else titles[1]
+        return Step(f"write {self.spec.extlinux}: {default} ({title}) boots, {extlinux.PREVIOUS} is the fallback",
+                    [(self.host, argv) for argv in device.write_commands(self.spec.extlinux, sync=True)], run)
 
-    def _commands_step(self, text: str, cmds: list[list[str]], timeout: float = 900) -> Step:
+    def record_step(self, stage: str, fields: Callable[[], dict[str, Any]]) -> Step:
+        """Write the host's record at ``stage``; ``fields`` are computed when the step runs."""
+        device = self.device
+        assert device is not None
+
+        def run() -> None:
+            record = {**device.record(), **fields(), "stage": stage}
+            device.save_record(record)
+        return Step(f"record the stage on the host: {stage}", [], run)
+
+    def kept_sums(self, pre: Preflight) -> dict[str, str]:
+        """sha256 of the kept copies, for a rollback to check they are still what was kept."""
+        device = self.device
+        assert device is not None
+        return device.sums([dst for _, _, dst in pre.kept])
+
+    def commands_step(self, text: str, cmds: list[list[str]], timeout: float = 900) -> Step:
         device = self.device
         assert device is not None
 
         def run() -> None:
             for argv in cmds:
-                self.changed = True
+                self.got.changed = True
                 device.remote.run(argv, timeout=timeout)
         return Step(text, [(self.host, argv) for argv in cmds], run)
 
-    # --- reboot, heartbeat, and what a failure means ---------------------------------------------
+    # --- reboot and heartbeat -----------------------------------------------------------------------
 
-    def heartbeat(self, expected: str, previous: str, action: str) -> None:
+    def heartbeat(self, expected: str, other: str | None, action: str) -> None:
         """Reboot, wait, and judge by the running release; the record says how it went."""
         device = self.device
         assert device is not None
+        reboot_argv = shlex.join(self.spec.root(*self.spec.commands.reboot))
         beat = reboot(device.remote, self.spec, self.opts.ssh, self.log, lambda r: Device(r, self.spec).release(),
                       self.phase)
         self.result.heartbeat = beat.as_dict()
         if beat.problem == "reboot-failed":
-            raise InstallError(f"the reboot command failed on {self.host} "
-                               f"({shlex.join(self.spec.root(*self.spec.commands.reboot))}: {beat.detail}); "
+            raise InstallError(f"the reboot command failed on {self.host} ({reboot_argv}: {beat.detail}); "
                                f"{expected} is installed and waits for a reboot")
         if beat.problem == "did-not-go-down":
             raise InstallError(f"{self.host} still answered {self.spec.down_timeout}s after the reboot command "
-                               f"({shlex.join(self.spec.root(*self.spec.commands.reboot))}): it did not reboot; "
-                               f"{expected} is installed and waits for a reboot")
-        self.rebooted = True
+                               f"({reboot_argv}): it did not reboot; {expected} is installed and waits for a reboot")
+        self.got.rebooted = True
         if beat.problem == "never-back":
-            self.never_back = True
+            self.got.never_back = True
             raise InstallError(f"{self.host} did not come back within {self.spec.up_timeout}s after going down")
-        device.remote = connect(self.opts.ssh, self.spec.ssh)
+        assert beat.back is not None
+        device.reconnected(beat.back)
+        if beat.problem == "no-release":
+            raise InstallError(f"{self.host} came back, but its running kernel cannot be told: {beat.detail}")
+        self.got.back_on = beat.release
         ok = beat.release == expected
-        self._last(action, "succeeded" if ok else "failed", beat)
-        if beat.release == previous and previous != expected:
-            self.fell_back = True
-            raise InstallError(f"{self.host} came back on {previous}, not {expected}: the host fell back to "
-                               f"{previous} (the new kernel did not come up)")
+        self.last(action, beat, "booted" if ok else ("fell-back" if beat.release == other else "failed"))
+        if beat.release == other and other != expected:
+            raise InstallError(f"{self.host} came back on {other}, not {expected}: the host fell back to {other} "
+                               "(the new kernel did not come up)")
         if not ok:
-            raise InstallError(f"{self.host} came back on {beat.release}, neither {expected} nor {previous}")
+            raise InstallError(f"{self.host} came back on {beat.release}, neither {expected} nor {other}")
         self.result.state = "succeeded"
         self.result.message = (f"{self.host} runs {expected} (down after {beat.down_after:.0f}s, back after "
                                f"{beat.up_after:.0f}s)")
 
-    def _last(self, action: str, result: str, beat: Beat) -> None:
+    def last(self, action: str, beat: Beat, stage: str) -> None:
         device = self.device
         assert device is not None
         record = device.record()
+        record["stage"] = stage
         record["pending_reboot"] = beat.release != (record.get("installed") or {}).get("release")
-        record["last"] = {"action": action, "result": result, "at": now(), "running": beat.release,
-                          "backup": self.result.backup, "down_after": beat.down_after, "up_after": beat.up_after}
+        record["last"] = {"action": action, "result": "succeeded" if stage == "booted" else "failed", "at": now(),
+                          "running": beat.release, "backup": self.result.backup, "down_after": beat.down_after,
+                          "up_after": beat.up_after}
         device.save_record(record)
-
-    def failed(self, exc: BaseException) -> None:
-        """The result of a refusal or a failure, with the way back that is left."""
-        res = self.result
-        res.state = "failed" if self.changed else "refused"
-        res.message = str(exc)
-        if not self.changed:
-            res.recovery.append(f"nothing on {self.host} was changed")
-            return
-        backup = f"the backup of {res.old_release}: {res.backup}" if res.backup else "no backup was made"
-        if self.never_back:
-            res.recovery += self._console_steps(backup)
-        elif self.fell_back:
-            res.recovery += [f"{self.host} is up on {res.old_release}; the new kernel {res.new_release} stays the "
-                             "default entry, so the next boot tries it again",
-                             f"make {res.old_release} the default again: ka-install {self.host} --rollback",
-                             f"then look at how {res.new_release} fails on the console; {backup}"]
-        else:
-            rebooted = " (it was rebooted)" if self.rebooted else "; nothing was rebooted"
-            res.recovery += [f"{self.host} still runs {res.old_release}{rebooted}",
-                             f"the kept kernel is the extlinux entry {extlinux.PREVIOUS} (the fallback; files "
-                             f"*{extlinux.PREV_SUFFIX}); make it the default again: ka-install {self.host} --rollback",
-                             backup]
-
-    def _console_steps(self, backup: str) -> list[str]:
-        prev = self.result.old_release
-        return [f"{self.host} is not answering over ssh: go to its console (serial, or screen and keyboard)",
-                f"in U-Boot's menu pick \"previous: {prev}\" (label {extlinux.PREVIOUS}, the fallback); or, at the "
-                f"U-Boot prompt: setenv pxe_label_override {extlinux.PREVIOUS}; boot",
-                f"once it is up: ka-install {self.host} --rollback (makes {prev} the default again)",
-                f"if the boot folder is damaged, restore from {backup}: its boot/ into {self.spec.boot}, "
-                f"extlinux.conf to {self.spec.extlinux}, modules-{prev}.tar into {self.spec.modules} (tar -xf), "
-                f"checked with sha256sum -c SHA256SUMS; or, from a working host: ka-install {self.host} "
-                f"--rollback {prev}"]
 
     # --- running ----------------------------------------------------------------------------------
 
     def execute(self, steps: list[Step]) -> None:
-        """Run the steps in order (or, with --dry-run, print them)."""
+        """Run the steps in order (or, with --dry-run, list them)."""
         if self.opts.dry_run:
-            self.result.steps = [_described(s) for s in steps]
+            self.result.steps = [_described(s) for s in [self.lock_shown(), *steps]]
             self.result.state, self.result.message = "dry-run", "dry run: nothing was changed"
             return
         for step in steps:
@@ -410,18 +427,39 @@ class Installer:
             step.action()
             self.result.steps.append({**_described(step), "seconds": round(time.monotonic() - start, 2)})
 
+    def failed(self, exc: BaseException) -> None:
+        """The result of a refusal or a failure, with the way back that is left."""
+        res = self.result
+        res.state = "failed" if self.got.changed else "refused"
+        res.message = str(exc)
+        res.recovery += way_back(self.host, self.spec, self.got, res.old_release, res.new_release, res.backup)
+        if self.got.changed and self.got.back_on is None and not self.got.never_back:
+            self._mark_failed(exc)
+
+    def _mark_failed(self, exc: BaseException) -> None:
+        """Say in the host's record that this run failed (best effort: the host may be gone)."""
+        device = self.device
+        if device is None:
+            return
+        try:
+            record = device.record()
+            record["last"] = {"action": self.result.action, "result": "failed", "at": now(),
+                              "message": str(exc)[:500], "backup": self.result.backup}
+            device.save_record(record)
+        except Exception:
+            self.log("could not write the failure into the host's record")
+
     def finish(self) -> None:
         """Release the lock (when the host answers), drop the private folder, write the local record."""
         self.result.finished = now()
         device = self.device
         if device is not None and self.locked:
             try:
-                transport = device.remote.client.get_transport()
-                if transport is None or not transport.is_active():
-                    device.remote = connect(self.opts.ssh, self.spec.ssh)
+                if not device.remote.alive():
+                    device.reconnected(connect(self.opts.ssh, self.spec.ssh))
                 device.unlock()
                 self.locked = False
-            except KaError as exc:
+            except Exception as exc:
                 self.result.recovery.append(f"the install lock {device.lock_path} stays on {self.host} ({exc}); "
                                             f"remove it once the host is back: "
                                             f"{shlex.join(self.spec.root('rm', '-rf', device.lock_path))}")
@@ -460,24 +498,19 @@ def _local_lock(installer: Installer) -> IO[str] | None:
     return fh
 
 
-def run_installer(installer: Installer, work: Callable[[], InstallResult]) -> InstallResult:
+def run_installer(installer: Installer) -> InstallResult:
     """Run an install or rollback: every failure becomes an :class:`InstallError` with the way back."""
     held = None
     try:
         held = _local_lock(installer)
-        return work()
-    except InstallError as exc:
+        return installer.run()
+    except Exception as exc:
         installer.failed(exc)
-        raise InstallError(str(exc), installer.result, exc.exit_code) from None
-    except KaError as exc:
-        installer.failed(exc)
-        raise InstallError(str(exc), installer.result, exc.exit_code) from None
-    except (OSError, EOFError) as exc:
-        installer.failed(exc)
+        if isinstance(exc, KaError):
+            raise InstallError(str(exc), installer.result, exc.exit_code) from None
         raise InstallError(f"{installer.host}: {type(exc).__name__}: {exc}", installer.result,
                            EXIT_ENVIRONMENT) from None
     finally:
         installer.finish()
         if held is not None:
             held.close()
-

@@ -1,7 +1,7 @@
 """A host manifest's ``install`` section: how ka-install reaches the host and where its kernel lives.
 
 Every key is optional; the defaults are those of an Arch Linux ARM board booting with U-Boot's
-extlinux support and an ssh user that becomes root through ``sudo``::
+extlinux support and an ssh user that becomes root through ``sudo`` without a password::
 
     install:
       ssh: ampere                       # the name in the ssh config (default: the host's name)
@@ -17,7 +17,8 @@ extlinux support and an ssh user that becomes root through ``sudo``::
       pacman_log: /var/log/pacman.log   # where pacman reports scriptlet and hook failures
       panic: 10                         # panic=<seconds> on the new entry: a panic reboots
       commands:                         # argument lists, run without a shell
-        prefix: [sudo]                  # before every command that needs root ([] for a root login)
+        prefix: [sudo, -n]              # before every command that needs root ([] for a root login);
+                                        # -n: sudo fails instead of waiting for a password
         pacman: [pacman]
         mkinitcpio: [mkinitcpio]
         reboot: [systemctl, reboot]
@@ -49,7 +50,7 @@ SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 ABS_PATH = re.compile(r"/[A-Za-z0-9._+/-]{0,400}")
 ARG = re.compile(r"[A-Za-z0-9._/+=:,@%-]{1,400}")
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
-DEFAULT_COMMANDS = {"prefix": ("sudo",), "pacman": ("pacman",), "mkinitcpio": ("mkinitcpio",),
+DEFAULT_COMMANDS = {"prefix": ("sudo", "-n"), "pacman": ("pacman",), "mkinitcpio": ("mkinitcpio",),
                     "reboot": ("systemctl", "reboot"), "release": ("uname", "-r"),
                     "boot_id": ("cat", "/proc/sys/kernel/random/boot_id")}
 

@@ -4,7 +4,7 @@ the bootloader loads, for exactly one kernel release, and named as the host's ke
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, KaError
@@ -37,6 +37,7 @@ class PackageFacts:
     image_sha256: str
     boot_bytes: int
     signer: str
+    inputs: dict[str, str] = field(default_factory=dict)  # usr/lib/modules/<release>/kernel-agent, from ka-build
 
 
 def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Path | None) -> PackageFacts:
@@ -54,8 +55,10 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
     except KaError as exc:
         raise PackageRefused(f"{path.name}: refused: {exc}") from None
     info = pkginfo(path)
-    image, releases, boot_bytes = None, set(), 0
-    for m in members(path):
+    image, releases, boot_bytes, inputs = None, set(), 0, {}
+    for m in members(path, keep=lambda name: name.endswith("/kernel-agent")):
+        if re.fullmatch(r"usr/lib/modules/[^/]+/kernel-agent", m.name) and m.data is not None:
+            inputs = dict(ln.split("=", 1) for ln in m.data.decode("utf-8", "replace").splitlines() if "=" in ln)
         if m.name == f"boot/{spec.image}":
             image = m.digest
         if m.name.startswith("boot/") and m.kind == "file":
@@ -65,13 +68,13 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
             releases.add(found.group(1))
     if image is None:
         raise PackageRefused(f"{path.name}: has no boot/{spec.image}, the image the bootloader loads "
-                           f"(install.image); refused", exit_code=EXIT_BAD_INPUT)
+                             f"(install.image); refused", exit_code=EXIT_BAD_INPUT)
     if len(releases) != 1 or not _RELEASE.fullmatch(next(iter(releases))):
         raise PackageRefused(f"{path.name}: cannot tell its kernel release (usr/lib/modules/<release>/pkgbase: "
-                           f"{sorted(releases) or 'none'}); refused", exit_code=EXIT_BAD_INPUT)
+                             f"{sorted(releases) or 'none'}); refused", exit_code=EXIT_BAD_INPUT)
     name, version = info.get("pkgname", [""])[0], info.get("pkgver", [""])[0]
     if name != spec.pkgbase:
         raise PackageRefused(f"{path.name}: is {name}, not the host's kernel package {spec.pkgbase}; refused",
-                           exit_code=EXIT_BAD_INPUT)
-    return PackageFacts(path, name, version, releases.pop(), image, boot_bytes, signer)
+                             exit_code=EXIT_BAD_INPUT)
+    return PackageFacts(path, name, version, releases.pop(), image, boot_bytes, signer, inputs)
 

@@ -49,9 +49,10 @@ class LiveRow:
     last_install_at: str | None = None
     error: str | None = None
     seconds: float | None = None
+    record: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)  # the running kernel's inputs
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "record"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def _ask(host: str, spec: InstallSpec | str, ssh: SshSettings) -> LiveRow:
             row.running = device.release()
             row.installed = device.installed()
             record = device.record()
-            row.matches = _inputs(device, posixpath.join(spec.modules, row.running))
+            row.record = _inputs(device, posixpath.join(spec.modules, row.running))
         last = record.get("last") or {}
         row.last_install, row.last_install_at = last.get("result"), last.get("at")
     except KaError as exc:
@@ -147,10 +148,10 @@ def _ask(host: str, spec: InstallSpec | str, ssh: SshSettings) -> LiveRow:
     return row
 
 
-def _inputs(device: Device, folder: str) -> str:
-    """The running kernel's ``kernel-agent`` record (patch and config b2sums), as ``key=value`` text."""
+def _inputs(device: Device, folder: str) -> dict[str, str]:
+    """The running kernel's ``kernel-agent`` record (what ka-build built it from)."""
     res = device.remote.run(["cat", "--", posixpath.join(folder, "kernel-agent")], timeout=30, check=False)
-    return res.output if res.ok else ""
+    return dict(ln.split("=", 1) for ln in res.output.splitlines() if "=" in ln) if res.ok else {}
 
 
 def _judge(row: LiveRow, want: Wanted, entry: Entry | None) -> None:
@@ -160,7 +161,7 @@ def _judge(row: LiveRow, want: Wanted, entry: Entry | None) -> None:
     if not row.reachable:
         row.matches = None
         return
-    record = dict(line.split("=", 1) for line in (row.matches or "").splitlines() if "=" in line)
+    record = row.record
     if not record:
         row.matches = "unknown: the running kernel has no kernel-agent record (not built by ka-build)"
     elif want.error:

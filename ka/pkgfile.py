@@ -10,8 +10,8 @@ import gzip
 import hashlib
 import re
 import tarfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ka.runner import reading
@@ -35,6 +35,7 @@ class Member:
     link: str
     size: int
     digest: str  # sha256 of the content (for metadata files: without the build time and place)
+    data: bytes | None = field(default=None, compare=False)  # the content, when it was asked for
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -55,22 +56,25 @@ def _normalised(name: str, data: bytes) -> bytes:
     return data
 
 
-def members(path: Path) -> Iterator[Member]:
-    """Every member of a package, in archive order."""
+def members(path: Path, keep: Callable[[str], bool] = lambda name: False) -> Iterator[Member]:
+    """Every member of a package, in archive order; with the content of the small files ``keep`` names."""
     with reading(["zstd", "-dcq", "--", path]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for info in tar:
             digest = hashlib.sha256()
+            kept = None
             if info.isfile():
                 fh = tar.extractfile(info)
                 assert fh is not None
-                data = fh.read() if info.name in (".PKGINFO", ".BUILDINFO", ".MTREE") else None
+                small = info.name in (".PKGINFO", ".BUILDINFO", ".MTREE") or (info.size <= 65536 and keep(info.name))
+                data = fh.read() if small else None
                 if data is not None:
+                    kept = data if keep(info.name) else None
                     digest.update(_normalised(info.name, data))
                 else:
                     while chunk := fh.read(1 << 20):
                         digest.update(chunk)
             yield Member(info.name, _kind(info), info.mode, f"{info.uid}:{info.gid} {info.uname}:{info.gname}",
-                         info.linkname, info.size, digest.hexdigest())
+                         info.linkname, info.size, digest.hexdigest(), kept)
 
 
 def pkginfo(path: Path) -> dict[str, list[str]]:

@@ -1,17 +1,18 @@
 """``ka-install HOST --rollback [RELEASE]``: boot the previous kernel again.
 
-Without a release, the kept ``*.ka-prev`` files on the host change places with the default
-entry's (each file copied first and then renamed, so that both entries boot at every moment).
-With a release, the backup of that release is verified on the backup host, downloaded,
-verified again, and put in place of the default entry's files, after the running kernel was
-kept as ``*.ka-prev``.  Both end as an install does: extlinux.conf, reboot, heartbeat.
+Without a release, the kept ``*.ka-prev`` files (checked against the sums the install recorded
+when it kept them) are copied back over the default entry's, while extlinux.conf boots the kept
+entry; then the default entry is the kept kernel again.  With a release, that backup is verified
+on the backup host, downloaded and verified again, and put in place of the default entry's files
+the same way, after the running kernel was kept (when the default entry holds it).  Both end as
+an install does: extlinux.conf, the record, reboot, heartbeat.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ka import backup as backups
@@ -31,50 +32,54 @@ class Rollback(Installer):
     def run(self) -> InstallResult:
         self.phase("preflight")
         self.connect()
+        self.lock()
         pre = self.preflight()
         previous = (pre.record.get("previous") or {}).get("release")
         if not previous:
-            raise InstallError(f"{self.host}: its install record names no previous kernel; roll back from a "
-                               f"backup instead: ka-install {self.host} --rollback RELEASE", exit_code=EXIT_BAD_INPUT)
+            raise InstallError(f"{self.host}: its install record names no kept kernel; roll back from a backup "
+                               f"instead: ka-install {self.host} --rollback RELEASE", exit_code=EXIT_BAD_INPUT)
+        pairs = self._pairs(pre, previous)
+        self.result.new_release = previous
+        holds = (pre.record.get("installed") or {}).get("release")
+        titles = (f"{self.spec.pkgbase} {previous} (kernel-agent, rolled back)", f"previous: {previous}")
+        self.execute([self.extlinux_step(pre, titles, extlinux.PREVIOUS), self.copy_back_step(pairs),
+                      self.extlinux_step(pre, titles, extlinux.LABEL),
+                      self.record_step("installed", lambda: {
+                          "installed": {**(pre.record.get("previous") or {}), "at": now(), "by": self.opts.who},
+                          "pending_reboot": True,
+                          "last": {"action": "rollback", "at": now(), "result": "rolled back, reboot pending"}})])
+        if not self.opts.dry_run:
+            self.phase("reboot")
+            self.heartbeat(previous, holds if holds != previous else None, "rollback")
+        return self.result
+
+    def _pairs(self, pre: Preflight, previous: str) -> list[tuple[str, str, str]]:
+        """(role, default entry's file, kept file); the kept files must be what the install kept."""
         try:
             pairs = extlinux.pairs(pre.config, self.spec.boot)
         except extlinux.ExtlinuxError as exc:
             raise InstallError(f"{self.host}:{self.spec.extlinux}: {exc}", exit_code=EXIT_BAD_INPUT) from None
-        missing = [b for _, _, b in pairs if not self.device or not self.device.exists(b)]
-        if missing:
-            raise InstallError(f"{self.host}: the kept files {', '.join(missing)} are not there; roll back from a "
-                               f"backup instead: ka-install {self.host} --rollback {previous}")
-        self.result.new_release = previous
-        titles = (f"{self.spec.pkgbase} {previous} (kernel-agent, rolled back)", f"previous: {pre.running}")
-        self.execute([self.lock_step(), self.swap_step(pairs), self.extlinux_step(pre, titles),
-                      self.swap_record_step(pre, previous)])
-        if not self.opts.dry_run:
-            self.phase("reboot")
-            self.heartbeat(previous, pre.running, "rollback")
-        return self.result
-
-    def _check_booted(self, pre: Preflight) -> None:
-        """A rollback is what a host that fell back, or waits for a reboot, needs: never refused for that."""
-
-    def swap_step(self, pairs: list[tuple[str, str, str]]) -> Step:
-        cmds: list[list[str]] = []
-        for _, cur, prev in pairs:
-            new, old = f"{cur}.ka-new", f"{cur}.ka-old"
-            cmds += [self.spec.root("rm", "-rf", "--", new, old), self.spec.root("cp", "-a", "--", prev, new),
-                     self.spec.root("mv", "-T", "--", cur, old), self.spec.root("mv", "-T", "--", new, cur),
-                     self.spec.root("rm", "-rf", "--", prev), self.spec.root("mv", "-T", "--", old, prev)]
-        return self._commands_step("swap the default entry's files with the kept *.ka-prev ones", cmds)
-
-    def swap_record_step(self, pre: Preflight, previous: str) -> Step:
+        kept = pre.record.get("kept") or {}
         device = self.device
         assert device is not None
-        record = dict(pre.record)
-        record["installed"], record["previous"] = ({**(pre.record.get("previous") or {}), "at": now()},
-                                                   pre.record.get("installed"))
-        record["pending_reboot"] = True
-        record["last"] = {"action": "rollback", "result": "rolled back, reboot pending", "at": now()}
-        return Step(f"write {posixpath.join(self.spec.state, 'install.json')}", [],
-                    lambda: device.save_record(record))
+        now_sums = device.sums([prev for _, _, prev in pairs])
+        if not kept or any(now_sums.get(path) != digest for path, digest in kept.items()) or set(now_sums) - set(kept):
+            raise InstallError(f"{self.host}: the kept files (*{extlinux.PREV_SUFFIX}) are not the ones the install "
+                               f"kept (or it did not record them); roll back from the backup instead: ka-install "
+                               f"{self.host} --rollback {previous}")
+        return pairs
+
+    def copy_back_step(self, pairs: list[tuple[str, str, str]]) -> Step:
+        """The kept files copied over the default entry's (which does not boot meanwhile), then synced."""
+        cmds: list[list[str]] = []
+        for role, cur, prev in pairs:
+            staged = f"{cur}.ka-new"
+            cmds += [self.spec.root("rm", "-rf", "--", staged), self.spec.root("cp", "-a", "--", prev, staged)]
+            if role == "dtbs":  # a folder is not renamed over another one
+                cmds.append(self.spec.root("rm", "-rf", "--", cur))
+            cmds.append(self.spec.root("mv", "-T", "--", staged, cur))
+        cmds.append(self.spec.root("sync"))
+        return self.commands_step(f"copy the kept *{extlinux.PREV_SUFFIX} files over the default entry's", cmds)
 
 
 class Restore(Installer):
@@ -89,74 +94,94 @@ class Restore(Installer):
     def run(self) -> InstallResult:
         self.phase("preflight")
         self.connect()
+        self.lock()
         pre = self.preflight()
         backup = self.infra.backup
         remote = self.backup_host()
-        assert backup is not None and self.device is not None
+        assert backup is not None
         stage = self.work / "restore" / self.release
         self.phase("fetch the backup")
         record = backups.fetch(remote, backup, self.host, self.release, stage, self.log)
         self.result.backup = f"{backup.ssh}:{backups.folder(backup, self.host, self.release)}"
         self.result.new_release = self.release
-        files = record.get("files") or {}
-        if "kernel" not in files:
-            raise InstallError(f"{self.result.backup}: backup.json does not say which file is the kernel")
+        moves = self._moves(stage, record.get("files") or {})
+        keeping = self._default_runs(pre)  # else the host runs the kept entry: it stays as it is
+        self.check_room(pre, sum(p.stat().st_size for p in (stage / "boot").rglob("*") if p.is_file()), keeping)
         titles = (f"{self.spec.pkgbase} {self.release} (kernel-agent, restored)", f"previous: {pre.running}")
-        self.execute([self.lock_step(), self.keep_step(pre, pre.running), self.restore_step(stage, files, pre),
-                      self.extlinux_step(pre, titles), self.restore_record_step(pre, record)])
+        steps = [self.keep_step(pre, pre.running)] if keeping else []
+        steps += [self.extlinux_step(pre, titles, extlinux.PREVIOUS),
+                  *([self.record_step("installing", lambda: {"kept": self.kept_sums(pre), "previous": {
+                      "release": pre.running, "version": pre.installed}})] if keeping else []),
+                  self.restore_step(stage, moves), self.extlinux_step(pre, titles, extlinux.LABEL),
+                  self.record_step("installed", lambda: {
+                      "installed": {"release": self.release, "version": record.get("replaced_version"), "at": now(),
+                                    "from": self.result.backup},
+                      "pending_reboot": True,
+                      "last": {"action": "rollback", "at": now(), "result": "restored, reboot pending"}})]
+        self.execute(steps)
         if not self.opts.dry_run:
             self.phase("reboot")
-            self.heartbeat(self.release, pre.running, "rollback")
+            self.heartbeat(self.release, pre.running if pre.running != self.release else None, "rollback")
         return self.result
 
-    def _check_booted(self, pre: Preflight) -> None:
-        """Restoring is the way out of a host that fell back: never refused for that."""
+    def _default_runs(self, pre: Preflight) -> bool:
+        holds = pre.holds()
+        return holds is None or holds == pre.running
 
-    def restore_step(self, stage: Any, files: dict[str, str], pre: Preflight) -> Step:
-        """The backed-up kernel, initrd and dtbs in place of the default entry's; its modules when missing."""
+    def _moves(self, stage: Path, files: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """(role, file in the backup, where it goes): only plain paths inside the backup's boot/ folder."""
+        targets = {"kernel": self.spec.image_path, "initrd": self.spec.initramfs_path, "dtbs": self.spec.dtbs_path}
+        moves = []
+        for role, rel in files.items():
+            target = targets.get(role)
+            if target is None:
+                continue
+            if (not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/")
+                    or not (stage / "boot" / rel).exists()):
+                raise InstallError(f"{self.result.backup}: backup.json names {rel!r} as the {role}, which is not a "
+                                   "file of the backup; refused, nothing was changed")
+            moves.append((role, rel, target))
+        if "kernel" not in {role for role, _, _ in moves}:
+            raise InstallError(f"{self.result.backup}: backup.json does not say which file is the kernel")
+        return moves
+
+    def restore_step(self, stage: Path, moves: list[tuple[str, str, str]]) -> Step:
+        """The backed-up kernel, initrd and dtbs in place of the default entry's (owned by root, as a
+        package installs them); the backed-up modules when the release has none."""
         device = self.device
         assert device is not None
-        targets = {"kernel": self.spec.image_path, "initrd": self.spec.initramfs_path, "dtbs": self.spec.dtbs_path}
-        moves = [(role, rel, str(targets[role])) for role, rel in files.items() if targets.get(role)]
         modules = posixpath.join(self.spec.modules, self.release)
         tar = stage / f"modules-{self.release}.tar"
+        cmds: list[list[str]] = []
+        for role, rel, target in moves:
+            staged = f"{target}.ka-new"
+            cmds += [self.spec.root("rm", "-rf", "--", staged),
+                     self.spec.root("cp", "-r", "--preserve=mode,timestamps", "--", f"<tmp>/boot/{rel}", staged)]
+            if role == "dtbs":
+                cmds.append(self.spec.root("rm", "-rf", "--", target))
+            cmds.append(self.spec.root("mv", "-T", "--", staged, target))
+        cmds.append(self.spec.root("sync"))
 
         def run() -> None:
             tmp = device.tmp()
             device.remote.put_tree(stage / "boot", posixpath.join(tmp, "boot"))
-            for role, rel, target in moves:
-                self.changed = True
-                staged = f"{target}.ka-new"
-                device.root(["rm", "-rf", "--", staged])
-                device.root(["cp", "-a", "--", posixpath.join(tmp, "boot", rel), staged])
-                if role == "dtbs":  # a folder cannot be renamed over another one
-                    device.root(["rm", "-rf", "--", target])
-                device.root(["mv", "-T", "--", staged, target])
+            self.got.changed = True
+            for argv in cmds:
+                device.remote.run([a.replace("<tmp>", tmp, 1) if a.startswith("<tmp>/") else a for a in argv],
+                                  timeout=900)
             if tar.is_file() and not device.exists(modules):
                 device.remote.sftp.put(str(tar), posixpath.join(tmp, tar.name))
-                device.root(["tar", "-xf", posixpath.join(tmp, tar.name), "-C", self.spec.modules], timeout=900)
+                device.root(["tar", "-xf", posixpath.join(tmp, tar.name), "--no-same-owner", "-C",
+                             self.spec.modules], timeout=900)
                 self.log(f"{modules}: restored from the backup")
-        cmds = [self.spec.root("cp", "-a", "--", f"<tmp>/boot/{rel}", target) for _, rel, target in moves]
-        if tar.is_file():
-            cmds.append(self.spec.root("tar", "-xf", f"<tmp>/{tar.name}", "-C", self.spec.modules))
-        return Step(f"put {self.release} from the backup in place", [(self.host, argv) for argv in cmds], run)
-
-    def restore_record_step(self, pre: Preflight, backup_record: dict[str, Any]) -> Step:
-        device = self.device
-        assert device is not None
-        record = dict(pre.record)
-        record["previous"] = pre.record.get("installed") or {"release": pre.running, "version": pre.installed}
-        record["installed"] = {"release": self.release, "version": backup_record.get("replaced_version"),
-                               "at": now(), "from": self.result.backup}
-        record["pending_reboot"] = True
-        record["last"] = {"action": "rollback", "result": "restored, reboot pending", "at": now()}
-        return Step(f"write {posixpath.join(self.spec.state, 'install.json')}", [],
-                    lambda: device.save_record(record))
+        shown = [*cmds, *([self.spec.root("tar", "-xf", f"<tmp>/{tar.name}", "--no-same-owner", "-C",
+                                          self.spec.modules)] if tar.is_file() else [])]
+        return Step(f"put {self.release} from the backup in place", [(self.host, argv) for argv in shown], run)
 
 
 def rollback(view: RepoView, host: str, infra: Infra, opts: InstallOptions, release: str | None = None,
-             log: Log = lambda line: None, phase: Callable[[str], None] = lambda name: None) -> InstallResult:
+             log: Log = lambda line: None, phase: Any = lambda name: None) -> InstallResult:
     """``ka-install HOST --rollback [RELEASE]``; :class:`InstallError` when refused or failed."""
     installer: Installer = (Rollback(view, host, infra, opts, log, phase, "rollback") if release is None
                             else Restore(view, host, infra, opts, log, phase, "rollback", release=release))
-    return run_installer(installer, installer.run)
+    return run_installer(installer)

@@ -147,6 +147,11 @@ class Remote:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def alive(self) -> bool:
+        """The connection is still up (as far as the transport knows)."""
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
     def close(self) -> None:
         """Close the connection (and a jump host's)."""
         for thing in (self._sftp, self.client, self._jump):

@@ -102,8 +102,8 @@ class SshLab:
     def key(self) -> Path:
         return self.root / "id_ed25519"
 
-    def add(self, name: str, number: int) -> SshHost:
-        """A new host ``name`` at 127.0.0.<number>; started."""
+    def add(self, name: str, number: int, extra: tuple[str, ...] = ()) -> SshHost:
+        """A new host ``name`` at 127.0.0.<number> (``extra`` lines in its sshd_config); started."""
         folder = self.root / name
         folder.mkdir()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / "host_key"))
@@ -112,7 +112,7 @@ class SshLab:
             f"ListenAddress {address}:{PORT}", f"HostKey {folder / 'host_key'}", f"PidFile {folder / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}", "UsePAM no", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
-            f"AllowUsers {USER}", "Subsystem sftp internal-sftp", "LogLevel ERROR", ""]))
+            f"AllowUsers {USER}", "Subsystem sftp internal-sftp", "LogLevel ERROR", *extra, ""]))
         key = (folder / "host_key.pub").read_text().split()
         with self.known_hosts.open("a") as fh:
             fh.write(f"[{address}]:{PORT} {key[0]} {key[1]}\n")

@@ -235,6 +235,8 @@ class Target:
         if self.host.proc is not None:
             kill_tree(self.host.proc.pid)
             self.host.proc.wait()
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)  # /tmp is a tmpfs on Arch: gone with the boot
+        run("mkdir", "-p", str(self.root / "tmp"), user=USER)
         time.sleep(self.down_for)
         if self.mode == "dead" or self.boot() is None:
             return
@@ -265,7 +267,7 @@ class TargetLab:
         """An empty host root owned by the ssh user."""
         root = self.ssh.user_folder(tag, "root")
         for d in ("boot/extlinux", "etc/pacman.d/hooks", "etc/mkinitcpio.d", "var/lib/pacman",
-                  "var/cache/pacman/pkg", "var/log", "usr/bin", "usr/lib/modules", "bin", "run"):
+                  "var/cache/pacman/pkg", "var/log", "usr/bin", "usr/lib/modules", "bin", "run", "tmp"):
             run("mkdir", "-p", str(root / d), user=USER)
         return root
 
@@ -302,12 +304,18 @@ class TargetLab:
     def base_package(self, folder: Path) -> Path:
         """What a real host has that the kernel package depends on (coreutils, kmod, mkinitcpio), as one
         package made by makepkg and signed, so that pacman checks the dependencies as it does in production."""
-        (folder / "PKGBUILD").write_text(BASE_PKGBUILD)
-        subprocess.run(["chown", f"{USER}:{USER}", str(folder / "PKGBUILD")], check=True)
-        run("env", "PKGEXT=.pkg.tar.zst", "makepkg", "--nodeps", "--noconfirm", "--noprogressbar", user=USER,
-            cwd=folder)
-        package = folder / "fleet-base-1-1-any.pkg.tar.zst"
+        return self.make_package(folder, BASE_PKGBUILD, "fleet-base-1-1-any.pkg.tar.zst")
+
+    def make_package(self, folder: Path, pkgbuild: str, name: str) -> Path:
+        """A package made by makepkg as the ssh user in ``folder``, signed with the fleet's key."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "PKGBUILD").write_text(pkgbuild)
+        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(folder)], check=True)
+        run("env", "PKGEXT=.pkg.tar.zst", "makepkg", "--nodeps", "--noconfirm", "--noprogressbar", "--force",
+            user=USER, cwd=folder)
+        package = folder / name
         self.sign(package)
+        subprocess.run(["chown", "-R", f"{USER}:{USER}", str(folder)], check=True)
         return package
 
     def pacman(self, root: Path, *args: str) -> str:
@@ -321,7 +329,8 @@ class TargetLab:
         self.configure(root)
         self.number += 1
         name = f"t-{tag}"
-        host = self.ssh.add(name, self.number)
+        run("mkdir", "-p", str(root / "tmp"), user=USER)
+        host = self.ssh.add(name, self.number, extra=(f"SetEnv TMPDIR={root}/tmp",))
         target = Target(name, host, root)
         assert target.boot() is not None
         target.mode, target.bad = mode, set(bad)

@@ -95,3 +95,45 @@ def test_configs_that_cannot_be_used(text: str, fragment: str) -> None:
 def test_the_default_label_is_the_base_even_when_not_first() -> None:
     text = "default b\nlabel a\n  linux /old\nlabel b\n  linux /Image\n  append quiet\n"
     assert extlinux.base_entry(parse(text)).name == "b"
+
+
+def test_tabs_separate_keywords_too() -> None:
+    text = "default l\nlabel l\n\tlinux\t/Image\n\tappend\troot=/dev/mmcblk0p2 rw\n"
+    new = parse(rewrite(text, "Image", None, 10, TITLES)).entry("kernel-agent")
+    assert new is not None and new.get("append") == "root=/dev/mmcblk0p2 rw panic=10"
+
+
+def test_global_lines_after_the_labels_are_global_as_u_boot_reads_them() -> None:
+    text = ("label rescue\n  linux /Image\n  append init=/bin/sh\n"
+            "label arch\n  linux /Image\n  append root=LABEL=ROOT rw\n"
+            "default arch\ntimeout 20\n")
+    config = parse(text)
+    assert config.default == "arch" and [e.name for e in config.entries] == ["rescue", "arch"]
+    assert all(len(e.lines) <= 3 for e in config.entries)
+    out = rewrite(text, "Image", None, 10, TITLES)
+    new = parse(out).entry("kernel-agent")
+    assert new is not None and new.get("append") == "root=LABEL=ROOT rw panic=10"  # the default's, not rescue's
+    assert "default arch" not in out and "timeout 20" in out and parse(out).default == "kernel-agent"
+
+
+def test_an_owners_menu_default_is_disarmed() -> None:
+    text = "label a\n  linux /old\nlabel b\n  menu default\n  linux /Image\n  append quiet\n"
+    assert parse(text).default == "b" and extlinux.base_entry(parse(text)).name == "b"
+    out = rewrite(text, "Image", None, 10, TITLES)
+    assert parse(out).default == "kernel-agent" and "# menu default" in out
+
+
+def test_overlays_and_kaslrseed_are_carried_over() -> None:
+    text = ("label l\n  linux /Image\n  fdt /dtbs/rockchip/x.dtb\n  fdtoverlays /dtbs/rockchip/overlay/a.dtbo\n"
+            "  kaslrseed\n  append quiet\n")
+    config = parse(rewrite(text, "Image", None, 10, TITLES))
+    new, prev = config.entry("kernel-agent"), config.entry("kernel-agent-previous")
+    assert new is not None and prev is not None
+    assert new.get("fdtoverlays") == "/dtbs/rockchip/overlay/a.dtbo" and new.get("kaslrseed") == ""
+    assert prev.get("fdtoverlays") == "/dtbs.ka-prev/rockchip/overlay/a.dtbo"
+
+
+def test_the_kept_entry_can_be_the_default_while_files_move() -> None:
+    out = rewrite(OWNER, "Image", "initramfs-linux-ampere.img", 10, TITLES, default="kernel-agent-previous")
+    config = parse(out)
+    assert config.default == "kernel-agent-previous" and config.fallback == "kernel-agent-previous"

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from installlab import NEW, OLD, InstallLab, manifest
+from installlab import CONFIG, NEW, OLD, InstallLab, manifest
 from sshhosts import USER, run
 
 
@@ -108,6 +108,17 @@ def test_a_failing_hook_is_reported_although_pacman_exits_0(install_lab: Install
     assert "pacman -U exited 0" in err and "scriptlet or hook failed" in err
     assert target.boots == [OLD]  # not rebooted into a kernel whose install failed
     assert "kernel-agent-previous" in "\n".join(data["recovery"])
+    # the kept kernel is the default while the new one is not complete: a reboot now boots it
+    conf = (target.root / "boot/extlinux/extlinux.conf").read_text()
+    assert "DEFAULT kernel-agent-previous" in conf and (target.root / f"usr/lib/modules/{OLD}").is_dir()
+    # a second try does not keep the half-installed kernel as the way back: refused until --rollback
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and "an install of 6.12.0-ampere-2 did not finish" in err and data["state"] == "refused"
+    (target.root / "etc/pacman.d/hooks/90-dkms.hook").unlink()
+    code, data, err = install_lab.install(repo, "--rollback")
+    assert code == 0 and target.boots[-1] == OLD, err
+    code, data, err = install_lab.install(repo)
+    assert code == 0 and target.boots[-1] == NEW, err
 
 
 def test_rollback_restores_the_previous_files_byte_for_byte(install_lab: InstallLab, tmp_path: Path) -> None:
@@ -123,7 +134,8 @@ def test_rollback_restores_the_previous_files_byte_for_byte(install_lab: Install
     assert data["action"] == "rollback" and data["state"] == "succeeded" and target.boots[-1] == OLD
     for rel, content in before.items():
         assert (target.root / "boot" / rel).read_bytes() == content, rel
-    assert (target.root / "boot/Image.ka-prev").read_bytes() == new_image  # the way forward is kept too
+    assert (target.root / "boot/Image.ka-prev").read_bytes() == before["Image"]  # both entries boot it now
+    assert new_image != before["Image"]
 
 
 def test_rollback_from_the_backup_host(install_lab: InstallLab, tmp_path: Path) -> None:
@@ -219,3 +231,30 @@ def test_a_reboot_command_that_fails_is_reported_at_once(install_lab: InstallLab
     assert code == 1 and "the reboot command failed on ampere" in err and "Access denied" in err
     assert data["heartbeat"]["problem"] == "reboot-failed"  # said at once, not after the wait for it to go down
     assert f"{NEW} is installed and waits for a reboot" in err and target.boots == [OLD]
+
+
+def test_a_package_built_from_other_inputs_is_not_installed(install_lab: InstallLab, tmp_path: Path) -> None:
+    """The newest published package may come from a pull request's /ka build: only the manifest's goes in."""
+    target = install_lab.targets.target("inputs")
+    repo = install_lab.fleet(tmp_path / "fleet", "inputs", target)
+    (repo / "fleet/configs/ampere.config").write_text(CONFIG + "CONFIG_SOMETHING_ELSE=y\n")
+    before = target.snapshot()
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and data["state"] == "refused" and "the config differs" in err
+    assert "build that first (ka-build ampere)" in err and target.snapshot() == before
+
+
+def test_a_distribution_kernel_that_owns_the_image_is_named(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("alarm")
+    distro = install_lab.targets.make_package(
+        install_lab.build.ssh.user_folder("alarm", "pkg"),
+        "pkgname=linux-aarch64\npkgver=6.6.0\npkgrel=1\narch=(any)\nlicense=(GPL)\npackage() {\n"
+        "  printf 'Linux version 6.6.0-alarm\\n' | install -Dm644 /dev/stdin \"$pkgdir/boot/Image\"\n"
+        "  printf 'dtb\\n' | install -Dm644 /dev/stdin \"$pkgdir/boot/dtbs/rockchip/rk3566-pinetab2.dtb\"\n}\n",
+        "linux-aarch64-6.6.0-1-any.pkg.tar.zst")
+    install_lab.targets.pacman(target.root, "-Rdd", "--noconfirm", "linux-ampere")
+    install_lab.targets.pacman(target.root, "-U", "--noconfirm", str(distro))
+    repo = install_lab.fleet(tmp_path / "fleet", "alarm", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 2 and data["state"] == "refused", err
+    assert "belongs to the package linux-aarch64" in err and "Remove linux-aarch64 first" in err

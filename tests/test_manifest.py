@@ -71,9 +71,9 @@ def test_install_defaults_are_production_ones() -> None:
     assert spec is not None and (spec.ssh, spec.pkgbase, spec.image, spec.boot) == ("ampere", "linux-ampere",
                                                                                   "Image.gz", "/boot")
     assert spec.extlinux == "/boot/extlinux/extlinux.conf" and spec.initramfs_path == "/boot/initramfs-linux-ampere.img"
-    assert spec.commands.prefix == ("sudo",) and spec.commands.reboot == ("systemctl", "reboot")
+    assert spec.commands.prefix == ("sudo", "-n") and spec.commands.reboot == ("systemctl", "reboot")
     assert spec.commands.release == ("uname", "-r") and (spec.down_timeout, spec.up_timeout) == (120, 300)
-    assert spec.root("pacman", "-U", "x") == ["sudo", "pacman", "-U", "x"]
+    assert spec.root("pacman", "-U", "x") == ["sudo", "-n", "pacman", "-U", "x"]
 
 
 def test_install_settings() -> None:
