@@ -82,6 +82,7 @@ class Step:
     text: str
     commands: list[tuple[str, list[str]]]
     action: Callable[[], None]
+    writes: str | None = None  # the text of the file it writes, for --dry-run to show
 
 
 @dataclass
@@ -338,7 +339,8 @@ class Installer:
             self.log(f"{self.spec.extlinux}: default {default}, fallback {extlinux.PREVIOUS}")
         title = titles[0] if default == extlinux.LABEL else titles[1]
         return Step(f"write {self.spec.extlinux}: {default} ({title}) boots, {extlinux.PREVIOUS} is the fallback",
-                    [(self.host, argv) for argv in device.write_commands(self.spec.extlinux, sync=True)], run)
+                    [(self.host, argv) for argv in device.write_commands(self.spec.extlinux, sync=True)], run,
+                    writes=text)
 
     def record_step(self, stage: str, fields: Callable[[], dict[str, Any]]) -> Step:
         """Write the host's record at ``stage``; ``fields`` are computed when the step runs."""
@@ -473,7 +475,10 @@ class Installer:
 
 
 def _described(step: Step) -> dict[str, Any]:
-    return {"text": step.text, "commands": [f"{host}$ {shlex.join(argv)}" for host, argv in step.commands]}
+    described = {"text": step.text, "commands": [f"{host}$ {shlex.join(argv)}" for host, argv in step.commands]}
+    if step.writes is not None:
+        described["writes"] = step.writes
+    return described
 
 
 def _local_lock(installer: Installer) -> IO[str] | None:

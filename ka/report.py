@@ -164,6 +164,8 @@ def print_install(result: Any, log_path: Path) -> None:
         if result.state == "dry-run":
             for command in step["commands"]:
                 print(f"      {command}")
+            for line in step.get("writes", "").splitlines():
+                print(f"      | {line}")
     for line in result.recovery:
         print(f"  way back: {line}")
     print(f"  log: {_rel(str(log_path))}")

@@ -165,6 +165,11 @@ def test_dry_run_prints_every_step_and_changes_nothing(install_lab: InstallLab, 
     assert f"pacman --config {target.root}/etc/pacman.conf -U --noconfirm" in out
     assert f"cp -a -- {target.root}/boot/Image {target.root}/boot/Image.ka-prev" in out
     assert f"{target.root}/usr/bin/mkinitcpio -p linux-ampere" in out and "sha256sum --quiet --strict -c" in out
+    # both versions of extlinux.conf, as the hand recipe writes them: the kept kernel first, then the new one
+    shown = [line.removeprefix("      | ") for line in out.splitlines() if line.startswith("      | ")]
+    defaults = [line.lower() for line in shown if line.lower().startswith("default ")]  # the owner's case kept
+    assert defaults == ["default kernel-agent-previous", "default kernel-agent"], shown
+    assert "FALLBACK kernel-agent-previous" in shown and "# written by the owner" in shown
     assert not list(install_lab.build.ssh.user_folder("dry", "backups").iterdir())
 
 
