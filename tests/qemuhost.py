@@ -1,0 +1,471 @@
+"""A real arm64 fleet host in QEMU: U-Boot → extlinux → Linux → sshd, built without emulation.
+
+The disk image is built once and cached by the versions of its inputs:
+
+1. apt resolves the arm64 package set (names and versions: with this file's text, the cache key);
+2. ``mmdebstrap --variant=extract`` unpacks those packages; no maintainer script runs, so nothing is
+   emulated (qemu-user would take minutes, most of them in mkinitramfs);
+3. this machine configures the tree: users, sshd with a pinned host key and root's key, busybox's
+   init, ``modules.dep`` (depmod reads arm64 modules), a small initramfs (busybox and the modules that
+   mount the root file system) and ``/boot/extlinux/extlinux.conf``;
+4. a raw disk: an MBR, partition 1 ext4 made from the tree (``mkfs.ext4 -d``), partition 2 a small FAT
+   file system U-Boot can write (boot state).
+
+A VM boots a qcow2 overlay of that disk with Debian's U-Boot for QEMU as firmware, as a board boots
+from its eMMC: U-Boot's distro boot finds extlinux.conf on virtio 0:1.  ssh is forwarded on 127.0.0.1
+only (``restrict=on``: the guest reaches no network), the serial console goes to a file.
+
+Run as a script: ``python tests/qemuhost.py build`` (prints the image and how long it took) and
+``python tests/qemuhost.py boot`` (boots it and prints how to log in).  Needs root (mmdebstrap's root
+mode, owners in mkfs.ext4 -d) and Debian's qemu-system-arm, u-boot-qemu, mmdebstrap, dosfstools,
+fdisk, qemu-utils, e2fsprogs and kmod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUITE = "bookworm"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+SOURCES = [f"deb [signed-by={KEYRING}] http://deb.debian.org/debian {SUITE} main",
+           f"deb [signed-by={KEYRING}] http://deb.debian.org/debian {SUITE}-updates main",
+           f"deb [signed-by={KEYRING}] http://deb.debian.org/debian-security {SUITE}-security main"]
+#: what a fleet host needs for ka-install's pacman path, and a shell to look around with
+PACKAGES = ["linux-image-arm64", "busybox-static", "dash", "coreutils", "tar", "findutils", "grep", "sed",
+            "gzip", "zstd", "kmod", "openssh-server", "openssh-sftp-server", "pacman-package-manager", "gpg",
+            "gpgv", "gpg-agent"]
+#: the modules the initramfs loads (with what they need) to mount the root file system
+ROOT_MODULES = ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"]
+UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
+ROOT_MB, STATE_MB = 3072, 16
+GUEST_IP, GATEWAY = "10.0.2.15", "10.0.2.2"  # QEMU's user-mode network
+
+Log = Callable[[str], None]
+
+
+def cache_dir() -> Path:
+    """Where images are kept between runs (``KA_QEMU_CACHE``, else ~/.cache/kernel-agent/qemu)."""
+    return Path(os.environ.get("KA_QEMU_CACHE") or Path.home() / ".cache/kernel-agent/qemu")
+
+
+def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run a program (sbin folders included: depmod, mkfs, sfdisk); its output is in the error when it fails."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    argv = [shutil.which(argv[0], path=path) or argv[0], *argv[1:]]
+    res = subprocess.run(argv, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({res.returncode}):\n{res.stdout[-2000:]}"
+                           f"{res.stderr[-3000:]}")
+    return res  # type: ignore[no-any-return]
+
+
+# --- the package set, and the cache key -----------------------------------------------------------
+
+def resolve(work: Path) -> list[str]:
+    """``name version`` of every arm64 package the image holds, as apt resolves them today."""
+    root = work / "apt"
+    for sub in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/dpkg", "var/lib/apt/lists/partial",
+                "var/cache/apt/archives/partial"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "var/lib/dpkg/status").touch()
+    (root / "etc/apt/sources.list").write_text("\n".join(SOURCES) + "\n")
+    opts = [f"-oDir={root}", f"-oDir::State::status={root}/var/lib/dpkg/status", "-oAPT::Architecture=arm64",
+            "-oAPT::Architectures=arm64", "-oDebug::NoLocking=1", "-oAPT::Install-Recommends=0"]
+    run(["apt-get", *opts, "update", "-qq"])
+    out = run(["apt-get", *opts, "install", "-s", *PACKAGES]).stdout
+    found = sorted(f"{line.split()[1]} {line.split()[2].strip('(')}" for line in out.splitlines()
+                   if line.startswith("Inst "))
+    if not found:
+        raise RuntimeError(f"apt resolved no packages:\n{out[-2000:]}")
+    return found
+
+
+def cache_key(versions: list[str]) -> str:
+    """This file's text and the package versions: a change in either builds a new image."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update("\n".join(versions).encode())
+    return digest.hexdigest()[:16]
+
+
+# --- the image ----------------------------------------------------------------------------------
+
+@dataclass
+class Image:
+    """A built disk image and what it takes to log in to it."""
+
+    folder: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.folder / "disk.raw"
+
+    @property
+    def info(self) -> dict[str, object]:
+        return json.loads((self.folder / "image.json").read_text())  # type: ignore[no-any-return]
+
+    @property
+    def release(self) -> str:
+        return str(self.info["release"])
+
+    @property
+    def client_key(self) -> Path:
+        return self.folder / "id_ed25519"
+
+    @property
+    def host_key(self) -> str:
+        """The guest's ssh host key (``ssh-ed25519 AAAA…``), pinned in known_hosts by the tests."""
+        return " ".join((self.folder / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+
+
+def image(log: Log = print, cache: Path | None = None) -> Image:
+    """The cached image for today's package versions, built first when there is none."""
+    cache = cache or cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test sessions build it once
+        with tempfile.TemporaryDirectory(dir=cache, prefix="resolve.") as tmp:
+            versions = resolve(Path(tmp))
+        folder = cache / cache_key(versions)
+        if (folder / "image.json").exists():
+            log(f"qemu host image: cached at {folder}")
+            return Image(folder)
+        start = time.monotonic()
+        scratch = cache / f"{folder.name}.building"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        try:
+            _build(scratch, versions, log)
+            took = round(time.monotonic() - start, 1)
+            info = json.loads((scratch / "image.json").read_text())
+            (scratch / "image.json").write_text(json.dumps({**info, "built_seconds": took}, indent=1))
+            scratch.rename(folder)
+        finally:
+            shutil.rmtree(scratch / "root", ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+        for old in cache.glob("*/image.json"):  # images of older inputs: each is about 0.5 GB
+            if old.parent != folder:
+                shutil.rmtree(old.parent, ignore_errors=True)
+        log(f"qemu host image: built in {took}s at {folder}")
+        return Image(folder)
+
+
+def _build(out: Path, versions: list[str], log: Log) -> None:
+    root = out / "root"
+    log("qemu host image: mmdebstrap (extract, arm64)")
+    run(["mmdebstrap", "--mode=root", "--arch=arm64", "--variant=extract", f"--include={','.join(PACKAGES)}",
+         "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr", "--quiet", SUITE, str(root), *SOURCES])
+    for junk in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt"):
+        shutil.rmtree(root / junk, ignore_errors=True)
+    release = _kernel_release(root)
+    log(f"qemu host image: configuring (kernel {release})")
+    run(["depmod", "-b", str(root), release])
+    for name in ("ssh_host_ed25519_key", "id_ed25519"):
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"ka-qemu-{name}", "-f", str(out / name)])
+    configure(root, out, release)
+    (root / f"boot/initrd.img-{release}").write_bytes(initramfs(root, release, out / "initramfs"))
+    log("qemu host image: disk (ext4 root, FAT state)")
+    make_disk(root, out / "disk.raw", out)
+    (out / "image.json").write_text(json.dumps({"release": release, "versions": versions}, indent=1))
+
+
+def _kernel_release(root: Path) -> str:
+    found = sorted(p.name.removeprefix("vmlinuz-") for p in (root / "boot").glob("vmlinuz-*"))
+    if len(found) != 1:
+        raise RuntimeError(f"expected one kernel in the image, found {found}")
+    return found[0]
+
+
+INITTAB = """\
+::sysinit:/etc/ka-rc
+::respawn:/usr/sbin/sshd -D -e
+ttyAMA0::askfirst:-/bin/sh
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/sync
+::shutdown:/bin/umount -a -r
+"""
+
+RC = f"""#!/bin/sh
+# the boot of a small fleet host: file systems, network, what sshd needs
+mount -t proc proc /proc; mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null; mkdir -p /dev/pts; mount -t devpts devpts /dev/pts
+mount -o remount,rw /
+mount -t tmpfs -o mode=0755 tmpfs /run; mount -t tmpfs tmpfs /tmp
+mkdir -p /run/sshd /var/log /boot/state
+mount -t vfat -o nofail /dev/vda2 /boot/state 2>/dev/null || true
+hostname -F /etc/hostname
+modprobe virtio_net; modprobe virtio_rng 2>/dev/null || true
+ip link set lo up; ip link set eth0 up
+ip addr add {GUEST_IP}/24 dev eth0; ip route add default via {GATEWAY}
+echo "ka-rc: up, running $(uname -r)" > /dev/console
+"""
+
+SSHD_CONFIG = """\
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+UseDNS no
+Subsystem sftp /usr/lib/openssh/sftp-server
+"""
+
+#: busybox applets the host uses where Debian's minimal set has no program of its own
+APPLETS = ["init", "reboot", "poweroff", "halt", "ip", "mount", "umount", "hostname", "sh"]
+
+
+def configure(root: Path, keys: Path, release: str) -> None:
+    """Users, init, sshd with the pinned host key, root's login key, fstab, extlinux.conf."""
+    etc = root / "etc"
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n"
+                                "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+    (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\nsshd:*:19000:0:99999:7:::\n")
+    os.chmod(etc / "shadow", 0o640)
+    (etc / "hostname").write_text("ka-qemu\n")
+    (etc / "fstab").write_text("/dev/vda1 / ext4 rw 0 1\n")
+    (etc / "inittab").write_text(INITTAB)
+    (etc / "ka-rc").write_text(RC)
+    os.chmod(etc / "ka-rc", 0o755)
+    for applet in APPLETS:
+        link = root / "usr/sbin" / applet if applet != "sh" else root / "usr/bin/sh"
+        if not link.exists() or applet == "init":
+            link.unlink(missing_ok=True)
+            link.symlink_to("/usr/bin/busybox" if applet != "sh" else "dash")
+    ssh = etc / "ssh"
+    ssh.mkdir(exist_ok=True)
+    (ssh / "sshd_config").write_text(SSHD_CONFIG)
+    for suffix in ("", ".pub"):
+        shutil.copy(keys / f"ssh_host_ed25519_key{suffix}", ssh / f"ssh_host_ed25519_key{suffix}")
+    os.chmod(ssh / "ssh_host_ed25519_key", 0o600)
+    dot_ssh = root / "root/.ssh"
+    dot_ssh.mkdir(parents=True, exist_ok=True)
+    os.chmod(dot_ssh, 0o700)
+    shutil.copy(keys / "id_ed25519.pub", dot_ssh / "authorized_keys")
+    os.chmod(dot_ssh / "authorized_keys", 0o600)
+    for folder in ("proc", "sys", "dev", "run", "tmp", "boot/state", "var/log", "var/lib/kernel-agent"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    write_extlinux(root, release)
+
+
+def write_extlinux(root: Path, release: str) -> None:
+    """The owner's extlinux.conf, as Debian's u-boot-menu would write it (a menu, a short timeout)."""
+    conf = root / "boot/extlinux/extlinux.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f"""## written by the owner of this host
+menu title ka-qemu boot menu
+timeout 10
+default debian
+
+label debian
+\tmenu label Debian GNU/Linux, kernel {release}
+\tlinux /boot/vmlinuz-{release}
+\tinitrd /boot/initrd.img-{release}
+\tappend root=/dev/vda1 rw console=ttyAMA0 panic=10
+""")
+
+
+# --- the initramfs ------------------------------------------------------------------------------
+
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+for m in $(cat /modules.order); do insmod "/modules/$m" || echo "initramfs: insmod $m failed"; done
+root=/dev/vda1
+for arg in $(cat /proc/cmdline); do case "$arg" in root=/dev/*) root="${arg#root=}";; esac; done
+n=0; while [ ! -b "$root" ] && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+mkdir -p /newroot
+if ! mount -t ext4 -o rw "$root" /newroot; then
+    echo "initramfs: cannot mount $root on $(uname -r): the kernel panics and reboots (panic=)"
+    exit 1
+fi
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /sbin/init
+"""
+
+
+def module_order(root: Path, release: str, wanted: list[str]) -> list[str]:
+    """The module files (relative to the release's folder) for ``wanted`` and their dependencies, in load order."""
+    base = root / "usr/lib/modules" / release
+    deps: dict[str, list[str]] = {}
+    for line in (base / "modules.dep").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        deps[name] = rest.split()
+    by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    order: list[str] = []
+
+    def visit(path: str) -> None:
+        for dep in reversed(deps.get(path, [])):
+            visit(dep)
+        if path not in order:
+            order.append(path)
+    for name in wanted:
+        if name in by_name:  # built in, else
+            visit(by_name[name])
+    return order
+
+
+def initramfs(root: Path, release: str, work: Path) -> bytes:
+    """A newc cpio (gzip) with busybox, the root file system's modules and an /init that mounts it."""
+    shutil.rmtree(work, ignore_errors=True)
+    for sub in ("bin", "dev", "proc", "sys", "modules", "newroot"):
+        (work / sub).mkdir(parents=True)
+    shutil.copy(root / "usr/bin/busybox", work / "bin/busybox")
+    (work / "init").write_text(INIT)
+    os.chmod(work / "init", 0o755)
+    order = module_order(root, release, ROOT_MODULES)
+    for rel in order:
+        shutil.copy(root / "usr/lib/modules" / release / rel, work / "modules" / Path(rel).name)
+    (work / "modules.order").write_text("".join(Path(rel).name + "\n" for rel in order))
+    files = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+    cpio = _cpio(work, files)
+    shutil.rmtree(work)
+    return cpio
+
+
+def _cpio(work: Path, files: list[str]) -> bytes:
+    res = subprocess.run(["bsdtar", "--format", "newc", "--uid", "0", "--gid", "0", "-cf", "-", "-n", *files],
+                         cwd=work, capture_output=True, check=True)
+    return subprocess.run(["gzip", "-9n"], input=res.stdout, capture_output=True, check=True).stdout
+
+
+# --- the disk -----------------------------------------------------------------------------------
+
+def make_disk(root: Path, disk: Path, work: Path) -> None:
+    """MBR; partition 1 (bootable, ext4) from ``root``; partition 2 FAT for boot state."""
+    part1, part2 = work / "part1.img", work / "part2.img"
+    run(["mkfs.ext4", "-q", "-F", "-L", "ROOT", "-d", str(root), str(part1), f"{ROOT_MB}M"])
+    run(["mkfs.vfat", "-n", "STATE", "-C", str(part2), str(STATE_MB * 1024)])
+    with open(disk, "wb") as fh:
+        fh.truncate((1 + ROOT_MB + STATE_MB + 1) << 20)
+    table = (f"label: dos\nstart=2048, size={ROOT_MB * 2048}, type=83, bootable\n"
+             f"start={(1 + ROOT_MB) * 2048}, size={STATE_MB * 2048}, type=c\n")
+    run(["sfdisk", "--quiet", str(disk)], input=table)
+    for part, start in ((part1, 1), (part2, 1 + ROOT_MB)):
+        run(["dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={start}", "conv=notrunc,sparse", "status=none"])
+        part.unlink()
+
+
+# --- a running VM -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Vm:
+    """One VM on a qcow2 overlay of an :class:`Image`; ssh on 127.0.0.1:``port``."""
+
+    image: Image
+    folder: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    boots: int = 0
+
+    @property
+    def serial(self) -> Path:
+        return self.folder / "serial.log"
+
+    @property
+    def overlay(self) -> Path:
+        return self.folder / "vm.qcow2"
+
+    def command(self) -> list[str]:
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "max,pauth-impdef=on", "-smp", "2", "-m", "1024",
+                "-display", "none", "-nodefaults", "-no-user-config", "-bios", str(UBOOT),
+                "-drive", f"if=none,id=hd0,file={self.overlay},format=qcow2,cache=unsafe",
+                "-device", "virtio-blk-pci,drive=hd0",
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                "-device", "virtio-net-pci,netdev=n0,romfile=", "-device", "virtio-rng-pci",
+                "-chardev", f"file,id=s0,path={self.serial},append=on", "-serial", "chardev:s0"]
+
+    def start(self) -> Vm:
+        """Boot (the serial console is appended to ``serial``); a fresh overlay on the first start."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.overlay.exists():
+            run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.disk),
+                 str(self.overlay)])
+        with open(self.folder / "qemu.err", "ab") as err:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err)
+        self.boots += 1
+        return self
+
+    def wait_ssh(self, timeout: float = 240) -> float:
+        """Seconds until the guest's sshd sends its banner (slirp accepts connections before that)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"qemu exited ({self.proc.returncode}): {self.tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=3) as s:
+                    s.settimeout(5)
+                    if s.recv(64).startswith(b"SSH-2.0-"):
+                        return time.monotonic() - start
+            except OSError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"no ssh on 127.0.0.1:{self.port} after {timeout:g}s; console: {self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.serial.read_text(errors="replace") if self.serial.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Power off: the process is killed, as pulling the plug (the overlay is cache=unsafe)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.proc = None
+
+    def known_hosts(self) -> str:
+        return f"[127.0.0.1]:{self.port} {self.image.host_key}\n"
+
+    def ssh_config(self, name: str) -> str:
+        return (f"Host {name}\n  HostName 127.0.0.1\n  Port {self.port}\n  User root\n"
+                f"  IdentityFile {self.image.client_key}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["build", "boot"])
+    parser.add_argument("--folder", type=Path, default=Path("qemu-host"), help="the VM's overlay, console log")
+    args = parser.parse_args(argv)
+    img = image()
+    print(json.dumps({k: v for k, v in img.info.items() if k != "versions"}))
+    if args.action == "build":
+        return 0
+    vm = Vm(img, args.folder.resolve()).start()
+    try:
+        took = vm.wait_ssh()
+        known = args.folder / "known_hosts"
+        known.write_text(vm.known_hosts())
+        print(f"ssh answered after {took:.0f}s: ssh -o UserKnownHostsFile={known} -i {img.client_key} "
+              f"-p {vm.port} root@127.0.0.1   (console: {vm.serial}; Ctrl-C stops the VM)")
+        assert vm.proc is not None
+        vm.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        vm.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
