@@ -28,6 +28,9 @@ import paramiko
 from ka.errors import EXIT_ENVIRONMENT, KaError
 
 log = logging.getLogger(__name__)
+# paramiko logs a traceback at ERROR for every connection that closes before its banner: a host that
+# reboots (or a NAT that accepts for it) does that for a minute, and ka reports failed connections itself
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 CONNECT_TIMEOUT = 10.0
 
 

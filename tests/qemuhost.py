@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,7 @@ SOURCES = [f"deb [signed-by={KEYRING}] http://deb.debian.org/debian {SUITE} main
 #: what a fleet host needs for ka-install's pacman path, and a shell to look around with
 PACKAGES = ["linux-image-arm64", "busybox-static", "dash", "coreutils", "tar", "findutils", "grep", "sed",
             "gzip", "zstd", "kmod", "openssh-server", "openssh-sftp-server", "pacman-package-manager", "gpg",
-            "gpgv", "gpg-agent"]
+            "gpgv", "gpg-agent", "bash"]
 #: the modules the initramfs loads (with what they need) to mount the root file system
 ROOT_MODULES = ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"]
 UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
@@ -74,8 +75,8 @@ def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 # --- the package set, and the cache key -----------------------------------------------------------
 
-def resolve(work: Path) -> list[str]:
-    """``name version`` of every arm64 package the image holds, as apt resolves them today."""
+def apt(work: Path) -> list[str]:
+    """apt options for an arm64 package index of its own in ``work`` (updated): this machine's is untouched."""
     root = work / "apt"
     for sub in ("etc/apt/sources.list.d", "etc/apt/preferences.d", "var/lib/dpkg", "var/lib/apt/lists/partial",
                 "var/cache/apt/archives/partial"):
@@ -85,7 +86,12 @@ def resolve(work: Path) -> list[str]:
     opts = [f"-oDir={root}", f"-oDir::State::status={root}/var/lib/dpkg/status", "-oAPT::Architecture=arm64",
             "-oAPT::Architectures=arm64", "-oDebug::NoLocking=1", "-oAPT::Install-Recommends=0"]
     run(["apt-get", *opts, "update", "-qq"])
-    out = run(["apt-get", *opts, "install", "-s", *PACKAGES]).stdout
+    return opts
+
+
+def resolve(work: Path) -> list[str]:
+    """``name version`` of every arm64 package the image holds, as apt resolves them today."""
+    out = run(["apt-get", *apt(work), "install", "-s", *PACKAGES]).stdout
     found = sorted(f"{line.split()[1]} {line.split()[2].strip('(')}" for line in out.splitlines()
                    if line.startswith("Inst "))
     if not found:
@@ -171,7 +177,7 @@ def _build(out: Path, versions: list[str], log: Log) -> None:
         shutil.rmtree(root / junk, ignore_errors=True)
     release = _kernel_release(root)
     log(f"qemu host image: configuring (kernel {release})")
-    run(["depmod", "-b", str(root), release])
+    trim_modules(root, release)
     for name in ("ssh_host_ed25519_key", "id_ed25519"):
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"ka-qemu-{name}", "-f", str(out / name)])
     configure(root, out, release)
@@ -179,6 +185,18 @@ def _build(out: Path, versions: list[str], log: Log) -> None:
     log("qemu host image: disk (ext4 root, FAT state)")
     make_disk(root, out / "disk.raw", out)
     (out / "image.json").write_text(json.dumps({"release": release, "versions": versions}, indent=1))
+
+
+def trim_modules(root: Path, release: str) -> None:
+    """Keep the modules this machine needs (PACKAGE_MODULES and theirs), as the kernel package does:
+    all 3,000 make each backup of the running kernel a minute longer under emulation."""
+    run(["depmod", "-b", str(root), release])
+    shown = run(["modprobe", "-d", str(root), "-S", release, "-a", "--show-depends", *PACKAGE_MODULES]).stdout
+    keep = {Path(line.split()[1]).resolve() for line in shown.splitlines() if line.startswith("insmod ")}
+    for module in (root / "usr/lib/modules" / release / "kernel").rglob("*.ko*"):
+        if module.resolve() not in keep:
+            module.unlink()
+    run(["depmod", "-b", str(root), release])
 
 
 def _kernel_release(root: Path) -> str:
@@ -222,6 +240,71 @@ UseDNS no
 Subsystem sftp /usr/lib/openssh/sftp-server
 """
 
+PACMAN_CONF = """\
+[options]
+RootDir = /
+DBPath = /var/lib/pacman/
+CacheDir = /var/cache/pacman/pkg/
+LogFile = /var/log/pacman.log
+GPGDir = /etc/pacman.d/gnupg/
+HookDir = /etc/pacman.d/hooks/
+Architecture = aarch64
+SigLevel = Required DatabaseOptional
+LocalFileSigLevel = Required
+"""
+
+#: as Arch Linux ARM's kmod package does: new modules get their modules.dep from a pacman hook
+DEPMOD_HOOK = """\
+[Trigger]
+Type = Path
+Operation = Install
+Operation = Upgrade
+Target = usr/lib/modules/*/
+Target = !usr/lib/modules/*/?*
+
+[Action]
+Description = Updating module dependencies...
+When = PostTransaction
+Exec = /usr/local/sbin/ka-depmod
+NeedsTargets
+"""
+
+DEPMOD = """#!/bin/sh
+# called by the depmod pacman hook with the module folders that changed
+while read -r target; do
+    release=${target#usr/lib/modules/}; release=${release%/}
+    [ -e "/usr/lib/modules/$release/modules.order" ] && depmod "$release"
+done
+exit 0
+"""
+
+#: the host's initramfs maker, called as mkinitcpio is (``-p PRESET``, a bash file): it reads ALL_kver and
+#: default_image from the preset ka-build packages, and packs busybox, the modules that mount the root
+#: file system (decompressed: busybox's insmod reads plain .ko) and the same /init as the first one
+MKINITRAMFS = """#!/bin/bash
+set -eu
+[ "${1:-}" = -p ] && [ -n "${2:-}" ] || { echo "usage: ka-mkinitramfs -p PRESET" >&2; exit 2; }
+. "/etc/mkinitcpio.d/$2.preset"
+release=$ALL_kver; out=$default_image
+[ -e "/usr/lib/modules/$release/modules.dep" ] || depmod "$release"
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/bin" "$work/dev" "$work/proc" "$work/sys" "$work/modules" "$work/newroot"
+cp /usr/bin/busybox "$work/bin/busybox"; install -m755 /usr/share/ka-qemu/init "$work/init"
+mknod -m 600 "$work/dev/console" c 5 1; : > "$work/modules.order"
+modprobe -S "$release" -a --show-depends MODULES | while read -r kind path _; do
+    [ "$kind" = insmod ] || continue
+    name=$(basename "$path")
+    case "$name" in
+        *.xz) name=${name%.xz}; busybox unxz -c "$path" > "$work/modules/$name" ;;
+        *) cp "$path" "$work/modules/$name" ;;
+    esac
+    grep -qx "$name" "$work/modules.order" || echo "$name" >> "$work/modules.order"
+done
+(cd "$work" && find . | busybox cpio -o -H newc 2>/dev/null) | gzip -9n > "$out.ka-new"
+sync "$out.ka-new"; mv "$out.ka-new" "$out"
+echo "ka-mkinitramfs: $out for $release ($(wc -l < "$work/modules.order") modules)"
+"""
+
 #: busybox applets the host uses where Debian's minimal set has no program of its own
 APPLETS = ["init", "reboot", "poweroff", "halt", "ip", "mount", "umount", "hostname", "sh"]
 
@@ -259,6 +342,26 @@ def configure(root: Path, keys: Path, release: str) -> None:
         (root / folder).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     write_extlinux(root, release)
+    tools(root)
+
+
+def tools(root: Path) -> None:
+    """pacman (its config, a keyring, the depmod hook) and the initramfs maker."""
+    (root / "etc/pacman.conf").write_text(PACMAN_CONF)
+    hooks = root / "etc/pacman.d/hooks"
+    hooks.mkdir(parents=True, exist_ok=True)
+    (hooks / "60-depmod.hook").write_text(DEPMOD_HOOK)
+    for folder in ("var/lib/pacman", "var/cache/pacman/pkg", "usr/local/sbin", "usr/share/ka-qemu"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    scripts = {"ka-depmod": DEPMOD, "ka-mkinitramfs": MKINITRAMFS.replace("MODULES", " ".join(ROOT_MODULES))}
+    for name, text in scripts.items():
+        (root / "usr/local/sbin" / name).write_text(text)
+        os.chmod(root / "usr/local/sbin" / name, 0o755)
+    (root / "usr/share/ka-qemu/init").write_text(INIT)
+    os.chmod(root / "usr/share/ka-qemu/init", 0o755)
+    # the keyring's own key, made here (gpg's files are the same on arm64): the guest only adds the
+    # repository's key to it, which takes seconds under emulation instead of a key generation
+    run(["pacman-key", "--gpgdir", str(root / "etc/pacman.d/gnupg"), "--init"])
 
 
 def write_extlinux(root: Path, release: str) -> None:
@@ -327,6 +430,7 @@ def initramfs(root: Path, release: str, work: Path) -> bytes:
     shutil.copy(root / "usr/bin/busybox", work / "bin/busybox")
     (work / "init").write_text(INIT)
     os.chmod(work / "init", 0o755)
+    os.mknod(work / "dev/console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))  # the initramfs's messages are seen
     order = module_order(root, release, ROOT_MODULES)
     for rel in order:
         shutil.copy(root / "usr/lib/modules" / release / rel, work / "modules" / Path(rel).name)
@@ -469,3 +573,91 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- a real kernel for the host, as a fleet kernel package ----------------------------------------
+
+#: the fleet's baseline release, as Debian builds it for arm64 (from the security archive)
+KERNEL_DEB = "linux-image-6.12.117+deb12-arm64"
+#: the modules the package keeps of Debian's 3,000: what this machine needs (all of them make the
+#: package four times bigger and its install under emulation minutes slower)
+PACKAGE_MODULES = [*ROOT_MODULES, "virtio_net", "virtio_rng", "vfat", "nls_cp437", "nls_ascii", "nls_utf8"]
+
+
+def debian_kernel(name: str = KERNEL_DEB, cache: Path | None = None) -> Path:
+    """Debian's arm64 kernel package ``name`` (downloaded once into the cache)."""
+    debs = (cache or cache_dir()) / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    with open(debs / "download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = sorted(debs.glob(f"{name}_*.deb"))
+        if found:
+            return found[-1]
+        with tempfile.TemporaryDirectory(dir=debs) as tmp:
+            run(["apt-get", *apt(Path(tmp)), "download", name], cwd=tmp)
+            got = list(Path(tmp).glob(f"{name}_*.deb"))
+            if len(got) != 1:
+                raise RuntimeError(f"apt-get download {name} gave {got}")
+            return Path(shutil.move(got[0], debs / got[0].name))
+
+
+@dataclass(frozen=True)
+class KernelFiles:
+    """Debian's kernel laid out as a fleet kernel package holds it (what ka-build's package holds)."""
+
+    release: str
+    tarball: Path  # boot/Image, usr/lib/modules/<release>/…, etc/mkinitcpio.d/<pkgbase>.preset
+    modules: int
+
+
+def kernel_files(deb: Path, pkgbase: str, work: Path, broken: bool = False) -> KernelFiles:
+    """The package's files from Debian's ``deb``; ``broken``: without the root file system's modules
+    (a kernel that cannot mount its root: its initramfs gives up and the kernel panics)."""
+    shutil.rmtree(work, ignore_errors=True)
+    data, payload = work / "data", work / "payload"
+    data.mkdir(parents=True)
+    run(["sh", "-c", 'bsdtar -xOf "$1" "data.tar.*" | bsdtar -xf - -C "$2"', "sh", str(deb), str(data)])
+    release = _kernel_release(data)
+    run(["depmod", "-b", str(data), release])
+    shown = run(["modprobe", "-d", str(data), "-S", release, "-a", "--show-depends", *PACKAGE_MODULES]).stdout
+    chosen = list(dict.fromkeys(line.split()[1] for line in shown.splitlines() if line.startswith("insmod ")))
+    if broken:
+        chosen = [path for path in chosen if "virtio_blk" not in path and "/ext4/" not in path]
+    src = data / "lib/modules" / release
+    dst = payload / "usr/lib/modules" / release
+    for path in chosen:
+        rel = Path(path).relative_to(src)  # modprobe -d names them under the tree
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, dst / rel)
+    for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+    (dst / "pkgbase").write_text(pkgbase + "\n")
+    (payload / "boot").mkdir()
+    shutil.copy2(data / f"boot/vmlinuz-{release}", payload / "boot/Image")
+    preset = payload / f"etc/mkinitcpio.d/{pkgbase}.preset"
+    preset.parent.mkdir(parents=True)
+    preset.write_text(f"ALL_kver=\"{release}\"\nPRESETS=('default')\ndefault_image=\"/boot/initramfs-{pkgbase}.img\"\n")
+    tarball = work / f"{pkgbase}-files.tar"
+    run(["bsdtar", "-cf", str(tarball), "-C", str(payload), "--uid", "0", "--gid", "0", "boot", "etc", "usr"])
+    shutil.rmtree(data)
+    shutil.rmtree(payload)
+    return KernelFiles(release, tarball, len(chosen))
+
+
+def kernel_pkgbuild(pkgbase: str, pkgver: str, pkgrel: int, files: KernelFiles) -> str:
+    """A PKGBUILD that packages ``files`` as the host's kernel package (arch aarch64, nothing stripped)."""
+    return f"""pkgname={pkgbase}
+pkgver={pkgver}
+pkgrel={pkgrel}
+pkgdesc="Debian's arm64 kernel {files.release}, as a fleet host's kernel package"
+arch=(aarch64)
+license=(GPL-2.0-only)
+options=(!strip !debug)
+source=({files.tarball.name})
+noextract=({files.tarball.name})
+sha256sums=(SKIP)
+package() {{
+  bsdtar -xf "$srcdir/{files.tarball.name}" -C "$pkgdir"
+}}
+"""

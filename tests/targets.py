@@ -306,12 +306,12 @@ class TargetLab:
         package made by makepkg and signed, so that pacman checks the dependencies as it does in production."""
         return self.make_package(folder, BASE_PKGBUILD, "fleet-base-1-1-any.pkg.tar.zst")
 
-    def make_package(self, folder: Path, pkgbuild: str, name: str) -> Path:
+    def make_package(self, folder: Path, pkgbuild: str, name: str, env: tuple[str, ...] = ()) -> Path:
         """A package made by makepkg as the ssh user in ``folder``, signed with the fleet's key."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "PKGBUILD").write_text(pkgbuild)
         subprocess.run(["chown", "-R", f"{USER}:{USER}", str(folder)], check=True)
-        run("env", "PKGEXT=.pkg.tar.zst", "makepkg", "--nodeps", "--noconfirm", "--noprogressbar", "--force",
+        run("env", "PKGEXT=.pkg.tar.zst", *env, "makepkg", "--nodeps", "--noconfirm", "--noprogressbar", "--force",
             user=USER, cwd=folder)
         package = folder / name
         self.sign(package)

@@ -6,8 +6,10 @@ of every boot is kept in ``test-artifacts/`` (or ``$KA_TEST_ARTIFACTS``).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 import qemuhost
 from conftest import require
+from installlab import CONFIG, INCLUDES, InstallLab, fleet_files, manifest
+from kernel import write_fleet
 
 from ka.ssh import HostKeyRefused, SshError, SshSettings, connect
 
@@ -98,3 +102,92 @@ def test_the_host_key_is_pinned(vm: qemuhost.Vm, tmp_path: Path) -> None:
     wrong = " ".join(other.with_suffix(".pub").read_text().split()[:2])
     with pytest.raises(HostKeyRefused, match="SHA256:"):
         connect(settings(vm, tmp_path, host_key=wrong), "qemu").run(["true"])
+
+
+# --- ka-install onto the real host ------------------------------------------------------------------
+
+PKGBASE, PKGVER = "linux-qemu", "6.12.117"
+
+
+@pytest.fixture(scope="session")
+def qemu_packages(qemu_image: qemuhost.Image, install_lab: InstallLab,
+                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path]]:
+    """linux-qemu carrying Debian's 6.12.117 arm64 kernel, signed with the fleet's key: ``good`` (pkgrel 1)
+    and ``panics`` (pkgrel 2, without the modules that mount the root file system)."""
+    deb = qemuhost.debian_kernel()
+    made = {}
+    for kind, pkgrel in (("good", 1), ("panics", 2)):
+        folder = install_lab.build.ssh.user_folder("qemu-packages", kind)
+        files = qemuhost.kernel_files(deb, PKGBASE, tmp_path_factory.mktemp(f"kernel-{kind}"), broken=kind != "good")
+        shutil.copy(files.tarball, folder / files.tarball.name)
+        package = install_lab.targets.make_package(folder, qemuhost.kernel_pkgbuild(PKGBASE, PKGVER, pkgrel, files),
+                                                   f"{PKGBASE}-{PKGVER}-{pkgrel}-aarch64.pkg.tar.zst",
+                                                   env=("CARCH=aarch64",))
+        made[kind] = (files.release, package)
+    return made
+
+
+def join(lab: InstallLab, vm: qemuhost.Vm, name: str) -> None:
+    """Put the VM in the lab's ssh config and known_hosts, and make it trust the fleet's signing key."""
+    with open(lab.build.ssh.config, "a") as fh:
+        fh.write(vm.ssh_config(name))
+    with open(lab.build.ssh.known_hosts, "a") as fh:
+        fh.write(vm.known_hosts())
+    key = subprocess.run(["gpg", "--homedir", str(lab.build.gnupghome), "--export", "--armor", lab.build.fingerprint],
+                         capture_output=True, check=True).stdout
+    with connect(SshSettings(lab.build.ssh.config, lab.build.ssh.known_hosts), name) as host:
+        with host.sftp.open("/tmp/fleet-key.asc", "wb") as fh:
+            fh.write(key)
+        # what pacman-key --add and --lsign-key do (Debian's pacman-key needs makepkg's scripts and perl)
+        gpg = ["gpg", "--homedir", "/etc/pacman.d/gnupg", "--batch", "--yes"]
+        host.run([*gpg, "--import", "/tmp/fleet-key.asc"], timeout=120)
+        host.run([*gpg, "--quick-lsign-key", lab.build.fingerprint], timeout=120)
+
+
+def install_section(name: str) -> str:
+    return (f"install:\n  ssh: {name}\n  image: Image\n  panic: 10\n  commands:\n    prefix: []\n"
+            f"    mkinitcpio: [ka-mkinitramfs]\n    reboot: [reboot]\n  heartbeat:\n    down: 120\n    up: 300\n")
+
+
+def qemu_fleet(lab: InstallLab, root: Path, name: str, tag: str) -> Path:
+    package = (f"package:\n  pkgbase: {PKGBASE}\n  config: fleet/configs/ampere.config\n  source:\n"
+               f"    git: {lab.build.source}\n")
+    files = {**fleet_files(lab.build.kernel), "fleet/configs/ampere.config": CONFIG,
+             "fleet/infra.yaml": lab.infra(tag)}
+    return write_fleet(root, {"qemu": manifest(INCLUDES) + package + install_section(name)}, files)
+
+
+def ka_install(lab: InstallLab, repo: Path, *args: str) -> tuple[int, dict[str, object], str]:
+    res = lab.ka("install", "qemu", "--repo", str(repo), "--json", *args, timeout=900)
+    try:
+        data = json.loads(res.stdout)
+    except ValueError:
+        data = {}
+    return res.returncode, data, res.stderr
+
+
+def test_ka_install_boots_debians_6_12_117_through_uboot_and_extlinux(
+        vm: qemuhost.Vm, install_lab: InstallLab, qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
+    release, package = qemu_packages["good"]
+    vm.start()
+    vm.wait_ssh()
+    join(install_lab, vm, "qemu-happy")
+    repo = qemu_fleet(install_lab, tmp_path / "fleet", "qemu-happy", "qemu-happy")
+    start = time.monotonic()
+    code, data, err = ka_install(install_lab, repo, "--package", str(package))
+    took = time.monotonic() - start
+    assert code == 0 and data["state"] == "succeeded", err + vm.tail(40)
+    assert data["old_release"] == vm.image.release and data["new_release"] == release == "6.12.117+deb12-arm64"
+    console = vm.serial.read_text(errors="replace")
+    assert console.count("U-Boot 2023.01") == 2 and f"Linux version {release}" in console
+    assert f"ka-rc: up, running {release}" in console
+    backup = install_lab.build.ssh.user_folder("qemu-happy", "backups") / "qemu" / vm.image.release
+    assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=backup).returncode == 0
+    with connect(SshSettings(install_lab.build.ssh.config, install_lab.build.ssh.known_hosts), "qemu-happy") as host:
+        assert host.run(["uname", "-r"]).output.strip() == release
+        conf = host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
+        owned = host.run(["pacman", "-Qqo", "/boot/Image"]).output.strip()
+    assert "default kernel-agent\n" in conf and "label kernel-agent-previous" in conf and "label debian" in conf
+    assert owned == PKGBASE
+    print(f"ka-install onto the QEMU host: {took:.0f}s; steps: "
+          + ", ".join(f"{s['text'].split(':')[0]} {s.get('seconds')}s" for s in data["steps"]))  # type: ignore
