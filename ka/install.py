@@ -26,6 +26,7 @@ import posixpath
 import re
 from typing import Any
 
+from ka import trial
 from ka.device import now
 from ka.errors import EXIT_BAD_INPUT
 from ka.extlinux import LABEL, PREVIOUS
@@ -81,8 +82,12 @@ class Install(Installer):
             self.after_install(pre, facts)
         return self.result
 
+    def titles(self, pre: Preflight, facts: PackageFacts) -> tuple[str, str]:
+        """The menu labels of kernel-agent's two entries."""
+        return f"{self.spec.pkgbase} {facts.release} (kernel-agent)", f"previous: {pre.running}"
+
     def steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
-        titles = (f"{self.spec.pkgbase} {facts.release} (kernel-agent)", f"previous: {pre.running}")
+        titles = self.titles(pre, facts)
         installed = {"release": facts.release, "version": facts.version, "package": facts.path.name, "at": now(),
                      "by": self.opts.who}
         previous = {"release": pre.running, "version": pre.installed}
@@ -101,7 +106,19 @@ class Install(Installer):
                 *self.initramfs_steps(),
                 self.extlinux_step(pre, titles, LABEL),
                 self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
-                                                                "result": "installed, reboot pending"}})]
+                                                                "result": "installed, reboot pending"}}),
+                *self.trial_steps()]
+
+    def trial_steps(self) -> list[Step]:
+        """Arm the boot-once trial, last before the reboot (when the host has one and a reboot follows)."""
+        if self.spec.trial_boot != "uboot-script" or not self.opts.reboot:
+            return []
+        device = self.device
+        assert device is not None
+        trial_file, tried = trial.paths(self.spec)
+        return [Step(f"arm the boot-once trial: {trial_file} names {LABEL}, {tried} removed",
+                     [(self.host, argv) for argv in trial.arm_commands(self.spec)],
+                     lambda: trial.arm(device, self.spec))]
 
     # --- checks before anything changes ------------------------------------------------------------
 
@@ -253,8 +270,24 @@ class Install(Installer):
                                    f"(it still runs {pre.running})")
             return
         self.phase("reboot")
-        self.heartbeat(facts.release, pre.running, "install")
+        try:
+            self.heartbeat(facts.release, pre.running, "install")
+        except InstallError as exc:
+            if self.spec.trial_boot == "uboot-script" and self.got.back_on == pre.running:
+                raise InstallError(self.fell_back(pre, facts, str(exc))) from None
+            raise
+        if self.spec.trial_boot == "uboot-script":
+            assert self.device is not None
+            trial.clear(self.device, self.spec)
+            self.result.message += f"; the boot-once trial of {facts.release} is confirmed"
 
+    def fell_back(self, pre: Preflight, facts: PackageFacts, why: str) -> str:
+        """The trial took the host back to the kept kernel by itself: it boots that one until told otherwise."""
+        assert self.device is not None
+        self.extlinux_step(pre, self.titles(pre, facts), PREVIOUS).action()
+        trial.clear(self.device, self.spec)
+        return (f"{why}; the boot-once trial brought it back by itself, and {PREVIOUS} ({pre.running}) is the "
+                "default entry again")
 
 def install(view: RepoView, host: str, infra: Infra, opts: InstallOptions, log: Log = lambda line: None,
             phase: Any = lambda name: None) -> InstallResult:

@@ -16,6 +16,9 @@ extlinux support and an ssh user that becomes root through ``sudo`` without a pa
       state: /var/lib/kernel-agent      # the install lock and the install records, on the host
       pacman_log: /var/log/pacman.log   # where pacman reports scriptlet and hook failures
       panic: 10                         # panic=<seconds> on the new entry: a panic reboots
+      trial_boot: none                  # or uboot-script: boot the new kernel once, fall back unless
+                                        #   confirmed (firmware without bootcount: see ka/trial.py)
+      trial_state: /boot                # where the trial's files go: a FAT folder U-Boot can write
       commands:                         # argument lists, run without a shell
         prefix: [sudo, -n]              # before every command that needs root ([] for a root login);
                                         # -n: sudo fails instead of waiting for a password
@@ -43,7 +46,7 @@ from ka.text import shown
 from ka.yamldoc import Doc, child
 
 KEYS = ("ssh", "format", "image", "boot", "bootloader", "extlinux", "initramfs", "modules", "state",
-        "pacman_log", "panic", "commands", "heartbeat")
+        "pacman_log", "panic", "trial_boot", "trial_state", "commands", "heartbeat")
 COMMAND_KEYS = ("prefix", "pacman", "mkinitcpio", "reboot", "release", "boot_id")
 HEARTBEAT_KEYS = ("down", "up")
 SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -83,6 +86,8 @@ class InstallSpec:
     state: str = "/var/lib/kernel-agent"
     pacman_log: str = "/var/log/pacman.log"
     panic: int = 10
+    trial_boot: str = "none"
+    trial_state: str = "/boot"
     commands: Commands = Commands()
     down_timeout: int = 120
     up_timeout: int = 300
@@ -125,10 +130,10 @@ def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSp
     for key, pattern, what in (("ssh", SSH_NAME, "a name of the ssh config"),
                                ("image", IMAGE, "a file name such as Image"),
                                *((k, ABS_PATH, "an absolute path") for k in
-                                 ("boot", "extlinux", "modules", "state", "pacman_log"))):
+                                 ("boot", "extlinux", "modules", "state", "pacman_log", "trial_state"))):
         got[key] = _text(doc, node, value, key, pattern, what, getattr(base, key))
     for key, choices in (("format", ("pacman",)), ("bootloader", ("extlinux",)),
-                         ("initramfs", ("mkinitcpio", "none"))):
+                         ("initramfs", ("mkinitcpio", "none")), ("trial_boot", ("none", "uboot-script"))):
         got[key] = _choice(doc, node, value, key, choices, getattr(base, key))
     got["panic"] = _int(doc, node, value, "panic", 1, 3600, base.panic, "install.panic")
     got["commands"] = _commands(doc, node, value.get("commands"))

@@ -33,6 +33,11 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
     saved = f"the backup of {running}: {backup}" if backup else "no backup was made"
     if got.never_back:
         lines = console(host, spec, running, saved)
+    elif got.back_on is not None and got.back_on == running and got.default == PREVIOUS:
+        lines = [f"{host} is up on {running}, the kept kernel, and boots it by default (entry {PREVIOUS}, files "
+                 f"*{PREV_SUFFIX})",
+                 f"put {running} back under its own names: ka-install {host} --rollback; then install again",
+                 f"look at how {new} fails: the console of its boot; {saved}"]
     elif got.back_on is not None and got.back_on == running:
         lines = [f"{host} is up on {running}, the kept kernel; {new} stays the default entry, so the next boot "
                  "tries it again",

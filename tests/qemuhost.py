@@ -31,10 +31,12 @@ import os
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,6 +466,39 @@ def make_disk(root: Path, disk: Path, work: Path) -> None:
         part.unlink()
 
 
+# --- the firmware's environment ---------------------------------------------------------------------
+
+ENV_SIZE, FLASH_SIZE = 0x40000, 64 << 20  # U-Boot's env in the virt machine's second flash
+
+
+def default_env() -> dict[str, str]:
+    """U-Boot's built-in environment, as it lies in u-boot.bin (what ``printenv`` shows on a fresh board)."""
+    data = UBOOT.read_bytes()
+    start = data.index(b"bootcmd=run distro_bootcmd\0")
+    end = data.index(b"\0\0", start)
+    return dict(item.decode().split("=", 1) for item in data[start:end].split(b"\0"))
+
+
+def board_env() -> dict[str, str]:
+    """The board's environment: no boot delay, and ka-install's boot-once trial before the distro boot,
+    with its state on the FAT partition (virtio 0:2), as ka/trial.py asks of a board's U-Boot."""
+    from ka.trial import uboot_script
+
+    name, _, script = uboot_script("virtio 0:2").partition("=")
+    return {**default_env(), "bootdelay": "0", name: script,
+            "bootcmd": "pci enum; virtio scan; run ka_trial; run distro_bootcmd"}
+
+
+def write_env(path: Path, env: dict[str, str]) -> None:
+    """A flash image holding ``env`` as U-Boot stores it (CRC32, then NUL-separated name=value pairs);
+    mkenvimage's format, written here so that no u-boot-tools are needed."""
+    blob = b"".join(f"{k}={v}".encode() + b"\0" for k, v in sorted(env.items())) + b"\0"
+    data = blob.ljust(ENV_SIZE - 4, b"\0")
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<I", zlib.crc32(data)) + data)
+        fh.truncate(FLASH_SIZE)
+
+
 # --- a running VM -------------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -493,6 +528,7 @@ class Vm:
     def command(self) -> list[str]:
         return ["qemu-system-aarch64", "-M", "virt", "-cpu", "max,pauth-impdef=on", "-smp", "2", "-m", "1024",
                 "-display", "none", "-nodefaults", "-no-user-config", "-bios", str(UBOOT),
+                "-drive", f"if=pflash,format=raw,unit=1,file={self.folder / 'env.img'}",
                 "-drive", f"if=none,id=hd0,file={self.overlay},format=qcow2,cache=unsafe",
                 "-device", "virtio-blk-pci,drive=hd0",
                 "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
@@ -505,6 +541,7 @@ class Vm:
         if not self.overlay.exists():
             run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(self.image.disk),
                  str(self.overlay)])
+            write_env(self.folder / "env.img", board_env())
         with open(self.folder / "qemu.err", "ab") as err:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=err)

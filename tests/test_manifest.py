@@ -74,16 +74,19 @@ def test_install_defaults_are_production_ones() -> None:
     assert spec.commands.prefix == ("sudo", "-n") and spec.commands.reboot == ("systemctl", "reboot")
     assert spec.commands.release == ("uname", "-r") and (spec.down_timeout, spec.up_timeout) == (120, 300)
     assert spec.root("pacman", "-U", "x") == ["sudo", "-n", "pacman", "-U", "x"]
+    assert (spec.trial_boot, spec.trial_state) == ("none", "/boot")
 
 
 def test_install_settings() -> None:
-    text = GOOD + ("install:\n  ssh: pinetab\n  boot: /boot/\n  initramfs: none\n  panic: 30\n  commands:\n"
+    text = GOOD + ("install:\n  ssh: pinetab\n  boot: /boot/\n  initramfs: none\n  panic: 30\n"
+                   "  trial_boot: uboot-script\n  trial_state: /boot/state/\n  commands:\n"
                    "    prefix: []\n    pacman: [pacman, --config, /srv/root/etc/pacman.conf]\n"
                    "  heartbeat:\n    up: 600\n")
     spec = parse_manifest("ampere", "fleet/ampere.yaml", text).install
     assert spec is not None and spec.ssh == "pinetab" and spec.boot == "/boot" and spec.initramfs_path is None
     assert spec.commands.prefix == () and spec.commands.pacman[1:] == ("--config", "/srv/root/etc/pacman.conf")
     assert (spec.panic, spec.up_timeout, spec.down_timeout) == (30, 600, 120)
+    assert (spec.trial_boot, spec.trial_state) == ("uboot-script", "/boot/state")
 
 
 INSTALL = "install:\n"
@@ -99,6 +102,8 @@ INSTALL = "install:\n"
     (INSTALL + "  format: apt\n", 11, "install.format", "is not one of pacman"),
     (INSTALL + "  initramfs: dracut\n", 11, "install.initramfs", "is not one of mkinitcpio, none"),
     (INSTALL + "  panic: 0\n", 11, "install.panic", "from 1 to 3600"),
+    (INSTALL + "  trial_boot: bootcount\n", 11, "install.trial_boot", "is not one of none, uboot-script"),
+    (INSTALL + "  trial_state: state\n", 11, "install.trial_state", "is not an absolute path"),
     (INSTALL + "  panic: yes\n", 11, "install.panic", "whole number"),
     (INSTALL + "  reboot: now\n", 11, "install.reboot", "did you mean"),
     (INSTALL + "  commands:\n    reboot: systemctl reboot\n", 12, "install.commands.reboot", "must be a list"),

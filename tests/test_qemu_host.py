@@ -145,7 +145,8 @@ def join(lab: InstallLab, vm: qemuhost.Vm, name: str) -> None:
 
 
 def install_section(name: str) -> str:
-    return (f"install:\n  ssh: {name}\n  image: Image\n  panic: 10\n  commands:\n    prefix: []\n"
+    return (f"install:\n  ssh: {name}\n  image: Image\n  panic: 10\n  trial_boot: uboot-script\n"
+            f"  trial_state: /boot/state\n  commands:\n    prefix: []\n"
             f"    mkinitcpio: [ka-mkinitramfs]\n    reboot: [reboot]\n  heartbeat:\n    down: 120\n    up: 300\n")
 
 
@@ -166,7 +167,11 @@ def ka_install(lab: InstallLab, repo: Path, *args: str) -> tuple[int, dict[str, 
     return res.returncode, data, res.stderr
 
 
-def test_ka_install_boots_debians_6_12_117_through_uboot_and_extlinux(
+def lab_ssh(lab: InstallLab) -> SshSettings:
+    return SshSettings(lab.build.ssh.config, lab.build.ssh.known_hosts)
+
+
+def test_ka_install_boots_debians_6_12_117_through_uboot_then_rolls_back(
         vm: qemuhost.Vm, install_lab: InstallLab, qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
     release, package = qemu_packages["good"]
     vm.start()
@@ -180,14 +185,49 @@ def test_ka_install_boots_debians_6_12_117_through_uboot_and_extlinux(
     assert data["old_release"] == vm.image.release and data["new_release"] == release == "6.12.117+deb12-arm64"
     console = vm.serial.read_text(errors="replace")
     assert console.count("U-Boot 2023.01") == 2 and f"Linux version {release}" in console
-    assert f"ka-rc: up, running {release}" in console
+    assert "ka-trial: trying kernel-agent once" in console and f"ka-rc: up, running {release}" in console
+    assert "the boot-once trial of 6.12.117+deb12-arm64 is confirmed" in str(data["message"])
     backup = install_lab.build.ssh.user_folder("qemu-happy", "backups") / "qemu" / vm.image.release
     assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=backup).returncode == 0
-    with connect(SshSettings(install_lab.build.ssh.config, install_lab.build.ssh.known_hosts), "qemu-happy") as host:
+    with connect(lab_ssh(install_lab), "qemu-happy") as host:
         assert host.run(["uname", "-r"]).output.strip() == release
         conf = host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
         owned = host.run(["pacman", "-Qqo", "/boot/Image"]).output.strip()
+        state = host.run(["ls", "-A", "/boot/state"]).output.split()
     assert "default kernel-agent\n" in conf and "label kernel-agent-previous" in conf and "label debian" in conf
-    assert owned == PKGBASE
+    assert owned == PKGBASE and state == []  # the trial confirmed: no file left for U-Boot to act on
     print(f"ka-install onto the QEMU host: {took:.0f}s; steps: "
           + ", ".join(f"{s['text'].split(':')[0]} {s.get('seconds')}s" for s in data["steps"]))  # type: ignore
+    # (c) back to the kept kernel by command
+    start = time.monotonic()
+    code, data, err = ka_install(install_lab, repo, "--rollback")
+    assert code == 0 and data["state"] == "succeeded", err + vm.tail(40)
+    with connect(lab_ssh(install_lab), "qemu-happy") as host:
+        assert host.run(["uname", "-r"]).output.strip() == vm.image.release
+    assert vm.serial.read_text(errors="replace").count("U-Boot 2023.01") == 3
+    print(f"ka-install --rollback on the QEMU host: {time.monotonic() - start:.0f}s")
+
+
+def test_a_kernel_that_panics_comes_back_on_the_kept_one_by_itself(
+        vm: qemuhost.Vm, install_lab: InstallLab, qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
+    release, package = qemu_packages["panics"]
+    vm.start()
+    vm.wait_ssh()
+    join(install_lab, vm, "qemu-panic")
+    repo = qemu_fleet(install_lab, tmp_path / "fleet", "qemu-panic", "qemu-panic")
+    start = time.monotonic()
+    code, data, err = ka_install(install_lab, repo, "--package", str(package))
+    assert code == 1 and data["state"] == "failed", err + vm.tail(40)
+    message = str(data["message"])
+    assert f"the host fell back to {vm.image.release}" in message, message
+    assert "the boot-once trial brought it back by itself" in message
+    assert any(str(data["backup"]) in line for line in data["recovery"]), data["recovery"]  # type: ignore
+    console = vm.serial.read_text(errors="replace")
+    assert f"Linux version {release}" in console and "Kernel panic" in console
+    assert "ka-trial: kernel-agent was tried and not confirmed, booting kernel-agent-previous" in console
+    with connect(lab_ssh(install_lab), "qemu-panic") as host:
+        assert host.run(["uname", "-r"]).output.strip() == vm.image.release
+        conf = host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
+        state = host.run(["ls", "-A", "/boot/state"]).output.split()
+    assert "default kernel-agent-previous\n" in conf and state == []
+    print(f"a panicking kernel, reported as fallen back after {time.monotonic() - start:.0f}s")
