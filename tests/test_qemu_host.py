@@ -171,13 +171,18 @@ def lab_ssh(lab: InstallLab) -> SshSettings:
     return SshSettings(lab.build.ssh.config, lab.build.ssh.known_hosts)
 
 
+def booted_fleet(vm: qemuhost.Vm, lab: InstallLab, folder: Path, name: str) -> Path:
+    """Boot the VM, make it a host of the lab (ssh name ``name``), and a fleet whose host qemu it is."""
+    vm.start()
+    vm.wait_ssh()
+    join(lab, vm, name)
+    return qemu_fleet(lab, folder, name, name)
+
+
 def test_ka_install_boots_debians_6_12_117_through_uboot_then_rolls_back(
         vm: qemuhost.Vm, install_lab: InstallLab, qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
     release, package = qemu_packages["good"]
-    vm.start()
-    vm.wait_ssh()
-    join(install_lab, vm, "qemu-happy")
-    repo = qemu_fleet(install_lab, tmp_path / "fleet", "qemu-happy", "qemu-happy")
+    repo = booted_fleet(vm, install_lab, tmp_path / "fleet", "qemu-happy")
     start = time.monotonic()
     code, data, err = ka_install(install_lab, repo, "--package", str(package))
     took = time.monotonic() - start
@@ -211,10 +216,7 @@ def test_ka_install_boots_debians_6_12_117_through_uboot_then_rolls_back(
 def test_a_kernel_that_panics_comes_back_on_the_kept_one_by_itself(
         vm: qemuhost.Vm, install_lab: InstallLab, qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
     release, package = qemu_packages["panics"]
-    vm.start()
-    vm.wait_ssh()
-    join(install_lab, vm, "qemu-panic")
-    repo = qemu_fleet(install_lab, tmp_path / "fleet", "qemu-panic", "qemu-panic")
+    repo = booted_fleet(vm, install_lab, tmp_path / "fleet", "qemu-panic")
     start = time.monotonic()
     code, data, err = ka_install(install_lab, repo, "--package", str(package))
     assert code == 1 and data["state"] == "failed", err + vm.tail(40)
