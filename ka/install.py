@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from typing import Any
 
 from ka import trial
 from ka.device import now
-from ka.errors import EXIT_BAD_INPUT
+from ka.errors import EXIT_BAD_INPUT, KaError
 from ka.extlinux import LABEL, PREVIOUS
 from ka.infra import Infra
 from ka.installer import (
@@ -73,6 +74,7 @@ class Install(Installer):
         pre = self.preflight()
         self.check_booted(pre)
         self.check_owner()
+        self.check_trial_state()
         self.check_room(pre, facts.boot_bytes)
         self.backup_host()
         self.log(f"{self.host} runs {pre.running} ({self.spec.pkgbase} {pre.installed or 'not installed'}); "
@@ -107,18 +109,7 @@ class Install(Installer):
                 self.extlinux_step(pre, titles, LABEL),
                 self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
                                                                 "result": "installed, reboot pending"}}),
-                *self.trial_steps()]
-
-    def trial_steps(self) -> list[Step]:
-        """Arm the boot-once trial, last before the reboot (when the host has one and a reboot follows)."""
-        if self.spec.trial_boot != "uboot-script" or not self.opts.reboot:
-            return []
-        device = self.device
-        assert device is not None
-        trial_file, tried = trial.paths(self.spec)
-        return [Step(f"arm the boot-once trial: {trial_file} names {LABEL}, {tried} removed",
-                     [(self.host, argv) for argv in trial.arm_commands(self.spec)],
-                     lambda: trial.arm(device, self.spec))]
+                *([self.trial_arm_step()] if self.spec.trial_boot == "uboot-script" and self.opts.reboot else [])]
 
     # --- checks before anything changes ------------------------------------------------------------
 
@@ -277,15 +268,35 @@ class Install(Installer):
                 raise InstallError(self.fell_back(pre, facts, str(exc))) from None
             raise
         if self.spec.trial_boot == "uboot-script":
-            assert self.device is not None
-            trial.clear(self.device, self.spec)
-            self.result.message += f"; the boot-once trial of {facts.release} is confirmed"
+            self.confirm_trial(pre, facts)
+
+    def confirm_trial(self, pre: Preflight, facts: PackageFacts) -> None:
+        """The new kernel is up: end its trial, unless U-Boot says it booted the fallback (same release)."""
+        device = self.device
+        assert device is not None
+        if trial.fell(device, self.spec):
+            raise InstallError(self.fell_back(pre, facts, f"{self.host} came back on {facts.release}, but U-Boot "
+                                                          f"booted {PREVIOUS}: the host fell back to the kept kernel"))
+        try:
+            trial.clear(device, self.spec)
+        except KaError as exc:  # it runs the new kernel; only the trial's end is missing
+            ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(self.spec))
+            self.result.message += (f"; but its boot-once trial could not be ended ({exc}): run {ends} on the "
+                                    f"host, or its next boot takes {PREVIOUS}")
+            return
+        self.got.trial_armed = False
+        self.result.message += f"; the boot-once trial of {facts.release} is confirmed"
 
     def fell_back(self, pre: Preflight, facts: PackageFacts, why: str) -> str:
         """The trial took the host back to the kept kernel by itself: it boots that one until told otherwise."""
-        assert self.device is not None
+        device = self.device
+        assert device is not None
         self.extlinux_step(pre, self.titles(pre, facts), PREVIOUS).action()
-        trial.clear(self.device, self.spec)
+        trial.clear(device, self.spec)
+        self.got.trial_armed = False
+        record = device.record()
+        device.save_record({**record, "stage": "fell-back", "pending_reboot": False,
+                            "last": {**(record.get("last") or {}), "result": "failed"}})
         return (f"{why}; the boot-once trial brought it back by itself, and {PREVIOUS} ({pre.running}) is the "
                 "default entry again")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ka import backup as backups
-from ka import extlinux, published
+from ka import extlinux, published, trial
 from ka.device import Device, FileInfo, LockHeld, now
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
 from ka.heartbeat import Beat, reboot
@@ -265,9 +265,10 @@ class Installer:
                "installed": f"{holds} was installed ({at}) and waits for a reboot",
                "fell-back": f"{holds} did not come up and it fell back"}.get(str(pre.stage), f"{holds} is installed "
                                                                                    f"({pre.stage}, {at})")
-        raise InstallError(f"{self.host} runs {pre.running}, but its default entry holds {holds}: {why}.  Reboot "
-                           f"it, or run ka-install {self.host} --rollback to put the running kernel back as the "
-                           "default; refused, nothing was changed")
+        rollback = f"run ka-install {self.host} --rollback to put the running kernel back as the default"
+        advice = rollback.capitalize() if pre.stage == "fell-back" else f"Reboot it, or {rollback}"
+        raise InstallError(f"{self.host} runs {pre.running}, but its default entry holds {holds}: {why}.  {advice}; "
+                           "refused, nothing was changed")
 
     def check_room(self, pre: Preflight, new_bytes: int, keeping: bool = True) -> None:
         """Room in the boot folder for ``new_bytes`` of new files and the kept copies."""
@@ -341,6 +342,43 @@ class Installer:
         return Step(f"write {self.spec.extlinux}: {default} ({title}) boots, {extlinux.PREVIOUS} is the fallback",
                     [(self.host, argv) for argv in device.write_commands(self.spec.extlinux, sync=True)], run,
                     writes=text)
+
+    def check_trial_state(self) -> None:
+        """With a boot-once trial, its folder must be where U-Boot reads and writes (a FAT partition's root)."""
+        if self.spec.trial_boot != "uboot-script":
+            return
+        assert self.device is not None
+        problem = trial.state_problem(self.device, self.spec)
+        if problem:
+            raise InstallError(f"{self.host}: install.trial_state: {problem} (trial_boot: uboot-script); refused, "
+                               "nothing was changed", exit_code=EXIT_BAD_INPUT)
+
+    def trial_arm_step(self) -> Step:
+        """Arm the boot-once trial, last before the reboot."""
+        device = self.device
+        assert device is not None
+        trial_file, tried, fell = trial.paths(self.spec)
+
+        def run() -> None:
+            self.got.changed = self.got.trial_armed = True
+            trial.arm(device, self.spec)
+        return Step(f"arm the boot-once trial: {trial_file} names {extlinux.LABEL}, {tried} and {fell} removed",
+                    [(self.host, argv) for argv in trial.arm_commands(self.spec)], run,
+                    writes=f"ka_default={extlinux.LABEL}\nka_fallback={extlinux.PREVIOUS}\n")
+
+    def trial_clear_steps(self) -> list[Step]:
+        """End a trial an earlier install left (a rollback goes to a kernel that booted before: no trial)."""
+        if self.spec.trial_boot != "uboot-script":
+            return []
+        device = self.device
+        assert device is not None
+
+        def run() -> None:
+            self.got.changed = True
+            trial.clear(device, self.spec)
+            self.got.trial_armed = False
+        return [Step(f"end any boot-once trial in {self.spec.trial_state}",
+                     [(self.host, argv) for argv in trial.clear_commands(self.spec)], run)]
 
     def record_step(self, stage: str, fields: Callable[[], dict[str, Any]]) -> Step:
         """Write the host's record at ``stage``; ``fields`` are computed when the step runs."""

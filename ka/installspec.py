@@ -18,7 +18,8 @@ extlinux support and an ssh user that becomes root through ``sudo`` without a pa
       panic: 10                         # panic=<seconds> on the new entry: a panic reboots
       trial_boot: none                  # or uboot-script: boot the new kernel once, fall back unless
                                         #   confirmed (firmware without bootcount: see ka/trial.py)
-      trial_state: /boot                # where the trial's files go: a FAT folder U-Boot can write
+      trial_state: /boot                # where the trial's files go: the mount point of a FAT partition
+                                        #   U-Boot can write
       commands:                         # argument lists, run without a shell
         prefix: [sudo, -n]              # before every command that needs root ([] for a root login);
                                         # -n: sudo fails instead of waiting for a password

@@ -7,8 +7,10 @@ steps and the backup).
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
+from ka import trial
 from ka.extlinux import LABEL, PREV_SUFFIX, PREVIOUS
 from ka.installspec import InstallSpec
 
@@ -23,6 +25,7 @@ class Progress:
     never_back: bool = False
     back_on: str | None = None  # the release it came back on
     modules_aside: str | None = None  # the kept kernel's modules, set aside and not yet back in place
+    trial_armed: bool = False  # the boot-once trial's files are on the host, not yet cleared
 
 
 def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, new: str | None,
@@ -51,6 +54,10 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
                  *console(host, spec, running, saved)[1:]]
     else:
         lines = [f"{host} still runs {running}; nothing was rebooted", _next_boot(host, got, running, new), saved]
+    if got.trial_armed:
+        ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(spec))
+        lines.append(f"the boot-once trial is armed in {spec.trial_state}: the next boot tries {LABEL} once and a "
+                     f"failed one comes back on {PREVIOUS}; to end the trial by hand: {ends}")
     if got.modules_aside:
         lines.append(f"the modules of {running} are at {got.modules_aside}: move them back to "
                      f"{spec.modules}/{running} (mv -T) before booting {running} again")

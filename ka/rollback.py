@@ -42,7 +42,8 @@ class Rollback(Installer):
         self.result.new_release = previous
         holds = (pre.record.get("installed") or {}).get("release")
         titles = (f"{self.spec.pkgbase} {previous} (kernel-agent, rolled back)", f"previous: {previous}")
-        self.execute([self.extlinux_step(pre, titles, extlinux.PREVIOUS), self.copy_back_step(pairs),
+        self.execute([*self.trial_clear_steps(), self.extlinux_step(pre, titles, extlinux.PREVIOUS),
+                      self.copy_back_step(pairs),
                       self.extlinux_step(pre, titles, extlinux.LABEL),
                       self.record_step("installed", lambda: {
                           "installed": {**(pre.record.get("previous") or {}), "at": now(), "by": self.opts.who},
@@ -108,7 +109,7 @@ class Restore(Installer):
         keeping = self._default_runs(pre)  # else the host runs the kept entry: it stays as it is
         self.check_room(pre, sum(p.stat().st_size for p in (stage / "boot").rglob("*") if p.is_file()), keeping)
         titles = (f"{self.spec.pkgbase} {self.release} (kernel-agent, restored)", f"previous: {pre.running}")
-        steps = [self.keep_step(pre, pre.running)] if keeping else []
+        steps = [*self.trial_clear_steps(), *([self.keep_step(pre, pre.running)] if keeping else [])]
         steps += [self.extlinux_step(pre, titles, extlinux.PREVIOUS),
                   *([self.record_step("installing", lambda: {"kept": self.kept_sums(pre), "previous": {
                       "release": pre.running, "version": pre.installed}})] if keeping else []),

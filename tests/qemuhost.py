@@ -27,6 +27,7 @@ import argparse
 import fcntl
 import hashlib
 import json
+import lzma
 import os
 import shutil
 import socket
@@ -101,6 +102,11 @@ def resolve(work: Path) -> list[str]:
     return found
 
 
+def builder_digest() -> str:
+    """This file's text: images from another version of it are not used."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def cache_key(versions: list[str]) -> str:
     """This file's text and the package versions: a change in either builds a new image."""
     digest = hashlib.sha256(Path(__file__).read_bytes())
@@ -147,8 +153,9 @@ def image(log: Log = print, cache: Path | None = None) -> Image:
         try:
             with tempfile.TemporaryDirectory(dir=cache, prefix="resolve.") as tmp:
                 versions = resolve(Path(tmp))
-        except RuntimeError as exc:  # no archive to ask: the newest image built before still boots
-            built = sorted(cache.glob("*/image.json"), key=lambda p: p.stat().st_mtime)
+        except RuntimeError as exc:  # no archive to ask: the newest image this builder made still boots
+            built = sorted((p for p in cache.glob("*/image.json") if json.loads(p.read_text()).get("builder")
+                            == builder_digest()), key=lambda p: p.stat().st_mtime)
             if not built:
                 raise
             log(f"qemu host image: cannot resolve today's packages ({str(exc).splitlines()[0]}); "
@@ -194,7 +201,8 @@ def _build(out: Path, versions: list[str], log: Log) -> None:
     (root / f"boot/initrd.img-{release}").write_bytes(initramfs(root, release, out / "initramfs"))
     log("qemu host image: disk (ext4 root, FAT state)")
     make_disk(root, out / "disk.raw", out)
-    (out / "image.json").write_text(json.dumps({"release": release, "versions": versions}, indent=1))
+    (out / "image.json").write_text(json.dumps({"release": release, "versions": versions,
+                                                "builder": builder_digest()}, indent=1))
 
 
 def trim_modules(root: Path, release: str) -> None:
@@ -232,7 +240,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null; mkdir -p /dev/pts; mount -t devpts 
 mount -o remount,rw /
 mount -t tmpfs -o mode=0755 tmpfs /run; mount -t tmpfs tmpfs /tmp
 mkdir -p /run/sshd /var/log /boot/state
-mount -t vfat -o nofail /dev/vda2 /boot/state 2>/dev/null || true
+mount -t vfat /dev/vda2 /boot/state || echo "ka-rc: the state partition /dev/vda2 did not mount" > /dev/console
 hostname -F /etc/hostname
 modprobe virtio_net; modprobe virtio_rng 2>/dev/null || true
 ip link set lo up; ip link set eth0 up
@@ -280,19 +288,19 @@ NeedsTargets
 """
 
 DEPMOD = """#!/bin/sh
-# called by the depmod pacman hook with the module folders that changed
+# called by the depmod pacman hook with the module folders that changed; a failure fails the hook
+set -e
 while read -r target; do
     release=${target#usr/lib/modules/}; release=${release%/}
-    [ -e "/usr/lib/modules/$release/modules.order" ] && depmod "$release"
+    if [ -e "/usr/lib/modules/$release/modules.order" ]; then depmod "$release"; fi
 done
-exit 0
 """
 
 #: the host's initramfs maker, called as mkinitcpio is (``-p PRESET``, a bash file): it reads ALL_kver and
 #: default_image from the preset ka-build packages, and packs busybox, the modules that mount the root
 #: file system (decompressed: busybox's insmod reads plain .ko) and the same /init as the first one
 MKINITRAMFS = """#!/bin/bash
-set -eu
+set -euo pipefail
 [ "${1:-}" = -p ] && [ -n "${2:-}" ] || { echo "usage: ka-mkinitramfs -p PRESET" >&2; exit 2; }
 . "/etc/mkinitcpio.d/$2.preset"
 release=$ALL_kver; out=$default_image
@@ -597,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, default=Path("qemu-host"), help="the VM's overlay, console log")
     args = parser.parse_args(argv)
     img = image()
-    print(json.dumps({k: v for k, v in img.info.items() if k != "versions"}))
+    print(json.dumps({k: v for k, v in img.info.items() if k not in ("versions", "builder")}))
     if args.action == "build":
         return 0
     vm = Vm(img, args.folder.resolve()).start()
@@ -655,9 +663,22 @@ class KernelFiles:
     modules: int
 
 
-def kernel_files(deb: Path, pkgbase: str, work: Path, broken: bool = False) -> KernelFiles:
-    """The package's files from Debian's ``deb``; ``broken``: without the root file system's modules
-    (a kernel that cannot mount its root: its initramfs gives up and the kernel panics)."""
+def foreign_module(deb: Path, name: str, work: Path) -> bytes:
+    """Module ``name`` (``fs/ext4/ext4.ko``) of another kernel package, xz-compressed as Debian's 6.12 are."""
+    work.mkdir(parents=True, exist_ok=True)
+    run(["sh", "-c", 'bsdtar -xOf "$1" "data.tar.*" | bsdtar -xf - -C "$2" --include "*/$3*"', "sh", str(deb),
+         str(work), name])
+    found = [p for p in work.rglob(Path(name).name + "*") if p.is_file()]
+    if len(found) != 1:
+        raise RuntimeError(f"{deb.name}: expected one {name}, found {found}")
+    data = found[0].read_bytes()
+    return data if found[0].suffix == ".xz" else lzma.compress(data, check=lzma.CHECK_CRC32)
+
+
+def kernel_files(deb: Path, pkgbase: str, work: Path, ext4: bytes | None = None) -> KernelFiles:
+    """The package's files from Debian's ``deb``; ``ext4``: another kernel's ext4 module in its place (a
+    package built wrongly: depmod reads it, but this kernel refuses it, so the initramfs cannot mount the
+    root file system, /init gives up and the kernel panics)."""
     shutil.rmtree(work, ignore_errors=True)
     data, payload = work / "data", work / "payload"
     data.mkdir(parents=True)
@@ -666,14 +687,14 @@ def kernel_files(deb: Path, pkgbase: str, work: Path, broken: bool = False) -> K
     run(["depmod", "-b", str(data), release])
     shown = run(["modprobe", "-d", str(data), "-S", release, "-a", "--show-depends", *PACKAGE_MODULES]).stdout
     chosen = list(dict.fromkeys(line.split()[1] for line in shown.splitlines() if line.startswith("insmod ")))
-    if broken:
-        chosen = [path for path in chosen if "virtio_blk" not in path and "/ext4/" not in path]
     src = data / "lib/modules" / release
     dst = payload / "usr/lib/modules" / release
     for path in chosen:
         rel = Path(path).relative_to(src)  # modprobe -d names them under the tree
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, dst / rel)
+        if ext4 is not None and rel.name.startswith("ext4.ko"):
+            (dst / rel).write_bytes(ext4)
     for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
         if (src / name).exists():
             shutil.copy2(src / name, dst / name)

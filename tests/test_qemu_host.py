@@ -113,12 +113,15 @@ PKGBASE, PKGVER = "linux-qemu", "6.12.117"
 def qemu_packages(qemu_image: qemuhost.Image, install_lab: InstallLab,
                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path]]:
     """linux-qemu carrying Debian's 6.12.117 arm64 kernel, signed with the fleet's key: ``good`` (pkgrel 1)
-    and ``panics`` (pkgrel 2, without the modules that mount the root file system)."""
+    and ``panics`` (pkgrel 2, whose ext4 module is 6.1's: its initramfs cannot mount the root file system)."""
     deb = qemuhost.debian_kernel()
+    old_ext4 = qemuhost.foreign_module(qemuhost.debian_kernel(f"linux-image-{qemu_image.release}"),
+                                       "fs/ext4/ext4.ko", tmp_path_factory.mktemp("old-ext4"))
     made = {}
     for kind, pkgrel in (("good", 1), ("panics", 2)):
         folder = install_lab.build.ssh.user_folder("qemu-packages", kind)
-        files = qemuhost.kernel_files(deb, PKGBASE, tmp_path_factory.mktemp(f"kernel-{kind}"), broken=kind != "good")
+        files = qemuhost.kernel_files(deb, PKGBASE, tmp_path_factory.mktemp(f"kernel-{kind}"),
+                                      ext4=None if kind == "good" else old_ext4)
         shutil.copy(files.tarball, folder / files.tarball.name)
         package = install_lab.targets.make_package(folder, qemuhost.kernel_pkgbuild(PKGBASE, PKGVER, pkgrel, files),
                                                    f"{PKGBASE}-{PKGVER}-{pkgrel}-aarch64.pkg.tar.zst",
@@ -233,3 +236,25 @@ def test_a_kernel_that_panics_comes_back_on_the_kept_one_by_itself(
         state = host.run(["ls", "-A", "/boot/state"]).output.split()
     assert "default kernel-agent-previous\n" in conf and state == []
     print(f"a panicking kernel, reported as fallen back after {time.monotonic() - start:.0f}s")
+
+
+def test_a_rebuilt_kernel_of_the_running_release_that_panics_is_caught_by_the_trial(
+        vm: qemuhost.Vm, install_lab: InstallLab, qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
+    """pkgrel 1 and 2 share a release: only U-Boot's ka-fell mark tells that the host came back on the kept one."""
+    (release, good), (same, broken) = qemu_packages["good"], qemu_packages["panics"]
+    assert release == same
+    repo = booted_fleet(vm, install_lab, tmp_path / "fleet", "qemu-same")
+    code, data, err = ka_install(install_lab, repo, "--package", str(good))
+    assert code == 0 and data["state"] == "succeeded", err + vm.tail(40)
+    code, data, err = ka_install(install_lab, repo, "--package", str(broken))
+    assert code == 1 and data["state"] == "failed", err + vm.tail(40)
+    message = str(data["message"])
+    assert f"came back on {release}, but U-Boot booted kernel-agent-previous" in message, message
+    assert "the boot-once trial brought it back by itself" in message
+    with connect(lab_ssh(install_lab), "qemu-same") as host:
+        conf = host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
+        state = host.run(["ls", "-A", "/boot/state"]).output.split()
+        record = json.loads(host.run(["cat", "/var/lib/kernel-agent/install.json"]).output)
+    assert "default kernel-agent-previous\n" in conf and state == [] and record["stage"] == "fell-back"
+    code, data, err = ka_install(install_lab, repo, "--package", str(good))
+    assert code == 1 and "--rollback" in err  # refused until the kept kernel is put back in place

@@ -16,10 +16,10 @@ def spec(prefix: tuple[str, ...] = ("sudo", "-n"), state: str = "/boot") -> Inst
 
 
 @pytest.mark.parametrize(("state", "files"), [
-    ("/boot", ("/boot/ka-trial.txt", "/boot/ka-tried")),
-    ("/boot/state", ("/boot/state/ka-trial.txt", "/boot/state/ka-tried")),
+    ("/boot", ("/boot/ka-trial.txt", "/boot/ka-tried", "/boot/ka-fell")),
+    ("/boot/state", ("/boot/state/ka-trial.txt", "/boot/state/ka-tried", "/boot/state/ka-fell")),
 ])
-def test_the_trial_files_live_in_trial_state(state: str, files: tuple[str, str]) -> None:
+def test_the_trial_files_live_in_trial_state(state: str, files: tuple[str, str, str]) -> None:
     assert trial.paths(spec(state=state)) == files
 
 
@@ -31,18 +31,23 @@ def test_arming_copies_then_renames_and_clears_the_mark_all_as_root(prefix: tupl
     # cp, not install -m: a FAT partition has no modes to set; synced before the rename and after
     assert bare == [["cp", "--", "/tmp/x/ka-trial.txt", "/boot/ka-trial.txt.ka-new"], ["sync"],
                     ["mv", "-T", "--", "/boot/ka-trial.txt.ka-new", "/boot/ka-trial.txt"],
-                    ["rm", "-f", "--", "/boot/ka-tried"], ["sync"]]
+                    ["rm", "-f", "--", "/boot/ka-tried", "/boot/ka-fell"], ["sync"]]
 
 
-def test_confirming_removes_both_files() -> None:
-    assert trial.clear_commands(spec(())) == [["rm", "-f", "--", "/boot/ka-trial.txt", "/boot/ka-tried"], ["sync"]]
+def test_ending_the_trial_removes_every_file() -> None:
+    assert trial.clear_commands(spec(())) == [["rm", "-f", "--", "/boot/ka-trial.txt", "/boot/ka-tried",
+                                               "/boot/ka-fell"], ["sync"]]
 
 
 @pytest.mark.parametrize("device", ["mmc 0:1", "virtio 0:2", "usb 0:1"])
 def test_the_uboot_script_names_the_state_partition_everywhere(device: str) -> None:
     script = trial.uboot_script(device)
     assert script.startswith("ka_trial=") and "DEV" not in script
-    assert script.count(device) == 3  # load the trial file, test for the mark, write the mark
+    # load the trial file, test for the mark, write the fell-back mark, write the tried mark
+    assert script.count(device) == 4
     # only the two names are imported from a file root can write on the host: never bootcmd
     assert "env import -t ${scriptaddr} ${filesize} ka_default ka_fallback;" in script
-    assert "setenv pxe_label_override ${ka_fallback}" in script
+    # a mark that cannot be written must not start a trial that cannot end: the fallback boots
+    assert script.count("setenv pxe_label_override ${ka_fallback}") == 2
+    assert "else echo ka-trial: cannot write the mark, booting ${ka_fallback}" in script
+    assert script.count(" if ") + script.startswith("ka_trial=if ") == script.count("fi;") + script.endswith(" fi")
