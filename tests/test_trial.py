@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ka import trial
@@ -51,3 +53,10 @@ def test_the_uboot_script_names_the_state_partition_everywhere(device: str) -> N
     assert script.count("setenv pxe_label_override ${ka_fallback}") == 2
     assert "else echo ka-trial: cannot write the mark, booting ${ka_fallback}" in script
     assert script.count(" if ") + script.startswith("ka_trial=if ") == script.count("fi;") + script.endswith(" fi")
+
+
+def test_the_readme_shows_the_script_the_code_has() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = [line for line in readme.splitlines() if line.startswith("setenv ka_trial '")]
+    name, _, body = trial.uboot_script("mmc 0:1").partition("=")
+    assert shown == [f"setenv {name} '{body}'"]
