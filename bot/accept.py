@@ -130,8 +130,7 @@ class Acceptor:
         return self.config.state_dir / "mirror.git"
 
     def fetch(self, ref: str, sha: str) -> None:
-        mirror.fetch(self.mirror_dir, mirror.clone_url(self.config.repo_url, self.job.clone_url), ref, sha,
-                     idle_timeout=self.config.fetch_idle_timeout, timeout=self.config.fetch_timeout)
+        mirror.fetch_commit(self.config, self.job.clone_url, ref, sha)
 
     def hosts_at(self, sha: str) -> list[str]:
         if sha not in self._hosts:

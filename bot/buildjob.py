@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot import forge, mirror
-from bot.links import job_url, repo_of
+from bot import mirror
+from bot.links import host_status
 from bot.services import Services
 from bot.store import Job, insert_writes
 from ka.baseline import KernelTree
@@ -21,15 +21,7 @@ from ka.build import DEFAULT_PACKAGER, BuildError, BuildOptions, build
 from ka.infra import load_infra
 from ka.repo import GitTree
 
-CONTEXT = "ka/build/{host}"
 Log = Callable[[str], None]
-
-
-def build_status(services: Services, job: Job, state: str, description: str) -> forge.Write:
-    """The commit status ``ka/build/<host>`` of this job."""
-    assert job.commit_sha is not None and job.host is not None
-    return forge.status(repo_of(services.config), job.commit_sha, state, CONTEXT.format(host=job.host),
-                        f"job {job.id}: {description}", job_url(services.config, job.id))
 
 
 def run_build(services: Services, job: Job, log: Log, kick: Callable[[], None]) -> dict[str, Any]:
@@ -37,15 +29,11 @@ def run_build(services: Services, job: Job, log: Log, kick: Callable[[], None]) 
     config, store = services.config, services.store
     assert job.commit_sha is not None and job.host is not None
     with store.tx() as db:
-        insert_writes(db, job.id, [build_status(services, job, "pending", f"building {job.host}")])
+        insert_writes(db, job.id, [host_status(config, job, "build", "pending", f"building {job.host}")])
     kick()
-    url = mirror.clone_url(config.repo_url, job.clone_url)
-    mirror_dir = config.state_dir / "mirror.git"
-    mirror.fetch(mirror_dir, url, job.ref or job.commit_sha, job.commit_sha,
-                 idle_timeout=config.fetch_idle_timeout, timeout=config.fetch_timeout)
+    mirror_dir = mirror.fetch_commit(config, job.clone_url, job.ref or job.commit_sha, job.commit_sha)
     branch, head = services.forge.default_branch()
-    mirror.fetch(mirror_dir, url, f"refs/heads/{branch}", head, idle_timeout=config.fetch_idle_timeout,
-                 timeout=config.fetch_timeout)
+    mirror.fetch_commit(config, job.clone_url, f"refs/heads/{branch}", head)
     infra = load_infra(GitTree(mirror_dir, head, config.limits))
     log(f"infra.yaml from {branch} at {head[:12]}: build hosts "
         f"{', '.join(b.ssh for b in infra.build_hosts) or 'none'}")

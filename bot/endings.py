@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from bot import forge
 from bot.config import Config
-from bot.links import job_url, repo_of
+from bot.links import host_status, job_url, repo_of
 from bot.parity import CONTEXT
 from bot.replies import code, mention, result_comment
 from bot.store import Job, insert_audit, insert_writes
@@ -69,9 +69,7 @@ def build_status(config: Config, job: Job) -> forge.Write:
         state, text = "success", f"{r.get('pkgbase')} {r.get('version')} built on {r.get('build_host')}{where}"
     else:
         state, text = ("failure" if job.state == "failed" else "error"), f"{job.state}: {job.error or ''}"
-    assert job.commit_sha is not None
-    return forge.status(repo_of(config), job.commit_sha, state, f"ka/build/{job.host}", f"job {job.id}: {text}",
-                        job_url(config, job.id))
+    return host_status(config, job, "build", state, text)
 
 
 def install_status(config: Config, job: Job) -> forge.Write:
@@ -83,9 +81,7 @@ def install_status(config: Config, job: Job) -> forge.Write:
                 else f"runs {r.get('new_release')}")
     else:
         state, text = ("failure" if job.state == "failed" else "error"), f"{job.state}: {job.error or ''}"
-    assert job.commit_sha is not None
-    return forge.status(repo_of(config), job.commit_sha, state, f"ka/install/{job.host}",
-                        f"job {job.id}: {job.verb} {text}".strip(), job_url(config, job.id))
+    return host_status(config, job, "install", state, f"{job.verb} {text}".strip())
 
 
 def _thread_reply(config: Config, db: sqlite3.Connection, job: Job, log_path: object) -> list[forge.Write]:

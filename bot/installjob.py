@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot import forge, live, mirror
-from bot.links import job_url, repo_of
+from bot import live, mirror
+from bot.links import host_status
 from bot.services import Services
 from bot.store import Job, insert_writes
 from ka.infra import load_infra
@@ -23,15 +23,7 @@ from ka.installer import InstallError, InstallOptions, InstallResult
 from ka.repo import GitTree
 from ka.rollback import rollback
 
-CONTEXT = "ka/install/{host}"
 Log = Callable[[str], None]
-
-
-def install_status(services: Services, job: Job, state: str, description: str) -> forge.Write:
-    """The commit status ``ka/install/<host>`` of this job."""
-    assert job.commit_sha is not None and job.host is not None
-    return forge.status(repo_of(services.config), job.commit_sha, state, CONTEXT.format(host=job.host),
-                        f"job {job.id}: {description}", job_url(services.config, job.id))
 
 
 def run_install(services: Services, job: Job, log: Log, kick: Callable[[], None]) -> dict[str, Any]:
@@ -39,12 +31,10 @@ def run_install(services: Services, job: Job, log: Log, kick: Callable[[], None]
     config, store = services.config, services.store
     assert job.commit_sha is not None and job.host is not None
     with store.tx() as db:
-        insert_writes(db, job.id, [install_status(services, job, "pending", f"{job.verb} of {job.host} running")])
+        pending = host_status(config, job, "install", "pending", f"{job.verb} of {job.host} running")
+        insert_writes(db, job.id, [pending])
     kick()
-    mirror_dir = config.state_dir / "mirror.git"
-    url = mirror.clone_url(config.repo_url, job.clone_url)
-    mirror.fetch(mirror_dir, url, job.ref or job.commit_sha, job.commit_sha, idle_timeout=config.fetch_idle_timeout,
-                 timeout=config.fetch_timeout)
+    mirror_dir = mirror.fetch_commit(config, job.clone_url, job.ref or job.commit_sha, job.commit_sha)
     view = GitTree(mirror_dir, job.commit_sha, config.limits)
     infra = load_infra(view)
     who = job.requester.get("who") or "the bot"

@@ -26,9 +26,7 @@ def refresh(services: Services, hosts: list[str] | None = None, clone_url: str |
     """Ask ``hosts`` (default: the fleet) now; store and return their rows (each with ``asked_at``)."""
     config = services.config
     branch, head = services.forge.default_branch()
-    mirror_dir = config.state_dir / "mirror.git"
-    mirror.fetch(mirror_dir, mirror.clone_url(config.repo_url, clone_url), f"refs/heads/{branch}", head,
-                 idle_timeout=config.fetch_idle_timeout, timeout=config.fetch_timeout)
+    mirror_dir = mirror.fetch_commit(config, clone_url, f"refs/heads/{branch}", head)
     view = GitTree(mirror_dir, head, config.limits)
     now = time.time()
     rows = [{**r.as_dict(), "asked_at": now, "commit": head}

@@ -9,9 +9,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from ka.runner import Completed, run
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 _URL = re.compile(r"^(https?://|ssh://|git://|file://|/|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:)")
 _REMOTE = re.compile(r"^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:)")
@@ -88,6 +92,15 @@ def fetch(mirror: Path, url: str, ref: str, sha: str, idle_timeout: float = 30, 
     finally:
         run(["git", "-C", mirror, "update-ref", "-d", scratch], check=False)
     raise FetchError(f"cannot fetch {sha[:12]} ({ref}) from {redact(url)}: {redact_text(errors[-1][0], url)}")
+
+
+def fetch_commit(config: Config, delivered_url: str | None, ref: str, sha: str) -> Path:
+    """:func:`fetch` into the bot's mirror (``<state>/mirror.git``) with the configured URL and time limits;
+    the mirror's path."""
+    path = config.state_dir / "mirror.git"
+    fetch(path, clone_url(config.repo_url, delivered_url), ref, sha, idle_timeout=config.fetch_idle_timeout,
+          timeout=config.fetch_timeout)
+    return path
 
 
 def _pin(mirror: Path, sha: str) -> None:

@@ -78,9 +78,8 @@ class ParityRun:
         assert sha is not None
         url = mirror.clone_url(self.config.repo_url, self.job.clone_url)
         self.log(f"fetching {sha} ({self.job.ref}) from {mirror.redact(url)}")
-        mirror.fetch(self.config.state_dir / "mirror.git", url, self.job.ref or sha, sha,
-                     idle_timeout=self.config.fetch_idle_timeout, timeout=self.config.fetch_timeout)
-        view = GitTree(self.config.state_dir / "mirror.git", sha, self.config.limits)
+        view = GitTree(mirror.fetch_commit(self.config, self.job.clone_url, self.job.ref or sha, sha), sha,
+                       self.config.limits)
         names = list_hosts(view)
         wanted = self.job.args.get("hosts")  # a command's hosts; a push checks the whole fleet
         if wanted:
