@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ka.aptrepo import publish_deb
 from ka.baseline import KernelTree
 from ka.canonical import SftpCanonical
 from ka.cumulative import b2sum
@@ -157,14 +158,15 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
         plan, promoted = _promote(view, host, kernel, opts, log)
         result.patch_b2sum, result.baseline = promoted.b2sum, promoted.baseline
         phases("render")
-        folder = render(view, plan, view.rev)
-        result.pkgbase, result.version = folder.spec.pkgbase, f"{folder.pkgver}-{folder.spec.pkgrel}"
+        epoch = source_date_epoch(view.root, view.rev)
+        folder = render(view, plan, view.rev, epoch=epoch, packager=opts.packager)
+        result.pkgbase, result.version = folder.spec.pkgbase, folder.version
         if render_only is not None:
             folder.write(render_only)
-            _write_env(render_only, folder, opts, source_date_epoch(view.root, view.rev))
+            _write_env(render_only, folder, opts, epoch)
             log(f"rendered {len(folder.files)} files into {render_only}")
             return result
-        _remote_build(folder, infra, opts, source_date_epoch(view.root, view.rev), result, phases, log)
+        _remote_build(folder, infra, opts, epoch, result, phases, log)
         _finish(folder, infra, opts, result, phases, log)
         return result
     finally:
@@ -201,7 +203,12 @@ def _write_env(folder: Path, build: BuildFolder, opts: BuildOptions, epoch: int)
 
 
 def _makepkg_env(folder: BuildFolder, opts: BuildOptions, epoch: int, bh: BuildHost | None) -> dict[str, str]:
-    env = {"PKGEXT": PKGEXT, "CARCH": folder.spec.arch, "SOURCE_DATE_EPOCH": str(epoch), "PACKAGER": opts.packager}
+    """The build's environment: a fixed time, builder and packager, so the same inputs give the same bytes."""
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "KBUILD_BUILD_TIMESTAMP": time.strftime("%a %b %d %H:%M:%S UTC %Y",
+                                                                                  time.gmtime(epoch)),
+           "KBUILD_BUILD_USER": "kernel-agent", "KBUILD_BUILD_HOST": "kernel-agent", "KBUILD_BUILD_VERSION": "1"}
+    if folder.spec.format == "pacman":
+        env.update({"PKGEXT": PKGEXT, "CARCH": folder.spec.arch, "PACKAGER": opts.packager})
     if bh is not None:
         env["SRCDEST"] = posixpath.join(bh.workdir, "sources")  # the kernel's git clone, kept between builds
         if bh.cross_compile:
@@ -239,19 +246,24 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
         remote.run(["mkdir", "-p", "--", posixpath.join(bh.workdir, "sources")], timeout=60)
         sent = remote.put_tree(local, where)
         log(f"uploaded {sent} bytes to {bh.ssh}:{where}")
-        phases("makepkg")
         lines: list[str] = []
 
         def line(text: str) -> None:
             lines.append(text)
             del lines[:-40]
             log(text)
+        tool = "makepkg" if folder.spec.format == "pacman" else "dpkg-buildpackage"
         try:
-            remote.run(["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"],
-                       cwd=where, env=_makepkg_env(folder, opts, epoch, bh), timeout=opts.timeout, on_line=line)
+            if folder.spec.format == "deb":
+                phases("source")
+                _deb_source(remote, folder, bh, where, line)
+            phases(tool)
+            argv, cwd = _build_command(folder, where)
+            remote.run(argv, cwd=cwd, env=_makepkg_env(folder, opts, epoch, bh), timeout=opts.timeout, on_line=line)
         except RemoteFailed as exc:
             result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
-            raise BuildError(f"makepkg failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
+            what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])
+            raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
                              f"at {result.remote_folder}", result) from None
         phases("fetch")
         out = opts.out_dir / folder.host
@@ -260,6 +272,46 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
             result.artifacts.append(_artifact(out / name))
         remote.run(["rm", "-rf", "--", where], timeout=300)
     log(f"built {', '.join(a.file for a in result.artifacts)} on {bh.ssh}")
+
+
+def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:
+    """The build's command line and folder: makepkg in the build folder, dpkg-buildpackage in the source."""
+    if folder.spec.format == "pacman":
+        return ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"], where
+    return (["dpkg-buildpackage", "--build=binary", "--no-sign", "--no-check-builddeps",
+             f"--host-arch={folder.spec.arch}"], posixpath.join(where, "linux"))
+
+
+def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, log: Log) -> None:
+    """The kernel source in ``<where>/linux`` at the baseline, with ``debian/`` in it: a clone of the git
+    mirror kept in ``<workdir>/sources`` (makepkg's too), or the tarball kept there, its b2sum checked."""
+    spec, src = folder.spec, posixpath.join(where, "linux")
+    sources = posixpath.join(bh.workdir, "sources")
+    if spec.git:
+        mirror = posixpath.join(sources, "linux")
+        if remote.stat(posixpath.join(mirror, "HEAD")) is None:
+            log(f"source: cloning {spec.git} into {bh.ssh}:{mirror} (once; kept between builds)")
+            remote.run(["git", "clone", "--quiet", "--mirror", "--", spec.git, mirror], timeout=4 * 3600)
+        else:
+            remote.run(["git", "-C", mirror, "remote", "set-url", "origin", spec.git], timeout=60)
+            remote.run(["git", "-C", mirror, "fetch", "--quiet", "--prune", "origin"], timeout=3600, on_line=log)
+        remote.run(["git", "clone", "--quiet", "--shared", "--no-checkout", "--", mirror, src], timeout=600)
+        remote.run(["git", "-C", src, "checkout", "--quiet", "--detach", f"refs/tags/{folder.baseline}"], timeout=1800)
+    else:
+        assert spec.tarball is not None
+        name = spec.tarball.rsplit("/", 1)[-1]
+        kept = posixpath.join(sources, name)
+        if remote.stat(kept) is None:
+            log(f"source: downloading {spec.tarball} into {bh.ssh}:{sources} (once; kept between builds)")
+            remote.run(["curl", "-fsSL", "--retry", "2", "-o", f"{kept}.part", "--", spec.tarball], timeout=3600)
+            remote.run(["mv", "-T", "--", f"{kept}.part", kept], timeout=60)
+        got = remote.run(["b2sum", "--", kept], timeout=600).output.split()[0]
+        if got != spec.tarball_b2sum:
+            raise BuildError(f"{bh.ssh}:{kept}: b2sum {got[:16]}… is not package.source.b2sum "
+                             f"{(spec.tarball_b2sum or '')[:16]}…: remove it to download it again, or fix the b2sum")
+        remote.run(["mkdir", "--", src], timeout=60)
+        remote.run(["tar", "-xf", kept, "-C", src, "--strip-components=1"], timeout=3600)
+    remote.run(["cp", "-a", "--", posixpath.join(where, "debian"), posixpath.join(src, "debian")], timeout=60)
 
 
 def _fresh(folder: Path) -> None:
@@ -280,11 +332,11 @@ def _finish(folder: BuildFolder, infra: Infra, opts: BuildOptions, result: Build
     check_links(packages[0], packages[1])
     if opts.check_against is not None:
         result.diff = compare(opts.check_against, packages[0])
-    repo = infra.repository
+    repo = infra.repository_for(folder.spec.format)
     if repo is None:
         if opts.publish:
-            raise BuildError(f"{infra.path}: no repository: nothing to sign with or publish to "
-                             "(--no-publish builds unsigned)", result, 2)
+            raise BuildError(f"{infra.path}: no {infra.repository_key(folder.spec.format)}: nothing to sign with or "
+                             "publish to (--no-publish builds unsigned)", result, 2)
         log("not signed: infra.yaml names no repository key")
         return
     phases("sign")
@@ -293,8 +345,11 @@ def _finish(folder: BuildFolder, infra: Infra, opts: BuildOptions, result: Build
     log(f"signed with {result.artifacts[0].signer}")
     if opts.publish:
         phases("publish")
-        versions = [f"{folder.spec.pkgbase}{suffix}-{result.version}" for suffix in ("", "-headers")]
-        result.published = publish(opts.ssh, repo, packages, versions, log)
+        if folder.spec.format == "deb":
+            result.published = publish_deb(opts.ssh, repo, packages, folder.spec.arch, log)
+        else:
+            versions = [f"{name}-{result.version}" for name in folder.names()]
+            result.published = publish(opts.ssh, repo, packages, versions, log)
     if result.diff is not None and not result.diff.same:
         raise BuildError(f"built, but not the same as {opts.check_against}: " + "; ".join(result.diff.differences[:10]),
                          result)

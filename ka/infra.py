@@ -16,6 +16,13 @@ problem at once, each with the file, the line and the field::
       url: https://pkg.example.org/fleet/aarch64
       key: 0123456789ABCDEF0123456789ABCDEF01234567   # signing key (fingerprint)
       gnupghome: .gnupg-repo           # optional: the keyring repo-add -s signs with, on that host
+    apt_repository:                    # for hosts with package.format deb: a reprepro repository
+      ssh: hertz
+      path: /srv/apt/fleet             # reprepro's base folder (conf/, dists/, pool/)
+      name: fleet                      # the distribution (apt's suite), component main
+      url: https://pkg.example.org/apt/fleet   # what the hosts' apt reads
+      key: 0123456789ABCDEF0123456789ABCDEF01234567   # reprepro's SignWith, and what apt trusts
+      gnupghome: .gnupg-repo
     backup:
       ssh: hertz
       path: /srv/kernel-agent-backups
@@ -38,7 +45,7 @@ from ka.text import shown
 from ka.yamldoc import Doc, child
 
 INFRA = f"{FLEET}/infra.yaml"
-TOP_KEYS = ("build_hosts", "repository", "backup", "operators")
+TOP_KEYS = ("build_hosts", "repository", "apt_repository", "backup", "operators")
 BUILD_KEYS = ("ssh", "workdir", "cross_compile")
 REPO_KEYS = ("ssh", "path", "name", "url", "key", "gnupghome")
 BACKUP_KEYS = ("ssh", "path")
@@ -87,6 +94,16 @@ class Infra:
     backup: Backup | None = None
     operators: dict[str, list[str]] = field(default_factory=dict)
     path: str = INFRA
+    apt_repository: Repository | None = None  # for package.format deb: name is the distribution
+
+    def repository_for(self, fmt: str) -> Repository | None:
+        """Where packages of ``fmt`` are published: ``repository`` (pacman) or ``apt_repository`` (deb)."""
+        return self.apt_repository if fmt == "deb" else self.repository
+
+    @staticmethod
+    def repository_key(fmt: str) -> str:
+        """The section of infra.yaml that names the repository of ``fmt``."""
+        return "apt_repository" if fmt == "deb" else "repository"
 
 
 def load_infra(view: RepoView) -> Infra:
@@ -103,7 +120,7 @@ def load_infra(view: RepoView) -> Infra:
         raise ManifestError([Problem(doc.path, 1, "", "must be a mapping of keys (" + ", ".join(TOP_KEYS) + ")")])
     doc.check_keys(doc.node, TOP_KEYS, "")
     infra = Infra(build_hosts=_build_hosts(doc), repository=_repository(doc), backup=_backup(doc),
-                  operators=_operators(doc), path=doc.path)
+                  operators=_operators(doc), path=doc.path, apt_repository=_repository(doc, "apt_repository"))
     if doc.problems:
         raise ManifestError(doc.problems)
     return infra
@@ -162,8 +179,8 @@ def _build_hosts(doc: Doc) -> tuple[BuildHost, ...]:
     return tuple(hosts)
 
 
-def _repository(doc: Doc) -> Repository | None:
-    found = _mapping(doc, "repository", REPO_KEYS)
+def _repository(doc: Doc, section: str = "repository") -> Repository | None:
+    found = _mapping(doc, section, REPO_KEYS)
     if found is None:
         return None
     value, node = found
@@ -171,9 +188,9 @@ def _repository(doc: Doc) -> Repository | None:
               "name": (DB_NAME, "a repository name (lowercase, digits, . _ -)"),
               "url": (re.compile(r"(https?|file)://[^\s]{1,400}"), "an http(s) or file:// URL"),
               "key": (FPR, "a key id or fingerprint (16, 40 or 64 hex digits)")}
-    got = {k: _text(doc, child(node, k) or node, value.get(k), f"repository.{k}", pattern, what)
+    got = {k: _text(doc, child(node, k) or node, value.get(k), f"{section}.{k}", pattern, what)
            for k, (pattern, what) in checks.items()}
-    home = _text(doc, child(node, "gnupghome"), value.get("gnupghome"), "repository.gnupghome", REMOTE_PATH,
+    home = _text(doc, child(node, "gnupghome"), value.get("gnupghome"), f"{section}.gnupghome", REMOTE_PATH,
                  "a folder on that host", required=False)
     if any(v is None for v in got.values()):
         return None

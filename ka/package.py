@@ -3,10 +3,10 @@
 ::
 
     package:
-      format: pacman          # the only one yet (Debian's .deb comes with its own issue)
+      format: pacman          # or deb: Debian packages (linux-image-<release>, linux-headers-<release>)
       pkgbase: linux-ampere   # default linux-<host>
       pkgrel: 1               # default 1
-      arch: aarch64           # default aarch64 (CARCH)
+      arch: aarch64           # default aarch64 (CARCH); arm64 for deb (dpkg's architecture)
       kernel_arch: arm64      # ARCH= for the kernel's make (default arm64)
       image: Image            # the file the bootloader loads, in /boot (default Image)
       config: fleet/configs/ampere.config   # the kernel config, in this repository (required)
@@ -34,7 +34,9 @@ from ka.yamldoc import Doc, child, key_node
 
 KEYS = ("format", "pkgbase", "pkgrel", "arch", "kernel_arch", "image", "config", "source")
 SOURCE_KEYS = ("git", "tarball", "b2sum")
-FORMATS = ("pacman",)
+FORMATS = ("pacman", "deb")
+#: each format's own default architecture name (pacman's CARCH, dpkg's)
+DEFAULT_ARCH = {"pacman": "aarch64", "deb": "arm64"}
 STABLE_GIT = "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git"
 _PKGBASE = re.compile(r"[a-z0-9][a-z0-9@._+-]{0,62}")
 _PKGREL = re.compile(r"[1-9][0-9]{0,4}(\.[0-9]{1,4})?")
@@ -66,6 +68,16 @@ def pkgver(baseline_ref: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+]", ".", baseline_ref.removeprefix("v")).strip(".") or "0"
 
 
+def kernel_version(baseline_ref: str) -> str:
+    """The kernel's own version for a baseline tag, as ``make kernelversion`` prints it:
+    ``v6.12.117`` → ``6.12.117``, ``v6.13`` → ``6.13.0``, ``v6.13-rc3`` → ``6.13.0-rc3``."""
+    found = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.(\d+))?(-rc\d+)?", baseline_ref)
+    if found is None:
+        return pkgver(baseline_ref)
+    major, minor, sub, rc = found.groups()
+    return f"{major}.{minor}.{sub or 0}{rc or ''}"
+
+
 def parse_package(doc: Doc, host: str) -> PackageSpec | None:
     """The section, validated into ``doc.problems``; None when the manifest has none."""
     value, node = doc.data.get("package"), child(doc.node, "package")
@@ -81,7 +93,7 @@ def parse_package(doc: Doc, host: str) -> PackageSpec | None:
     return PackageSpec(
         format=fmt, pkgbase=_pick(doc, node, value, "pkgbase", f"linux-{host}", _PKGBASE, "a package name"),
         pkgrel=_pick(doc, node, value, "pkgrel", "1", _PKGREL, "a release number (1, 2, 1.1)"),
-        arch=_pick(doc, node, value, "arch", "aarch64", _WORD, "an architecture such as aarch64"),
+        arch=_pick(doc, node, value, "arch", DEFAULT_ARCH[fmt], _WORD, "an architecture such as aarch64"),
         kernel_arch=_pick(doc, node, value, "kernel_arch", "arm64", _WORD, "a kernel ARCH such as arm64"),
         image=_pick(doc, node, value, "image", "Image", _IMAGE, "a file name such as Image"),
         config=config, git=git, tarball=tarball, tarball_b2sum=b2,

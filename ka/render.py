@@ -9,7 +9,9 @@ build host's environment at build time, not from the PKGBUILD).
 
 from __future__ import annotations
 
+import re
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from ka.cumulative import b2sum
 from ka.errors import BadInput, ManifestError, Problem
-from ka.package import PackageSpec, pkgver
+from ka.package import PackageSpec, kernel_version, pkgver
 from ka.promote import HostPlan
 from ka.repo import FILE, PathEscapes, RepoView
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "package"
 PKGEXT = ".pkg.tar.zst"
+DEB_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
+_LOCALVERSION = re.compile(r'^CONFIG_LOCALVERSION="([^"\n]*)"$', re.M)
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, autoescape=False,  # noqa: S701 - a shell file: values are quoted by the shell filter or validated
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["shell"] = shlex.quote
@@ -30,12 +34,21 @@ _ENV.filters["shell"] = shlex.quote
 
 @dataclass(frozen=True)
 class BuildFolder:
-    """What makepkg needs, as files: the PKGBUILD, the cumulative patch, the config, the preset."""
+    """What the build needs, as files: for makepkg the PKGBUILD, the cumulative patch, the config and
+    the preset; for dpkg-buildpackage ``debian/`` (control, changelog, rules, maintainer scripts), the
+    patch and the config."""
 
     host: str
     spec: PackageSpec
     pkgver: str
     files: dict[str, bytes]
+    release: str = ""  # deb: the kernel release the packages are named after
+    baseline: str = ""  # the baseline's tag, where the source is checked out
+
+    @property
+    def version(self) -> str:
+        """The package version: ``<pkgver>-<pkgrel>``."""
+        return f"{self.pkgver}-{self.spec.pkgrel}"
 
     @property
     def digest(self) -> str:
@@ -47,16 +60,28 @@ class BuildFolder:
         """The folder's name on a build host: stable for the same inputs, so builds are reproducible."""
         return f"{self.spec.pkgbase}-{self.pkgver}-{self.spec.pkgrel}-{self.digest[:12]}"
 
+    def names(self) -> list[str]:
+        """The package names: the kernel's, then the headers'."""
+        if self.spec.format == "deb":
+            return [f"linux-image-{self.release}", f"linux-headers-{self.release}"]
+        return [self.spec.pkgbase, f"{self.spec.pkgbase}-headers"]
+
     def packages(self, arch: str | None = None) -> list[str]:
-        """The file names makepkg will make: the kernel and its headers."""
-        tail = f"{self.pkgver}-{self.spec.pkgrel}-{arch or self.spec.arch}{PKGEXT}"
-        return [f"{self.spec.pkgbase}-{tail}", f"{self.spec.pkgbase}-headers-{tail}"]
+        """The file names the build will make: the kernel and its headers."""
+        arch = arch or self.spec.arch
+        if self.spec.format == "deb":
+            return [f"{name}_{self.version}_{arch}.deb" for name in self.names()]
+        return [f"{name}-{self.version}-{arch}{PKGEXT}" for name in self.names()]
 
     def write(self, folder: Path) -> None:
-        """Write the files (a new or empty folder)."""
+        """Write the files (a new or empty folder); debian/rules and the maintainer scripts executable."""
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in self.files.items():
-            (folder / name).write_bytes(data)
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            if name == "debian/rules" or name.startswith("debian/maint/"):
+                path.chmod(0o755)
 
 
 def spec_of(plan: HostPlan) -> PackageSpec:
@@ -70,11 +95,15 @@ def spec_of(plan: HostPlan) -> PackageSpec:
     return spec
 
 
-def render(view: RepoView, plan: HostPlan, commit: str | None) -> BuildFolder:
-    """Render the build folder of ``plan``'s host from the repository as ``view`` shows it."""
+def render(view: RepoView, plan: HostPlan, commit: str | None, *, epoch: int = 1,
+           packager: str = "kernel-agent <kernel-agent@localhost>") -> BuildFolder:
+    """Render the build folder of ``plan``'s host from the repository as ``view`` shows it (``epoch`` and
+    ``packager`` go into a Debian changelog; makepkg takes them from its environment)."""
     spec = spec_of(plan)
     m = plan.manifest
     config = _config(view, m.path, spec)
+    if spec.format == "deb":
+        return _render_deb(plan, commit, config, epoch, packager)
     patch_name = f"{m.host}-cumulative.patch"
     preset_name = f"{spec.pkgbase}.preset"
     preset = _ENV.get_template("preset.j2").render(pkgbase=spec.pkgbase).encode()
@@ -87,7 +116,39 @@ def render(view: RepoView, plan: HostPlan, commit: str | None) -> BuildFolder:
         tarball_b2sum=spec.tarball_b2sum, srcdir=srcdir, patch_name=patch_name, preset_name=preset_name,
         patch_b2sum=plan.cumulative.b2sum, config_b2sum=b2sum(config), preset_b2sum=b2sum(preset)).encode()
     files = {"PKGBUILD": pkgbuild, patch_name: plan.cumulative.data, "config": config, preset_name: preset}
-    return BuildFolder(m.host, spec, version, files)
+    return BuildFolder(m.host, spec, version, files, baseline=m.baseline_ref)
+
+
+def deb_release(plan: HostPlan, config: bytes) -> str:
+    """The kernel release a deb build makes: the baseline's version, CONFIG_LOCALVERSION, ``-<pkgrel>``.
+    The packages are named after it, before the build; the build checks that the kernel agrees."""
+    spec = spec_of(plan)
+    text = config.decode("utf-8", "replace")
+    if re.search(r"^CONFIG_LOCALVERSION_AUTO=y$", text, re.M):
+        raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
+                                     f"{spec.config} sets CONFIG_LOCALVERSION_AUTO=y: the kernel release would "
+                                     "depend on the git tree, and a .deb is named after its release; unset it")])
+    found = _LOCALVERSION.search(text)
+    return f"{kernel_version(plan.manifest.baseline_ref)}{found.group(1) if found else ''}-{spec.pkgrel}"
+
+
+def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str) -> BuildFolder:
+    spec, m = spec_of(plan), plan.manifest
+    release, version = deb_release(plan, config), f"{pkgver(m.baseline_ref)}-{spec.pkgrel}"
+    patch_name = f"{m.host}-cumulative.patch"
+    description = " ".join(f"{m.host}: {m.description}".split()) if m.description else m.host
+    values = dict(host=m.host, commit=commit, pkgbase=spec.pkgbase, release=release, version=version,
+                  pkgrel=spec.pkgrel, arch=spec.arch, kernel_arch=spec.kernel_arch, image_target=spec.image,
+                  baseline=m.baseline_ref, patch_name=patch_name, patch_b2sum=plan.cumulative.b2sum,
+                  config_b2sum=b2sum(config), maintainer=packager, description=description[:72],
+                  date=time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(epoch)))
+    files = {f"debian/{name}": _ENV.get_template(f"debian/{name}.j2").render(**values).encode()
+             for name in ("control", "changelog", "rules")}
+    for script in DEB_SCRIPTS:
+        files[f"debian/maint/{script}"] = _ENV.get_template("debian/maintscript.j2").render(
+            script=script, release=release).encode()
+    files.update({patch_name: plan.cumulative.data, "config": config})
+    return BuildFolder(m.host, spec, pkgver(m.baseline_ref), files, release, m.baseline_ref)
 
 
 def _config(view: RepoView, manifest_path: str, spec: PackageSpec) -> bytes:

@@ -54,6 +54,7 @@ class RemoteFailed(SshError):
     def __init__(self, host: str, argv: Sequence[str], code: int, tail: str) -> None:
         super().__init__(f"{host}: {shlex.join(argv[:6])}{' …' if len(argv) > 6 else ''} exited {code}"
                          + (f": {tail}" if tail else ""))
+        self.argv = list(argv)
         self.code = code
         self.tail = tail
 
