@@ -68,7 +68,13 @@ class Device:
         return out[0].strip()
 
     def installed(self, name: str | None = None) -> str | None:
-        """The version pacman has installed of ``name`` (the kernel package), or None."""
+        """The version pacman (or dpkg, on an apt host) has installed of ``name`` (the kernel package), or None."""
+        if self.spec.format == "apt":
+            res = self.remote.run(["dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}", name or
+                                   self.spec.pkgbase], timeout=60, check=False)
+            words = res.output.split()
+            ok = res.ok and len(words) == 2 and words[0] == "installed" and _VERSION.fullmatch(words[1])
+            return words[1] if ok else None
         res = self.remote.run([*self.spec.commands.pacman, "-Q", name or self.spec.pkgbase], timeout=60, check=False)
         words = res.output.split()
         return words[1] if res.ok and len(words) == 2 and _VERSION.fullmatch(words[1]) else None

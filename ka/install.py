@@ -302,5 +302,11 @@ class Install(Installer):
 
 def install(view: RepoView, host: str, infra: Infra, opts: InstallOptions, log: Log = lambda line: None,
             phase: Any = lambda name: None) -> InstallResult:
-    """``ka-install HOST``: see the module's docstring; :class:`InstallError` when refused or failed."""
-    return run_installer(Install(view, host, infra, opts, log, phase, "install"))
+    """``ka-install HOST``: see the module's docstring (ka/debinstall.py for an apt host); :class:`InstallError`
+    when refused or failed."""
+    from ka.debinstall import DebInstall
+    from ka.manifest import load_manifest
+
+    spec = load_manifest(view, host).install
+    kind = DebInstall if spec is not None and spec.format == "apt" else Install
+    return run_installer(kind(view, host, infra, opts, log, phase, "install"))

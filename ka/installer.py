@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ka import aptrepo, extlinux, published, trial
 from ka import backup as backups
-from ka import extlinux, published, trial
 from ka.device import Device, FileInfo, LockHeld, now
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
 from ka.heartbeat import Beat, reboot
@@ -217,12 +217,17 @@ class Installer:
 
     def package(self) -> PackageFacts:
         """The package to install: ``--package FILE``, else the newest ka-build published."""
-        repo = self.infra.repository
+        fmt = "deb" if self.spec.format == "apt" else "pacman"
+        repo = self.infra.repository_for(fmt)
         if self.opts.package is not None:
             path = self.opts.package
         elif repo is None:
-            raise InstallError(f"{self.infra.path}: no repository to take the newest package from; give --package "
-                               "FILE", exit_code=EXIT_BAD_INPUT)
+            raise InstallError(f"{self.infra.path}: no {self.infra.repository_key(fmt)} to take the newest package "
+                               "from; give --package FILE", exit_code=EXIT_BAD_INPUT)
+        elif fmt == "deb":
+            deb = aptrepo.newest(self.opts.ssh, repo, self.spec.pkgbase)
+            self.log(f"newest published: {deb.name} {deb.version} ({deb.filename})")
+            path = aptrepo.fetch(self.opts.ssh, repo, deb, self.work / "packages")
         else:
             entry = published.newest(self.opts.ssh, repo, self.spec.pkgbase)
             self.log(f"newest published: {entry.name} {entry.version} ({entry.filename})")
@@ -236,7 +241,8 @@ class Installer:
     def preflight(self) -> Preflight:
         """The host as it is (read only)."""
         device = self.device or self.connect()
-        running, installed, record = device.release(), device.installed(), device.record()
+        running, record = device.release(), device.record()
+        installed = device.installed(f"linux-image-{running}" if self.spec.format == "apt" else None)
         self.result.old_release, self.result.installed_before = running, installed
         if not device.exists(self.spec.extlinux):
             raise InstallError(f"{self.host}:{self.spec.extlinux}: no extlinux config (install.extlinux); write one "
@@ -353,18 +359,20 @@ class Installer:
             raise InstallError(f"{self.host}: install.trial_state: {problem} (trial_boot: uboot-script); refused, "
                                "nothing was changed", exit_code=EXIT_BAD_INPUT)
 
-    def trial_arm_step(self) -> Step:
-        """Arm the boot-once trial, last before the reboot."""
+    def trial_arm_step(self, labels: Callable[[], tuple[str, str]] = lambda: (extlinux.LABEL, extlinux.PREVIOUS),
+                       shown: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)) -> Step:
+        """Arm the boot-once trial, last before the reboot: ``labels()`` (the tried one, the fallback) are
+        known when the step runs (u-boot-update names them on an apt host)."""
         device = self.device
         assert device is not None
         trial_file, tried, fell = trial.paths(self.spec)
 
         def run() -> None:
             self.got.changed = self.got.trial_armed = True
-            trial.arm(device, self.spec)
-        return Step(f"arm the boot-once trial: {trial_file} names {extlinux.LABEL}, {tried} and {fell} removed",
+            trial.arm(device, self.spec, *labels())
+        return Step(f"arm the boot-once trial: {trial_file} names {shown[0]}, {tried} and {fell} removed",
                     [(self.host, argv) for argv in trial.arm_commands(self.spec)], run,
-                    writes=f"ka_default={extlinux.LABEL}\nka_fallback={extlinux.PREVIOUS}\n")
+                    writes=trial.text(*shown))
 
     def trial_clear_steps(self) -> list[Step]:
         """End a trial an earlier install left (a rollback goes to a kernel that booted before: no trial)."""

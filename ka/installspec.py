@@ -5,13 +5,15 @@ extlinux support and an ssh user that becomes root through ``sudo`` without a pa
 
     install:
       ssh: ampere                       # the name in the ssh config (default: the host's name)
-      format: pacman                    # the package manager (apt comes with the Debian issue)
+      format: pacman                    # the package manager: pacman, or apt (package.format deb: the
+                                        #   default then); apt installs from apt_repository (infra.yaml)
       image: Image                      # the file the bootloader loads, in the boot folder
                                         #   (default: package.image, else Image)
       boot: /boot                       # the boot folder
       bootloader: extlinux
       extlinux: /boot/extlinux/extlinux.conf
-      initramfs: mkinitcpio             # or none (a kernel that boots without one)
+      initramfs: mkinitcpio             # or none (a kernel that boots without one); apt hosts:
+                                        #   initramfs-tools, run by the package's own hooks
       modules: /usr/lib/modules
       state: /var/lib/kernel-agent      # the install lock and the install records, on the host
       pacman_log: /var/log/pacman.log   # where pacman reports scriptlet and hook failures
@@ -25,6 +27,7 @@ extlinux support and an ssh user that becomes root through ``sudo`` without a pa
                                         # -n: sudo fails instead of waiting for a password
         pacman: [pacman]
         mkinitcpio: [mkinitcpio]
+        apt_get: [apt-get]              # apt hosts
         reboot: [systemctl, reboot]
         release: [uname, -r]            # prints the running kernel release
         boot_id: [cat, /proc/sys/kernel/random/boot_id]   # new at every boot: tells a reboot apart
@@ -48,13 +51,14 @@ from ka.yamldoc import Doc, child
 
 KEYS = ("ssh", "format", "image", "boot", "bootloader", "extlinux", "initramfs", "modules", "state",
         "pacman_log", "panic", "trial_boot", "trial_state", "commands", "heartbeat")
-COMMAND_KEYS = ("prefix", "pacman", "mkinitcpio", "reboot", "release", "boot_id")
+COMMAND_KEYS = ("prefix", "pacman", "mkinitcpio", "apt_get", "reboot", "release", "boot_id")
 HEARTBEAT_KEYS = ("down", "up")
 SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 ABS_PATH = re.compile(r"/[A-Za-z0-9._+/-]{0,400}")
 ARG = re.compile(r"[A-Za-z0-9._/+=:,@%-]{1,400}")
 IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,62}")
 DEFAULT_COMMANDS = {"prefix": ("sudo", "-n"), "pacman": ("pacman",), "mkinitcpio": ("mkinitcpio",),
+                    "apt_get": ("apt-get",),
                     "reboot": ("systemctl", "reboot"), "release": ("uname", "-r"),
                     "boot_id": ("cat", "/proc/sys/kernel/random/boot_id")}
 
@@ -66,6 +70,7 @@ class Commands:
     prefix: tuple[str, ...] = DEFAULT_COMMANDS["prefix"]
     pacman: tuple[str, ...] = DEFAULT_COMMANDS["pacman"]
     mkinitcpio: tuple[str, ...] = DEFAULT_COMMANDS["mkinitcpio"]
+    apt_get: tuple[str, ...] = DEFAULT_COMMANDS["apt_get"]
     reboot: tuple[str, ...] = DEFAULT_COMMANDS["reboot"]
     release: tuple[str, ...] = DEFAULT_COMMANDS["release"]
     boot_id: tuple[str, ...] = DEFAULT_COMMANDS["boot_id"]
@@ -100,7 +105,17 @@ class InstallSpec:
     @property
     def initramfs_path(self) -> str | None:
         """Where mkinitcpio writes the image (the preset ka-build renders names it)."""
-        return None if self.initramfs == "none" else posixpath.join(self.boot, f"initramfs-{self.pkgbase}.img")
+        if self.initramfs != "mkinitcpio":
+            return None
+        return posixpath.join(self.boot, f"initramfs-{self.pkgbase}.img")
+
+    def deb_image(self, release: str) -> str:
+        """A Debian kernel's image on the host (``/boot/vmlinuz-<release>``)."""
+        return posixpath.join(self.boot, f"vmlinuz-{release}")
+
+    def deb_initrd(self, release: str) -> str:
+        """Where initramfs-tools writes a Debian kernel's initramfs."""
+        return posixpath.join(self.boot, f"initrd.img-{release}")
 
     @property
     def dtbs_path(self) -> str:
@@ -112,9 +127,11 @@ class InstallSpec:
 
 
 def default_spec(host: str, package: PackageSpec | None) -> InstallSpec:
-    """The production defaults, for a manifest without an ``install`` section."""
+    """The production defaults, for a manifest without an ``install`` section (apt for a deb package)."""
+    deb = package is not None and package.format == "deb"
     return InstallSpec(ssh=host, pkgbase=package.pkgbase if package else f"linux-{host}",
-                       image=package.image if package else "Image")
+                       image=package.image if package else "Image", format="apt" if deb else "pacman",
+                       initramfs="initramfs-tools" if deb else "mkinitcpio")
 
 
 def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSpec:
@@ -133,9 +150,15 @@ def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSp
                                *((k, ABS_PATH, "an absolute path") for k in
                                  ("boot", "extlinux", "modules", "state", "pacman_log", "trial_state"))):
         got[key] = _text(doc, node, value, key, pattern, what, getattr(base, key))
-    for key, choices in (("format", ("pacman",)), ("bootloader", ("extlinux",)),
-                         ("initramfs", ("mkinitcpio", "none")), ("trial_boot", ("none", "uboot-script"))):
+    for key, choices in (("format", ("pacman", "apt")), ("bootloader", ("extlinux",)),
+                         ("initramfs", ("mkinitcpio", "initramfs-tools", "none")),
+                         ("trial_boot", ("none", "uboot-script"))):
         got[key] = _choice(doc, node, value, key, choices, getattr(base, key))
+    if got["format"] != base.format and value.get("initramfs") is None:  # the format's own initramfs maker
+        got["initramfs"] = "initramfs-tools" if got["format"] == "apt" else "mkinitcpio"
+    if (got["format"] == "apt") != (package is not None and package.format == "deb") and package is not None:
+        doc.add(child(node, "format"), "install.format", f"{got['format']} does not install the {package.format} "
+                "packages package.format makes (pacman takes pacman's, apt takes deb)")
     got["panic"] = _int(doc, node, value, "panic", 1, 3600, base.panic, "install.panic")
     got["commands"] = _commands(doc, node, value.get("commands"))
     down, up = _heartbeat(doc, node, value.get("heartbeat"), base)

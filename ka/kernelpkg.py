@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, KaError
 from ka.installspec import InstallSpec
-from ka.pkgfile import members, pkginfo
+from ka.pkgfile import deb_control, is_deb, members, pkginfo
 from ka.sign import verify
 
 _RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,100}")
@@ -54,6 +54,8 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
         signer = verify(path, sig, key, gnupghome).signer
     except KaError as exc:
         raise PackageRefused(f"{path.name}: refused: {exc}") from None
+    if spec.format == "apt":
+        return _deb_facts(path, spec, signer)
     info = pkginfo(path)
     image, releases, boot_bytes, inputs = None, set(), 0, {}
     for m in members(path, keep=lambda name: name.endswith("/kernel-agent")):
@@ -78,3 +80,30 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
                              exit_code=EXIT_BAD_INPUT)
     return PackageFacts(path, name, version, releases.pop(), image, boot_bytes, signer, inputs)
 
+
+
+def _deb_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
+    """A Debian kernel package: exactly one ``boot/vmlinuz-<release>``, named ``linux-image-<release>``."""
+    if not is_deb(path):
+        raise PackageRefused(f"{path.name}: not a .deb, and {spec.ssh} installs with apt (install.format)",
+                             exit_code=EXIT_BAD_INPUT)
+    images: dict[str, str] = {}
+    boot_bytes, inputs = 0, {}
+    for m in members(path, keep=lambda name: name.endswith("/kernel-agent")):
+        found = re.fullmatch(r"boot/vmlinuz-([^/]+)", m.name)
+        if found and m.kind == "file":
+            images[found.group(1)] = m.digest
+        if m.name.startswith("boot/") and m.kind == "file":
+            boot_bytes += m.size
+        if re.fullmatch(r"(usr/)?lib/modules/[^/]+/kernel-agent", m.name) and m.data is not None:
+            inputs = dict(ln.split("=", 1) for ln in m.data.decode("utf-8", "replace").splitlines() if "=" in ln)
+    if len(images) != 1 or not _RELEASE.fullmatch(next(iter(images))):
+        raise PackageRefused(f"{path.name}: cannot tell its kernel release (boot/vmlinuz-<release>: "
+                             f"{sorted(images) or 'none'}); refused", exit_code=EXIT_BAD_INPUT)
+    release, image = images.popitem()
+    control = deb_control(path)
+    name, version = control.get("Package", ""), control.get("Version", "")
+    if name != f"linux-image-{release}":
+        raise PackageRefused(f"{path.name}: is {name or 'unnamed'}, not linux-image-{release}, the package of the "
+                             "kernel it holds; refused", exit_code=EXIT_BAD_INPUT)
+    return PackageFacts(path, name, version, release, image, boot_bytes, signer, inputs)

@@ -34,6 +34,8 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
     if not got.changed:
         return [f"nothing on {host} was changed"]
     saved = f"the backup of {running}: {backup}" if backup else "no backup was made"
+    if spec.format == "apt":
+        return apt_way_back(host, spec, got, running, new, saved)
     if got.never_back:
         lines = console(host, spec, running, saved)
     elif got.back_on is not None and got.back_on == running and got.default == PREVIOUS:
@@ -61,6 +63,28 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
     if got.modules_aside:
         lines.append(f"the modules of {running} are at {got.modules_aside}: move them back to "
                      f"{spec.modules}/{running} (mv -T) before booting {running} again")
+    return lines
+
+
+def apt_way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, new: str | None,
+                 saved: str) -> list[str]:
+    """On an apt host the running kernel keeps its package and its entry: the way back is removing the new one."""
+    remove = f"ka-install {host} --rollback (apt-get remove linux-image-{new}: u-boot-update makes {running} the " \
+             "default again)"
+    if got.never_back:
+        return [f"{host} is not answering over ssh: go to its console; in U-Boot's menu pick the entry of {running}",
+                f"once it is up: {remove}", f"if the boot folder is damaged: {saved}"]
+    if got.back_on is not None and got.back_on != new:
+        lines = [f"{host} is up on {got.back_on}; {new} may still be the default entry", f"then: {remove}", saved]
+    elif got.back_on is not None:
+        lines = [f"{host} is up on {new}", saved]
+    else:
+        lines = [f"{host} still runs {running}; nothing was rebooted; if linux-image-{new} is installed, its entry "
+                 f"is the default: {remove}", saved]
+    if got.trial_armed:
+        ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(spec))
+        lines.append(f"the boot-once trial is armed in {spec.trial_state}: the next boot tries the new entry once; "
+                     f"to end the trial by hand: {ends}")
     return lines
 
 

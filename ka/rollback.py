@@ -183,6 +183,11 @@ class Restore(Installer):
 def rollback(view: RepoView, host: str, infra: Infra, opts: InstallOptions, release: str | None = None,
              log: Log = lambda line: None, phase: Any = lambda name: None) -> InstallResult:
     """``ka-install HOST --rollback [RELEASE]``; :class:`InstallError` when refused or failed."""
-    installer: Installer = (Rollback(view, host, infra, opts, log, phase, "rollback") if release is None
+    from ka.debinstall import DebRollback
+    from ka.manifest import load_manifest
+
+    spec = load_manifest(view, host).install
+    kind = DebRollback if spec is not None and spec.format == "apt" else Rollback
+    installer: Installer = (kind(view, host, infra, opts, log, phase, "rollback") if release is None
                             else Restore(view, host, infra, opts, log, phase, "rollback", release=release))
     return run_installer(installer)

@@ -63,11 +63,16 @@ def clear_commands(spec: InstallSpec) -> list[list[str]]:
     return [spec.root("rm", "-f", "--", *paths(spec)), spec.root("sync")]
 
 
-def arm(device: Device, spec: InstallSpec) -> None:
-    """Before the reboot: the next boot tries ``kernel-agent`` once, then falls back."""
+def text(default: str = LABEL, fallback: str = PREVIOUS) -> str:
+    """The trial file: the label tried once, the label booted when it was not confirmed."""
+    return f"ka_default={default}\nka_fallback={fallback}\n"
+
+
+def arm(device: Device, spec: InstallSpec, default: str = LABEL, fallback: str = PREVIOUS) -> None:
+    """Before the reboot: the next boot tries ``default`` (``kernel-agent``) once, then falls back."""
     staged = posixpath.join(device.tmp(), TRIAL_FILE)
     with device.remote.sftp.open(staged, "wb") as fh:
-        fh.write(f"ka_default={LABEL}\nka_fallback={PREVIOUS}\n".encode())
+        fh.write(text(default, fallback).encode())
     for argv in arm_commands(spec, staged):
         device.remote.run(argv, timeout=120)
 

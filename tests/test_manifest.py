@@ -50,7 +50,7 @@ PACKAGE = "package:\n  config: fleet/configs/h.config\n"
     ("package:\n  pkgrel: 2\n", 10, "package.config", "missing (required)"),
     (PACKAGE + "  pkgrel: 0\n", 12, "package.pkgrel", "is not a release number"),
     (PACKAGE + "  pkgbase: Linux Ampere\n", 12, "package.pkgbase", "is not a package name"),
-    (PACKAGE + "  format: deb\n", 12, "package.format", "is not one of pacman"),
+    (PACKAGE + "  format: rpm\n", 12, "package.format", "is not one of pacman, deb"),
     (PACKAGE + "  image: ../Image\n", 12, "package.image", "is not a file name"),
     (PACKAGE + "  imgae: Image\n", 12, "package.imgae", "did you mean 'image'"),
     ("package:\n  config: ../x\n", 11, "package.config", "must be a path inside the repository"),
@@ -92,6 +92,17 @@ def test_install_settings() -> None:
 INSTALL = "install:\n"
 
 
+def test_the_install_format_follows_the_package_format() -> None:
+    deb = GOOD + PACKAGE + "  format: deb\n"
+    spec = parse_manifest("h", "fleet/h.yaml", deb).install
+    assert spec is not None and (spec.format, spec.initramfs, spec.initramfs_path) == ("apt", "initramfs-tools", None)
+    assert spec.deb_image("6.12.117-h-1") == "/boot/vmlinuz-6.12.117-h-1"
+    with pytest.raises(ManifestError) as err:
+        parse_manifest("h", "fleet/h.yaml", deb + INSTALL + "  format: pacman\n")
+    assert [p.field for p in err.value.problems] == ["install.format"], err.value.problems
+    assert "pacman does not install the deb packages" in err.value.problems[0].message
+
+
 @pytest.mark.parametrize(("extra", "line", "field", "fragment"), [
     ("install: yes\n", 10, "install", "must be a mapping"),
     (INSTALL + "  ssh: 'a b'\n", 11, "install.ssh", "is not a name of the ssh config"),
@@ -99,8 +110,8 @@ INSTALL = "install:\n"
     (INSTALL + "  boot: /boot/../etc\n", 11, "install.boot", "is not an absolute path"),
     (INSTALL + "  extlinux: /boot/ext linux.conf\n", 11, "install.extlinux", "is not an absolute path"),
     (INSTALL + "  image: ../Image\n", 11, "install.image", "is not a file name"),
-    (INSTALL + "  format: apt\n", 11, "install.format", "is not one of pacman"),
-    (INSTALL + "  initramfs: dracut\n", 11, "install.initramfs", "is not one of mkinitcpio, none"),
+    (INSTALL + "  format: dnf\n", 11, "install.format", "is not one of pacman, apt"),
+    (INSTALL + "  initramfs: dracut\n", 11, "install.initramfs", "is not one of mkinitcpio, initramfs-tools, none"),
     (INSTALL + "  panic: 0\n", 11, "install.panic", "from 1 to 3600"),
     (INSTALL + "  trial_boot: bootcount\n", 11, "install.trial_boot", "is not one of none, uboot-script"),
     (INSTALL + "  trial_state: state\n", 11, "install.trial_state", "is not an absolute path"),

@@ -1,0 +1,280 @@
+"""ka-install on a Debian host (``install.format: apt``): the package comes from the fleet's apt
+repository, and the package's own hooks make the initramfs and the boot menu.
+
+A Debian kernel package is named after its release (``linux-image-<release>``), so the new kernel
+is installed beside the running one, whose package, files and boot entry stay: the way back is
+the running kernel's own entry.  Order:
+
+1. preflight (after the host's lock): the package (newest in ``apt_repository``, or a file), its
+   signature and inputs, as for pacman; a release other than the running one and not installed
+   yet; the running kernel is the default entry's; room in the boot folder; the backup host;
+2. back up the running kernel to the backup host, verified there;
+3. the repository as an apt source of its own (``/etc/apt/sources.list.d/kernel-agent.list``, the
+   key in ``/etc/apt/keyrings/kernel-agent.gpg``: apt checks the signed index, then the package's
+   sum); ``apt-get update`` of that source alone; ``apt-get install linux-image-<release>=<version>``,
+   whose hooks run ``update-initramfs`` and u-boot-menu's ``u-boot-update``;
+4. checks: dpkg has it installed, the image is the package's, its initramfs was written by this
+   run, extlinux.conf's default entry boots it and another entry still boots the running kernel;
+5. the boot-once trial (``trial_boot: uboot-script``) tries the new entry, falling back to the
+   running kernel's; reboot and heartbeat.  A kernel that does not come up is removed again
+   (``apt-get remove``), so that u-boot-update makes the kept kernel the default once more.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import subprocess
+from typing import Any
+
+from ka import extlinux, trial
+from ka.device import now
+from ka.errors import EXIT_BAD_INPUT
+from ka.infra import Infra
+from ka.install import Install
+from ka.installer import InstallError, InstallOptions, InstallResult, Log, Preflight, Step, run_installer
+from ka.kernelpkg import PackageFacts
+from ka.repo import RepoView
+
+SOURCE = "/etc/apt/sources.list.d/kernel-agent.list"
+KEYRING = "/etc/apt/keyrings/kernel-agent.gpg"
+#: apt reads only kernel-agent's source for the update, and keeps the other sources' lists
+SOURCE_ONLY = [f"-oDir::Etc::SourceList={SOURCE}", "-oDir::Etc::SourceParts=-", "-oAPT::Get::List-Cleanup=0"]
+NONINTERACTIVE = ["env", "DEBIAN_FRONTEND=noninteractive"]
+
+
+class DebInstall(Install):
+    """``ka-install HOST`` on an apt host."""
+
+    labels: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)
+
+    def run(self) -> InstallResult:
+        self.phase("package")
+        facts = self.package()
+        self.check_inputs(facts)
+        self.phase("preflight")
+        self.connect()
+        self.lock()
+        pre = self.preflight()
+        self.check_booted(pre)
+        self.check_new_release(pre, facts)
+        self.check_trial_state()
+        self.check_room(pre, facts.boot_bytes, keeping=False)
+        self.backup_host()
+        self.log(f"{self.host} runs {pre.running} (linux-image-{pre.running} {pre.installed or 'not from dpkg'}); "
+                 f"installing {facts.name} {facts.version}")
+        self.execute(self.deb_steps(pre, facts))
+        if not self.opts.dry_run:
+            self.after_install(pre, facts)
+        return self.result
+
+    def check_new_release(self, pre: Preflight, facts: PackageFacts) -> None:
+        """Another release than the running one, not installed yet: it goes in beside the running kernel."""
+        if facts.release == pre.running:
+            raise InstallError(f"{facts.name} is the running kernel's release: installing it would replace the files "
+                               f"{self.host} boots now in place.  Raise package.pkgrel and build again; refused, "
+                               "nothing was changed", exit_code=EXIT_BAD_INPUT)
+        device = self.device
+        assert device is not None
+        have = device.installed(facts.name)
+        if have is not None:
+            raise InstallError(f"{self.host} has {facts.name} {have} installed already (not running): reboot into it, "
+                               f"or remove it first (ka-install {self.host} --rollback); refused, nothing was changed")
+
+    def deb_steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
+        installed = {"release": facts.release, "version": facts.version, "package": facts.name, "at": now(),
+                     "by": self.opts.who}
+        previous = {"release": pre.running, "version": pre.installed, "package": f"linux-image-{pre.running}"}
+        record: dict[str, Any] = {"host": self.host, "replaced_release": pre.running, "replaced_version": pre.installed,
+                                  "installed_version": facts.version, "installed_release": facts.release,
+                                  "at": now(), "by": self.opts.who,
+                                  "paths": {"boot": self.spec.boot, "extlinux": self.spec.extlinux,
+                                            "modules": self.spec.modules}}
+        trial_steps = []
+        if self.spec.trial_boot == "uboot-script" and self.opts.reboot:
+            trial_steps = [self.trial_arm_step(lambda: self.labels, ("<new entry>", "<running kernel's entry>"))]
+        return [self.backup_step(pre, record),
+                self.record_step("installing", lambda: {"installed": installed, "previous": previous,
+                                                        "pending_reboot": True, "backup": self.result.backup}),
+                self.source_step(), self.apt_step(facts), self.check_step(pre, facts),
+                self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
+                                                                "result": "installed, reboot pending"}}),
+                *trial_steps]
+
+    def source_step(self) -> Step:
+        """The fleet's repository as apt's source, with its key (what apt checks the index's signature with)."""
+        device = self.device
+        repo = self.infra.apt_repository
+        assert device is not None
+        if repo is None:
+            raise InstallError(f"{self.infra.path}: no apt_repository: an apt host installs from it; refused",
+                               exit_code=EXIT_BAD_INPUT)
+        line = f"deb [signed-by={KEYRING}] {repo.url} {repo.name} main\n"
+
+        def run() -> None:
+            self.got.changed = True
+            device.root(["mkdir", "-p", "--", posixpath.dirname(KEYRING)], timeout=60)
+            device.write(KEYRING, self._public_key(repo.key))
+            device.write(SOURCE, f"# written by kernel-agent (ka-install): the fleet's kernels\n{line}".encode())
+        return Step(f"apt source {SOURCE} ({repo.url} {repo.name}) and the key {repo.key[-16:]} in {KEYRING}",
+                    [(self.host, argv) for path in (KEYRING, SOURCE) for argv in device.write_commands(path)], run,
+                    writes=line)
+
+    def _public_key(self, key: str) -> bytes:
+        home = {} if self.opts.gnupghome is None else {"GNUPGHOME": str(self.opts.gnupghome)}
+        res = subprocess.run(["gpg", "--batch", "--export", key], capture_output=True, env={**os.environ, **home},
+                             timeout=60, check=False)
+        if res.returncode != 0 or not res.stdout:
+            raise InstallError(f"gpg cannot export the repository key {key} (the keyring of --gnupghome/KA_GNUPGHOME/"
+                               "GNUPGHOME): apt on the host would not trust the repository; refused")
+        return res.stdout
+
+    def apt_step(self, facts: PackageFacts) -> Step:
+        """apt-get update (the fleet's source only), then install the package: its hooks run on the host."""
+        device = self.device
+        assert device is not None
+        update = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, *SOURCE_ONLY, "update")
+        install = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, "install", "--yes",
+                                 "--no-install-recommends", "-oDpkg::Options::=--force-confold",
+                                 f"{facts.name}={facts.version}")
+
+        def run() -> None:
+            self.started = int(device.remote.run(["date", "+%s"], timeout=30).output.strip())
+            for argv in (update, install):
+                self.got.changed = True
+                done = device.remote.run(argv, timeout=1800, check=False, on_line=self.log)
+                if not done.ok:
+                    raise InstallError(f"{argv[len(self.spec.commands.prefix) + 2]} {argv[-1]} failed on {self.host} "
+                                       f"(exit {done.code}): " + " | ".join(done.output.strip().splitlines()[-3:]))
+        return Step(f"apt-get update, then apt-get install {facts.name}={facts.version} (its hooks: update-initramfs, "
+                    "u-boot-update)", [(self.host, update), (self.host, install)], run)
+
+    def check_step(self, pre: Preflight, facts: PackageFacts) -> Step:
+        """dpkg has it; the image is the package's; its initramfs is new; extlinux boots it, and keeps the old."""
+        device = self.device
+        assert device is not None
+        image, initrd = self.spec.deb_image(facts.release), self.spec.deb_initrd(facts.release)
+
+        def run() -> None:
+            if device.installed(facts.name) != facts.version:
+                raise InstallError(f"dpkg on {self.host} does not have {facts.name} {facts.version} after apt")
+            sums = device.sums([image])
+            if sums.get(image) != facts.image_sha256:
+                raise InstallError(f"{self.host}:{image} is not the package's image after the install")
+            self._check_initrd(initrd)
+            self.labels = self._check_menu(pre, facts, image)
+            self.log(f"{self.spec.extlinux}: {self.labels[0]} boots {facts.release} by default, {self.labels[1]} "
+                     f"boots {pre.running}")
+        return Step(f"check: dpkg has {facts.name}, {image} is the package's, {initrd} is new, {self.spec.extlinux} "
+                    f"boots {facts.release} by default and still has {pre.running}",
+                    [(self.host, ["dpkg-query", "-W", facts.name]), (self.host, self.spec.root("sha256sum", image)),
+                     (self.host, self.spec.root("stat", "-c", "%Y", initrd)),
+                     (self.host, self.spec.root("cat", self.spec.extlinux))], run)
+
+    started = 0
+
+    def _check_initrd(self, initrd: str) -> None:
+        if self.spec.initramfs == "none":
+            return
+        device = self.device
+        assert device is not None
+        got = device.root(["stat", "-c", "%Y", "--", initrd], timeout=60, check=False).output.strip()
+        if not got.isdigit() or int(got) < self.started:
+            raise InstallError(f"{self.host}:{initrd} was not written by the package's hooks (initramfs-tools): the "
+                               "new kernel would boot without its initramfs; is initramfs-tools installed?")
+
+    def _check_menu(self, pre: Preflight, facts: PackageFacts, image: str) -> tuple[str, str]:
+        """(the default label, the first label booting the running kernel) of the rewritten extlinux.conf."""
+        device = self.device
+        assert device is not None
+        boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
+        default = boots.pop("", None)
+        if default is None or boots.get(default) != image:
+            raise InstallError(f"{self.host}:{self.spec.extlinux}: the default entry ({default}) does not boot {image} "
+                               "after the install: did u-boot-menu's hook run (is u-boot-menu installed)?")
+        old = self.spec.deb_image(pre.running)
+        keep = next((name for name, path in boots.items() if path == old), None)
+        if keep is None:
+            raise InstallError(f"{self.host}:{self.spec.extlinux}: no entry boots {old} any more: the running kernel "
+                               "would have no way back")
+        return default, keep
+
+    def fell_back(self, pre: Preflight, facts: PackageFacts, why: str) -> str:
+        """Back on the kept kernel by itself: remove the new package, so that it is the default again."""
+        device = self.device
+        assert device is not None
+        self.remove(facts.name)
+        trial.clear(device, self.spec)
+        self.got.trial_armed = False
+        record = device.record()
+        device.save_record({**record, "stage": "booted", "pending_reboot": False,
+                            "installed": record.get("previous") or {},
+                            "last": {**(record.get("last") or {}), "result": "failed"}})
+        return (f"{why}; the boot-once trial brought it back by itself, {facts.name} was removed and "
+                f"{pre.running} is the default entry again")
+
+    def remove(self, name: str) -> None:
+        """``apt-get remove`` a kernel package: its hooks take its entry out of extlinux.conf."""
+        device = self.device
+        assert device is not None
+        argv = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, "remove", "--yes", name)
+        device.remote.run(argv, timeout=1800, on_line=self.log)
+
+
+def menu(text: str, boot: str) -> dict[str, str]:
+    """label → the image it boots (a path on the host), and ``""`` → the default label, of an extlinux.conf."""
+    config = extlinux.parse(text)
+    found = {"": config.default or ""} if config.default else {}
+    for entry in config.entries:
+        if entry.kernel:
+            kernel = extlinux.booted(entry)[0]
+            found[entry.name] = extlinux.on_host(kernel, extlinux.boot_dir(entry), boot)
+    return found
+
+
+class DebRollback(DebInstall):
+    """``ka-install HOST --rollback`` on an apt host: remove the kernel the last install put in, so that
+    u-boot-update makes the kernel it replaced the default again; reboot; the heartbeat must see it."""
+
+    def run(self) -> InstallResult:
+        self.phase("preflight")
+        self.connect()
+        self.lock()
+        pre = self.preflight()
+        installed, previous = pre.record.get("installed") or {}, pre.record.get("previous") or {}
+        name, back = installed.get("package"), previous.get("release")
+        if not name or not back or installed.get("release") == back:
+            raise InstallError(f"{self.host}: its install record names no installed kernel and no kernel it replaced; "
+                               "nothing to roll back (ka-install --rollback RELEASE restores a backup)",
+                               exit_code=EXIT_BAD_INPUT)
+        self.result.new_release = back
+        self.execute([*self.trial_clear_steps(), self.remove_step(str(name), str(back)),
+                      self.record_step("installed", lambda: {
+                          "installed": {**previous, "at": now(), "by": self.opts.who}, "pending_reboot": True,
+                          "last": {"action": "rollback", "at": now(), "result": "rolled back, reboot pending"}})])
+        if not self.opts.dry_run:
+            self.phase("reboot")
+            self.heartbeat(str(back), installed.get("release") if pre.running != back else None, "rollback")
+        return self.result
+
+    def remove_step(self, name: str, back: str) -> Step:
+        device = self.device
+        assert device is not None
+        argv = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, "remove", "--yes", name)
+        image = self.spec.deb_image(back)
+
+        def run() -> None:
+            self.got.changed = True
+            if device.installed(name) is not None:
+                self.remove(name)
+            boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
+            if boots.get(boots.get("", "")) != image:
+                raise InstallError(f"{self.host}:{self.spec.extlinux}: after removing {name}, the default entry does "
+                                   f"not boot {image}")
+        return Step(f"apt-get remove {name}: u-boot-update makes {back} the default again", [(self.host, argv)], run)
+
+
+def deb_install(view: RepoView, host: str, infra: Infra, opts: InstallOptions, log: Log = lambda line: None,
+                phase: Any = lambda name: None) -> InstallResult:
+    """``ka-install HOST`` for an apt host: see the module's docstring."""
+    return run_installer(DebInstall(view, host, infra, opts, log, phase, "install"))
