@@ -238,6 +238,7 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
     with remote:
         where = posixpath.join(bh.workdir, folder.name)
         result.remote_folder = f"{bh.ssh}:{where}"
+        jobs = remote.run(["nproc"], timeout=60, check=False).output.strip()
         phases("upload")
         local = opts.out_dir / folder.host / "build" / folder.name
         _fresh(local)
@@ -259,7 +260,8 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
                 _deb_source(remote, folder, bh, where, line)
             phases(tool)
             argv, cwd = _build_command(folder, where)
-            remote.run(argv, cwd=cwd, env=_makepkg_env(folder, opts, epoch, bh), timeout=opts.timeout, on_line=line)
+            env = {**_makepkg_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
+            remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
         except RemoteFailed as exc:
             result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
             what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])

@@ -375,11 +375,26 @@ def tools(root: Path) -> None:
     for name, text in scripts.items():
         (root / "usr/local/sbin" / name).write_text(text)
         os.chmod(root / "usr/local/sbin" / name, 0o755)
+    provided(root / "var/lib/pacman/local")
     (root / "usr/share/ka-qemu/init").write_text(INIT)
     os.chmod(root / "usr/share/ka-qemu/init", 0o755)
     # the keyring's own key, made here (gpg's files are the same on arm64): the guest only adds the
     # repository's key to it, which takes seconds under emulation instead of a key generation
     run(["pacman-key", "--gpgdir", str(root / "etc/pacman.d/gnupg"), "--init"])
+
+
+#: what a kernel package ka-build makes depends on, which Debian's packages give this host
+PROVIDED = ["coreutils", "kmod", "mkinitcpio"]
+
+
+def provided(local: Path) -> None:
+    """A package in pacman's local database that provides :data:`PROVIDED` (files Debian's packages own)."""
+    entry = local / "ka-qemu-base-1-1"
+    entry.mkdir(parents=True, exist_ok=True)
+    (local / "ALPM_DB_VERSION").write_text("9\n")
+    (entry / "desc").write_text("%NAME%\nka-qemu-base\n\n%VERSION%\n1-1\n\n%DESC%\nwhat Debian's packages give "
+                                "this host\n\n%ARCH%\nany\n\n%PROVIDES%\n" + "\n".join(PROVIDED) + "\n\n")
+    (entry / "files").write_text("%FILES%\n\n")
 
 
 def write_extlinux(root: Path, release: str) -> None:
@@ -597,6 +612,19 @@ class Vm:
     def ssh_config(self, name: str) -> str:
         return (f"Host {name}\n  HostName 127.0.0.1\n  Port {self.port}\n  User root\n"
                 f"  IdentityFile {self.image.client_key}\n")
+
+
+def trust_key(settings: object, name: str, armored: bytes, fingerprint: str) -> None:
+    """Make the guest's pacman trust a signing key (``settings``: ka.ssh.SshSettings reaching it as ``name``):
+    what pacman-key --add and --lsign-key do (Debian's pacman-key needs makepkg's scripts and perl)."""
+    from ka.ssh import connect
+
+    with connect(settings, name) as host:  # type: ignore[arg-type]
+        with host.sftp.open("/tmp/fleet-key.asc", "wb") as fh:
+            fh.write(armored)
+        gpg = ["gpg", "--homedir", "/etc/pacman.d/gnupg", "--batch", "--yes"]
+        host.run([*gpg, "--import", "/tmp/fleet-key.asc"], timeout=120)
+        host.run([*gpg, "--quick-lsign-key", fingerprint], timeout=120)
 
 
 def main(argv: list[str] | None = None) -> int:

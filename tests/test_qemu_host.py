@@ -138,13 +138,7 @@ def join(lab: InstallLab, vm: qemuhost.Vm, name: str) -> None:
         fh.write(vm.known_hosts())
     key = subprocess.run(["gpg", "--homedir", str(lab.build.gnupghome), "--export", "--armor", lab.build.fingerprint],
                          capture_output=True, check=True).stdout
-    with connect(SshSettings(lab.build.ssh.config, lab.build.ssh.known_hosts), name) as host:
-        with host.sftp.open("/tmp/fleet-key.asc", "wb") as fh:
-            fh.write(key)
-        # what pacman-key --add and --lsign-key do (Debian's pacman-key needs makepkg's scripts and perl)
-        gpg = ["gpg", "--homedir", "/etc/pacman.d/gnupg", "--batch", "--yes"]
-        host.run([*gpg, "--import", "/tmp/fleet-key.asc"], timeout=120)
-        host.run([*gpg, "--quick-lsign-key", lab.build.fingerprint], timeout=120)
+    qemuhost.trust_key(lab_ssh(lab), name, key, lab.build.fingerprint)
 
 
 def install_section(name: str) -> str:
