@@ -139,6 +139,9 @@ def reading(argv: Sequence[str | os.PathLike[str]]) -> Iterator[IO[bytes]]:
     try:
         yield proc.stdout
         proc.stdout.read()  # drain, so the child is not stopped by a full pipe
+    except BaseException:  # the reader stopped early (an error, or a generator closed after what it wanted):
+        proc.kill()  # the rest of the output is not wanted, and a child blocked on a full pipe never exits
+        raise
     finally:
         err = proc.stderr.read()
         code = proc.wait()
