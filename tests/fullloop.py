@@ -141,8 +141,9 @@ def loop(work: Path, tree: Path) -> dict[str, float]:
         phase("boot the host", lambda: vm.start().wait_ssh())
         for number, name in ((31, "builder"), (32, "hertz")):
             lab_ssh.add(name, number)
-        lab = phase("keys and kernel source", lambda: make_build_lab(lab_ssh, SimpleNamespace(bare=tree),  # type: ignore[arg-type]
-                                                                    work / "lab"))
+        (work / "lab").mkdir(exist_ok=True)
+        source = SimpleNamespace(bare=tree)  # make_build_lab copies the tree for the build user
+        lab = phase("keys and kernel source", lambda: make_build_lab(lab_ssh, source, work / "lab"))  # type: ignore[arg-type]
         join(vm, lab)
         repo = fleet(work, lab)
         phase("ka-promote", lambda: ka(lab, tree, "promote", repo))

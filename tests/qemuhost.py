@@ -53,6 +53,37 @@ PACKAGES = ["linux-image-arm64", "busybox-static", "dash", "coreutils", "tar", "
             "gpgv", "gpg-agent", "bash"]
 #: the modules the initramfs loads (with what they need) to mount the root file system
 ROOT_MODULES = ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"]
+#: bookworm's Essential: yes packages, which maintainer scripts take as given (linux-version is perl)
+ESSENTIAL = ["base-files", "base-passwd", "bash", "bsdutils", "coreutils", "dash", "debianutils", "diffutils", "dpkg",
+             "findutils", "grep", "gzip", "hostname", "init-system-helpers", "libc-bin", "login", "ncurses-base",
+             "ncurses-bin", "perl-base", "sed", "sysvinit-utils", "tar", "util-linux"]
+#: the "deb" flavour: a Debian host whose kernel packages install with their own hooks (dpkg -i, apt):
+#: no pacman, but dpkg's database, apt, initramfs-tools and u-boot-menu
+FLAVOURS = {"pacman": PACKAGES,
+            "deb": [*(p for p in PACKAGES if p != "pacman-package-manager"), "apt", "linux-base", "initramfs-tools",
+                    "u-boot-menu", "usr-is-merged", "e2fsprogs", *ESSENTIAL]}
+#: u-boot-menu's settings: u-boot-update writes extlinux.conf as write_extlinux does
+U_BOOT_DEFAULTS = """\
+## written by the owner of this host (u-boot-update(8) reads it)
+U_BOOT_ALTERNATIVES="default"
+U_BOOT_DEFAULT="l0"
+U_BOOT_PROMPT="0"
+U_BOOT_TIMEOUT="10"
+U_BOOT_MENU_LABEL="Debian GNU/Linux"
+U_BOOT_ROOT="root=/dev/vda1"
+U_BOOT_PARAMETERS="rw console=ttyAMA0 panic=10"
+# no fdtdir line: the device tree is the one QEMU gives U-Boot, not a board's from the kernel package
+U_BOOT_FDT_DIR="/usr/lib/no-device-trees-"
+"""
+#: initramfs-tools made light: the root file system's modules only, busybox, gzip (quick under TCG)
+INITRAMFS_CONF = """\
+MODULES=list
+BUSYBOX=y
+COMPRESS=gzip
+COMPRESSLEVEL=1
+RUNSIZE=10%
+FSTYPE=ext4
+"""
 UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
 ROOT_MB, STATE_MB = 3072, 16
 GUEST_IP, GATEWAY = "10.0.2.15", "10.0.2.2"  # QEMU's user-mode network
@@ -92,9 +123,9 @@ def apt(work: Path) -> list[str]:
     return opts
 
 
-def resolve(work: Path) -> list[str]:
+def resolve(work: Path, packages: list[str] = PACKAGES) -> list[str]:
     """``name version`` of every arm64 package the image holds, as apt resolves them today."""
-    out = run(["apt-get", *apt(work), "install", "-s", *PACKAGES]).stdout
+    out = run(["apt-get", *apt(work), "install", "-s", *packages]).stdout
     found = sorted(f"{line.split()[1]} {line.split()[2].strip('(')}" for line in out.splitlines()
                    if line.startswith("Inst "))
     if not found:
@@ -144,15 +175,18 @@ class Image:
         return " ".join((self.folder / "ssh_host_ed25519_key.pub").read_text().split()[:2])
 
 
-def image(log: Log = print, cache: Path | None = None) -> Image:
-    """The cached image for today's package versions, built first when there is none."""
+def image(log: Log = print, cache: Path | None = None, flavour: str = "pacman") -> Image:
+    """The cached image for today's package versions, built first when there is none; ``flavour``
+    "deb": dpkg's database filled, apt, initramfs-tools and u-boot-menu (in a folder of its own)."""
     cache = cache or cache_dir()
+    if flavour != "pacman":
+        cache = cache / flavour
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / "build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two test sessions build it once
         try:
             with tempfile.TemporaryDirectory(dir=cache, prefix="resolve.") as tmp:
-                versions = resolve(Path(tmp))
+                versions = resolve(Path(tmp), FLAVOURS[flavour])
         except RuntimeError as exc:  # no archive to ask: the newest image this builder made still boots
             built = sorted((p for p in cache.glob("*/image.json") if json.loads(p.read_text()).get("builder")
                             == builder_digest()), key=lambda p: p.stat().st_mtime)
@@ -170,13 +204,13 @@ def image(log: Log = print, cache: Path | None = None) -> Image:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
         try:
-            _build(scratch, versions, log)
+            _build(scratch, versions, log, flavour)
             took = round(time.monotonic() - start, 1)
             info = json.loads((scratch / "image.json").read_text())
             (scratch / "image.json").write_text(json.dumps({**info, "built_seconds": took}, indent=1))
+            shutil.rmtree(scratch / "root")  # the disk holds it; an image kept its whole tree before
             scratch.rename(folder)
         finally:
-            shutil.rmtree(scratch / "root", ignore_errors=True)
             shutil.rmtree(scratch, ignore_errors=True)
         for old in cache.glob("*/image.json"):  # images of older inputs: each is about 0.5 GB
             if old.parent != folder:
@@ -185,11 +219,16 @@ def image(log: Log = print, cache: Path | None = None) -> Image:
         return Image(folder)
 
 
-def _build(out: Path, versions: list[str], log: Log) -> None:
+def _build(out: Path, versions: list[str], log: Log, flavour: str = "pacman") -> None:
     root = out / "root"
-    log("qemu host image: mmdebstrap (extract, arm64)")
-    run(["mmdebstrap", "--mode=root", "--arch=arm64", "--variant=extract", f"--include={','.join(PACKAGES)}",
-         "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr", "--quiet", SUITE, str(root), *SOURCES])
+    deb = flavour == "deb"
+    log(f"qemu host image: mmdebstrap (extract, arm64, {flavour})")
+    run(["mmdebstrap", "--mode=root", "--arch=arm64", "--variant=extract",
+         f"--include={','.join(FLAVOURS[flavour])}", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+         *(["--skip=cleanup/apt/cache"] if deb else []), "--quiet", SUITE, str(root), *SOURCES])
+    if deb:  # before anything changes a conffile: dpkg's database records them as the packages hold them
+        log("qemu host image: dpkg's database")
+        dpkg_database(root, sorted((root / "var/cache/apt/archives").glob("*.deb")))
     for junk in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt"):
         shutil.rmtree(root / junk, ignore_errors=True)
     release = _kernel_release(root)
@@ -198,10 +237,14 @@ def _build(out: Path, versions: list[str], log: Log) -> None:
     for name in ("ssh_host_ed25519_key", "id_ed25519"):
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"ka-qemu-{name}", "-f", str(out / name)])
     configure(root, out, release)
+    if deb:
+        debian(root, release)
+    else:
+        tools(root)
     (root / f"boot/initrd.img-{release}").write_bytes(initramfs(root, release, out / "initramfs"))
     log("qemu host image: disk (ext4 root, FAT state)")
     make_disk(root, out / "disk.raw", out)
-    (out / "image.json").write_text(json.dumps({"release": release, "versions": versions,
+    (out / "image.json").write_text(json.dumps({"release": release, "versions": versions, "flavour": flavour,
                                                 "builder": builder_digest()}, indent=1))
 
 
@@ -360,7 +403,6 @@ def configure(root: Path, keys: Path, release: str) -> None:
         (root / folder).mkdir(parents=True, exist_ok=True)
     os.chmod(root / "tmp", 0o1777)
     write_extlinux(root, release)
-    tools(root)
 
 
 def tools(root: Path) -> None:
@@ -412,6 +454,135 @@ label debian
 \tinitrd /boot/initrd.img-{release}
 \tappend root=/dev/vda1 rw console=ttyAMA0 panic=10
 """)
+
+
+# --- the "deb" flavour: dpkg's database, as if the packages had been installed ------------------------
+
+#: control files dpkg keeps in /var/lib/dpkg/info (the maintainer scripts too: prerm and postrm run
+#: when a package is removed or upgraded on the host)
+INFO_FILES = ("md5sums", "conffiles", "preinst", "postinst", "prerm", "postrm", "triggers", "shlibs", "symbols",
+              "templates", "config")
+
+
+def dpkg_database(root: Path, debs: list[Path]) -> None:
+    """/var/lib/dpkg/status and info/ for the extracted ``debs``, as ``dpkg --configure`` leaves them, but
+    no maintainer script runs (the builder configures what they would); file triggers are registered."""
+    admin = root / "var/lib/dpkg"
+    for folder in ("info", "triggers", "updates"):
+        (admin / folder).mkdir(parents=True, exist_ok=True)
+    stanzas, file_triggers, explicit = [], [], {}  # type: ignore[var-annotated]
+    for deb in debs:
+        with tempfile.TemporaryDirectory() as tmp:
+            stanzas.append(_dpkg_entry(root, deb, Path(tmp), file_triggers, explicit))
+    (admin / "status").write_text("\n".join(stanzas))
+    (admin / "available").touch()
+    (admin / "triggers/File").write_text("".join(f"{line}\n" for line in sorted(file_triggers)))
+    for trigger, who in explicit.items():
+        (admin / "triggers" / trigger).write_text("".join(f"{w}\n" for w in who))
+    (admin / "triggers/Unincorp").touch()
+
+
+def _dpkg_entry(root: Path, deb: Path, ctrl: Path, file_triggers: list[str], explicit: dict[str, list[str]]) -> str:
+    """One package's info/ files and trigger interests; its status stanza."""
+    from ka.pkgfile import deb_control, members
+
+    info = root / "var/lib/dpkg/info"
+    run(["dpkg-deb", "--control", str(deb), str(ctrl)])
+    fields = deb_control(deb)
+    package = fields["Package"]
+    name = f"{package}:{fields['Architecture']}" if fields.get("Multi-Arch") == "same" else package
+    listed = ["/.", *("/" + m.name.rstrip("/") for m in members(deb) if not m.name.startswith("DEBIAN/"))]
+    (info / f"{name}.list").write_text("\n".join(listed) + "\n")
+    for part in INFO_FILES:
+        if (ctrl / part).exists():
+            shutil.copy2(ctrl / part, info / f"{name}.{part}")
+    for line in (ctrl / "triggers").read_text().splitlines() if (ctrl / "triggers").exists() else []:
+        kind, _, trigger = line.partition(" ")
+        if kind.startswith("interest"):
+            who = package + ("/noawait" if kind == "interest-noawait" else "")
+            if trigger.strip().startswith("/"):
+                file_triggers.append(f"{trigger.strip()} {who}")
+            else:
+                explicit.setdefault(trigger.strip(), []).append(who)
+    lines = (ctrl / "control").read_text().rstrip("\n").splitlines()
+    lines.insert(1, "Status: install ok installed")
+    conffiles = [ln.strip() for ln in (ctrl / "conffiles").read_text().splitlines() if ln.strip()] \
+        if (ctrl / "conffiles").exists() else []
+    if conffiles:
+        lines.append("Conffiles:")
+        for conf in conffiles:
+            path = conf.removeprefix("remove-on-upgrade ").strip()
+            target = root / path.lstrip("/")
+            digest = hashlib.md5(target.read_bytes()).hexdigest() if target.is_file() else "newconffile"
+            lines.append(f" {path} {digest}")
+    return "\n".join(lines) + "\n"
+
+
+def debian(root: Path, release: str) -> None:
+    """What the packages' maintainer scripts would set up, and the owner's settings: apt (its user and
+    folders), u-boot-menu writing extlinux.conf like write_extlinux, initramfs-tools made light.  The
+    kernel in the image keeps this builder's initramfs (initramfs-tools has no record of it, so
+    ``update-initramfs -u`` leaves it); kernels installed later get initramfs-tools' one."""
+    with open(root / "etc/passwd", "a") as fh:
+        fh.write("_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n")
+    with open(root / "etc/shadow", "a") as fh:
+        fh.write("_apt:*:19000:0:99999:7:::\n")
+    for folder in ("var/cache/apt/archives/partial", "var/lib/apt/lists/partial", "etc/apt/keyrings",
+                   "etc/apt/sources.list.d", "var/lib/initramfs-tools", "var/log/apt"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "etc/apt/sources.list").write_text("# the fleet's repositories are in sources.list.d\n")
+    (root / "etc/default/u-boot").write_text(U_BOOT_DEFAULTS)
+    (root / "etc/initramfs-tools/initramfs.conf").write_text(INITRAMFS_CONF)
+    (root / "etc/initramfs-tools/modules").write_text("".join(f"{m}\n" for m in ROOT_MODULES))
+    # the alternatives maintainer scripts would make, that initramfs-tools and apt use
+    for link, target in (("usr/bin/awk", "/etc/alternatives/awk"), ("etc/alternatives/awk", "/usr/bin/mawk")):
+        if not (root / link).exists() and not (root / link).is_symlink():
+            (root / link).parent.mkdir(parents=True, exist_ok=True)
+            (root / link).symlink_to(target)
+    (root / "etc/dpkg/dpkg.cfg.d/ka-modules").write_text(modules_filter(root, release))
+    conf = root / "boot/extlinux/extlinux.conf"
+    conf.write_text(u_boot_menu_conf([release]))
+
+
+def modules_filter(root: Path, release: str) -> str:
+    """dpkg's path filter for kernel packages: PACKAGE_MODULES and theirs (their paths in the image's kernel)
+    only, as trim_modules keeps: unpacking Debian's 4,000 modules and their depmod take minutes under TCG."""
+    shown = run(["modprobe", "-d", str(root), "-S", release, "-a", "--show-depends", *PACKAGE_MODULES]).stdout
+    base = root / "usr/lib/modules" / release
+    wanted = sorted({str(Path(line.split()[1]).resolve().relative_to(base.resolve())).split(".ko")[0]
+                     for line in shown.splitlines() if line.startswith("insmod ")})
+    lines = ["# written by the owner of this host: kernel packages keep the modules a QEMU virt machine needs"]
+    for prefix in ("/lib/modules", "/usr/lib/modules"):
+        lines.append(f"path-exclude={prefix}/*/kernel/*")
+        lines += [f"path-include={prefix}/*/{module}.ko*" for module in wanted]
+    return "\n".join(lines) + "\n"
+
+
+def u_boot_menu_conf(releases: list[str]) -> str:
+    """extlinux.conf as bookworm's u-boot-update writes it with U_BOOT_DEFAULTS (newest kernel first, l0)."""
+    text = """## /boot/extlinux/extlinux.conf
+##
+## IMPORTANT WARNING
+##
+## The configuration of this file is generated automatically.
+## Do not edit this file manually, use: u-boot-update
+
+default l0
+menu title U-Boot menu
+prompt 0
+timeout 10
+"""
+    for number, release in enumerate(releases):
+        text += f"""
+
+label l{number}
+\tmenu label Debian GNU/Linux {release}
+\tlinux /boot/vmlinuz-{release}
+\tinitrd /boot/initrd.img-{release}
+\t
+\t
+\tappend root=/dev/vda1 rw console=ttyAMA0 panic=10"""
+    return text + "\n"
 
 
 # --- the initramfs ------------------------------------------------------------------------------
@@ -516,7 +687,11 @@ def board_env() -> dict[str, str]:
     from ka.trial import uboot_script
 
     name, _, script = uboot_script("virtio 0:2").partition("=")
-    return {**default_env(), "bootdelay": "0", name: script,
+    # initrd_high and fdt_high all ones (64-bit): the ramdisk and device tree stay where they are; U-Boot's
+    # default (0xffffffff) copies them below its own memory at the top of RAM, and an initramfs-tools one (6 MB)
+    # or the device tree has hung there after a warm reboot
+    return {**default_env(), "bootdelay": "0", "initrd_high": "0xffffffffffffffff",
+            "fdt_high": "0xffffffffffffffff", name: script,
             "bootcmd": "pci enum; virtio scan; run ka_trial; run distro_bootcmd"}
 
 
@@ -531,6 +706,38 @@ def write_env(path: Path, env: dict[str, str]) -> None:
 
 
 # --- a running VM -------------------------------------------------------------------------------
+
+#: one guest connection (stdin/stdout of a guestfwd ``cmd:``) relayed to 127.0.0.1:PORT
+RELAY = """import os, selectors, socket, sys
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sel = selectors.DefaultSelector()
+sel.register(0, selectors.EVENT_READ)
+sel.register(sock, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj == 0:
+            data = os.read(0, 65536)
+            if not data:
+                sel.unregister(0)
+                sock.shutdown(socket.SHUT_WR)
+            else:
+                sock.sendall(data)
+        else:
+            data = sock.recv(65536)
+            if not data:
+                sys.exit(0)
+            os.write(1, data)
+"""
+
+
+def http_forward(port: int, folder: Path, guest: str = "10.0.2.100:80") -> str:
+    """A guestfwd rule: the guest's connections to ``guest`` reach 127.0.0.1:``port`` (an apt repository).
+    ``cmd:`` starts the relay per connection; a ``tcp:`` chardev would connect once, when QEMU starts."""
+    relay = folder / "relay.py"
+    folder.mkdir(parents=True, exist_ok=True)
+    relay.write_text(RELAY)
+    return f"tcp:{guest}-cmd:{sys.executable} {relay} {port}"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -547,6 +754,9 @@ class Vm:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     boots: int = 0
+    #: guest addresses forwarded to the host (:func:`http_forward`): restrict=on lets the guest reach nothing
+    #: else, 10.0.2.2 (the host) included
+    guestfwd: list[str] = field(default_factory=list)
 
     @property
     def serial(self) -> Path:
@@ -562,7 +772,8 @@ class Vm:
                 "-drive", f"if=pflash,format=raw,unit=1,file={self.folder / 'env.img'}",
                 "-drive", f"if=none,id=hd0,file={self.overlay},format=qcow2,cache=unsafe",
                 "-device", "virtio-blk-pci,drive=hd0",
-                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22"
+                + "".join(f",guestfwd={rule}" for rule in self.guestfwd),
                 "-device", "virtio-net-pci,netdev=n0,romfile=", "-device", "virtio-rng-pci",
                 "-chardev", f"file,id=s0,path={self.serial},append=on", "-serial", "chardev:s0"]
 

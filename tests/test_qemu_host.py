@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,9 @@ from conftest import require
 from installlab import CONFIG, INCLUDES, InstallLab, fleet_files, manifest
 from kernel import write_fleet
 
+from ka.aptrepo import publish_deb
+from ka.infra import Repository
+from ka.sign import sign
 from ka.ssh import HostKeyRefused, SshError, SshSettings, connect
 
 pytestmark = pytest.mark.qemu
@@ -252,3 +256,84 @@ def test_a_rebuilt_kernel_of_the_running_release_that_panics_is_caught_by_the_tr
     assert "default kernel-agent-previous\n" in conf and state == [] and record["stage"] == "fell-back"
     code, data, err = ka_install(install_lab, repo, "--package", str(good))
     assert code == 1 and "--rollback" in err  # refused until the kept kernel is put back in place
+
+
+# --- (d) a Debian host: a .deb from the signed apt repository ------------------------------------------
+
+@pytest.fixture(scope="session")
+def deb_image() -> qemuhost.Image:
+    """The Debian flavour: dpkg's database filled, apt, initramfs-tools, u-boot-menu (cached apart)."""
+    missing = _missing()
+    require(not missing, f"the QEMU host's tools: {', '.join(missing)} (scripts/setup test installs them)")
+    require(os.geteuid() == 0, "root, to build the QEMU host's image (mmdebstrap --mode=root, mkfs.ext4 -d)")
+    return qemuhost.image(log=print, flavour="deb")
+
+
+@pytest.fixture
+def apt_served(install_lab: InstallLab) -> Iterator[tuple[Path, int]]:
+    """The folder of an apt repository on the repository host, served over HTTP on 127.0.0.1 (a port)."""
+    folder = install_lab.build.ssh.user_folder("qemu-apt", str(time.monotonic_ns()))
+    port = qemuhost.free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                               str(folder), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield folder, port
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_debian_host_installs_a_deb_from_the_signed_apt_repository(
+        deb_image: qemuhost.Image, install_lab: InstallLab, apt_served: tuple[Path, int], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    folder, port = apt_served
+    lab = install_lab.build
+    deb = tmp_path / "debs" / qemuhost.debian_kernel().name
+    deb.parent.mkdir()
+    shutil.copy(qemuhost.debian_kernel(), deb)
+    sign(deb, lab.fingerprint, lab.gnupghome)
+    apt = Repository("hertz", str(folder), "fleet", "http://10.0.2.100", lab.fingerprint, str(lab.repo_gnupghome))
+    publish_deb(lab_ssh(install_lab), apt, [deb], "arm64", print)  # what ka-build's publish phase does
+    vm = qemuhost.Vm(deb_image, tmp_path / "vm", guestfwd=[qemuhost.http_forward(port, tmp_path / "relay")])
+    try:
+        vm.start()
+        vm.wait_ssh()
+        with open(lab.ssh.config, "a") as fh:
+            fh.write(vm.ssh_config("qemu-deb"))
+        with open(lab.ssh.known_hosts, "a") as fh:
+            fh.write(vm.known_hosts())
+        infra = (install_lab.infra("qemu-deb") + f"apt_repository:\n  ssh: hertz\n  path: {folder}\n  name: fleet\n"
+                 f"  url: http://10.0.2.100\n  key: {lab.fingerprint}\n  gnupghome: {lab.repo_gnupghome}\n")
+        package = "package:\n  format: deb\n  pkgbase: linux-signed-6.12-arm64\n  config: fleet/configs/ampere.config\n"
+        files = {**fleet_files(lab.kernel), "fleet/configs/ampere.config": CONFIG, "fleet/infra.yaml": infra}
+        repo = write_fleet(tmp_path / "fleet", {"qemu": manifest(INCLUDES) + package + install_section("qemu-deb")},
+                           files)
+        start = time.monotonic()
+        code, data, err = ka_install(install_lab, repo, "--package", str(deb))
+        took = time.monotonic() - start
+        assert code == 0 and data["state"] == "succeeded", err + vm.tail(40)
+        release = "6.12.117+deb12-arm64"
+        assert data["old_release"] == deb_image.release and data["new_release"] == release
+        assert "the boot-once trial of 6.12.117+deb12-arm64 is confirmed" in str(data["message"])
+        console = vm.serial.read_text(errors="replace")
+        assert console.count("U-Boot 2023.01") == 2 and f"Linux version {release}" in console
+        assert "ka-trial: trying l0 once" in console
+        with connect(lab_ssh(install_lab), "qemu-deb") as host:
+            assert host.run(["uname", "-r"]).output.strip() == release
+            conf = host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
+            status = host.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", f"linux-image-{release}"]).output
+            state = host.run(["ls", "-A", "/boot/state"]).output.split()
+            apt_log = host.run(["cat", "/var/log/apt/term.log"]).output
+        assert status == "installed" and state == []
+        assert "default l0" in conf and f"linux /boot/vmlinuz-{release}" in conf
+        assert f"linux /boot/vmlinuz-{deb_image.release}" in conf  # the way back keeps its entry
+        assert "update-initramfs: Generating /boot/initrd.img-6.12.117+deb12-arm64" in apt_log
+        backup = lab.ssh.user_folder("qemu-deb", "backups") / "qemu" / deb_image.release
+        assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=backup).returncode == 0
+        print(f"ka-install of a .deb from the apt repository onto the QEMU Debian host: {took:.0f}s; steps: "
+              + ", ".join(f"{s['text'].split(':')[0][:40]} {s.get('seconds')}s" for s in data["steps"]))  # type: ignore
+    finally:
+        vm.stop()
+        if vm.serial.exists():
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(vm.serial, ARTIFACTS / f"{request.node.name}.serial.log")
