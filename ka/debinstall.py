@@ -47,26 +47,10 @@ class DebInstall(Install):
     """``ka-install HOST`` on an apt host."""
 
     labels: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)
+    keeps = False  # the running kernel keeps its own package, files and entry
 
-    def run(self) -> InstallResult:
-        self.phase("package")
-        facts = self.package()
-        self.check_inputs(facts)
-        self.phase("preflight")
-        self.connect()
-        self.lock()
-        pre = self.preflight()
-        self.check_booted(pre)
+    def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
         self.check_new_release(pre, facts)
-        self.check_trial_state()
-        self.check_room(pre, facts.boot_bytes, keeping=False)
-        self.backup_host()
-        self.log(f"{self.host} runs {pre.running} (linux-image-{pre.running} {pre.installed or 'not from dpkg'}); "
-                 f"installing {facts.name} {facts.version}")
-        self.execute(self.deb_steps(pre, facts))
-        if not self.opts.dry_run:
-            self.after_install(pre, facts)
-        return self.result
 
     def check_new_release(self, pre: Preflight, facts: PackageFacts) -> None:
         """Another release than the running one, not installed yet: it goes in beside the running kernel."""
@@ -81,7 +65,7 @@ class DebInstall(Install):
             raise InstallError(f"{self.host} has {facts.name} {have} installed already (not running): reboot into it, "
                                f"or remove it first (ka-install {self.host} --rollback); refused, nothing was changed")
 
-    def deb_steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
+    def steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
         installed = {"release": facts.release, "version": facts.version, "package": facts.name, "at": now(),
                      "by": self.opts.who}
         previous = {"release": pre.running, "version": pre.installed, "package": f"linux-image-{pre.running}"}

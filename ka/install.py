@@ -64,6 +64,8 @@ def scriptlet_failures(log_text: str) -> list[str]:
 class Install(Installer):
     """``ka-install HOST``."""
 
+    keeps = True  # the running kernel's files are kept as *.ka-prev (room is needed for the copies)
+
     def run(self) -> InstallResult:
         self.phase("package")
         facts = self.package()
@@ -73,12 +75,12 @@ class Install(Installer):
         self.lock()
         pre = self.preflight()
         self.check_booted(pre)
-        self.check_owner()
+        self.check_host(pre, facts)
         self.check_trial_state()
-        self.check_room(pre, facts.boot_bytes)
+        self.check_room(pre, facts.boot_bytes, keeping=self.keeps)
         self.backup_host()
         self.log(f"{self.host} runs {pre.running} ({self.spec.pkgbase} {pre.installed or 'not installed'}); "
-                 f"installing {facts.version} ({facts.release})")
+                 f"installing {facts.name} {facts.version} ({facts.release})")
         self.execute(self.steps(pre, facts))
         if not self.opts.dry_run:
             self.after_install(pre, facts)
@@ -134,6 +136,10 @@ class Install(Installer):
         raise InstallError(f"{facts.path.name} is not what fleet/{self.host}.yaml at {where} builds ({why}): "
                            f"build that first (ka-build {self.host}), or give --package FILE to install it anyway; "
                            "refused, nothing was changed")
+
+    def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
+        """What the host's package manager would refuse: another package owning the image."""
+        self.check_owner()
 
     def check_owner(self) -> None:
         """pacman refuses to overwrite a file another package owns (a distribution kernel's /boot/Image)."""

@@ -187,7 +187,12 @@ def rollback(view: RepoView, host: str, infra: Infra, opts: InstallOptions, rele
     from ka.manifest import load_manifest
 
     spec = load_manifest(view, host).install
-    kind = DebRollback if spec is not None and spec.format == "apt" else Rollback
+    apt = spec is not None and spec.format == "apt"
+    if apt and release is not None:
+        raise InstallError(f"{host} installs with apt: its kernels keep their packages and entries, so a rollback "
+                           f"removes the newer package (ka-install {host} --rollback); restoring a release from a "
+                           "backup is for pacman hosts; refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
+    kind = DebRollback if apt else Rollback
     installer: Installer = (kind(view, host, infra, opts, log, phase, "rollback") if release is None
                             else Restore(view, host, infra, opts, log, phase, "rollback", release=release))
     return run_installer(installer)
