@@ -22,9 +22,7 @@ the running kernel's own entry.  Order:
 
 from __future__ import annotations
 
-import os
 import posixpath
-import subprocess
 from typing import Any
 
 from ka import extlinux, trial
@@ -35,6 +33,7 @@ from ka.install import Install
 from ka.installer import InstallError, InstallOptions, InstallResult, Log, Preflight, Step, run_installer
 from ka.kernelpkg import PackageFacts
 from ka.repo import RepoView
+from ka.sign import SignError, public_key
 
 SOURCE = "/etc/apt/sources.list.d/kernel-agent.list"
 KEYRING = "/etc/apt/keyrings/kernel-agent.gpg"
@@ -98,20 +97,15 @@ class DebInstall(Install):
         def run() -> None:
             self.got.changed = True
             device.root(["mkdir", "-p", "--", posixpath.dirname(KEYRING)], timeout=60)
-            device.write(KEYRING, self._public_key(repo.key))
+            try:
+                key = public_key(repo.key, self.opts.gnupghome)
+            except SignError as exc:
+                raise InstallError(f"{exc}: apt on {self.host} would not trust the repository") from None
+            device.write(KEYRING, key)
             device.write(SOURCE, f"# written by kernel-agent (ka-install): the fleet's kernels\n{line}".encode())
         return Step(f"apt source {SOURCE} ({repo.url} {repo.name}) and the key {repo.key[-16:]} in {KEYRING}",
                     [(self.host, argv) for path in (KEYRING, SOURCE) for argv in device.write_commands(path)], run,
                     writes=line)
-
-    def _public_key(self, key: str) -> bytes:
-        home = {} if self.opts.gnupghome is None else {"GNUPGHOME": str(self.opts.gnupghome)}
-        res = subprocess.run(["gpg", "--batch", "--export", key], capture_output=True, env={**os.environ, **home},
-                             timeout=60, check=False)
-        if res.returncode != 0 or not res.stdout:
-            raise InstallError(f"gpg cannot export the repository key {key} (the keyring of --gnupghome/KA_GNUPGHOME/"
-                               "GNUPGHOME): apt on the host would not trust the repository; refused")
-        return res.stdout
 
     def apt_step(self, facts: PackageFacts) -> Step:
         """apt-get update (the fleet's source only), then install the package: its hooks run on the host."""

@@ -49,3 +49,12 @@ def verify(path: Path, sig: Path, key: str, gnupghome: Path | None) -> Signature
     if not any(f.upper().endswith(key.upper()) for f in (signing, primary)):
         raise SignError(f"{sig.name}: signed by {primary}, not by the configured key {key}")
     return Signature(sig, primary)
+
+
+def public_key(key: str, gnupghome: Path | None) -> bytes:
+    """``key``'s public key (binary, as apt's ``signed-by`` keyrings are): what hosts verify with."""
+    res = run(["gpg", "--batch", "--no-tty", "--export", key], env=_env(gnupghome), check=False, timeout=60)
+    if not res.ok or not res.stdout:
+        raise SignError(f"gpg cannot export the key {key} (GNUPGHOME={gnupghome or '~/.gnupg'}): "
+                        f"{res.err().strip()[-300:] or 'no such key'}")
+    return res.stdout

@@ -332,6 +332,17 @@ def test_a_debian_host_installs_a_deb_from_the_signed_apt_repository(
         assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=backup).returncode == 0
         print(f"ka-install of a .deb from the apt repository onto the QEMU Debian host: {took:.0f}s; steps: "
               + ", ".join(f"{s['text'].split(':')[0][:40]} {s.get('seconds')}s" for s in data["steps"]))  # type: ignore
+        # back by command: the newer package is removed, u-boot-update makes 6.1 the default again
+        start = time.monotonic()
+        code, data, err = ka_install(install_lab, repo, "--rollback")
+        assert code == 0 and data["state"] == "succeeded", err + vm.tail(40)
+        with connect(lab_ssh(install_lab), "qemu-deb") as host:
+            assert host.run(["uname", "-r"]).output.strip() == deb_image.release
+            conf = host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
+            after = host.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", f"linux-image-{release}"],
+                             check=False).output
+        assert f"vmlinuz-{release}" not in conf and "default l0" in conf and after != "installed"
+        print(f"ka-install --rollback on the QEMU Debian host: {time.monotonic() - start:.0f}s")
     finally:
         vm.stop()
         if vm.serial.exists():
