@@ -13,7 +13,10 @@ import pytest
 from buildlab import BuildLab
 from conftest import require
 
+from ka.aptrepo import NotPublishedDeb, fetch, newest
+from ka.infra import Repository
 from ka.pkgfile import deb_control, members
+from ka.ssh import SshSettings
 
 RELEASE = "6.12.0-ampere-1"
 FILES = [f"linux-image-{RELEASE}_6.12.0-1_arm64.deb", f"linux-headers-{RELEASE}_6.12.0-1_arm64.deb"]
@@ -143,3 +146,21 @@ def test_a_config_with_localversion_auto_is_refused_before_any_ssh(build_lab: Bu
     repo, _ = deb_fleet(build_lab, tmp_path / "fleet", "debauto", files={"fleet/configs/ampere.config": config})
     code, _, err = build_lab.build(repo)
     assert code == 2 and "CONFIG_LOCALVERSION_AUTO=y" in err and "fleet/ampere.yaml" in err, err
+
+
+def test_ka_install_finds_and_fetches_the_newest_published_deb(deb_built: tuple[Path, dict[str, Any], str],
+                                                              build_lab: BuildLab, tmp_path: Path) -> None:
+    """What ka-install does without --package on an apt host: the newest linux-image of the source package,
+    fetched with its signature, its sha256 the one the signed index lists."""
+    _, data, apt = deb_built
+    repo = Repository("hertz", apt, "fleet", f"file://{apt}", build_lab.fingerprint, str(build_lab.repo_gnupghome))
+    ssh = SshSettings(build_lab.ssh.config, build_lab.ssh.known_hosts)
+    entry = newest(ssh, repo, "linux-ampere")
+    assert (entry.name, entry.version, entry.filename) == (f"linux-image-{RELEASE}", "6.12.0-1", FILES[0])
+    got = fetch(ssh, repo, entry, tmp_path / "packages")
+    assert got.read_bytes() == paths(data)[0].read_bytes() and got.with_name(got.name + ".sig").is_file()
+    with pytest.raises(NotPublishedDeb, match="no linux-image package built from linux-other"):
+        newest(ssh, repo, "linux-other")
+    (Path(apt) / "ka" / FILES[0]).write_bytes(b"not the package")  # damaged after publishing
+    with pytest.raises(NotPublishedDeb, match="is not the one fleet's index lists"):
+        fetch(ssh, repo, entry, tmp_path / "again")
