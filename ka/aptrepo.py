@@ -5,13 +5,16 @@ Layout of ``apt_repository.path`` (reprepro's base folder)::
     conf/distributions     written once by ka-build: the distribution <name>, component main,
                            SignWith the key (reprepro signs Release/InRelease in that keyring)
     dists/ pool/ db/       reprepro's own
-    ka/<file>.deb(.sig)    what ka-build uploaded, with its detached signature: ka-install
+    ka/<file>.deb(.sig)    what ka-build published, with its detached signature: ka-install
                            fetches the package from here to check it before apt installs it
+    ka/incoming/           an upload waits here until reprepro took it: a refused one never
+                           replaces the published files
 
 ``reprepro includedeb`` runs under ``flock`` on the lock file beside it (as ``repo-add`` does for
 pacman), so two publishes never interleave; afterwards ``reprepro list`` must name every package
 at its version.  A package already there with other bytes under the same version is refused by
-reprepro: a rebuild that differs needs a new ``package.pkgrel``.
+reprepro: a rebuild that differs needs a new ``package.pkgrel``.  Versions are compared as dpkg
+compares them (:func:`compare_versions`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass
+from functools import cmp_to_key
 from pathlib import Path
 
 from ka.errors import EXIT_ENVIRONMENT, KaError
@@ -79,18 +83,24 @@ def publish_deb(ssh: SshSettings, repo: Repository, packages: list[Path], arch: 
             with remote.sftp.open(conf, "w") as fh:
                 fh.write(distributions(repo, arch))
             log(f"wrote {repo.ssh}:{conf} (distribution {repo.name}, signed with {repo.key})")
+        staged = posixpath.join(incoming, "incoming")
+        remote.run(["rm", "-rf", "--", staged], timeout=120)
+        remote.mkdirs(staged)
+        names = [name for pkg in packages for name in (pkg.name, pkg.name + ".sig")]
         for pkg in packages:
             for path in (pkg, pkg.with_name(pkg.name + ".sig")):
-                remote.sftp.put(str(path), posixpath.join(incoming, path.name))
-        log(f"uploaded {len(packages)} packages and their signatures to {repo.ssh}:{incoming}")
+                remote.sftp.put(str(path), posixpath.join(staged, path.name))
+        log(f"uploaded {len(packages)} packages and their signatures to {repo.ssh}:{staged}")
         lock = posixpath.join(repo.path, ".ka-repo.lock")
         try:
             remote.run(["flock", lock, *_reprepro(repo, "includedeb", repo.name,
-                                                  *(posixpath.join(incoming, p.name) for p in packages))],
+                                                  *(posixpath.join(staged, p.name) for p in packages))],
                        env=_env(repo), timeout=600, on_line=log)
         except RemoteFailed as exc:
-            raise PublishError(f"reprepro did not take the packages on {repo.ssh}: {exc.tail or exc} (a package "
-                               "of the same version but other bytes is there already: raise package.pkgrel)") from None
+            raise PublishError(f"reprepro did not take the packages on {repo.ssh}: {exc.tail or exc} (when it says "
+                               "the same version is there with other bytes: raise package.pkgrel); the published "
+                               "files are unchanged") from None
+        remote.run(["mv", "-f", "--", *(posixpath.join(staged, n) for n in names), incoming], timeout=120)
         listed = entries(remote, repo)
     want = {_name_version(p.name) for p in packages}
     have = {(e.name, e.version) for e in listed}
@@ -120,9 +130,40 @@ def entries(remote: Remote, repo: Repository) -> list[DebEntry]:
     return found
 
 
-def version_key(version: str) -> list[tuple[int, object]]:
-    """A sort key close to dpkg's for the versions ka-build makes (``6.12.117-2`` < ``6.12.117-10``)."""
-    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|[A-Za-z]+|~", version)]
+def _order(c: str) -> int:
+    """dpkg's weight of one character of a non-digit run: ``~`` first, then the end, letters, the rest."""
+    if c == "~":
+        return -1
+    return ord(c) if c.isalpha() else ord(c) + 256
+
+
+def _compare_part(a: str, b: str) -> int:
+    """dpkg's comparison of an upstream version or a revision (non-digit runs, then digit runs, in turn)."""
+    while a or b:
+        na, nb = re.match(r"\D*", a).group(), re.match(r"\D*", b).group()  # type: ignore[union-attr]
+        for i in range(max(len(na), len(nb))):
+            x = _order(na[i]) if i < len(na) else 0
+            y = _order(nb[i]) if i < len(nb) else 0
+            if x != y:
+                return -1 if x < y else 1
+        a, b = a[len(na):], b[len(nb):]
+        da, db = re.match(r"\d*", a).group(), re.match(r"\d*", b).group()  # type: ignore[union-attr]
+        if int(da or 0) != int(db or 0):
+            return -1 if int(da or 0) < int(db or 0) else 1
+        a, b = a[len(da):], b[len(db):]
+    return 0
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as dpkg --compare-versions orders ``a`` and ``b`` (epoch, upstream, revision)."""
+    def split(v: str) -> tuple[int, str, str]:
+        epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
+        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
+        return int(epoch or 0), upstream, revision
+    (ea, ua, ra), (eb, ub, rb) = split(a), split(b)
+    if ea != eb:
+        return -1 if ea < eb else 1
+    return _compare_part(ua, ub) or _compare_part(ra, rb)
 
 
 def newest(ssh: SshSettings, repo: Repository, pkgbase: str) -> DebEntry:
@@ -132,7 +173,23 @@ def newest(ssh: SshSettings, repo: Repository, pkgbase: str) -> DebEntry:
     if not found:
         raise NotPublishedDeb(f"{repo.ssh}:{repo.path}: the distribution {repo.name} has no linux-image package built "
                               f"from {pkgbase}: build and publish it first (ka-build), or give --package FILE")
-    return max(found, key=lambda e: version_key(e.version))
+    return max(found, key=cmp_to_key(_by_version))
+
+
+def _by_version(x: DebEntry, y: DebEntry) -> int:
+    return compare_versions(x.version, y.version)
+
+
+def indexed(remote: Remote, repo: Repository, name: str) -> set[str]:
+    """The sha256 of every version of ``name`` the distribution's index lists."""
+    out = remote.run(_reprepro(repo, "--list-format=${SHA256}\\n", "list", repo.name, name), timeout=120).output
+    return set(out.split())
+
+
+def published_sum(ssh: SshSettings, repo: Repository, name: str, sha256: str) -> bool:
+    """Whether the index lists ``name`` with these bytes (what apt will install is this file)."""
+    with connect(ssh, repo.ssh) as remote:
+        return sha256 in indexed(remote, repo, name)
 
 
 def fetch(ssh: SshSettings, repo: Repository, entry: DebEntry, folder: Path) -> Path:
@@ -142,8 +199,7 @@ def fetch(ssh: SshSettings, repo: Repository, entry: DebEntry, folder: Path) -> 
         raise NotPublishedDeb(f"{entry.name} {entry.version}: {entry.filename!r} is not a package file's name")
     folder.mkdir(parents=True, exist_ok=True)
     with connect(ssh, repo.ssh) as remote:
-        listed = remote.run(_reprepro(repo, "--list-format=${SHA256}\\n", "list", repo.name, entry.name),
-                            timeout=120).output
+        listed = indexed(remote, repo, entry.name)
         for name in (entry.filename, entry.filename + ".sig"):
             where = posixpath.join(repo.path, INCOMING, name)
             if remote.stat(where) is None:

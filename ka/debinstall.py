@@ -22,15 +22,16 @@ the running kernel's own entry.  Order:
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from typing import Any
 
-from ka import extlinux, trial
+from ka import aptrepo, extlinux, trial
 from ka.device import now
 from ka.errors import EXIT_BAD_INPUT
 from ka.infra import Infra
 from ka.install import Install
-from ka.installer import InstallError, InstallOptions, InstallResult, Log, Preflight, Step, run_installer
+from ka.installer import MARGIN, InstallError, InstallOptions, InstallResult, Log, Preflight, Step, run_installer
 from ka.kernelpkg import PackageFacts
 from ka.repo import RepoView
 from ka.sign import SignError, public_key
@@ -40,6 +41,9 @@ KEYRING = "/etc/apt/keyrings/kernel-agent.gpg"
 #: apt reads only kernel-agent's source for the update, and keeps the other sources' lists
 SOURCE_ONLY = [f"-oDir::Etc::SourceList={SOURCE}", "-oDir::Etc::SourceParts=-", "-oAPT::Get::List-Cleanup=0"]
 NONINTERACTIVE = ["env", "DEBIAN_FRONTEND=noninteractive"]
+#: dpkg's lock may be held a while (unattended-upgrades): wait for it rather than fail
+LOCK_WAIT = "-oDPkg::Lock::Timeout=300"
+ABSENT = ("not-installed", "config-files")
 
 
 class DebInstall(Install):
@@ -50,6 +54,52 @@ class DebInstall(Install):
 
     def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
         self.check_new_release(pre, facts)
+        self.check_default(pre, facts)
+        self.check_published(facts)
+
+    def check_default(self, pre: Preflight, facts: PackageFacts) -> None:
+        """The default entry boots the running kernel (it is what the backup saves and the way back keeps), and
+        the new release is the one u-boot-update will make the default (it sorts above every other kernel)."""
+        device = self.device
+        assert device is not None
+        boots = menu(pre.text, self.spec.boot)
+        running = self.spec.deb_image(pre.running)
+        if boots.get(boots.get("", "")) != running:
+            raise InstallError(f"{self.host}:{self.spec.extlinux}: the default entry ({boots.get('', 'none')}) does "
+                               f"not boot the running kernel {running}: run u-boot-update there (or reboot into the "
+                               "default), then install again; refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
+        others = sorted({posixpath.basename(p).removeprefix("vmlinuz-") for p in device.boot_files()
+                         if posixpath.basename(p).startswith("vmlinuz-")} - {facts.release})
+        order = device.remote.run(["linux-version", "sort", "--reverse", facts.release, *others], timeout=60,
+                                  check=False)
+        first = order.output.split()[:1]
+        if order.ok and first != [facts.release]:
+            raise InstallError(f"{facts.release} would not be {self.host}'s default kernel: u-boot-update boots the "
+                               f"highest release, {first[0]}; remove that kernel first (apt-get remove "
+                               f"linux-image-{first[0]}), or build a higher release; refused, nothing was changed",
+                               exit_code=EXIT_BAD_INPUT)
+
+    def check_published(self, facts: PackageFacts) -> None:
+        """apt installs from the repository: ``--package FILE`` must be what the index lists, byte for byte."""
+        repo = self.infra.apt_repository
+        if repo is None:
+            raise InstallError(f"{self.infra.path}: no apt_repository: an apt host installs from it; refused",
+                               exit_code=EXIT_BAD_INPUT)
+        if self.opts.package is None:
+            return  # fetched from the repository, its sum checked against the index
+        sha = hashlib.sha256(facts.path.read_bytes()).hexdigest()
+        if not aptrepo.published_sum(self.opts.ssh, repo, facts.name, sha):
+            raise InstallError(f"{facts.path.name} is not in {repo.name} ({repo.ssh}:{repo.path}) with these bytes: "
+                               "apt on the host installs what the repository serves; publish it first (ka-build "
+                               "publishes what it builds); refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
+
+    def check_room(self, pre: Preflight, new_bytes: int, keeping: bool = True) -> None:
+        """Room in the boot folder for the new kernel's files and its initramfs (about the running one's size):
+        nothing is replaced, the running kernel keeps its files."""
+        device = self.device
+        assert device is not None
+        self.require_room(int((new_bytes + device.size([self.spec.deb_initrd(pre.running)])) * MARGIN),
+                          "the new kernel and its initramfs", "apt-get remove an old linux-image-<release>")
 
     def check_new_release(self, pre: Preflight, facts: PackageFacts) -> None:
         """Another release than the running one, not installed yet: it goes in beside the running kernel."""
@@ -59,10 +109,10 @@ class DebInstall(Install):
                                "nothing was changed", exit_code=EXIT_BAD_INPUT)
         device = self.device
         assert device is not None
-        have = device.installed(facts.name)
-        if have is not None:
-            raise InstallError(f"{self.host} has {facts.name} {have} installed already (not running): reboot into it, "
-                               f"or remove it first (ka-install {self.host} --rollback); refused, nothing was changed")
+        state = device.deb_status(facts.name)
+        if state not in ABSENT:
+            raise InstallError(f"{self.host} has {facts.name} already ({state}, not running): reboot into it, or "
+                               f"remove it first (ka-install {self.host} --rollback); refused, nothing was changed")
 
     def steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
         installed = {"release": facts.release, "version": facts.version, "package": facts.name, "at": now(),
@@ -76,10 +126,11 @@ class DebInstall(Install):
         trial_steps = []
         if self.spec.trial_boot == "uboot-script" and self.opts.reboot:
             trial_steps = [self.trial_arm_step(lambda: self.labels, ("<new entry>", "<running kernel's entry>"))]
-        return [self.backup_step(pre, record),
+        # the stage that holds the host (until a reboot or --rollback) starts when dpkg is about to change it
+        return [self.backup_step(pre, record), self.source_step(), self.update_step(),
                 self.record_step("installing", lambda: {"installed": installed, "previous": previous,
                                                         "pending_reboot": True, "backup": self.result.backup}),
-                self.source_step(), self.apt_step(facts), self.check_step(pre, facts),
+                self.apt_step(facts), self.check_step(pre, facts),
                 self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
                                                                 "result": "installed, reboot pending"}}),
                 *trial_steps]
@@ -107,25 +158,37 @@ class DebInstall(Install):
                     [(self.host, argv) for path in (KEYRING, SOURCE) for argv in device.write_commands(path)], run,
                     writes=line)
 
-    def apt_step(self, facts: PackageFacts) -> Step:
-        """apt-get update (the fleet's source only), then install the package: its hooks run on the host."""
+    def apt(self, *args: str) -> list[str]:
+        """An apt-get command line, as root, without questions."""
+        return self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, LOCK_WAIT, *args)
+
+    def _apt_run(self, argv: list[str], what: str) -> None:
         device = self.device
         assert device is not None
-        update = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, *SOURCE_ONLY, "update")
-        install = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, "install", "--yes",
-                                 "--no-install-recommends", "-oDpkg::Options::=--force-confold",
-                                 f"{facts.name}={facts.version}")
+        done = device.remote.run(argv, timeout=1800, check=False, on_line=self.log)
+        if not done.ok:
+            raise InstallError(f"apt-get {what} failed on {self.host} (exit {done.code}): "
+                               + " | ".join(done.output.strip().splitlines()[-3:]))
+
+    def update_step(self) -> Step:
+        """apt-get update of the fleet's source alone (the host's other sources are not read)."""
+        argv = self.apt(*SOURCE_ONLY, "update")
+        return Step("apt-get update (the fleet's source only)", [(self.host, argv)],
+                    lambda: self._apt_run(argv, "update"))
+
+    def apt_step(self, facts: PackageFacts) -> Step:
+        """Install the package: its hooks run on the host (initramfs-tools, u-boot-menu)."""
+        device = self.device
+        assert device is not None
+        argv = self.apt("install", "--yes", "--no-install-recommends", "-oDpkg::Options::=--force-confold",
+                        f"{facts.name}={facts.version}")
 
         def run() -> None:
             self.started = int(device.remote.run(["date", "+%s"], timeout=30).output.strip())
-            for argv in (update, install):
-                self.got.changed = True
-                done = device.remote.run(argv, timeout=1800, check=False, on_line=self.log)
-                if not done.ok:
-                    raise InstallError(f"{argv[len(self.spec.commands.prefix) + 2]} {argv[-1]} failed on {self.host} "
-                                       f"(exit {done.code}): " + " | ".join(done.output.strip().splitlines()[-3:]))
-        return Step(f"apt-get update, then apt-get install {facts.name}={facts.version} (its hooks: update-initramfs, "
-                    "u-boot-update)", [(self.host, update), (self.host, install)], run)
+            self.got.changed, self.got.apt_package = True, facts.name
+            self._apt_run(argv, f"install {facts.name}={facts.version}")
+        return Step(f"apt-get install {facts.name}={facts.version} (its hooks: update-initramfs, u-boot-update)",
+                    [(self.host, argv)], run)
 
     def check_step(self, pre: Preflight, facts: PackageFacts) -> Step:
         """dpkg has it; the image is the package's; its initramfs is new; extlinux boots it, and keeps the old."""
@@ -188,15 +251,24 @@ class DebInstall(Install):
         device.save_record({**record, "stage": "booted", "pending_reboot": False,
                             "installed": record.get("previous") or {},
                             "last": {**(record.get("last") or {}), "result": "failed"}})
-        return (f"{why}; the boot-once trial brought it back by itself, {facts.name} was removed and "
-                f"{pre.running} is the default entry again")
+        return f"{why}; the boot-once trial brought it back by itself, {facts.name} was removed and " + \
+            self.default_after_removal(pre.running)
+
+    def default_after_removal(self, back: str) -> str:
+        """Whether u-boot-update made ``back`` the default again, as words (raises when it did not)."""
+        device = self.device
+        assert device is not None
+        boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
+        if boots.get(boots.get("", "")) != self.spec.deb_image(back):
+            raise InstallError(f"{self.host}:{self.spec.extlinux}: after the removal the default entry "
+                               f"({boots.get('', 'none')}) does not boot {self.spec.deb_image(back)}: run "
+                               "u-boot-update there and look at the file")
+        return f"{back} is the default entry again"
 
     def remove(self, name: str) -> None:
         """``apt-get remove`` a kernel package: its hooks take its entry out of extlinux.conf."""
-        device = self.device
-        assert device is not None
-        argv = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, "remove", "--yes", name)
-        device.remote.run(argv, timeout=1800, on_line=self.log)
+        self.got.changed, self.got.apt_package = True, name
+        self._apt_run(self.apt("remove", "--yes", name), f"remove {name}")
 
 
 def menu(text: str, boot: str) -> dict[str, str]:
@@ -212,7 +284,10 @@ def menu(text: str, boot: str) -> dict[str, str]:
 
 class DebRollback(DebInstall):
     """``ka-install HOST --rollback`` on an apt host: remove the kernel the last install put in, so that
-    u-boot-update makes the kernel it replaced the default again; reboot; the heartbeat must see it."""
+    u-boot-update makes the kernel it replaced the default again; reboot (unless nothing was removed and
+    the host runs that kernel already); the heartbeat must see it."""
+
+    removed = False
 
     def run(self) -> InstallResult:
         self.phase("preflight")
@@ -226,30 +301,34 @@ class DebRollback(DebInstall):
                                "nothing to roll back (ka-install --rollback RELEASE restores a backup)",
                                exit_code=EXIT_BAD_INPUT)
         self.result.new_release = back
+        self.got.apt_package = str(name)
         self.execute([*self.trial_clear_steps(), self.remove_step(str(name), str(back)),
                       self.record_step("installed", lambda: {
                           "installed": {**previous, "at": now(), "by": self.opts.who}, "pending_reboot": True,
                           "last": {"action": "rollback", "at": now(), "result": "rolled back, reboot pending"}})])
-        if not self.opts.dry_run:
-            self.phase("reboot")
-            self.heartbeat(str(back), installed.get("release") if pre.running != back else None, "rollback")
+        if self.opts.dry_run:
+            return self.result
+        if not self.removed and pre.running == back:  # nothing was there to remove, and it runs the kernel
+            self.device.save_record({**self.device.record(), "stage": "booted", "pending_reboot": False})  # type: ignore[union-attr]
+            self.result.state, self.result.message = "succeeded", f"{self.host} runs {back}; {name} was not installed"
+            return self.result
+        self.phase("reboot")
+        self.heartbeat(str(back), installed.get("release") if pre.running != back else None, "rollback")
         return self.result
 
     def remove_step(self, name: str, back: str) -> Step:
         device = self.device
         assert device is not None
-        argv = self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, "remove", "--yes", name)
+        argv = self.apt("remove", "--yes", name)
         image = self.spec.deb_image(back)
 
         def run() -> None:
-            self.got.changed = True
-            if device.installed(name) is not None:
+            if device.deb_status(name) not in ABSENT:  # half-configured or unpacked count: dpkg retries those
                 self.remove(name)
-            boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
-            if boots.get(boots.get("", "")) != image:
-                raise InstallError(f"{self.host}:{self.spec.extlinux}: after removing {name}, the default entry does "
-                                   f"not boot {image}")
-        return Step(f"apt-get remove {name}: u-boot-update makes {back} the default again", [(self.host, argv)], run)
+                self.removed = True
+            self.default_after_removal(back)
+        return Step(f"apt-get remove {name}: u-boot-update makes {back} ({image}) the default again",
+                    [(self.host, argv)], run)
 
 
 def deb_install(view: RepoView, host: str, infra: Infra, opts: InstallOptions, log: Log = lambda line: None,

@@ -79,6 +79,11 @@ class Device:
         words = res.output.split()
         return words[1] if res.ok and len(words) == 2 and _VERSION.fullmatch(words[1]) else None
 
+    def deb_status(self, name: str) -> str:
+        """dpkg's state of a package (``installed``, ``half-configured``, ``config-files``, …; ``not-installed``)."""
+        res = self.remote.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", name], timeout=60, check=False)
+        return res.output.strip() if res.ok and res.output.strip() else "not-installed"
+
     def exists(self, path: str) -> bool:
         return self.root(["test", "-e", path], timeout=60, check=False).ok
 

@@ -286,13 +286,18 @@ class Installer:
         initramfs = self.spec.initramfs_path
         old_initrd = [src for role, src, _ in pre.kept if role == "initrd"]
         fresh = device.size(old_initrd) if initramfs and not device.exists(initramfs) else 0
-        needed = int((max(0, copies) + max(0, new_bytes - replaced) + fresh) * MARGIN)
+        self.require_room(int((max(0, copies) + max(0, new_bytes - replaced) + fresh) * MARGIN),
+                          "the new kernel and the kept previous one", "remove old kernels or *.ka-prev files by hand")
+
+    def require_room(self, needed: int, what: str, advice: str) -> None:
+        """``needed`` bytes free in the boot folder for ``what``, or a refusal that says ``advice``."""
+        device = self.device
+        assert device is not None
         free = device.free(self.spec.boot)
         self.log(f"{self.spec.boot}: {free >> 20} MiB free, about {needed >> 20} MiB needed")
         if free < needed:
-            raise InstallError(f"{self.host}:{self.spec.boot}: {free >> 20} MiB free, but the new kernel and the kept "
-                               f"previous one need about {needed >> 20} MiB; refused, nothing was changed (remove "
-                               "old kernels or *.ka-prev files by hand)")
+            raise InstallError(f"{self.host}:{self.spec.boot}: {free >> 20} MiB free, but {what} need about "
+                               f"{needed >> 20} MiB; refused, nothing was changed ({advice})")
 
     # --- steps ------------------------------------------------------------------------------------
 

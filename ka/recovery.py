@@ -26,6 +26,7 @@ class Progress:
     back_on: str | None = None  # the release it came back on
     modules_aside: str | None = None  # the kept kernel's modules, set aside and not yet back in place
     trial_armed: bool = False  # the boot-once trial's files are on the host, not yet cleared
+    apt_package: str | None = None  # apt hosts: the kernel package this run installs (or removes)
 
 
 def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, new: str | None,
@@ -69,8 +70,9 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
 def apt_way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, new: str | None,
                  saved: str) -> list[str]:
     """On an apt host the running kernel keeps its package and its entry: the way back is removing the new one."""
-    remove = f"ka-install {host} --rollback (apt-get remove linux-image-{new}: u-boot-update makes {running} the " \
-             "default again)"
+    package = got.apt_package or f"linux-image-{new}"
+    remove = f"ka-install {host} --rollback (apt-get remove {package}: u-boot-update makes the kernel it replaced " \
+             "the default again)"
     if got.never_back:
         return [f"{host} is not answering over ssh: go to its console; in U-Boot's menu pick the entry of {running}",
                 f"once it is up: {remove}", f"if the boot folder is damaged: {saved}"]
@@ -79,8 +81,8 @@ def apt_way_back(host: str, spec: InstallSpec, got: Progress, running: str | Non
     elif got.back_on is not None:
         lines = [f"{host} is up on {new}", saved]
     else:
-        lines = [f"{host} still runs {running}; nothing was rebooted; if linux-image-{new} is installed, its entry "
-                 f"is the default: {remove}", saved]
+        lines = [f"{host} still runs {running}; nothing was rebooted; if {package} is on the host (dpkg -l), its "
+                 f"entry may be the default: {remove}", saved]
     if got.trial_armed:
         ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(spec))
         lines.append(f"the boot-once trial is armed in {spec.trial_state}: the next boot tries the new entry once; "

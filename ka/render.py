@@ -27,6 +27,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "package"
 PKGEXT = ".pkg.tar.zst"
 DEB_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
 _LOCALVERSION = re.compile(r'^CONFIG_LOCALVERSION="([^"\n]*)"$', re.M)
+_DEB_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]+")
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, autoescape=False,  # noqa: S701 - a shell file: values are quoted by the shell filter or validated
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["shell"] = shlex.quote
@@ -129,7 +130,17 @@ def deb_release(plan: HostPlan, config: bytes) -> str:
                                      f"{spec.config} sets CONFIG_LOCALVERSION_AUTO=y: the kernel release would "
                                      "depend on the git tree, and a .deb is named after its release; unset it")])
     found = _LOCALVERSION.search(text)
-    return f"{kernel_version(plan.manifest.baseline_ref)}{found.group(1) if found else ''}-{spec.pkgrel}"
+    release = f"{kernel_version(plan.manifest.baseline_ref)}{found.group(1) if found else ''}-{spec.pkgrel}"
+    if not _DEB_NAME.fullmatch(f"linux-image-{release}"):
+        raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
+                                     f"CONFIG_LOCALVERSION in {spec.config} gives the release {release}, and "
+                                     f"linux-image-{release} is not a Debian package name (lowercase letters, digits, "
+                                     "'.', '+', '-')")])
+    if not _DEB_NAME.fullmatch(spec.pkgbase):
+        raise ManifestError([Problem(plan.manifest.path, None, "package.pkgbase",
+                                     f"{spec.pkgbase} is not a Debian source package name (lowercase letters, "
+                                     "digits, '.', '+', '-'; at least two)")])
+    return release
 
 
 def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str) -> BuildFolder:

@@ -146,21 +146,42 @@ def test_a_config_with_localversion_auto_is_refused_before_any_ssh(build_lab: Bu
     repo, _ = deb_fleet(build_lab, tmp_path / "fleet", "debauto", files={"fleet/configs/ampere.config": config})
     code, _, err = build_lab.build(repo)
     assert code == 2 and "CONFIG_LOCALVERSION_AUTO=y" in err and "fleet/ampere.yaml" in err, err
+    assert "ka-build: connect" not in err  # refused at render, before any ssh
+
+
+def test_a_refused_republish_leaves_the_published_package_alone(deb_built: tuple[Path, dict[str, Any], str],
+                                                               build_lab: BuildLab, tmp_path: Path) -> None:
+    """The same version with other bytes (another config): reprepro refuses, and what ka-install fetches stays
+    the package the index lists."""
+    _, data, apt = deb_built
+    config = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\nCONFIG_OPTION_2=y\n'
+    repo, _ = deb_fleet(build_lab, tmp_path / "fleet", "debbuilt", files={"fleet/configs/ampere.config": config})
+    code, _, err = build_lab.build(repo)
+    assert code == 3 and "reprepro did not take the packages" in err and "published files are unchanged" in err, err
+    assert (Path(apt) / "ka" / FILES[0]).read_bytes() == paths(data)[0].read_bytes()
 
 
 def test_ka_install_finds_and_fetches_the_newest_published_deb(deb_built: tuple[Path, dict[str, Any], str],
                                                               build_lab: BuildLab, tmp_path: Path) -> None:
-    """What ka-install does without --package on an apt host: the newest linux-image of the source package,
-    fetched with its signature, its sha256 the one the signed index lists."""
-    _, data, apt = deb_built
+    """What ka-install does without --package on an apt host: the newest linux-image of the source package (by
+    dpkg's order), fetched with its signature, its sha256 the one the signed index lists."""
+    _, _, apt = deb_built
+    newer, _ = deb_fleet(build_lab, tmp_path / "fleet", "debbuilt", extra="  pkgrel: 10\n")
+    code, data, err = build_lab.build(newer)  # 6.12.0-10 beside 6.12.0-1: 10 > 1, as dpkg orders them
+    assert code == 0, err
     repo = Repository("hertz", apt, "fleet", f"file://{apt}", build_lab.fingerprint, str(build_lab.repo_gnupghome))
     ssh = SshSettings(build_lab.ssh.config, build_lab.ssh.known_hosts)
     entry = newest(ssh, repo, "linux-ampere")
-    assert (entry.name, entry.version, entry.filename) == (f"linux-image-{RELEASE}", "6.12.0-1", FILES[0])
+    assert (entry.name, entry.version) == ("linux-image-6.12.0-ampere-10", "6.12.0-10")
     got = fetch(ssh, repo, entry, tmp_path / "packages")
     assert got.read_bytes() == paths(data)[0].read_bytes() and got.with_name(got.name + ".sig").is_file()
     with pytest.raises(NotPublishedDeb, match="no linux-image package built from linux-other"):
         newest(ssh, repo, "linux-other")
-    (Path(apt) / "ka" / FILES[0]).write_bytes(b"not the package")  # damaged after publishing
-    with pytest.raises(NotPublishedDeb, match="is not the one fleet's index lists"):
-        fetch(ssh, repo, entry, tmp_path / "again")
+    published = Path(apt) / "ka" / entry.filename
+    good = published.read_bytes()
+    try:
+        published.write_bytes(b"not the package")  # damaged after publishing
+        with pytest.raises(NotPublishedDeb, match="is not the one fleet's index lists"):
+            fetch(ssh, repo, entry, tmp_path / "again")
+    finally:
+        published.write_bytes(good)

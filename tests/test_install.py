@@ -60,7 +60,7 @@ def test_a_host_that_comes_back_on_the_old_kernel_fails_and_says_so(install_lab:
     target = install_lab.targets.target("panic", bad=(NEW,))
     repo = install_lab.fleet(tmp_path / "fleet", "panic", target)
     code, data, err = install_lab.install(repo)
-    assert code == 1 and data["state"] == "failed"
+    assert code == 1 and data["state"] == "failed", err
     assert f"the host fell back to {OLD}" in err and data["heartbeat"]["release"] == OLD
     assert target.boots[-1] == OLD
     assert any("ka-install ampere --rollback" in line for line in data["recovery"])
