@@ -32,7 +32,7 @@ from ka.infra import Repository
 from ka.publish import Log, Published, PublishError
 from ka.ssh import Remote, RemoteFailed, SshSettings, connect
 
-INCOMING = "ka"
+PUBLISHED = "ka"  # the published packages and their signatures, beside reprepro's pool
 LIST_FORMAT = "${package} ${version} ${$source} ${$architecture}\\n"
 _DEB = re.compile(r"[a-z0-9][a-z0-9.+-]*_[A-Za-z0-9.+~:-]+_[a-z0-9]+\.deb")
 
@@ -75,15 +75,15 @@ def _env(repo: Repository) -> dict[str, str] | None:
 def publish_deb(ssh: SshSettings, repo: Repository, packages: list[Path], arch: str, log: Log) -> Published:
     """Upload ``packages`` (and their ``.sig``), ``reprepro includedeb`` them, check the list names them."""
     with connect(ssh, repo.ssh) as remote:
-        incoming = posixpath.join(repo.path, INCOMING)
-        remote.mkdirs(incoming)
+        published = posixpath.join(repo.path, PUBLISHED)
+        remote.mkdirs(published)
         remote.mkdirs(posixpath.join(repo.path, "conf"))
         conf = posixpath.join(repo.path, "conf/distributions")
         if remote.stat(conf) is None:
             with remote.sftp.open(conf, "w") as fh:
                 fh.write(distributions(repo, arch))
             log(f"wrote {repo.ssh}:{conf} (distribution {repo.name}, signed with {repo.key})")
-        staged = posixpath.join(incoming, "incoming")
+        staged = posixpath.join(published, "incoming")
         remote.run(["rm", "-rf", "--", staged], timeout=120)
         remote.mkdirs(staged)
         names = [name for pkg in packages for name in (pkg.name, pkg.name + ".sig")]
@@ -100,7 +100,7 @@ def publish_deb(ssh: SshSettings, repo: Repository, packages: list[Path], arch: 
             raise PublishError(f"reprepro did not take the packages on {repo.ssh}: {exc.tail or exc} (when it says "
                                "the same version is there with other bytes: raise package.pkgrel); the published "
                                "files are unchanged") from None
-        remote.run(["mv", "-f", "--", *(posixpath.join(staged, n) for n in names), incoming], timeout=120)
+        remote.run(["mv", "-f", "--", *(posixpath.join(staged, n) for n in names), published], timeout=120)
         listed = entries(remote, repo)
     want = {_name_version(p.name) for p in packages}
     have = {(e.name, e.version) for e in listed}
@@ -201,7 +201,7 @@ def fetch(ssh: SshSettings, repo: Repository, entry: DebEntry, folder: Path) -> 
     with connect(ssh, repo.ssh) as remote:
         listed = indexed(remote, repo, entry.name)
         for name in (entry.filename, entry.filename + ".sig"):
-            where = posixpath.join(repo.path, INCOMING, name)
+            where = posixpath.join(repo.path, PUBLISHED, name)
             if remote.stat(where) is None:
                 raise NotPublishedDeb(f"{repo.ssh}:{where}: missing, although {repo.name} lists {entry.name} "
                                       f"{entry.version}")

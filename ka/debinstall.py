@@ -29,11 +29,9 @@ from typing import Any
 from ka import aptrepo, extlinux, trial
 from ka.device import now
 from ka.errors import EXIT_BAD_INPUT
-from ka.infra import Infra
 from ka.install import Install
-from ka.installer import MARGIN, InstallError, InstallOptions, InstallResult, Log, Preflight, Step, run_installer
+from ka.installer import MARGIN, InstallError, InstallResult, Preflight, Step
 from ka.kernelpkg import PackageFacts
-from ka.repo import RepoView
 from ka.sign import SignError, public_key
 
 SOURCE = "/etc/apt/sources.list.d/kernel-agent.list"
@@ -51,6 +49,7 @@ class DebInstall(Install):
 
     labels: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)
     keeps = False  # the running kernel keeps its own package, files and entry
+    started = 0  # the host's clock when apt-get install started: the new initramfs is younger
 
     def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
         self.check_new_release(pre, facts)
@@ -62,10 +61,10 @@ class DebInstall(Install):
         the new release is the one u-boot-update will make the default (it sorts above every other kernel)."""
         device = self.device
         assert device is not None
-        boots = menu(pre.text, self.spec.boot)
+        default, boots = menu(pre.text, self.spec.boot)
         running = self.spec.deb_image(pre.running)
-        if boots.get(boots.get("", "")) != running:
-            raise InstallError(f"{self.host}:{self.spec.extlinux}: the default entry ({boots.get('', 'none')}) does "
+        if boots.get(default or "") != running:
+            raise InstallError(f"{self.host}:{self.spec.extlinux}: the default entry ({default or 'none'}) does "
                                f"not boot the running kernel {running}: run u-boot-update there (or reboot into the "
                                "default), then install again; refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
         others = sorted({posixpath.basename(p).removeprefix("vmlinuz-") for p in device.boot_files()
@@ -117,15 +116,12 @@ class DebInstall(Install):
     def steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
         installed = {"release": facts.release, "version": facts.version, "package": facts.name, "at": now(),
                      "by": self.opts.who}
-        previous = {"release": pre.running, "version": pre.installed, "package": f"linux-image-{pre.running}"}
+        previous = {"release": pre.running, "version": pre.installed, "package": self.spec.kernel_package(pre.running)}
         record: dict[str, Any] = {"host": self.host, "replaced_release": pre.running, "replaced_version": pre.installed,
                                   "installed_version": facts.version, "installed_release": facts.release,
                                   "at": now(), "by": self.opts.who,
                                   "paths": {"boot": self.spec.boot, "extlinux": self.spec.extlinux,
                                             "modules": self.spec.modules}}
-        trial_steps = []
-        if self.spec.trial_boot == "uboot-script" and self.opts.reboot:
-            trial_steps = [self.trial_arm_step(lambda: self.labels, ("<new entry>", "<running kernel's entry>"))]
         # the stage that holds the host (until a reboot or --rollback) starts when dpkg is about to change it
         return [self.backup_step(pre, record), self.source_step(), self.update_step(),
                 self.record_step("installing", lambda: {"installed": installed, "previous": previous,
@@ -133,16 +129,12 @@ class DebInstall(Install):
                 self.apt_step(facts), self.check_step(pre, facts),
                 self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
                                                                 "result": "installed, reboot pending"}}),
-                *trial_steps]
+                *self.trial_steps(lambda: self.labels, ("<new entry>", "<running kernel's entry>"))]
 
     def source_step(self) -> Step:
         """The fleet's repository as apt's source, with its key (what apt checks the index's signature with)."""
-        device = self.device
-        repo = self.infra.apt_repository
-        assert device is not None
-        if repo is None:
-            raise InstallError(f"{self.infra.path}: no apt_repository: an apt host installs from it; refused",
-                               exit_code=EXIT_BAD_INPUT)
+        device, repo = self.device, self.infra.apt_repository
+        assert device is not None and repo is not None  # check_published refused a host without one
         line = f"deb [signed-by={KEYRING}] {repo.url} {repo.name} main\n"
 
         def run() -> None:
@@ -212,8 +204,6 @@ class DebInstall(Install):
                      (self.host, self.spec.root("stat", "-c", "%Y", initrd)),
                      (self.host, self.spec.root("cat", self.spec.extlinux))], run)
 
-    started = 0
-
     def _check_initrd(self, initrd: str) -> None:
         if self.spec.initramfs == "none":
             return
@@ -228,8 +218,7 @@ class DebInstall(Install):
         """(the default label, the first label booting the running kernel) of the rewritten extlinux.conf."""
         device = self.device
         assert device is not None
-        boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
-        default = boots.pop("", None)
+        default, boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
         if default is None or boots.get(default) != image:
             raise InstallError(f"{self.host}:{self.spec.extlinux}: the default entry ({default}) does not boot {image} "
                                "after the install: did u-boot-menu's hook run (is u-boot-menu installed)?")
@@ -258,10 +247,10 @@ class DebInstall(Install):
         """Whether u-boot-update made ``back`` the default again, as words (raises when it did not)."""
         device = self.device
         assert device is not None
-        boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
-        if boots.get(boots.get("", "")) != self.spec.deb_image(back):
+        default, boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
+        if boots.get(default or "") != self.spec.deb_image(back):
             raise InstallError(f"{self.host}:{self.spec.extlinux}: after the removal the default entry "
-                               f"({boots.get('', 'none')}) does not boot {self.spec.deb_image(back)}: run "
+                               f"({default or 'none'}) does not boot {self.spec.deb_image(back)}: run "
                                "u-boot-update there and look at the file")
         return f"{back} is the default entry again"
 
@@ -271,15 +260,11 @@ class DebInstall(Install):
         self._apt_run(self.apt("remove", "--yes", name), f"remove {name}")
 
 
-def menu(text: str, boot: str) -> dict[str, str]:
-    """label → the image it boots (a path on the host), and ``""`` → the default label, of an extlinux.conf."""
+def menu(text: str, boot: str) -> tuple[str | None, dict[str, str]]:
+    """An extlinux.conf's default label, and label → the image it boots (a path on the host)."""
     config = extlinux.parse(text)
-    found = {"": config.default or ""} if config.default else {}
-    for entry in config.entries:
-        if entry.kernel:
-            kernel = extlinux.booted(entry)[0]
-            found[entry.name] = extlinux.on_host(kernel, extlinux.boot_dir(entry), boot)
-    return found
+    return config.default, {entry.name: extlinux.on_host(extlinux.booted(entry)[0], extlinux.boot_dir(entry), boot)
+                            for entry in config.entries if entry.kernel}
 
 
 class DebRollback(DebInstall):
@@ -330,8 +315,3 @@ class DebRollback(DebInstall):
         return Step(f"apt-get remove {name}: u-boot-update makes {back} ({image}) the default again",
                     [(self.host, argv)], run)
 
-
-def deb_install(view: RepoView, host: str, infra: Infra, opts: InstallOptions, log: Log = lambda line: None,
-                phase: Any = lambda name: None) -> InstallResult:
-    """``ka-install HOST`` for an apt host: see the module's docstring."""
-    return run_installer(DebInstall(view, host, infra, opts, log, phase, "install"))

@@ -70,19 +70,21 @@ class Device:
     def installed(self, name: str | None = None) -> str | None:
         """The version pacman (or dpkg, on an apt host) has installed of ``name`` (the kernel package), or None."""
         if self.spec.format == "apt":
-            res = self.remote.run(["dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}", name or
-                                   self.spec.pkgbase], timeout=60, check=False)
-            words = res.output.split()
-            ok = res.ok and len(words) == 2 and words[0] == "installed" and _VERSION.fullmatch(words[1])
-            return words[1] if ok else None
+            status, version = self._dpkg(name or self.spec.pkgbase)
+            return version if status == "installed" and _VERSION.fullmatch(version) else None
         res = self.remote.run([*self.spec.commands.pacman, "-Q", name or self.spec.pkgbase], timeout=60, check=False)
         words = res.output.split()
         return words[1] if res.ok and len(words) == 2 and _VERSION.fullmatch(words[1]) else None
 
     def deb_status(self, name: str) -> str:
         """dpkg's state of a package (``installed``, ``half-configured``, ``config-files``, …; ``not-installed``)."""
-        res = self.remote.run(["dpkg-query", "-W", "-f", "${db:Status-Status}", name], timeout=60, check=False)
-        return res.output.strip() if res.ok and res.output.strip() else "not-installed"
+        return self._dpkg(name)[0]
+
+    def _dpkg(self, name: str) -> tuple[str, str]:
+        res = self.remote.run(["dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}", name], timeout=60,
+                              check=False)
+        words = res.output.split()
+        return (words[0], words[1] if len(words) > 1 else "") if res.ok and words else ("not-installed", "")
 
     def exists(self, path: str) -> bool:
         return self.root(["test", "-e", path], timeout=60, check=False).ok

@@ -111,7 +111,7 @@ class Install(Installer):
                 self.extlinux_step(pre, titles, LABEL),
                 self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
                                                                 "result": "installed, reboot pending"}}),
-                *([self.trial_arm_step()] if self.spec.trial_boot == "uboot-script" and self.opts.reboot else [])]
+                *self.trial_steps()]
 
     # --- checks before anything changes ------------------------------------------------------------
 

@@ -242,7 +242,7 @@ class Installer:
         """The host as it is (read only)."""
         device = self.device or self.connect()
         running, record = device.release(), device.record()
-        installed = device.installed(f"linux-image-{running}" if self.spec.format == "apt" else None)
+        installed = device.installed(self.spec.kernel_package(running))
         self.result.old_release, self.result.installed_before = running, installed
         if not device.exists(self.spec.extlinux):
             raise InstallError(f"{self.host}:{self.spec.extlinux}: no extlinux config (install.extlinux); write one "
@@ -364,10 +364,13 @@ class Installer:
             raise InstallError(f"{self.host}: install.trial_state: {problem} (trial_boot: uboot-script); refused, "
                                "nothing was changed", exit_code=EXIT_BAD_INPUT)
 
-    def trial_arm_step(self, labels: Callable[[], tuple[str, str]] = lambda: (extlinux.LABEL, extlinux.PREVIOUS),
-                       shown: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)) -> Step:
-        """Arm the boot-once trial, last before the reboot: ``labels()`` (the tried one, the fallback) are
-        known when the step runs (u-boot-update names them on an apt host)."""
+    def trial_steps(self, labels: Callable[[], tuple[str, str]] = lambda: (extlinux.LABEL, extlinux.PREVIOUS),
+                    shown: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)) -> list[Step]:
+        """Arm the boot-once trial, last before the reboot (when the host has one and a reboot follows):
+        ``labels()`` (the tried one, the fallback) are known when the step runs (u-boot-update names them
+        on an apt host)."""
+        if self.spec.trial_boot != "uboot-script" or not self.opts.reboot:
+            return []
         device = self.device
         assert device is not None
         trial_file, tried, fell = trial.paths(self.spec)
@@ -375,9 +378,8 @@ class Installer:
         def run() -> None:
             self.got.changed = self.got.trial_armed = True
             trial.arm(device, self.spec, *labels())
-        return Step(f"arm the boot-once trial: {trial_file} names {shown[0]}, {tried} and {fell} removed",
-                    [(self.host, argv) for argv in trial.arm_commands(self.spec)], run,
-                    writes=trial.text(*shown))
+        return [Step(f"arm the boot-once trial: {trial_file} names {shown[0]}, {tried} and {fell} removed",
+                     [(self.host, argv) for argv in trial.arm_commands(self.spec)], run, writes=trial.text(*shown))]
 
     def trial_clear_steps(self) -> list[Step]:
         """End a trial an earlier install left (a rollback goes to a kernel that booted before: no trial)."""

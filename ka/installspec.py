@@ -109,6 +109,11 @@ class InstallSpec:
             return None
         return posixpath.join(self.boot, f"initramfs-{self.pkgbase}.img")
 
+    def kernel_package(self, release: str) -> str:
+        """The package that holds the kernel ``release`` on the host: pacman's pkgbase, or on an apt host
+        that kernel's own ``linux-image-<release>``."""
+        return f"linux-image-{release}" if self.format == "apt" else self.pkgbase
+
     def deb_image(self, release: str) -> str:
         """A Debian kernel's image on the host (``/boot/vmlinuz-<release>``)."""
         return posixpath.join(self.boot, f"vmlinuz-{release}")

@@ -103,7 +103,7 @@ def _deb_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
     release, image = images.popitem()
     control = deb_control(path)
     name, version = control.get("Package", ""), control.get("Version", "")
-    if name != f"linux-image-{release}":
+    if name != spec.kernel_package(release):
         raise PackageRefused(f"{path.name}: is {name or 'unnamed'}, not linux-image-{release}, the package of the "
                              "kernel it holds; refused", exit_code=EXIT_BAD_INPUT)
     return PackageFacts(path, name, version, release, image, boot_bytes, signer, inputs)

@@ -134,8 +134,7 @@ def _ask(host: str, spec: InstallSpec | str, ssh: SshSettings) -> LiveRow:
             row.reachable = True
             device = Device(remote, spec)
             row.running = device.release()
-            # an apt host's kernels are packages of their own: the running one's is linux-image-<release>
-            row.installed = device.installed(f"linux-image-{row.running}" if spec.format == "apt" else None)
+            row.installed = device.installed(spec.kernel_package(row.running))
             record = device.record()
             row.record = _inputs(device, posixpath.join(spec.modules, row.running))
         last = record.get("last") or {}

@@ -58,9 +58,7 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
     else:
         lines = [f"{host} still runs {running}; nothing was rebooted", _next_boot(host, got, running, new), saved]
     if got.trial_armed:
-        ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(spec))
-        lines.append(f"the boot-once trial is armed in {spec.trial_state}: the next boot tries {LABEL} once and a "
-                     f"failed one comes back on {PREVIOUS}; to end the trial by hand: {ends}")
+        lines.append(armed(spec, f"{LABEL} once and a failed one comes back on {PREVIOUS}"))
     if got.modules_aside:
         lines.append(f"the modules of {running} are at {got.modules_aside}: move them back to "
                      f"{spec.modules}/{running} (mv -T) before booting {running} again")
@@ -70,7 +68,7 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
 def apt_way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, new: str | None,
                  saved: str) -> list[str]:
     """On an apt host the running kernel keeps its package and its entry: the way back is removing the new one."""
-    package = got.apt_package or f"linux-image-{new}"
+    package = got.apt_package or spec.kernel_package(str(new))
     remove = f"ka-install {host} --rollback (apt-get remove {package}: u-boot-update makes the kernel it replaced " \
              "the default again)"
     if got.never_back:
@@ -84,10 +82,15 @@ def apt_way_back(host: str, spec: InstallSpec, got: Progress, running: str | Non
         lines = [f"{host} still runs {running}; nothing was rebooted; if {package} is on the host (dpkg -l), its "
                  f"entry may be the default: {remove}", saved]
     if got.trial_armed:
-        ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(spec))
-        lines.append(f"the boot-once trial is armed in {spec.trial_state}: the next boot tries the new entry once; "
-                     f"to end the trial by hand: {ends}")
+        lines.append(armed(spec, "the new entry once"))
     return lines
+
+
+def armed(spec: InstallSpec, tries: str) -> str:
+    """The line of the way back that says a boot-once trial is still armed, and how to end it by hand."""
+    ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(spec))
+    return f"the boot-once trial is armed in {spec.trial_state}: the next boot tries {tries}; to end the trial by " \
+           f"hand: {ends}"
 
 
 def _next_boot(host: str, got: Progress, running: str | None, new: str | None) -> str:

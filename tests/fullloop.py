@@ -86,13 +86,8 @@ def fleet(work: Path, lab: BuildLab) -> Path:
 
 def join(vm: qemuhost.Vm, lab: BuildLab) -> None:
     """The VM as ssh host ``virt`` of the lab; its pacman trusts the fleet's key."""
-    with open(lab.ssh.config, "a") as fh:
-        fh.write(vm.ssh_config(HOST))
-    with open(lab.ssh.known_hosts, "a") as fh:
-        fh.write(vm.known_hosts())
-    key = subprocess.run(["gpg", "--homedir", str(lab.gnupghome), "--export", "--armor", lab.fingerprint],
-                         capture_output=True, check=True).stdout
-    qemuhost.trust_key(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST, key, lab.fingerprint)
+    vm.join(lab.ssh.config, lab.ssh.known_hosts, HOST)
+    qemuhost.trust_key(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST, lab.gnupghome, lab.fingerprint)
 
 
 def ka(lab: BuildLab, tree: Path, verb: str, repo: Path, *args: str) -> None:

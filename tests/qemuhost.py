@@ -820,16 +820,24 @@ class Vm:
     def known_hosts(self) -> str:
         return f"[127.0.0.1]:{self.port} {self.image.host_key}\n"
 
+    def join(self, ssh_config: Path, known_hosts: Path, name: str) -> None:
+        """Make the VM host ``name`` of an ssh config, its host key pinned in ``known_hosts``."""
+        with open(ssh_config, "a") as fh:
+            fh.write(self.ssh_config(name))
+        with open(known_hosts, "a") as fh:
+            fh.write(self.known_hosts())
+
     def ssh_config(self, name: str) -> str:
         return (f"Host {name}\n  HostName 127.0.0.1\n  Port {self.port}\n  User root\n"
                 f"  IdentityFile {self.image.client_key}\n")
 
 
-def trust_key(settings: object, name: str, armored: bytes, fingerprint: str) -> None:
-    """Make the guest's pacman trust a signing key (``settings``: ka.ssh.SshSettings reaching it as ``name``):
-    what pacman-key --add and --lsign-key do (Debian's pacman-key needs makepkg's scripts and perl)."""
+def trust_key(settings: object, name: str, gnupghome: Path, fingerprint: str) -> None:
+    """Make the guest's pacman trust a signing key of ``gnupghome`` (``settings``: ka.ssh.SshSettings reaching it
+    as ``name``): what pacman-key --add and --lsign-key do (Debian's pacman-key needs makepkg's scripts and perl)."""
     from ka.ssh import connect
 
+    armored = run(["gpg", "--homedir", str(gnupghome), "--export", "--armor", fingerprint]).stdout.encode()
     with connect(settings, name) as host:  # type: ignore[arg-type]
         with host.sftp.open("/tmp/fleet-key.asc", "wb") as fh:
             fh.write(armored)

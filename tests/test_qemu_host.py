@@ -136,13 +136,8 @@ def qemu_packages(qemu_image: qemuhost.Image, install_lab: InstallLab,
 
 def join(lab: InstallLab, vm: qemuhost.Vm, name: str) -> None:
     """Put the VM in the lab's ssh config and known_hosts, and make it trust the fleet's signing key."""
-    with open(lab.build.ssh.config, "a") as fh:
-        fh.write(vm.ssh_config(name))
-    with open(lab.build.ssh.known_hosts, "a") as fh:
-        fh.write(vm.known_hosts())
-    key = subprocess.run(["gpg", "--homedir", str(lab.build.gnupghome), "--export", "--armor", lab.build.fingerprint],
-                         capture_output=True, check=True).stdout
-    qemuhost.trust_key(lab_ssh(lab), name, key, lab.build.fingerprint)
+    vm.join(lab.build.ssh.config, lab.build.ssh.known_hosts, name)
+    qemuhost.trust_key(lab_ssh(lab), name, lab.build.gnupghome, lab.build.fingerprint)
 
 
 def install_section(name: str) -> str:
@@ -298,10 +293,7 @@ def test_a_debian_host_installs_a_deb_from_the_signed_apt_repository(
     try:
         vm.start()
         vm.wait_ssh()
-        with open(lab.ssh.config, "a") as fh:
-            fh.write(vm.ssh_config("qemu-deb"))
-        with open(lab.ssh.known_hosts, "a") as fh:
-            fh.write(vm.known_hosts())
+        vm.join(lab.ssh.config, lab.ssh.known_hosts, "qemu-deb")
         infra = (install_lab.infra("qemu-deb") + f"apt_repository:\n  ssh: hertz\n  path: {folder}\n  name: fleet\n"
                  f"  url: http://10.0.2.100\n  key: {lab.fingerprint}\n  gnupghome: {lab.repo_gnupghome}\n")
         package = "package:\n  format: deb\n  pkgbase: linux-signed-6.12-arm64\n  config: fleet/configs/ampere.config\n"
