@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +39,11 @@ def redact(url: str) -> str:
 
 
 @contextmanager
-def _locked(mirror: Path) -> Iterator[None]:
+def _locked(mirror: Path, shared: bool = False) -> Iterator[None]:
+    """Fetches hold the mirror shared (they run side by side); creating it and tidying it, alone."""
     mirror.parent.mkdir(parents=True, exist_ok=True)
-    with open(mirror.parent / f"{mirror.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # one init or fetch at a time: parallel ones race on files and refs
+    with open(mirror.parent / f"{mirror.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
 
 
@@ -59,39 +63,53 @@ def is_remote(url: str) -> bool:
     return bool(_REMOTE.match(url))
 
 
-def has_commit(mirror: Path, sha: str) -> bool:
-    """True when ``sha`` is a commit in the mirror."""
-    return run(["git", "-C", mirror, "cat-file", "-e", f"{sha}^{{commit}}"], check=False).ok
-
-
 def fetch(mirror: Path, url: str, ref: str, sha: str, idle_timeout: float = 30, timeout: float = 300) -> None:
-    """Make ``sha`` present in ``mirror``, fetching ``ref`` (then ``sha`` itself) from ``url``.
+    """Make ``sha`` present in ``mirror``, with every object it needs, fetching ``ref`` (then ``sha``
+    itself) from ``url``; pin it, so that it stays for at least :data:`PIN_DAYS` after this call.
 
-    The lock covers only creating the mirror: fetches for different commits run side by side
-    (each into a ref of its own), so one slow or hanging remote delays only its own job.  An
-    http(s) remote that moves less than a byte a second for ``idle_timeout`` seconds is given
-    up, and any fetch is stopped after ``timeout``.
+    A commit counts as present only when its pin exists: git writes a ref only once every object
+    under it is in and checked, while the objects of a fetch still running appear one by one,
+    the commit first.  Fetches for different commits run side by side (each into a ref of its
+    own), so one slow or hanging remote delays only its own job.  An http(s) remote that moves
+    less than a byte a second for ``idle_timeout`` seconds is given up, and any fetch is stopped
+    after ``timeout``.
     """
     if not _URL.match(url) or any(ord(c) < 0x20 for c in url):
         raise FetchError(f"refusing to fetch from {redact(url)!r}: not a git URL or absolute path")
+    _init(mirror)
+    with _locked(mirror, shared=True):
+        if has_commit(mirror, sha):
+            _pin(mirror, sha)  # fetched for another job, perhaps: this one needs it kept from now on
+            return
+        scratch = f"refs/ka/fetch/{uuid.uuid4().hex}"
+        errors = []
+        try:
+            for refspec in (f"+{ref}:{scratch}", f"+{sha}:{scratch}"):
+                res = _git_fetch(mirror, url, refspec, idle_timeout, timeout, sha)
+                if _reaches(mirror, scratch, sha):
+                    _pin(mirror, sha)
+                    return
+                errors.append(res.err().strip().splitlines()[-1:] or ["fetched, but the commit is not there"])
+        finally:
+            run(["git", "-C", mirror, "update-ref", "-d", scratch], check=False)
+    raise FetchError(f"cannot fetch {sha[:12]} ({ref}) from {redact(url)}: {redact_text(errors[-1][0], url)}")
+
+
+def _init(mirror: Path) -> None:
     with _locked(mirror):
         if not (mirror / "HEAD").exists():
             run(["git", "init", "--quiet", "--bare", mirror])
-    if has_commit(mirror, sha):
-        _pin(mirror, sha)  # fetched for another job, perhaps: this job needs it kept too
-        return
-    scratch = f"refs/ka/fetch/{uuid.uuid4().hex}"
-    errors = []
-    try:
-        for refspec in (f"+{ref}:{scratch}", f"+{sha}:{scratch}"):
-            res = _git_fetch(mirror, url, refspec, idle_timeout, timeout, sha)
-            if has_commit(mirror, sha):
-                _pin(mirror, sha)
-                return
-            errors.append(res.err().strip().splitlines()[-1:] or ["fetched, but the commit is not there"])
-    finally:
-        run(["git", "-C", mirror, "update-ref", "-d", scratch], check=False)
-    raise FetchError(f"cannot fetch {sha[:12]} ({ref}) from {redact(url)}: {redact_text(errors[-1][0], url)}")
+            # refs stay loose files, whose times say when a commit was last fetched (maintain);
+            # gc runs in the foreground, inside maintain's lock, never beside a fetch
+            for key, value in (("gc.packRefs", "false"), ("gc.autoDetach", "false")):
+                run(["git", "-C", mirror, "config", key, value])
+
+
+def _reaches(mirror: Path, ref: str, sha: str) -> bool:
+    """True when ``ref`` exists and ``sha`` is it or one of its ancestors: all its objects are in."""
+    if not run(["git", "-C", mirror, "rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], check=False).ok:
+        return False
+    return run(["git", "-C", mirror, "merge-base", "--is-ancestor", sha, ref], check=False).ok
 
 
 def fetch_commit(config: Config, delivered_url: str | None, ref: str, sha: str) -> Path:
@@ -103,28 +121,50 @@ def fetch_commit(config: Config, delivered_url: str | None, ref: str, sha: str) 
     return path
 
 
+#: how long a fetched commit stays pinned after its last fetch, whatever the jobs say: a command
+#: reads the commit it fetched before any job names it
+PIN_DAYS = 1
+
+
+def has_commit(mirror: Path, sha: str) -> bool:
+    """True when ``sha`` is in ``mirror`` with every object it needs (its pin exists)."""
+    return _reaches(mirror, f"refs/ka/commits/{sha}", sha)
+
+
 def _pin(mirror: Path, sha: str) -> None:
-    """Keep ``sha`` reachable while jobs need it (:func:`maintain` lets it go)."""
+    """Keep ``sha`` reachable while jobs need it, and say when it was last wanted (the ref file's time)."""
     run(["git", "-C", mirror, "update-ref", f"refs/ka/commits/{sha}", sha])
+    with contextlib.suppress(OSError):
+        os.utime(mirror / "refs" / "ka" / "commits" / sha)
 
 
-def maintain(mirror: Path, keep: set[str]) -> int:
+def maintain(mirror: Path, keep: set[str], now: float | None = None) -> int:
     """Unpin the fetched commits no job needs any more, and let git pack and prune the rest.
 
     Every fetch pins its commit (``refs/ka/commits/<sha>``) so that a running job's objects
-    stay reachable; pull requests from forks would otherwise grow the mirror for good.
-    ``git gc --auto`` keeps unreachable objects for two weeks (``gc.pruneExpire``), which
-    protects a fetch that runs meanwhile.  Returns how many pins were dropped.
+    stay reachable; pull requests from forks would otherwise grow the mirror for good.  A pin
+    goes when no job in ``keep`` names its commit and nothing fetched it for :data:`PIN_DAYS`.
+    This holds the mirror alone: it waits for running fetches, and fetches wait for it.
+    Returns how many pins were dropped.
     """
     if not (mirror / "HEAD").exists():
         return 0
+    since = (time.time() if now is None else now) - PIN_DAYS * 86400
     with _locked(mirror):
         pins = run(["git", "-C", mirror, "for-each-ref", "--format=%(refname)", "refs/ka/commits/"]).text().split()
-        stale = [p for p in pins if p.rsplit("/", 1)[-1] not in keep]
+        stale = [p for p in pins if p.rsplit("/", 1)[-1] not in keep and _last_wanted(mirror, p) < since]
         if stale:
             run(["git", "-C", mirror, "update-ref", "--stdin"], input="".join(f"delete {p}\n" for p in stale).encode())
-        run(["git", "-C", mirror, "gc", "--auto", "--quiet"], check=False, timeout=3600)
+        run(["git", "-C", mirror, "-c", "gc.packRefs=false", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
+            check=False, timeout=3600)
     return len(stale)
+
+
+def _last_wanted(mirror: Path, ref: str) -> float:
+    try:
+        return (mirror / ref).stat().st_mtime
+    except OSError:
+        return 0.0  # a packed ref (an older mirror): as old as can be
 
 
 def _git_fetch(mirror: Path, url: str, refspec: str, idle_timeout: float, timeout: float, sha: str) -> Completed:

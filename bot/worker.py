@@ -160,7 +160,7 @@ def tidy_mirror(services: Services, now: float | None = None) -> int:
         "SELECT commit_sha FROM jobs WHERE commit_sha IS NOT NULL AND (state IN ('queued', 'running') "
         "OR finished_at > ?)", since)}
     try:
-        return mirror.maintain(services.config.state_dir / "mirror.git", keep)
+        return mirror.maintain(services.config.state_dir / "mirror.git", keep, now)
     except Exception:  # housekeeping: the next hour tries again
         log.exception("could not tidy the mirror")
         return 0
