@@ -10,6 +10,7 @@ terminal reply.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from ka.repo import GitTree, resolve_commit
 from ka.runner import run
 
 Log = Callable[[str], None]
-#: verbs whose tools have not landed yet: the command says so and queues nothing
+log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
@@ -171,7 +172,8 @@ class Acceptor:
         role = self.role()
         operator = spec.role == "admin" and bool(cmd.hosts) and self.req["who"] in self.operators(cmd.hosts[0])
         if not allowed(spec, role, operator):
-            raise Refused(f"needs {spec.who}; {mention(self.req['who'])} has **{role}**")
+            why = "; an operator needs at least read access to the repository" if operator else ""
+            raise Refused(f"needs {spec.who}; {mention(self.req['who'])} has **{role}**{why}")
 
     def _help(self, cmd: Command, out: Outcome) -> None:
         out.line = f"`{cmd.text}`: see the table below"
@@ -265,8 +267,9 @@ class Acceptor:
         Ending the commands job in the same commit as its jobs and its acknowledgement means
         that a crash leaves either nothing done (and a reply that says so) or everything.
         """
-        if self._own_comment():
-            result: dict[str, Any] = {"ignored": "a comment of the bot's own account"}
+        ignored = self._not_to_act()
+        if ignored:
+            result: dict[str, Any] = {"ignored": ignored}
             with self.services.store.tx() as db:
                 self.services.store.end_in(db, self.job.id, "succeeded", result)
             return result
@@ -284,16 +287,25 @@ class Acceptor:
         self.log(f"{len(outcomes)} command(s); jobs queued: {queued or 'none'}")
         return result
 
-    def _own_comment(self) -> bool:
-        """The bot's own account wrote it (its login learnt now if the worker's start could not)."""
+    def _not_to_act(self) -> str:
+        """Why this comment must not act: the bot's own account wrote it, or the bot cannot tell.
+
+        Fails closed: the bot's replies quote commands, so when its own login is unknown (no
+        ``KA_BOT_LOGIN`` and ``GET /user`` refused) no comment acts, and the log says why.
+        """
         login = self.config.bot_login or self.services.store.get("bot_login")
         if not login:
             try:
                 login = self.services.forge.me()
                 self.services.store.put("bot_login", login)
-            except forge.ForgeError:
-                return False
-        return str(self.req.get("who", "")).lower() == str(login).lower()
+            except forge.ForgeError as exc:
+                reason = (f"the bot's own login is unknown (GET /user: {exc}), so this comment may be its own: "
+                          "no command acts until KA_BOT_LOGIN names the bot's account")
+                log.warning("comment by %s not acted on: %s", self.req.get("who"), reason)
+                return reason
+        if str(self.req.get("who", "")).lower() == str(login).lower():
+            return "a comment of the bot's own account"
+        return ""
 
     def _queue(self, db: sqlite3.Connection, out: Outcome) -> int:
         plan = out.job

@@ -280,10 +280,14 @@ def _cell(text: str) -> str:
 
 
 def allowed(spec: Spec, role: str, operator: bool = False) -> bool:
-    """Whether a commenter with ``role`` (and operator of the host, or not) may run ``spec``."""
+    """Whether a commenter with ``role`` (named an operator of the host, or not) may run ``spec``.
+
+    An operator is a login in ``fleet/infra.yaml``; it counts only with at least read access,
+    since the login is the identity and a deleted account's name can be registered by anyone.
+    """
     if spec.role == "anyone":
         return True
     rank = ROLES.index(role) if role in ROLES else 0
     if spec.role == "write":
         return rank >= ROLES.index("write")
-    return rank >= ROLES.index("admin") or operator
+    return rank >= ROLES.index("admin") or (operator and rank >= ROLES.index("read"))

@@ -137,6 +137,8 @@ class FakeForgejo:
     slow_comment_delay: float = 0.0
     fail_with: int | None = None
     fail_next: int = 0  #: the next this many requests are answered 503 (a forge that is briefly busy)
+    #: GET /user is refused as Forgejo refuses a token without the read:user scope
+    user_refused: bool = False
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -242,6 +244,9 @@ class FakeForgejo:
         assert found is not None
         template, params, _ = found
         if template == "/user" and call.method == "GET":
+            if self.user_refused:
+                return 403, {"message": "token does not have at least one of required scope(s): [read:user]",
+                             "url": self.url}
             return 200, {"login": self.login, "id": 99}
         if f"{params.get('owner')}/{params.get('repo')}" != self.repo:
             return 404, {"message": "repository does not exist", "url": self.url, "errors": []}

@@ -157,6 +157,9 @@ def test_the_readme_shows_the_help_table_as_the_bot_answers_it() -> None:
     ("build", "read", False, False),
     ("install", "write", False, False),
     ("install", "write", True, True),
+    ("install", "read", True, True),  # an operator with read access
+    ("install", "none", True, False),  # an operator's login that has no access (deleted, or taken by another)
+    ("rollback", "none", True, False),
     ("install", "admin", False, True),
     ("rollback", "owner", False, True),
     ("retry", "none", True, False),

@@ -133,6 +133,19 @@ def test_install_needs_an_admin_and_a_failed_one_says_why(thread: Rig) -> None:
     assert "ka-install ampere --no-reboot --rev " in result
 
 
+def test_an_operator_needs_read_access_as_well(rig: Callable[..., Rig]) -> None:
+    """A login in operators: is an identity only while it has access: a deleted account's name can be taken."""
+    r = rig({"ampere": AMPERE}, {"fleet/infra.yaml": "operators:\n  ampere: [ghost, reader]\n"})
+    r.fake.permissions["reader"] = "read"  # ghost: the forge knows no such collaborator (404)
+    say(r, "/ka install ampere --no-reboot", who="ghost", number=1, pull=False)
+    (refusal,) = wait_replies(r, 1, number=1)
+    assert "`/ka install ampere --no-reboot`: needs admin or owner, or an operator of the host" in refusal
+    assert "@ghost has **none**" in refusal and "an operator needs at least read access" in refusal
+    say(r, "/ka install ampere --no-reboot", who="reader", number=1, pull=False)
+    ack = wait_replies(r, 2, number=1)[1]
+    assert "queued (install of ampere on `" in ack, ack
+
+
 def test_a_build_of_a_host_without_a_package_section_says_why(thread: Rig) -> None:
     sha = open_pr(thread)
     say(thread, "/ka build ampere")
@@ -159,6 +172,27 @@ def test_edits_replays_and_the_bots_own_comments_do_nothing(thread: Rig) -> None
     wait_for(lambda: requests.get(thread.bot.url + "/healthz", timeout=10).json()["outbox_backlog"] == 0, 30,
              "an empty outbox")
     assert len(replies(thread)) == 2
+
+
+def test_with_its_own_login_unknown_the_bot_acts_on_no_comment(rig: Callable[..., Rig]) -> None:
+    """Fail closed: a comment that may be the bot's own (its replies quote commands) never acts."""
+    r = rig({"ampere": AMPERE}, start=False)
+    r.fake.permissions["writer"] = "write"
+    r.fake.user_refused = True  # a token without read:user, and no KA_BOT_LOGIN
+    r.bot.start()
+    open_pr(r)
+    for who in ("ka-bot", "writer"):
+        answer = say(r, "/ka promote ampere", who=who)
+        assert answer["outcome"] == "queued"
+        record = r.bot.wait_job(answer["jobs"][0])
+        assert record["state"] == "succeeded", record
+        assert "the bot's own login is unknown" in record["result"]["ignored"], record["result"]
+        assert "KA_BOT_LOGIN" in record["result"]["ignored"]
+    wait_for(lambda: requests.get(r.bot.url + "/healthz", timeout=10).json()["outbox_backlog"] == 0, 30,
+             "an empty outbox")
+    assert replies(r) == []
+    assert requests.get(r.bot.url + "/jobs?format=json&verb=parity", timeout=10).json()["jobs"] == []
+    assert "KA_BOT_LOGIN" in r.bot.log()
 
 
 def test_status_on_an_issue_and_a_fork_note_on_a_pull_request(thread: Rig) -> None:
