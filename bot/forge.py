@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import requests
 
+from bot.mirror import git_credentials, redact
 from ka.runner import run
 
 log = logging.getLogger(__name__)
@@ -208,26 +209,29 @@ class LocalForge:
     def pull(self, number: int) -> dict[str, Any]:
         out = self._ls_remote_ref(f"refs/pull/{number}/head")
         if not out:
-            raise Permanent(f"local mode: no pull request {number} (no refs/pull/{number}/head in {self.repo_url})")
+            raise Permanent(f"local mode: no pull request {number} "
+                            f"(no refs/pull/{number}/head in {redact(self.repo_url or '')})")
         return {"number": number, "state": "open", "head": {"sha": out, "ref": f"refs/pull/{number}/head"}}
 
     def _ls_remote_ref(self, ref: str) -> str:
         if not self.repo_url:
             raise Permanent("local mode: set KA_REPO_URL to the repository the bot fetches from")
-        res = run(["git", "ls-remote", "--", self.repo_url, ref], check=False, timeout=60)
+        bare, env = git_credentials(self.repo_url)
+        res = run(["git", "ls-remote", "--", bare, ref], env=env, check=False, timeout=60)
         if not res.ok:
-            raise Permanent(f"local mode: cannot read {self.repo_url}: {res.err().strip()[:200]}")
+            raise Permanent(f"local mode: cannot read {redact(self.repo_url)}: {res.err().strip()[:200]}")
         return res.text().split("\t", 1)[0].strip()
 
     def default_branch(self) -> tuple[str, str]:
         if not self.repo_url:
             raise Permanent("local mode: set KA_REPO_URL to the repository the bot fetches from")
-        res = run(["git", "ls-remote", "--symref", "--", self.repo_url, "HEAD"], check=False, timeout=60)
+        bare, env = git_credentials(self.repo_url)
+        res = run(["git", "ls-remote", "--symref", "--", bare, "HEAD"], env=env, check=False, timeout=60)
         symref = next((ln.split()[1] for ln in res.text().splitlines() if ln.startswith("ref: ")), "refs/heads/main")
         branch = symref.removeprefix("refs/heads/")
         sha = self._ls_remote_ref(f"refs/heads/{branch}")
         if not sha:
-            raise Permanent(f"local mode: {self.repo_url} has no branch {branch}")
+            raise Permanent(f"local mode: {redact(self.repo_url)} has no branch {branch}")
         return branch, sha
 
     def me(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import os
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ka.runner import Completed, run
 
@@ -170,11 +171,31 @@ def _last_wanted(mirror: Path, ref: str) -> float:
 def _git_fetch(mirror: Path, url: str, refspec: str, idle_timeout: float, timeout: float, sha: str) -> Completed:
     config = ["-c", "protocol.ext.allow=never", "-c", "gc.auto=0", "-c", "fetch.writeCommitGraph=false",
               "-c", "http.lowSpeedLimit=1", "-c", f"http.lowSpeedTime={max(1, int(idle_timeout))}"]
+    bare, env = git_credentials(url)
     try:
         return run(["git", "-C", mirror, *config, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-                    "--", url, refspec], check=False, timeout=timeout)
+                    "--", bare, refspec], env=env, check=False, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise FetchError(f"fetching {sha[:12]} from {redact(url)} took over {timeout:g}s") from None
+
+
+def git_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its user and password, and the environment that hands them to git instead.
+
+    Any user on the machine can read a process's command line (``ps``), only its owner its
+    environment: an http(s) URL's credentials become an ``Authorization`` header that git sends
+    to that scheme, host and port alone (``http.<url>.extraHeader``, through ``GIT_CONFIG_*``).
+    Git never prompts: a wrong token fails the fetch instead of waiting for a terminal.
+    """
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
+        return url, env
+    place = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    basic = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+    env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{place}/.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+    return urlunsplit((parts.scheme, place, parts.path, parts.query, parts.fragment)), env
 
 
 def redact_text(text: str, url: str) -> str:

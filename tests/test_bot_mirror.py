@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from conftest import MakeRepo, manifest
 from kernel import git
 
@@ -91,3 +95,49 @@ def test_maintain_keeps_a_commit_fetched_lately_even_with_no_job(make_repo: Make
     assert mirror.maintain(bare, keep=set()) == 0
     assert git(bare, "for-each-ref", "--format=%(refname)", "refs/ka/").decode().split() == [f"refs/ka/commits/{sha}"]
     assert mirror.maintain(bare, keep=set(), now=time.time() + 2 * 86400) == 1
+
+
+def _argv_holding(secret: bytes) -> list[str]:
+    """The command lines of this machine's processes that hold ``secret`` (anyone may read them)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if secret in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def test_the_forge_token_reaches_git_through_its_environment_never_its_command_line(tmp_path: Path) -> None:
+    """KA_REPO_URL may carry a token: git gets it as a header from the environment, not in argv (ps shows argv)."""
+    token = f"tok-{uuid.uuid4().hex}"
+    seen: dict[str, list[str]] = {"auth": [], "argv": []}
+
+    class Forge(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # git waits for this answer: its processes are alive while we look
+            seen["auth"].append(self.headers.get("Authorization", ""))
+            seen["argv"] += _argv_holding(token.encode())
+            asked = not self.headers.get("Authorization")
+            self.send_response(401 if asked else 404)  # as Forgejo: ask for credentials, then no such repository
+            if asked:
+                self.send_header("WWW-Authenticate", 'Basic realm="Gitea"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://ka-bot:{token}@127.0.0.1:{server.server_address[1]}/fleet/kernel-agent.git"
+        with pytest.raises(mirror.FetchError) as failed:
+            mirror.fetch(tmp_path / "mirror.git", url, "refs/heads/main", "a" * 40, idle_timeout=5, timeout=30)
+    finally:
+        server.shutdown()
+    assert seen["auth"], "git never asked the server"
+    assert f"Basic {base64.b64encode(f'ka-bot:{token}'.encode()).decode()}" in seen["auth"]  # the token did arrive
+    assert seen["argv"] == []
+    assert token not in str(failed.value)
