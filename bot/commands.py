@@ -2,8 +2,11 @@
 
 Pure: text in, commands out, no I/O (the homu, bors and Prow lesson).  A command is a line
 that starts with ``/ka <verb> [args]``, or an inline ``[ka:<verb> args]`` tag anywhere in a
-line.  Text in fenced or indented code blocks, quoted lines, inline code spans and HTML
-comments is never a command, so quoting a command (as the bot's own replies do) never runs it.
+line.  The thread is the audit trail, so a command acts only where a reader of the rendered
+comment sees it as written: the comment is read as CommonMark (markdown-it-py; Forgejo renders
+with goldmark, CommonMark too) and only paragraph text counts, never code, quotes, HTML,
+link reference definitions or tables, so quoting a command (as the bot's own replies do)
+never runs it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from markdown_it import MarkdownIt
 
 MAX_COMMANDS = 10
 MAX_BODY = 65536  # a comment longer than this is read up to here
@@ -63,8 +68,12 @@ COMMANDS: dict[str, Spec] = {s.verb: s for s in (
 
 _LINE = re.compile(r"^ {0,3}/ka(?:\s+(.*))?$", re.I)
 _TAG = re.compile(r"\[ka:([^\[\]]*)\]", re.I)
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_QUOTE = re.compile(r"^ {0,3}>")
+#: an HTML tag: closing (1), its name (2), self-closing (3); the name must end the word, so an
+#: autolink (<https://…>) is not a tag
+_TAG_HTML = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)(?=[\s/>])[^<>]*?(/?)>")
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                   "wbr"})
+_MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 _CODE_SPAN = re.compile(r"(`+)(?:(?!\1)[\s\S])+?\1|`+")
 _HOST = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -149,43 +158,76 @@ def parse_commands(body: str) -> Parsed:
 
 
 def _live_lines(body: str) -> list[tuple[int, str]]:
-    """Lines outside code blocks, quotes and HTML comments, with inline code spans blanked; numbered from 1.
+    """The lines a reader of the rendered thread sees as plain paragraph text, code spans blanked;
+    numbered from 1.
 
-    Code spans may run over a line break within a paragraph, so they are blanked paragraph by
-    paragraph (runs of consecutive prose lines), never line by line.
+    The comment is parsed as CommonMark (Forgejo renders with goldmark, CommonMark too): only
+    paragraphs count, outside block quotes (a lazy continuation line is still quoted) and outside
+    HTML elements (``<details>`` folds its content away); code blocks, HTML blocks such as
+    ``<pre>``, link reference definitions (invisible once rendered) and tables are not
+    paragraphs.  Code spans may run over a line break within a paragraph, so they are blanked
+    paragraph by paragraph, never line by line.
     """
     text = _HTML_COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), body.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = text.split("\n")
     live: list[tuple[int, str]] = []
-    paragraph: list[tuple[int, str]] = []
-    fence, indented, blank_before = None, False, True
-    for number, line in enumerate(text.split("\n"), start=1):
-        prose = False
-        if fence:
-            if re.match(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}\s*$", line):
-                fence = None
-        elif m := _FENCE.match(line):
-            fence, blank_before = m.group(1), False
-        else:
-            is_blank = not line.strip()
-            indented = (line.startswith(("    ", "\t")) and not is_blank and (blank_before or indented)) or (
-                indented and is_blank)
-            blank_before = is_blank
-            prose = not (indented or is_blank or _QUOTE.match(line))
-        if prose:
-            paragraph.append((number, line))
-        else:
-            live += _blank_spans(paragraph)
-            paragraph = []
-    return live + _blank_spans(paragraph)
+    quoted = html = 0
+    for token in _MARKDOWN.parse(text):
+        if token.type in ("blockquote_open", "blockquote_close"):
+            quoted += 1 if token.type == "blockquote_open" else -1
+        elif token.type == "html_block":
+            html = _html_depth(token.content, html)
+        elif token.type == "paragraph_open" and token.map and not quoted and not html:
+            start, end = token.map
+            live += _blank_spans([(n + 1, lines[n]) for n in range(start, min(end, len(lines)))])
+    return live
+
+
+def _html_depth(html: str, depth: int) -> int:
+    """How many HTML elements are open after ``html``, starting from ``depth``."""
+    for m in _TAG_HTML.finditer(html):
+        name = m.group(2).lower()
+        if name in _VOID or m.group(3):
+            continue
+        depth = max(0, depth - 1) if m.group(1) else depth + 1
+    return depth
 
 
 def _blank_spans(paragraph: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    """The paragraph's lines with every code span (also one that crosses a line break) blanked."""
+    """The paragraph's lines with every code span (also one that crosses a line break) and every
+    inline HTML element (``<span hidden>…</span>``) blanked."""
     if not paragraph:
         return []
     joined = "\n".join(line for _, line in paragraph)
-    blanked = _CODE_SPAN.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), joined)
+    blanked = _CODE_SPAN.sub(lambda m: _blank(m.group(0)), joined)
+    blanked = _blank_inline_html(blanked)
     return [(number, line) for (number, _), line in zip(paragraph, blanked.split("\n"), strict=True)]
+
+
+def _blank(text: str) -> str:
+    return re.sub(r"[^\n]", " ", text)
+
+
+def _blank_inline_html(text: str) -> str:
+    """``text`` with everything from an HTML element's opening tag to its end blanked (to the
+    paragraph's end when it is never closed)."""
+    out, depth, start, done = [], 0, 0, 0
+    for m in _TAG_HTML.finditer(text):
+        if m.group(2).lower() in _VOID or m.group(3):
+            continue
+        if not m.group(1):
+            if depth == 0:
+                start = m.start()
+            depth += 1
+        elif depth:
+            depth -= 1
+            if depth == 0:
+                out += [text[done:start], _blank(text[start:m.end()])]
+                done = m.end()
+    if depth:
+        out += [text[done:start], _blank(text[start:])]
+        done = len(text)
+    return "".join(out) + text[done:]
 
 
 def _candidates(line: str) -> list[str]:

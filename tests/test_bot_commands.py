@@ -58,6 +58,18 @@ CASES = [
     ("a paragraph\n    /ka build ampere", []),  # not code, but a paragraph's continuation: rendered mid-line
     ("Run `x\n/ka promote all`", []),  # a code span over a line break (found in review)
     ("`open\n\n/ka build ampere", [C("build", "ampere")]),  # a span never crosses a paragraph
+    # what the rendered thread does not show as written (CommonMark, as Forgejo renders it)
+    ("> a quote\n/ka build ampere", []),  # a lazy continuation: still inside the quote
+    ("[ka:install ampere]: https://example.org/x", []),  # a link reference definition: invisible
+    ("<pre>\n/ka build ampere\n</pre>", []),
+    ("<details>\n<summary>more</summary>\n\n/ka build ampere\n\n</details>", []),  # folded away
+    ("<details><summary>s</summary>\n\n[ka:install ampere]\n\n</details>\n\n/ka build ohm", [C("build", "ohm")]),
+    ("<div>\n\n/ka build ampere\n\n</div>", []),  # any element: the bot cannot tell what hides it
+    ("looks good <span hidden>[ka:install ampere]</span> thanks", []),
+    ("see <https://example.org/x>\n/ka build ampere", [C("build", "ampere")]),  # an autolink is no element
+    ("a <br> b\n/ka build ampere", [C("build", "ampere")]),  # a void element closes itself
+    ("- a list item\n\n/ka build ampere", [C("build", "ampere")]),
+    ("| a |\n|---|\n| [ka:build ampere] |", []),  # a table cell is not a paragraph
     # invalid: replied to, never run
     ("/ka biuld ampere", [("invalid", "unknown command `biuld`; did you mean `build`?")]),
     ("/ka frobnicate", [("invalid", "unknown command `frobnicate`")]),
