@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import subprocess
@@ -21,6 +22,7 @@ from ka.runner import Completed, run
 if TYPE_CHECKING:
     from bot.config import Config
 
+log = logging.getLogger(__name__)
 _URL = re.compile(r"^(https?://|ssh://|git://|file://|/|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:)")
 _REMOTE = re.compile(r"^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:)")
 
@@ -40,12 +42,29 @@ def redact(url: str) -> str:
 
 
 @contextmanager
-def _locked(mirror: Path, shared: bool = False) -> Iterator[None]:
-    """Fetches hold the mirror shared (they run side by side); creating it and tidying it, alone."""
+def _locked(mirror: Path, shared: bool = False, wait: float | None = None) -> Iterator[bool]:
+    """Fetches hold the mirror shared (they run side by side); creating it and tidying it, alone.
+
+    With ``wait``, give up after that many seconds and yield False (the lock is not held).
+    """
     mirror.parent.mkdir(parents=True, exist_ok=True)
     with open(mirror.parent / f"{mirror.name}.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        if wait is None:
+            fcntl.flock(fh, mode)
+            yield True
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fh, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.5)
+        yield True
 
 
 def clone_url(configured: str | None, delivered: str | None) -> str:
@@ -97,13 +116,19 @@ def fetch(mirror: Path, url: str, ref: str, sha: str, idle_timeout: float = 30, 
 
 
 def _init(mirror: Path) -> None:
+    """Create the mirror once, whole: made aside and renamed into place, so nobody sees half of it."""
+    if (mirror / "HEAD").exists():
+        return
     with _locked(mirror):
-        if not (mirror / "HEAD").exists():
-            run(["git", "init", "--quiet", "--bare", mirror])
-            # refs stay loose files, whose times say when a commit was last fetched (maintain);
-            # gc runs in the foreground, inside maintain's lock, never beside a fetch
-            for key, value in (("gc.packRefs", "false"), ("gc.autoDetach", "false")):
-                run(["git", "-C", mirror, "config", key, value])
+        if (mirror / "HEAD").exists():
+            return
+        scratch = mirror.with_name(f"{mirror.name}.{uuid.uuid4().hex}.new")
+        run(["git", "init", "--quiet", "--bare", scratch])
+        # refs stay loose files, whose times say when a commit was last fetched (maintain);
+        # gc runs in the foreground, inside maintain's lock, never beside a fetch
+        for key, value in (("gc.packRefs", "false"), ("gc.autoDetach", "false")):
+            run(["git", "-C", scratch, "config", key, value])
+        scratch.rename(mirror)
 
 
 def _reaches(mirror: Path, ref: str, sha: str) -> bool:
@@ -139,19 +164,22 @@ def _pin(mirror: Path, sha: str) -> None:
         os.utime(mirror / "refs" / "ka" / "commits" / sha)
 
 
-def maintain(mirror: Path, keep: set[str], now: float | None = None) -> int:
+def maintain(mirror: Path, keep: set[str], now: float | None = None, wait: float = 60.0) -> int:
     """Unpin the fetched commits no job needs any more, and let git pack and prune the rest.
 
     Every fetch pins its commit (``refs/ka/commits/<sha>``) so that a running job's objects
     stay reachable; pull requests from forks would otherwise grow the mirror for good.  A pin
     goes when no job in ``keep`` names its commit and nothing fetched it for :data:`PIN_DAYS`.
-    This holds the mirror alone: it waits for running fetches, and fetches wait for it.
-    Returns how many pins were dropped.
+    This holds the mirror alone: it waits for running fetches (``wait`` seconds at most, then
+    leaves it for the next time), and fetches wait for it.  Returns how many pins were dropped.
     """
     if not (mirror / "HEAD").exists():
         return 0
     since = (time.time() if now is None else now) - PIN_DAYS * 86400
-    with _locked(mirror):
+    with _locked(mirror, wait=wait) as held:
+        if not held:
+            log.info("mirror busy with fetches for %gs: tidied at the next sweep", wait)
+            return 0
         pins = run(["git", "-C", mirror, "for-each-ref", "--format=%(refname)", "refs/ka/commits/"]).text().split()
         stale = [p for p in pins if p.rsplit("/", 1)[-1] not in keep and _last_wanted(mirror, p) < since]
         if stale:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import threading
 import time
@@ -141,3 +142,16 @@ def test_the_forge_token_reaches_git_through_its_environment_never_its_command_l
     assert f"Basic {base64.b64encode(f'ka-bot:{token}'.encode()).decode()}" in seen["auth"]  # the token did arrive
     assert seen["argv"] == []
     assert token not in str(failed.value)
+
+
+def test_maintain_leaves_the_mirror_alone_while_a_fetch_holds_it(make_repo: MakeRepo, tmp_path: Path) -> None:
+    """gc never runs beside a fetch: a tidy that cannot have the mirror alone waits, then leaves it for later."""
+    root = make_repo({"h": manifest(["soc/x"])}, {"patches/soc/x.patch": "x"})
+    sha = git(root, "rev-parse", "HEAD").decode().strip()
+    bare = tmp_path / "mirror.git"
+    mirror.fetch(bare, str(root), "refs/heads/main", sha)
+    with open(tmp_path / "mirror.git.lock", "a") as fetching:
+        fcntl.flock(fetching, fcntl.LOCK_SH)
+        assert mirror.maintain(bare, keep=set(), now=time.time() + 2 * 86400, wait=0.5) == 0
+    assert mirror.has_commit(bare, sha)
+    assert mirror.maintain(bare, keep=set(), now=time.time() + 2 * 86400, wait=0.5) == 1
