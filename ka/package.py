@@ -42,7 +42,10 @@ _PKGBASE = re.compile(r"[a-z0-9][a-z0-9@._+-]{0,62}")
 _PKGREL = re.compile(r"[1-9][0-9]{0,4}(\.[0-9]{1,4})?")
 _WORD = re.compile(r"[a-z0-9_]{1,20}")
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
-_URL = re.compile(r"(https?|git|ssh|file)://[A-Za-z0-9._~:/?#@!$&'()*+,;=%-]{1,400}")
+#: a source URL goes into a PKGBUILD that bash sources, and onto the build host's command lines:
+#: nothing a shell, make or makepkg gives a meaning to ($ ` ' " ( ) ; & | \\ spaces, and makepkg's
+#: own # and ?) may appear in it
+_URL = re.compile(r"(https?|git|ssh|file)://[A-Za-z0-9._~:/@+,=%-]{1,400}")
 _B2 = re.compile(r"[0-9a-f]{128}")
 
 
@@ -143,7 +146,7 @@ def _source(doc: Doc, node: yaml.Node | None, value: Any) -> tuple[str | None, s
     url = git if git is not None else tarball
     if not isinstance(url, str) or not _URL.fullmatch(url):
         doc.add(child(src, "git" if git is not None else "tarball"), f"package.source.{'git' if git else 'tarball'}",
-                f"{shown(url)} is not a URL (https, git, ssh or file://)")
+                f"{shown(url)} is not a URL (https, git, ssh or file://) of letters, digits and . _ ~ : / @ + , = % -")
         return None, None, None
     if tarball is not None and not (isinstance(b2, str) and _B2.fullmatch(b2)):
         doc.add(child(src, "b2sum") or src_key, "package.source.b2sum", "a tarball needs its b2sum (128 lowercase hex)")

@@ -22,12 +22,15 @@ from ka.errors import BadInput, ManifestError, Problem
 from ka.package import PackageSpec, kernel_version, pkgver
 from ka.promote import HostPlan
 from ka.repo import FILE, PathEscapes, RepoView
+from ka.text import shown
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "package"
 PKGEXT = ".pkg.tar.zst"
 DEB_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
-_LOCALVERSION = re.compile(r'^CONFIG_LOCALVERSION="([^"\n]*)"$', re.M)
+_LOCALVERSION = re.compile(r"^CONFIG_LOCALVERSION=(.*)$", re.M)
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]+")
+_RELEASE_PART = re.compile(r'"[A-Za-z0-9._+~-]{0,64}"')
+_PACKAGER = re.compile(r"[^\x00-\x1f\x7f<>$`\\]{1,100} <[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9.-]{1,190}>")
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, autoescape=False,  # noqa: S701 - a shell file: values are quoted by the shell filter or validated
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["shell"] = shlex.quote
@@ -102,9 +105,13 @@ def render(view: RepoView, plan: HostPlan, commit: str | None, *, epoch: int = 1
     ``packager`` go into a Debian changelog; makepkg takes them from its environment)."""
     spec = spec_of(plan)
     m = plan.manifest
+    if not _PACKAGER.fullmatch(packager):
+        raise BadInput(f"KA_PACKAGER {shown(packager)} is not 'Name <address>' (one line; it becomes the "
+                       "packages' PACKAGER and Debian's Maintainer field)")
     config = _config(view, m.path, spec)
     if spec.format == "deb":
         return _render_deb(plan, commit, config, epoch, packager)
+    localversion(plan, config)
     patch_name = f"{m.host}-cumulative.patch"
     preset_name = f"{spec.pkgbase}.preset"
     preset = _ENV.get_template("preset.j2").render(pkgbase=spec.pkgbase).encode()
@@ -112,7 +119,8 @@ def render(view: RepoView, plan: HostPlan, commit: str | None, *, epoch: int = 1
     srcdir = "linux" if spec.git else _tarball_dir(spec.tarball or "")
     pkgbuild = _ENV.get_template("PKGBUILD.j2").render(
         host=m.host, commit=commit, pkgbase=spec.pkgbase, pkgver=version, pkgrel=spec.pkgrel,
-        srctag=m.baseline_ref, description=f"{m.host}: {m.description}" if m.description else m.host,
+        srctag=m.baseline_ref,
+        description=f"{m.host}: {m.description}" if m.description else m.host,
         arch=spec.arch, kernel_arch=spec.kernel_arch, image=spec.image, git=spec.git, tarball=spec.tarball,
         tarball_b2sum=spec.tarball_b2sum, srcdir=srcdir, patch_name=patch_name, preset_name=preset_name,
         patch_b2sum=plan.cumulative.b2sum, config_b2sum=b2sum(config), preset_b2sum=b2sum(preset)).encode()
@@ -129,8 +137,7 @@ def deb_release(plan: HostPlan, config: bytes) -> str:
         raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
                                      f"{spec.config} sets CONFIG_LOCALVERSION_AUTO=y: the kernel release would "
                                      "depend on the git tree, and a .deb is named after its release; unset it")])
-    found = _LOCALVERSION.search(text)
-    release = f"{kernel_version(plan.manifest.baseline_ref)}{found.group(1) if found else ''}-{spec.pkgrel}"
+    release = f"{kernel_version(plan.manifest.baseline_ref)}{localversion(plan, config)}-{spec.pkgrel}"
     if not _DEB_NAME.fullmatch(f"linux-image-{release}"):
         raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
                                      f"CONFIG_LOCALVERSION in {spec.config} gives the release {release}, and "
@@ -141,6 +148,20 @@ def deb_release(plan: HostPlan, config: bytes) -> str:
                                      f"{spec.pkgbase} is not a Debian source package name (lowercase letters, "
                                      "digits, '.', '+', '-'; at least two)")])
     return release
+
+
+def localversion(plan: HostPlan, config: bytes) -> str:
+    """The config's ``CONFIG_LOCALVERSION``: part of the kernel release, which names files and packages on the
+    build host and the device, so only letters, digits and ``. _ + ~ -``."""
+    found = _LOCALVERSION.search(config.decode("utf-8", "replace"))
+    value = found.group(1) if found else '""'
+    if not _RELEASE_PART.fullmatch(value):
+        spec = spec_of(plan)
+        raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
+                                     f"{spec.config}: CONFIG_LOCALVERSION={shown(value)}: the quoted value may "
+                                     "hold only letters, digits and '.', '_', '+', '~', '-' (it becomes part of the "
+                                     "kernel release)")])
+    return value[1:-1]
 
 
 def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str) -> BuildFolder:
