@@ -2,9 +2,11 @@
 
 The manifest and patches come from that commit (a pull request's head, perhaps a fork's);
 ``fleet/infra.yaml`` (build hosts, repository, keys) comes from the default branch's head,
-so a pull request can never send the build, or the signed packages, somewhere else.  The
-build's output streams into the job log (live on the job page); its end posts the commit
-status ``ka/build/<host>`` and the thread's reply (bot/endings.py).
+so a pull request can never send the build, or the signed packages, somewhere else.  A commit
+that is not on the default branch is a pull request's: its code runs on the build host, so it
+builds on ``pull_request_build_hosts`` (another account or machine) and is neither signed nor
+published.  The build's output streams into the job log (live on the job page); its end posts
+the commit status ``ka/build/<host>`` and the thread's reply (bot/endings.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from bot import mirror
 from bot.links import host_status
 from bot.services import Services
 from bot.store import Job, insert_writes
+from bot.trusted import default_head
 from ka.baseline import KernelTree
 from ka.build import DEFAULT_PACKAGER, BuildError, BuildOptions, build
-from ka.infra import load_infra
 from ka.repo import GitTree
 
 Log = Callable[[str], None]
@@ -32,18 +34,19 @@ def run_build(services: Services, job: Job, log: Log, kick: Callable[[], None]) 
         insert_writes(db, job.id, [host_status(config, job, "build", "pending", f"building {job.host}")])
     kick()
     mirror_dir = mirror.fetch_commit(config, job.clone_url, job.ref or job.commit_sha, job.commit_sha)
-    branch, head = services.forge.default_branch()
-    mirror.fetch_commit(config, job.clone_url, f"refs/heads/{branch}", head)
-    infra = load_infra(GitTree(mirror_dir, head, config.limits))
-    log(f"infra.yaml from {branch} at {head[:12]}: build hosts "
-        f"{', '.join(b.ssh for b in infra.build_hosts) or 'none'}")
+    head = default_head(services, job.clone_url)
+    trusted = head.holds(job.commit_sha)
+    hosts = head.infra.build_hosts if trusted else head.infra.pull_request_build_hosts
+    log(f"infra.yaml from {head.branch} at {head.sha[:12]}: "
+        + ("build hosts " if trusted else f"{job.commit_sha[:12]} is not on {head.branch}: pull request build hosts ")
+        + (", ".join(b.ssh for b in hosts) or "none"))
     opts = BuildOptions(out_dir=config.state_dir / "builds" / f"job-{job.id}", ssh=config.ssh,
                         packager=config.packager or DEFAULT_PACKAGER, gnupghome=config.gnupghome,
-                        canonical_cache=config.state_dir / "canonical-cache")
+                        canonical_cache=config.state_dir / "canonical-cache", trusted=trusted)
     kernel = KernelTree(config.kernel_tree) if config.kernel_tree else None
     view = GitTree(mirror_dir, job.commit_sha, config.limits)
     try:
-        result = build(view, job.host, infra, kernel, opts, log=log, phase=lambda name: log(f"== {name}"))
+        result = build(view, job.host, head.infra, kernel, opts, log=log, phase=lambda name: log(f"== {name}"))
     except BuildError as exc:
         if exc.result is not None:
             store.set_result(job.id, exc.result.as_dict())

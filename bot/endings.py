@@ -65,7 +65,8 @@ def build_status(config: Config, job: Job) -> forge.Write:
     """The final ``ka/build/<host>`` status: success with what was built, else why not."""
     r = job.result
     if job.state == "succeeded":
-        where = f", published to {r['repository']['host']}" if r.get("repository") else ""
+        where = (f", published to {r['repository']['host']}" if r.get("repository") else
+                 ", not published: a pull request's build" if r.get("unpublished") else "")
         state, text = "success", f"{r.get('pkgbase')} {r.get('version')} built on {r.get('build_host')}{where}"
     else:
         state, text = ("failure" if job.state == "failed" else "error"), f"{job.state}: {job.error or ''}"

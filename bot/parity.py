@@ -8,6 +8,7 @@ commit, and a host that cannot be read gets its own ``error`` while the others g
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +18,17 @@ from bot.config import Config
 from bot.links import job_url, repo_of
 from bot.store import HostResult, Job, Store
 from bot.summary import summary_write
+from bot.trusted import Head
 from ka.baseline import KernelTree
 from ka.canonical import SftpCanonical
-from ka.errors import KaError
+from ka.errors import KaError, ReferenceUnavailable
 from ka.manifest import list_hosts
 from ka.promote import PromoteResult, promote_each
 from ka.repo import GitTree
 from ka.text import printable
 
 CONTEXT = "ka/parity/{host}"
+log = logging.getLogger(__name__)
 Log = Callable[[str], None]
 
 
@@ -57,12 +60,22 @@ def status_for(config: Config, job: Job, host: str | None, state: str, descripti
                         job_url(config, job.id, host))
 
 
+class _Unreadable:
+    """Parity references when the default branch's settings cannot be read: none is read."""
+
+    def read(self, host: str, path: str) -> bytes:
+        raise ReferenceUnavailable(f"{host}:{path}: the default branch's infra.yaml could not be read")
+
+    def close(self) -> None:
+        pass
+
+
 class ParityRun:
     """One run of a parity job."""
 
-    def __init__(self, config: Config, store: Store, job: Job, log: Log,
+    def __init__(self, config: Config, store: Store, job: Job, log: Log, head: Callable[[], Head],
                  kick: Callable[[], None] = lambda: None, stop: Callable[[], None] = lambda: None) -> None:
-        self.config, self.store, self.job, self.log = config, store, job, log
+        self.config, self.store, self.job, self.log, self.head = config, store, job, log, head
         self.kick = kick  # asks for the outbox to be flushed now, so "pending" shows while the job runs
         self.stop = stop  # raises when the job is to stop (a /ka cancel): checked before each host
 
@@ -97,8 +110,7 @@ class ParityRun:
             for name in names:
                 self._error(name, str(exc))
         else:
-            remote = SftpCanonical(self.config.ssh, self.config.limits, self.config.state_dir / "canonical-cache",
-                                   self.log)
+            remote = self._references()
             try:
                 promote_each(view, names, kernel, sha, on_result=lambda r: self._record(r.host, describe(r)),
                              on_error=self._error, workers=self.config.check_workers, before_each=self.stop,
@@ -107,6 +119,17 @@ class ParityRun:
                 remote.close()
         return {"hosts": len(hosts), "states": self.store.host_counts(self.job.id)}
 
+
+    def _references(self) -> SftpCanonical | _Unreadable:
+        """Parity references on hosts, read only inside the folders the default branch's infra.yaml names."""
+        try:
+            head = self.head()
+        except Exception as exc:  # the forge or the default branch's infra.yaml: not the commit's fault
+            log.warning("job %s: parity references not read: the default branch's infra.yaml: %s", self.job.id, exc)
+            return _Unreadable()
+        return SftpCanonical(self.config.ssh, head.infra.parity_references, self.config.limits,
+                             self.config.state_dir / "canonical-cache", self.log,
+                             infra_path=f"{head.infra.path} on {head.branch}")
 
     def _error(self, name: str, message: str) -> None:
         self._record(name, HostOutcome("error", message, {"error": message}))

@@ -108,7 +108,8 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
                   fallback=fallback(job), retry=job.verb in ("parity", "build"),
                   artifacts=job.result.get("artifacts") or [], build_host=job.result.get("build_host"),
                   build_fallback=job.result.get("fallback") or [], repository=job.result.get("repository"),
-                  kept=job.result.get("kept"), install=job.result if job.verb in ("install", "rollback") else None)
+                  kept=job.result.get("kept"), unpublished=job.result.get("unpublished"),
+                  install=job.result if job.verb in ("install", "rollback") else None)
 
 
 def fallback(job: Job) -> str:

@@ -31,6 +31,7 @@ from bot.parity import ParityRun
 from bot.services import Services
 from bot.store import Job, StateError
 from bot.summary import Summaries
+from bot.trusted import default_head
 
 log = logging.getLogger(__name__)
 BUSY_RETRY = 5.0
@@ -331,7 +332,8 @@ def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
         reason = services.store.cancel_reason(job.id)
         if reason:
             raise JobCancelled(reason)
-    return ParityRun(services.config, services.store, job, log_line, kick, stop).run()
+    return ParityRun(services.config, services.store, job, log_line, lambda: default_head(services, job.clone_url),
+                     kick, stop).run()
 
 
 def recover(services: Services) -> list[int]:

@@ -77,6 +77,9 @@ class BuildOptions:
     timeout: float = 4 * 3600.0
     check_against: Path | None = None
     canonical_cache: Path | None = None  # parity.canonical: HOST:PATH, re-read only when it changed
+    #: False for a pull request's commit: its code runs on the build host, so it builds on
+    #: infra.yaml's pull_request_build_hosts and is neither signed nor published
+    trusted: bool = True
 
 
 @dataclass
@@ -113,6 +116,7 @@ class BuildResult:
     kept: str | None = None  # host:folder left for inspection after a failed build
     log: str = ""
     diff: PkgDiff | None = None
+    unpublished: str = ""  # why the packages were neither signed nor published
 
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "commit": self.commit, "patch_b2sum": self.patch_b2sum, "baseline": self.baseline,
@@ -121,7 +125,8 @@ class BuildResult:
                 "phases": {k: round(v, 3) for k, v in self.phases.items()},
                 "artifacts": [a.as_dict() for a in self.artifacts],
                 "repository": None if self.published is None else self.published.__dict__,
-                "kept": self.kept, "log": self.log, "pkgdiff": self.diff.as_dict() if self.diff else None}
+                "kept": self.kept, "log": self.log, "pkgdiff": self.diff.as_dict() if self.diff else None,
+                "unpublished": self.unpublished}
 
 
 class _Phases:
@@ -155,11 +160,17 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
     phases = _Phases(result, phase)
     try:
         phases("promote")
-        plan, promoted = _promote(view, host, kernel, opts, log)
+        plan, promoted = _promote(view, host, kernel, infra, opts, log)
         result.patch_b2sum, result.baseline = promoted.b2sum, promoted.baseline
         phases("render")
         epoch = source_date_epoch(view.root, view.rev)
-        folder = render(view, plan, view.rev, epoch=epoch, packager=opts.packager)
+        folder = render(view, plan, view.rev, epoch=epoch, packager=opts.packager,
+                        source_commit=promoted.baseline_commit)
+        if folder.spec.git and folder.source_commit is None:
+            if render_only is None:
+                raise BuildError(f"{host}: the kernel source is checked out at the baseline's commit id, read from the "
+                                 "kernel tree: give --kernel-tree or KA_KERNEL_TREE", result, 2)
+            log(f"render only, no kernel tree: the source names the tag {promoted.baseline}; ka-build pins its commit")
         result.pkgbase, result.version = folder.spec.pkgbase, folder.version
         if render_only is not None:
             folder.write(render_only)
@@ -173,9 +184,10 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
         phases.end()
 
 
-def _promote(view: RepoView, host: str, kernel: KernelTree | None, opts: BuildOptions,
+def _promote(view: RepoView, host: str, kernel: KernelTree | None, infra: Infra, opts: BuildOptions,
              log: Log) -> tuple[HostPlan, PromoteResult]:
-    remote = SftpCanonical(opts.ssh, view.limits, opts.canonical_cache, log)
+    remote = SftpCanonical(opts.ssh, infra.parity_references, view.limits, opts.canonical_cache, log,
+                           infra_path=infra.path)
     try:
         plan = plan_host(view, host, remote)  # a broken manifest: ManifestError, with file and line
     finally:
@@ -217,9 +229,15 @@ def _makepkg_env(folder: BuildFolder, opts: BuildOptions, epoch: int, bh: BuildH
 
 
 def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> tuple[Remote, BuildHost]:
+    hosts = infra.build_hosts if opts.trusted else infra.pull_request_build_hosts
     if not infra.build_hosts:
         raise BuildError(f"{infra.path}: no build_hosts: ka-build needs at least one", exit_code=2)
-    for bh in infra.build_hosts:
+    if not hosts:
+        raise BuildError(f"{infra.path}: no pull_request_build_hosts: a pull request's build runs its code (its "
+                         "patches and Makefiles) on the build host, so it needs an account or machine of its own, "
+                         "where it cannot change what the default branch's builds compile; add "
+                         "pull_request_build_hosts, or build after the merge", result, 2)
+    for bh in hosts:
         try:
             remote = connect(opts.ssh, bh.ssh)
         except Unreachable as exc:
@@ -298,7 +316,13 @@ def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, 
             remote.run(["git", "-C", mirror, "remote", "set-url", "origin", spec.git], timeout=60)
             remote.run(["git", "-C", mirror, "fetch", "--quiet", "--prune", "origin"], timeout=3600, on_line=log)
         remote.run(["git", "clone", "--quiet", "--shared", "--no-checkout", "--", mirror, src], timeout=600)
-        remote.run(["git", "-C", src, "checkout", "--quiet", "--detach", f"refs/tags/{folder.baseline}"], timeout=1800)
+        assert folder.source_commit is not None  # build() refuses a git source without it
+        remote.run(["git", "-C", src, "checkout", "--quiet", "--detach", f"{folder.source_commit}^{{commit}}"],
+                   timeout=1800)
+        got = remote.run(["git", "-C", src, "rev-parse", "HEAD"], timeout=60).output.strip()
+        if got != folder.source_commit:
+            raise BuildError(f"{bh.ssh}:{src}: checked out {got[:12]}, not the baseline's commit "
+                             f"{folder.source_commit[:12]}")
     else:
         assert spec.tarball is not None
         name = spec.tarball.rsplit("/", 1)[-1]
@@ -334,6 +358,11 @@ def _finish(folder: BuildFolder, infra: Infra, opts: BuildOptions, result: Build
     check_links(packages[0], packages[1])
     if opts.check_against is not None:
         result.diff = compare(opts.check_against, packages[0])
+    if not opts.trusted:
+        result.unpublished = ("a pull request's commit: the fleet's key signs, and its repository serves, only "
+                              "builds of the default branch")
+        log(f"neither signed nor published: {result.unpublished}")
+        return
     repo = infra.repository_for(folder.spec.format)
     if repo is None:
         if opts.publish:

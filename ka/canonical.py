@@ -1,41 +1,78 @@
 """``parity.canonical: HOST:PATH``: the canonical cumulative patch as it lies on a host, over SFTP.
 
 The hand-built package's patch often lives only on the build host
-(``boltzmann:~/src/…/0001-…-cumulative-series.patch``).  One connection per host for a run;
-each file is read once per run, and with a cache folder (the bot's), read again only when its
-size or modification time changed, so a push costs one ``stat`` per file, not a transfer.
+(``boltzmann:~/src/…/0001-…-cumulative-series.patch``).  A manifest may name such a file only
+inside a folder of ``parity_references`` in ``fleet/infra.yaml``: anything else is refused
+before any connection is made, and after connecting the file's real path (symlinks resolved on
+the host) must still lie inside that folder.  A manifest can come from anyone's pull request,
+and the bot holds the keys to the fleet's hosts.
+
+What goes wrong on the host (unreachable, a changed key, no such file, no permission) is a
+:class:`ReferenceUnavailable`: its message is for the operator; its ``public`` text names no
+host, path or error, so a missing file looks like an unreadable one to the world.
+
+One connection per host for a run; each file is read once per run, and with a cache folder
+(the bot's), read again only when its size or modification time changed, so a push costs one
+``stat`` per file, not a transfer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ka.errors import ReferenceRefused, ReferenceUnavailable
+from ka.infra import Folder
 from ka.limits import Limits
 from ka.ssh import Remote, SshError, SshSettings, connect
 
 Log = Callable[[str], None]
+PUBLIC = ReferenceUnavailable.public
+
+
+def _relative(path: str) -> str:
+    """SFTP takes a relative path from the login's home: ``~/x`` and ``x`` are the same file."""
+    return posixpath.normpath(path.removeprefix("~/")) if path not in ("~", "~/") else "."
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def allowed_folder(host: str, path: str, folders: Sequence[Folder]) -> Folder | None:
+    """The folder of ``parity_references`` that holds ``host:path``, as written (no connection), or None."""
+    wanted = _relative(path)
+    return next((f for f in folders if f.ssh == host and _inside(wanted, _relative(f.path))), None)
 
 
 class SftpCanonical:
     """:class:`ka.promote.RemoteFiles` over SFTP; :meth:`close` when the run is done."""
 
-    def __init__(self, ssh: SshSettings, limits: Limits | None = None, cache: Path | None = None,
-                 log: Log = lambda line: None) -> None:
+    def __init__(self, ssh: SshSettings, folders: Sequence[Folder], limits: Limits | None = None,
+                 cache: Path | None = None, log: Log = lambda line: None, infra_path: str = "fleet/infra.yaml") -> None:
         self.ssh, self.limits, self.cache, self.log = ssh, limits or Limits(), cache, log
+        self.folders, self.infra_path = tuple(folders), infra_path
         self._remotes: dict[str, Remote] = {}
         self._read: dict[tuple[str, str], bytes] = {}
         self._lock = threading.Lock()  # promote_each reads hosts on several threads
 
     def read(self, host: str, path: str) -> bytes:
-        """The file ``path`` on ``host`` (``~/`` is the login's home)."""
-        key = (host, path.removeprefix("~/"))
+        """The file ``path`` on ``host`` (``~/`` is the login's home), inside a folder of ``parity_references``."""
+        folder = allowed_folder(host, path, self.folders)
+        if folder is None:
+            raise ReferenceRefused(f"parity.canonical: {host}:{path} is not inside a folder of parity_references in "
+                                   f"{self.infra_path}: nothing was read (add the folder there to compare with it)")
+        key = (host, _relative(path))
         with self._lock:
             if key not in self._read:
-                self._read[key] = self._fetch(*key)
+                try:
+                    self._read[key] = self._fetch(host, key[1], _relative(folder.path))
+                except SshError as exc:
+                    raise ReferenceUnavailable(f"{PUBLIC}: {exc}") from None
             return self._read[key]
 
     def _remote(self, host: str) -> Remote:
@@ -43,8 +80,13 @@ class SftpCanonical:
             self._remotes[host] = connect(self.ssh, host)
         return self._remotes[host]
 
-    def _fetch(self, host: str, path: str) -> bytes:
+    def _fetch(self, host: str, path: str, folder: str) -> bytes:
         remote = self._remote(host)
+        real, real_folder = remote.realpath(path), remote.realpath(folder)
+        if real is None or real_folder is None:
+            raise SshError(f"parity.canonical: {host}:{path}: no such file")
+        if not _inside(real, real_folder):
+            raise SshError(f"parity.canonical: {host}:{path} is {real}, outside {real_folder} (a symlink)")
         found = remote.stat(path)
         if found is None:
             raise SshError(f"parity.canonical: {host}:{path}: no such file")

@@ -166,7 +166,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise BadInput(f"{view.display('fleet/')}: no host manifests")
     for host in hosts:
         check_host_name(view, host)
-    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits)
+    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits, view)
     try:
         plans = promote.plan_hosts(view, hosts, remote)
     finally:
@@ -189,18 +189,22 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 class _RemoteFiles:
-    """``parity.canonical: HOST:PATH`` over SFTP, connecting (and importing paramiko) only when one is named."""
+    """``parity.canonical: HOST:PATH`` over SFTP, inside the folders ``parity_references`` of the same tree's
+    infra.yaml allows; connecting (and importing paramiko) only when one is named."""
 
-    def __init__(self, config: str | None, known_hosts: str | None, limits: Limits) -> None:
-        self.args, self.limits = (config, known_hosts), limits
+    def __init__(self, config: str | None, known_hosts: str | None, limits: Limits, view: RepoView) -> None:
+        self.args, self.limits, self.view = (config, known_hosts), limits, view
         self.real: Any = None
 
     def read(self, host: str, path: str) -> bytes | None:
         if self.real is None:
             from ka.canonical import SftpCanonical
+            from ka.infra import load_infra
             from ka.ssh import SshSettings
 
-            self.real = SftpCanonical(SshSettings.from_env(config=self.args[0], known_hosts=self.args[1]), self.limits)
+            infra = load_infra(self.view)
+            self.real = SftpCanonical(SshSettings.from_env(config=self.args[0], known_hosts=self.args[1]),
+                                      infra.parity_references, self.limits, infra_path=infra.path)
         return bytes(self.real.read(host, path))
 
     def close(self) -> None:

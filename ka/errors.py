@@ -77,3 +77,15 @@ class ToolMissing(KaError):
 
 class KernelTreeError(BadInput):
     """The kernel tree is missing, not a git repository, or lacks the baseline."""
+
+
+class ReferenceRefused(BadInput):
+    """``parity.canonical`` names a file outside every folder of ``parity_references``: nothing is read."""
+
+
+class ReferenceUnavailable(KaError):
+    """A parity reference on a host could not be read; the message is for the operator, ``public`` for others
+    (no host, path or error: a missing file must look like an unreadable one)."""
+
+    exit_code = EXIT_ENVIRONMENT
+    public = "parity reference unavailable"

@@ -27,7 +27,13 @@ problem at once, each with the file, the line and the field::
       ssh: hertz
       path: /srv/kernel-agent-backups
     operators:                          # besides the repository's admins: who may install, roll back
-      ampere: [alice]
+      ampere: [alice]                  # (a login counts only while it has read access or more)
+    parity_references:                 # the only folders parity.canonical: HOST:PATH may name; nothing
+      - ssh: boltzmann                 # outside them is ever read (the bot takes this list from the
+        path: canonical                # default branch, never from the commit it checks)
+    pull_request_build_hosts:          # where /ka build runs a pull request's commit, whose code runs
+      - ssh: boltzmann-pr              # there: another account (or machine) than build_hosts, so it
+        workdir: ka-builds             # cannot change what they build; never signed nor published
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ from ka.text import shown
 from ka.yamldoc import Doc, child
 
 INFRA = f"{FLEET}/infra.yaml"
-TOP_KEYS = ("build_hosts", "repository", "apt_repository", "backup", "operators")
+TOP_KEYS = ("build_hosts", "repository", "apt_repository", "backup", "operators", "parity_references",
+            "pull_request_build_hosts")
 BUILD_KEYS = ("ssh", "workdir", "cross_compile")
 REPO_KEYS = ("ssh", "path", "name", "url", "key", "gnupghome")
 BACKUP_KEYS = ("ssh", "path")
+FOLDER_KEYS = ("ssh", "path")
 SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 REMOTE_PATH = re.compile(r"[A-Za-z0-9._/+~-]{1,400}")
 PREFIX = re.compile(r"[A-Za-z0-9._/+-]{1,100}")
@@ -86,6 +94,14 @@ class Backup:
 
 
 @dataclass(frozen=True)
+class Folder:
+    """A folder on a host: where parity references may be read from."""
+
+    ssh: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Infra:
     """The validated ``infra.yaml`` (every part optional until a verb needs it)."""
 
@@ -95,6 +111,8 @@ class Infra:
     operators: dict[str, list[str]] = field(default_factory=dict)
     path: str = INFRA
     apt_repository: Repository | None = None  # for package.format deb: name is the distribution
+    parity_references: tuple[Folder, ...] = ()
+    pull_request_build_hosts: tuple[BuildHost, ...] = ()
 
     def repository_for(self, fmt: str) -> Repository | None:
         """Where packages of ``fmt`` are published: ``repository`` (pacman) or ``apt_repository`` (deb)."""
@@ -120,7 +138,9 @@ def load_infra(view: RepoView) -> Infra:
         raise ManifestError([Problem(doc.path, 1, "", "must be a mapping of keys (" + ", ".join(TOP_KEYS) + ")")])
     doc.check_keys(doc.node, TOP_KEYS, "")
     infra = Infra(build_hosts=_build_hosts(doc), repository=_repository(doc), backup=_backup(doc),
-                  operators=_operators(doc), path=doc.path, apt_repository=_repository(doc, "apt_repository"))
+                  operators=_operators(doc), path=doc.path, apt_repository=_repository(doc, "apt_repository"),
+                  parity_references=_folders(doc, "parity_references"),
+                  pull_request_build_hosts=_build_hosts(doc, "pull_request_build_hosts"))
     if doc.problems:
         raise ManifestError(doc.problems)
     return infra
@@ -154,16 +174,16 @@ def _mapping(doc: Doc, key: str, keys: tuple[str, ...]) -> tuple[dict[str, Any],
     return value, node
 
 
-def _build_hosts(doc: Doc) -> tuple[BuildHost, ...]:
-    value, node = doc.data.get("build_hosts"), child(doc.node, "build_hosts")
+def _build_hosts(doc: Doc, section: str = "build_hosts") -> tuple[BuildHost, ...]:
+    value, node = doc.data.get(section), child(doc.node, section)
     if value is None:
         return ()
     if not isinstance(value, list) or not isinstance(node, yaml.SequenceNode) or not value:
-        doc.add(node, "build_hosts", "must be a list of build hosts (ssh, workdir, optional cross_compile)")
+        doc.add(node, section, "must be a list of build hosts (ssh, workdir, optional cross_compile)")
         return ()
     hosts = []
     for i, (item, item_node) in enumerate(zip(value, node.value, strict=False)):
-        fld = f"build_hosts[{i}]"
+        fld = f"{section}[{i}]"
         if not isinstance(item, dict):
             doc.add(item_node, fld, "must be a mapping of ssh, workdir, cross_compile")
             continue
@@ -206,6 +226,31 @@ def _backup(doc: Doc) -> Backup | None:
     path = _text(doc, child(node, "path") or node, value.get("path"), "backup.path", REMOTE_PATH,
                  "a folder on that host")
     return Backup(ssh, path) if ssh and path else None
+
+
+def _folders(doc: Doc, section: str) -> tuple[Folder, ...]:
+    value, node = doc.data.get(section), child(doc.node, section)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not isinstance(node, yaml.SequenceNode):
+        doc.add(node, section, "must be a list of folders (ssh, path)")
+        return ()
+    found = []
+    for i, (item, item_node) in enumerate(zip(value, node.value, strict=False)):
+        fld = f"{section}[{i}]"
+        if not isinstance(item, dict):
+            doc.add(item_node, fld, "must be a mapping of ssh, path")
+            continue
+        doc.check_keys(item_node, FOLDER_KEYS, f"{fld}.")
+        ssh = _text(doc, child(item_node, "ssh") or item_node, item.get("ssh"), f"{fld}.ssh", SSH_NAME,
+                    "a name of the ssh config")
+        path = _text(doc, child(item_node, "path") or item_node, item.get("path"), f"{fld}.path", REMOTE_PATH,
+                     "a folder on that host")
+        if path is not None and ".." in path.split("/"):
+            doc.add(child(item_node, "path"), f"{fld}.path", f"{shown(path)}: no '..' in a folder's path")
+        elif ssh and path:
+            found.append(Folder(ssh, path))
+    return tuple(found)
 
 
 def _operators(doc: Doc) -> dict[str, list[str]]:

@@ -1,14 +1,18 @@
-"""Parity: is the cumulative patch the one the hand-built package shipped?"""
+"""Parity: is the cumulative patch the one the hand-built package shipped?
+
+A mismatch is located by the offset of the first differing byte, the patch and line of ours
+there and both b2sums; never by the reference's own bytes.  A parity reference may be a file
+on a host that nobody else may read, and these results end up on public statuses and pages.
+"""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 from ka.cumulative import Cumulative, b2sum
 
 MATCH, MISMATCH, UNSET = "match", "mismatch", "unset"
-_EXCERPT_LINES = 3
+_OURS_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -20,13 +24,13 @@ class ParityResult:
     offset: int | None = None
     patch: str | None = None
     line: int | None = None
-    excerpt: str = ""
+    ours: str = ""  # our cumulative patch's line at the first difference (ours is public; the reference is not)
     reason: str = ""
 
     def as_dict(self) -> dict[str, object]:
         """The located facts as JSON-ready data."""
         return {"state": self.state, "expected_b2sum": self.expected_b2sum, "offset": self.offset,
-                "patch": self.patch, "line": self.line, "excerpt": self.excerpt, "reason": self.reason}
+                "patch": self.patch, "line": self.line, "ours": self.ours, "reason": self.reason}
 
 
 def first_difference(a: bytes, b: bytes) -> int | None:
@@ -43,15 +47,14 @@ def first_difference(a: bytes, b: bytes) -> int | None:
     return lo
 
 
-def excerpt(ours: bytes, theirs: bytes, offset: int) -> str:
-    """A short unified diff around the line holding ``offset``."""
-    line = ours.count(b"\n", 0, offset)
-    a = ours.decode("utf-8", "replace").splitlines()
-    b = theirs.decode("utf-8", "replace").splitlines()
-    lo = max(0, line - _EXCERPT_LINES)
-    hi = line + _EXCERPT_LINES + 1
-    diff = difflib.unified_diff(b[lo:hi], a[lo:hi], "canonical", "cumulative", lineterm="", n=_EXCERPT_LINES)
-    return "\n".join(diff)
+def our_line(ours: bytes, offset: int) -> str:
+    """The line of our cumulative patch that holds ``offset`` (capped), or "" past its end."""
+    if offset >= len(ours):
+        return ""
+    start = ours.rfind(b"\n", 0, offset) + 1
+    end = ours.find(b"\n", offset)
+    text = ours[start: end if end >= 0 else len(ours)].decode("utf-8", "replace")
+    return text if len(text) <= _OURS_MAX else text[:_OURS_MAX] + "…"
 
 
 def compare(cumulative: Cumulative, expected_b2sum: str | None, canonical: bytes | None,
@@ -74,13 +77,13 @@ def compare(cumulative: Cumulative, expected_b2sum: str | None, canonical: bytes
 
 
 def _located(cumulative: Cumulative, canonical: bytes, offset: int, name: str) -> ParityResult:
+    theirs = b2sum(canonical)
     where = cumulative.locate(offset)
     if where is None:
         reason = (f"{name} goes on past the end of the cumulative patch (byte {offset})"
                   if len(canonical) > len(cumulative.data) else f"{name} ends at byte {offset}")
-        return ParityResult(MISMATCH, b2sum(canonical), offset=offset, reason=reason,
-                            excerpt=excerpt(cumulative.data, canonical, offset))
+        return ParityResult(MISMATCH, theirs, offset=offset, reason=reason, ours=our_line(cumulative.data, offset))
     patch, line = where
-    return ParityResult(MISMATCH, b2sum(canonical), offset=offset, patch=patch, line=line,
+    return ParityResult(MISMATCH, theirs, offset=offset, patch=patch, line=line,
                         reason=f"first difference at byte {offset}: {patch} line {line}",
-                        excerpt=excerpt(cumulative.data, canonical, offset))
+                        ours=our_line(cumulative.data, offset))

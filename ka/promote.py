@@ -9,6 +9,7 @@ are the outputs written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -21,12 +22,22 @@ from typing import Protocol
 
 from ka.baseline import ApplyFailure, KernelTree, check_applies
 from ka.cumulative import Cumulative, concatenate
-from ka.errors import EXIT_ENVIRONMENT, BadInput, KaError, KernelTreeError, ManifestError, Problem
+from ka.errors import (
+    EXIT_ENVIRONMENT,
+    BadInput,
+    KaError,
+    KernelTreeError,
+    ManifestError,
+    Problem,
+    ReferenceUnavailable,
+)
 from ka.manifest import Manifest, load_manifest
 from ka.outputs import Outputs
 from ka.parity import UNSET, ParityResult, compare
 from ka.repo import FILE, PathEscapes, RepoView
 from ka.series import Series, resolve_series
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -243,12 +254,15 @@ def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, re
 
 def _check_host(view: RepoView, host: str, kernel: KernelTree | None, baselines: _Baselines,
                 rev: str | None, remote: RemoteFiles) -> PromoteResult | str:
-    """A host's result, or the message that says why it could not be checked."""
+    """A host's result, or the message that says why it could not be checked (a message others may read)."""
     try:
         plan = plan_host(view, host, remote)
         return promote_one(plan, kernel, baselines.commits(plan.manifest), rev)
     except KernelTreeError as exc:
         return str(exc)
+    except ReferenceUnavailable as exc:  # which host, which path, what error: the operator's log, not the world's
+        log.warning("%s: %s", host, exc)
+        return f"{exc.public} (the bot's log says why)"
     except KaError as exc:
         if exc.exit_code == EXIT_ENVIRONMENT:  # ssh to a parity reference's host, say: not the commit's fault
             return str(exc).splitlines()[0]

@@ -47,7 +47,8 @@ class BuildFolder:
     pkgver: str
     files: dict[str, bytes]
     release: str = ""  # deb: the kernel release the packages are named after
-    baseline: str = ""  # the baseline's tag, where the source is checked out
+    baseline: str = ""  # the baseline's tag
+    source_commit: str | None = None  # the baseline's commit id, where a git source is checked out
 
     @property
     def version(self) -> str:
@@ -100,17 +101,24 @@ def spec_of(plan: HostPlan) -> PackageSpec:
 
 
 def render(view: RepoView, plan: HostPlan, commit: str | None, *, epoch: int = 1,
-           packager: str = "kernel-agent <kernel-agent@localhost>") -> BuildFolder:
+           packager: str = "kernel-agent <kernel-agent@localhost>", source_commit: str | None = None) -> BuildFolder:
     """Render the build folder of ``plan``'s host from the repository as ``view`` shows it (``epoch`` and
-    ``packager`` go into a Debian changelog; makepkg takes them from its environment)."""
+    ``packager`` go into a Debian changelog; makepkg takes them from its environment).
+
+    ``source_commit`` is the baseline's commit id, read from the kernel tree: the git source is checked
+    out at it (``#commit=``), since a tag can be moved on the remote or in the build host's cache and a
+    commit id cannot; without it (no kernel tree, ``--render-only``) the source names the tag.
+    """
     spec = spec_of(plan)
     m = plan.manifest
     if not _PACKAGER.fullmatch(packager):
         raise BadInput(f"KA_PACKAGER {shown(packager)} is not 'Name <address>' (one line; it becomes the "
                        "packages' PACKAGER and Debian's Maintainer field)")
     config = _config(view, m.path, spec)
+    if source_commit is not None and not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", source_commit):
+        raise BadInput(f"the baseline's commit {shown(source_commit)} is not a full commit id")
     if spec.format == "deb":
-        return _render_deb(plan, commit, config, epoch, packager)
+        return _render_deb(plan, commit, config, epoch, packager, source_commit)
     localversion(plan, config)
     patch_name = f"{m.host}-cumulative.patch"
     preset_name = f"{spec.pkgbase}.preset"
@@ -119,13 +127,13 @@ def render(view: RepoView, plan: HostPlan, commit: str | None, *, epoch: int = 1
     srcdir = "linux" if spec.git else _tarball_dir(spec.tarball or "")
     pkgbuild = _ENV.get_template("PKGBUILD.j2").render(
         host=m.host, commit=commit, pkgbase=spec.pkgbase, pkgver=version, pkgrel=spec.pkgrel,
-        srctag=m.baseline_ref,
+        srctag=m.baseline_ref, srccommit=source_commit,
         description=f"{m.host}: {m.description}" if m.description else m.host,
         arch=spec.arch, kernel_arch=spec.kernel_arch, image=spec.image, git=spec.git, tarball=spec.tarball,
         tarball_b2sum=spec.tarball_b2sum, srcdir=srcdir, patch_name=patch_name, preset_name=preset_name,
         patch_b2sum=plan.cumulative.b2sum, config_b2sum=b2sum(config), preset_b2sum=b2sum(preset)).encode()
     files = {"PKGBUILD": pkgbuild, patch_name: plan.cumulative.data, "config": config, preset_name: preset}
-    return BuildFolder(m.host, spec, version, files, baseline=m.baseline_ref)
+    return BuildFolder(m.host, spec, version, files, baseline=m.baseline_ref, source_commit=source_commit)
 
 
 def deb_release(plan: HostPlan, config: bytes) -> str:
@@ -164,7 +172,8 @@ def localversion(plan: HostPlan, config: bytes) -> str:
     return value[1:-1]
 
 
-def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str) -> BuildFolder:
+def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str,
+                source_commit: str | None) -> BuildFolder:
     spec, m = spec_of(plan), plan.manifest
     release, version = deb_release(plan, config), f"{pkgver(m.baseline_ref)}-{spec.pkgrel}"
     patch_name = f"{m.host}-cumulative.patch"
@@ -180,7 +189,7 @@ def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, p
         files[f"debian/maint/{script}"] = _ENV.get_template("debian/maintscript.j2").render(
             script=script, release=release).encode()
     files.update({patch_name: plan.cumulative.data, "config": config})
-    return BuildFolder(m.host, spec, pkgver(m.baseline_ref), files, release, m.baseline_ref)
+    return BuildFolder(m.host, spec, pkgver(m.baseline_ref), files, release, m.baseline_ref, source_commit)
 
 
 def _config(view: RepoView, manifest_path: str, spec: PackageSpec) -> bytes:

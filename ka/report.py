@@ -54,8 +54,10 @@ def _detail(r: PromoteResult) -> str:
         lines.append(f"  {r.failure.detail}")
         lines.extend(f"  git: {g}" for g in r.failure.git.splitlines()[:4])
     lines.append(f"parity: {r.parity.state}" + (f": {r.parity.reason}" if r.parity.reason else ""))
-    if r.parity.excerpt:
-        lines.extend("  " + ln for ln in r.parity.excerpt.splitlines())
+    if r.parity.state == "mismatch":
+        lines.append(f"  b2sum of the reference: {r.parity.expected_b2sum}")
+        if r.parity.offset is not None:
+            lines.append(f"  ours at byte {r.parity.offset}: {r.parity.ours!r}")
     return "\n".join(lines)
 
 

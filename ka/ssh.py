@@ -367,6 +367,13 @@ class Remote:
         with self.sftp.open(remote, "rb") as fh:
             return fh.read(), size, int(st.st_mtime or 0)
 
+    def realpath(self, remote: str) -> str | None:
+        """The absolute path of ``remote`` with every symlink resolved (by the host), or None when it is not there."""
+        try:
+            return self.sftp.normalize(remote)
+        except OSError:
+            return None
+
     def stat(self, remote: str) -> tuple[int, int] | None:
         """(size, mtime) of a remote file, or None when there is none."""
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel import SmallKernel, write_fleet
-from sshhosts import USER, SshLab, run
+from sshhosts import PR_USER, USER, SshLab, run
 
 CONFIG = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\n'
 
@@ -29,12 +30,16 @@ class BuildLab:
     source: str  # file:// URL of the kernel source, on the build hosts
     pacman_keyring: Path
 
-    def infra(self, tag: str, hosts: tuple[str, ...] = ("boltzmann", "fermi")) -> str:
-        """An infra.yaml whose folders on the hosts are this test's own."""
+    def infra(self, tag: str, hosts: tuple[str, ...] = ("boltzmann", "fermi"), references: str = "") -> str:
+        """An infra.yaml whose folders on the hosts are this test's own (``references``: a folder on boltzmann
+        that parity references may be read from)."""
         build = "".join(f"  - ssh: {h}\n    workdir: {self.ssh.user_folder(tag, h)}\n" for h in hosts)
         repo = self.ssh.user_folder(tag, "repo")
+        allowed = f"parity_references:\n  - ssh: boltzmann\n    path: {references}\n" if references else ""
+        untrusted = self.ssh.user_folder(tag, "planck", user=PR_USER)
         return (f"build_hosts:\n{build}repository:\n  ssh: hertz\n  path: {repo}\n  name: fleet\n"
-                f"  url: file://{repo}\n  key: {self.fingerprint}\n  gnupghome: {self.repo_gnupghome}\n")
+                f"  url: file://{repo}\n  key: {self.fingerprint}\n  gnupghome: {self.repo_gnupghome}\n{allowed}"
+                f"pull_request_build_hosts:\n  - ssh: planck\n    workdir: {untrusted}\n")
 
     def parts(self, tag: str, files: dict[str, bytes | str] | None = None,
               includes: tuple[str, ...] = ("board/pinetab2", "driver/bes2600", "soc/base", "arch/defconfig"),
@@ -93,6 +98,9 @@ def make_build_lab(ssh: SshLab, kernel: SmallKernel, work: Path) -> BuildLab:
     source = ssh.user_folder("src") / "linux.git"
     subprocess.run(["cp", "-a", str(kernel.bare), str(source)], check=True)
     subprocess.run(["chown", "-R", f"{USER}:{USER}", str(source)], check=True)
+    # the pull requests' build account reads the same mirror, as one on a shared machine would
+    run("env", f"HOME={pwd.getpwnam(PR_USER).pw_dir}", "git", "config", "--global", "safe.directory", "*",
+        user=PR_USER)
     return BuildLab(ssh, kernel, home, fpr, repo_home, f"file://{source}", _pacman_keyring(work, home, fpr))
 
 

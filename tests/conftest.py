@@ -109,12 +109,14 @@ def rig(tmp_path: Path, small_kernel: SmallKernel) -> Iterator[Callable[..., Rig
 
 @pytest.fixture(scope="session")
 def ssh_lab() -> Iterator[SshLab]:
-    """Three real sshd hosts on loopback: build hosts boltzmann and fermi, repository host hertz."""
+    """Real sshd hosts on loopback: build hosts boltzmann and fermi, repository host hertz, and planck, the
+    pull requests' build host (another account)."""
     require(sshhosts.available() is None, str(sshhosts.available()))
     lab = sshhosts.make_lab()
     try:
         for number, name in enumerate(("boltzmann", "fermi", "hertz"), start=11):
             lab.add(name, number)
+        lab.add("planck", 14, user=sshhosts.PR_USER)
         yield lab
     finally:
         lab.stop()

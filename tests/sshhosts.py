@@ -1,9 +1,10 @@
 """Real sshd hosts on loopback for tests: build hosts, a repository host, fleet hosts.
 
-Each host is its own ``sshd -D`` on its own 127.0.0.x address, with an ed25519 host key
+Each host is its own ``sshd -D`` on its own loopback address, with an ed25519 host key
 pinned in a known_hosts file and an ssh_config that maps the fleet's names to it.  Logins go
-to the unprivileged ``kabuild`` account (makepkg refuses root); its files for the tests live
-in a folder it owns.  Hosts can be stopped and started again (a build host that is down).
+to the unprivileged ``kabuild`` account (makepkg refuses root), or ``kabuild-pr`` for the pull
+requests' build host; their files for the tests live in folders they own.  Hosts can be
+stopped and started again (a build host that is down).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 USER = "kabuild"
+PR_USER = "kabuild-pr"
 PORT = 2222
 
 
@@ -28,10 +31,11 @@ def available() -> str | None:
     """Why real ssh hosts cannot run here, or None."""
     if os.geteuid() != 0:
         return "root (sshd test hosts log in as another user)"
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        return f"the {USER} user (scripts/setup test creates it)"
+    for user in (USER, PR_USER):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return f"the {user} user (scripts/setup test creates it)"
     for tool in ("/usr/sbin/sshd", "ssh-keygen"):
         if not shutil.which(tool):
             return f"{tool} (openssh-server, openssh-client)"
@@ -89,6 +93,7 @@ class SshLab:
     root: Path  # owned by root: keys and configs
     home: Path  # owned by the build user: what the hosts' sessions may touch
     hosts: dict[str, SshHost] = field(default_factory=dict)
+    homes: dict[str, Path] = field(default_factory=dict)  # user → this run's folder in that user's home
 
     @property
     def config(self) -> Path:
@@ -102,8 +107,9 @@ class SshLab:
     def key(self) -> Path:
         return self.root / "id_ed25519"
 
-    def add(self, name: str, number: int, extra: tuple[str, ...] = ()) -> SshHost:
-        """A new host ``name`` at 127.0.0.<number> (``extra`` lines in its sshd_config); started."""
+    def add(self, name: str, number: int, extra: tuple[str, ...] = (), user: str = USER) -> SshHost:
+        """A new host ``name`` at this run's address ``number``, logging in as ``user`` (``extra`` lines in its
+        sshd_config); started."""
         folder = self.root / name
         folder.mkdir()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / "host_key"))
@@ -112,12 +118,12 @@ class SshLab:
             f"ListenAddress {address}:{PORT}", f"HostKey {folder / 'host_key'}", f"PidFile {folder / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}", "UsePAM no", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "StrictModes no",
-            f"AllowUsers {USER}", "Subsystem sftp internal-sftp", "LogLevel ERROR", *extra, ""]))
+            f"AllowUsers {user}", "Subsystem sftp internal-sftp", "LogLevel ERROR", *extra, ""]))
         key = (folder / "host_key.pub").read_text().split()
         with self.known_hosts.open("a") as fh:
             fh.write(f"[{address}]:{PORT} {key[0]} {key[1]}\n")
         with self.config.open("a") as fh:
-            fh.write(f"Host {name}\n  HostName {address}\n  Port {PORT}\n  User {USER}\n  IdentityFile {self.key}\n"
+            fh.write(f"Host {name}\n  HostName {address}\n  Port {PORT}\n  User {user}\n  IdentityFile {self.key}\n"
                      f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n  BatchMode yes\n")
         self.hosts[name] = SshHost(name, address, folder).start()
         return self.hosts[name]
@@ -125,13 +131,21 @@ class SshLab:
     def stop(self) -> None:
         for host in self.hosts.values():
             host.stop()
-        shutil.rmtree(self.home, ignore_errors=True)
+        for home in (self.home, *self.homes.values()):
+            shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def user_folder(self, *parts: str) -> Path:
-        """A folder the build user owns (created)."""
-        path = self.home.joinpath(*parts)
-        run("mkdir", "-p", str(path), user=USER)
+    def user_folder(self, *parts: str, user: str = USER) -> Path:
+        """A folder ``user`` owns (created)."""
+        if user == USER:
+            base = self.home
+        elif user not in self.homes:
+            base = self.homes[user] = Path(pwd.getpwnam(user).pw_dir) / self.home.name
+            run("mkdir", "-p", str(base), user=user)
+        else:
+            base = self.homes[user]
+        path = base.joinpath(*parts)
+        run("mkdir", "-p", str(path), user=user)
         return path
 
 
@@ -146,3 +160,37 @@ def make_lab() -> SshLab:
     (root / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
     root.chmod(0o755)  # sshd (and the build user's session) read authorized_keys
     return lab
+
+
+class Tripwire:
+    """A host in the ssh config that nothing may connect to: a loopback listener counting connections."""
+
+    def __init__(self, name: str = "tripwire") -> None:
+        self.name = name
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def config(self) -> str:
+        """Its ssh_config block."""
+        return f"Host {self.name}\n  HostName 127.0.0.1\n  Port {self.port}\n  User {USER}\n  BatchMode yes\n"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()

@@ -11,20 +11,22 @@ from buildlab import BuildLab
 from kernel import git
 from test_bot_comments_e2e import PR, open_pr, replies, say, wait_replies
 
+ISSUE = 3
 
-def test_ka_build_on_a_pull_request_builds_publishes_and_answers(rig: Callable[..., Rig],
-                                                                  build_lab: BuildLab) -> None:
+
+def test_ka_build_of_the_default_branch_builds_signs_publishes_and_answers(rig: Callable[..., Rig],
+                                                                           build_lab: BuildLab) -> None:
     hosts, files = build_lab.parts("bot-build")
     r = rig(hosts, files, **build_lab.bot_env())
     r.fake.permissions["writer"] = "write"
-    sha = open_pr(r)
-    answer = say(r, "/ka build ampere")
-    ack = wait_replies(r, 1)[0]
+    sha = r.head()
+    answer = say(r, "/ka build ampere", number=ISSUE, pull=False)  # an issue: the default branch's head
+    ack = wait_replies(r, 1, number=ISSUE)[0]
     assert "`/ka build ampere`: job [" in ack and f"(build of ampere on `{sha[:12]}`)" in ack
     job = int(ack.split("job [")[1].split("]")[0])
     record = r.bot.wait_job(job, timeout=180)
     assert record["state"] == "succeeded", record
-    result = wait_replies(r, 2)[1]
+    result = wait_replies(r, 2, number=ISSUE)[1]
     assert f"`/ka build ampere` asked by @writer on `{sha[:12]}`: **succeeded**" in result
     assert "Built on `boltzmann`; published to `hertz` `fleet.db.tar.zst`" in result
     assert "| `linux-ampere-6.12.0-1-aarch64.pkg.tar.zst` |" in result
@@ -37,6 +39,21 @@ def test_ka_build_on_a_pull_request_builds_publishes_and_answers(rig: Callable[.
     wait_for(lambda: r.fake.reactions(answer["comment_id"]) == ["eyes", "rocket"], 30, "eyes, then rocket")
 
 
+def test_ka_build_on_a_pull_request_builds_on_its_own_host_unsigned(rig: Callable[..., Rig],
+                                                                    build_lab: BuildLab) -> None:
+    hosts, files = build_lab.parts("bot-build-pr")
+    r = rig(hosts, files, **build_lab.bot_env())
+    r.fake.permissions["writer"] = "write"
+    sha = open_pr(r)
+    say(r, "/ka build ampere")
+    result = wait_replies(r, 2)[1]
+    assert f"`/ka build ampere` asked by @writer on `{sha[:12]}`: **succeeded**" in result
+    assert "Built on `planck`; neither signed nor published: a pull request's commit" in result
+    assert "| `linux-ampere-6.12.0-1-aarch64.pkg.tar.zst` |" in result and "| `unsigned` |" in result
+    status = r.fake.latest(sha)["ka/build/ampere"]
+    assert status["state"] == "success" and "built on planck, not published" in status["description"]
+
+
 def test_a_failed_build_is_answered_with_the_reason_and_the_kept_folder(rig: Callable[..., Rig],
                                                                          build_lab: BuildLab) -> None:
     hosts, files = build_lab.parts("bot-broken", files={"patches/module/oops.patch":
@@ -47,8 +64,8 @@ def test_a_failed_build_is_answered_with_the_reason_and_the_kept_folder(rig: Cal
     sha = open_pr(r)
     say(r, "/ka build ampere")
     result = wait_replies(r, 2, what="the acknowledgement and the result")[1]
-    assert "**failed**" in result and "makepkg failed on boltzmann" in result
-    assert "The build folder is kept for inspection at `boltzmann:" in result
+    assert "**failed**" in result and "makepkg failed on planck" in result
+    assert "The build folder is kept for inspection at `planck:" in result
     assert "goodix.c: error: #error" in result  # the log's last lines
     assert r.fake.latest(sha)["ka/build/ampere"]["state"] == "failure"
 
@@ -67,7 +84,7 @@ def test_a_pull_request_cannot_choose_the_build_hosts(rig: Callable[..., Rig], b
     say(r, "/ka build ampere")
     ack, result = wait_replies(r, 2)
     assert "fork `someone/fork`" in ack
-    assert "**succeeded**" in result and "Built on `boltzmann`" in result and "attacker" not in result
+    assert "**succeeded**" in result and "Built on `planck`" in result and "attacker" not in result
     assert len(replies(r)) == 2
 
 
@@ -75,9 +92,10 @@ def test_a_parity_reference_on_a_host_is_read_once_until_it_changes(rig: Callabl
                                                                       tmp_path: Path) -> None:
     local = build_lab.fleet(tmp_path / "local", "bot-canonical")
     assert build_lab.ka("promote", "ampere", "--repo", str(local)).returncode == 0
-    remote = build_lab.ssh.user_folder("bot-canonical", "src") / "cumulative.patch"
+    folder = build_lab.ssh.user_folder("bot-canonical", "src")
+    remote = folder / "cumulative.patch"
     remote.write_bytes((local / "out/ampere/ampere-cumulative.patch").read_bytes())
-    hosts, files = build_lab.parts("bot-canonical")
+    hosts, files = build_lab.parts("bot-canonical", infra=build_lab.infra("bot-canonical", references=str(folder)))
     hosts["ampere"] += f"parity:\n  canonical: boltzmann:{remote}\n"
     r = rig(hosts, files, **build_lab.bot_env())
 

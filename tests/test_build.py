@@ -13,6 +13,7 @@ from typing import Any
 
 from buildlab import BuildLab
 from kernel import git
+from sshhosts import USER, Tripwire, run
 from test_promote import AMPERE
 
 from ka.pkgfile import members, pkginfo
@@ -127,7 +128,7 @@ def test_both_build_hosts_down_is_a_clear_failure(build_lab: BuildLab, tmp_path:
     for name in ("boltzmann", "fermi"):
         build_lab.ssh.hosts[name].stop()
     try:
-        res = build_lab.ka("build", "ampere", "--repo", str(repo))
+        res = build_lab.ka("build", "ampere", "--repo", str(repo), "--kernel-tree", str(build_lab.kernel.bare))
     finally:
         for name in ("boltzmann", "fermi"):
             build_lab.ssh.hosts[name].start()
@@ -174,7 +175,36 @@ def test_render_only_is_stable_and_makepkg_reads_it(build_lab: BuildLab, tmp_pat
         tmp_path / "r1"), capture_output=True, text=True)
     assert srcinfo.returncode == 0, srcinfo.stderr
     assert "pkgbase = linux-ampere" in srcinfo.stdout and "pkgname = linux-ampere-headers" in srcinfo.stdout
-    assert f"source = linux::git+{build_lab.source}#tag=v6.12.0" in srcinfo.stdout
+    assert f"source = linux::git+{build_lab.source}#tag=v6.12.0" in srcinfo.stdout  # no kernel tree: the tag
+    res = build_lab.ka("build", "ampere", "--repo", str(repo), "--render-only", str(tmp_path / "pinned"),
+                       "--kernel-tree", str(build_lab.kernel.bare))
+    assert res.returncode == 0, res.stderr
+    srcinfo = subprocess.run(["runuser", "-u", "kabuild", "--", "makepkg", "--printsrcinfo"],
+                             cwd=_shared(tmp_path / "pinned"), capture_output=True, text=True)
+    commit = git(build_lab.kernel.bare, "rev-parse", "v6.12.0^{commit}").decode().strip()
+    assert f"source = linux::git+{build_lab.source}#commit={commit}" in srcinfo.stdout, srcinfo.stdout
+
+
+def test_a_moved_tag_does_not_change_what_is_built(built: tuple[Path, dict[str, Any]], build_lab: BuildLab,
+                                                   tmp_path: Path) -> None:
+    """The source is checked out at the baseline's commit id from the kernel tree, not at the tag: a tag
+    re-pointed on the remote (or in a build host's cache) builds nothing else."""
+    moved = build_lab.ssh.user_folder("moved-tag") / "linux.git"
+    run("git", "clone", "-q", "--mirror", build_lab.source, str(moved), user=USER)
+    work = build_lab.ssh.user_folder("moved-tag", "work")
+    run("git", "clone", "-q", str(moved), str(work / "w"), user=USER)
+    (work / "w/Makefile").write_text((work / "w/Makefile").read_text().replace("kernel-agent test build",
+                                                                              "someone else's build"))
+    run("git", "-C", str(work / "w"), "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "moved",
+        user=USER)
+    run("git", "-C", str(work / "w"), "push", "-q", "-f", "origin", "HEAD:refs/tags/v6.12.0", user=USER)
+    repo = build_lab.fleet(tmp_path / "fleet", "moved-tag")
+    (repo / "fleet/ampere.yaml").write_text((repo / "fleet/ampere.yaml").read_text().replace(
+        build_lab.source, f"file://{moved}"))
+    code, data, err = build_lab.build(repo, "--no-publish")
+    assert code == 0, err
+    image = _member(packages(data)[0], "boot/Image")
+    assert b"someone else's build" not in image and image == _member(packages(built[1])[0], "boot/Image")
 
 
 def _shared(folder: Path) -> Path:
@@ -224,7 +254,8 @@ def test_an_unknown_host_key_stops_the_build(build_lab: BuildLab, tmp_path: Path
     repo = build_lab.fleet(tmp_path / "fleet", "keys")
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    res = build_lab.ka("build", "ampere", "--repo", str(repo), "--known-hosts", str(empty))
+    res = build_lab.ka("build", "ampere", "--repo", str(repo), "--known-hosts", str(empty), "--kernel-tree",
+                       str(build_lab.kernel.bare))
     assert res.returncode == 3
     assert "host key ssh-ed25519 SHA256:" in res.stderr and "is not in" in res.stderr
 
@@ -251,10 +282,10 @@ def test_check_against_a_previous_package(built: tuple[Path, dict[str, Any]], bu
 
 
 def test_parity_canonical_on_a_build_host_over_sftp(build_lab: BuildLab, tmp_path: Path) -> None:
-    repo = build_lab.fleet(tmp_path / "fleet", "canonical")
+    folder = build_lab.ssh.user_folder("canonical", "src")
+    repo = build_lab.fleet(tmp_path / "fleet", "canonical", infra=build_lab.infra("canonical", references=str(folder)))
     assert build_lab.ka("promote", "ampere", "--repo", str(repo)).returncode == 0
     cumulative = (repo / "out/ampere/ampere-cumulative.patch").read_bytes()
-    folder = build_lab.ssh.user_folder("canonical", "src")
     remote = folder / "0001-bes2600-cumulative-series.patch"
     remote.write_bytes(cumulative)
     manifest = (repo / "fleet/ampere.yaml").read_text()
@@ -267,9 +298,39 @@ def test_parity_canonical_on_a_build_host_over_sftp(build_lab: BuildLab, tmp_pat
     data = json.loads(res.stdout)
     assert res.returncode == 1 and data["parity"] == "mismatch"
     assert data["parity_detail"]["patch"] == "patches/board/pinetab2/0001-wifi.patch"
+    assert b"WIFI" in remote.read_bytes() and "WIFI" not in res.stdout  # where, never the reference's bytes
     (repo / "fleet/ampere.yaml").write_text(manifest + f"parity:\n  canonical: boltzmann:{folder}/none.patch\n")
     res = build_lab.ka("promote", "ampere", "--repo", str(repo))
     assert res.returncode == 3 and f"parity.canonical: boltzmann:{folder}/none.patch: no such file" in res.stderr
+
+
+def test_a_parity_reference_outside_the_allowed_folders_is_never_read(build_lab: BuildLab, tmp_path: Path) -> None:
+    """parity.canonical may name only files inside infra.yaml's parity_references: no connection otherwise,
+    and a symlink inside the folder that leads out of it is not followed."""
+    folder = build_lab.ssh.user_folder("allowed", "refs")
+    secret = build_lab.ssh.user_folder("allowed", "private") / "key"
+    secret.write_text("PRIVATE KEY MATERIAL\n")
+    tripwire = Tripwire()
+    config = tmp_path / "ssh_config"
+    config.write_text(build_lab.ssh.config.read_text() + tripwire.config())
+    repo = build_lab.fleet(tmp_path / "fleet", "allowed", infra=build_lab.infra("allowed", references=str(folder)))
+    manifest = (repo / "fleet/ampere.yaml").read_text()
+    try:
+        for target in (f"tripwire:{folder}/x.patch", f"boltzmann:{secret}", f"boltzmann:{folder}x/y.patch",
+                       "boltzmann:.ssh/authorized_keys"):
+            (repo / "fleet/ampere.yaml").write_text(manifest + f"parity:\n  canonical: {target}\n")
+            res = build_lab.ka("promote", "ampere", "--repo", str(repo), "--ssh-config", str(config))
+            assert res.returncode == 2, res.stderr
+            assert f"parity.canonical: {target} is not inside a folder of parity_references in " \
+                   "fleet/infra.yaml: nothing was read" in res.stderr
+        assert tripwire.connections == 0
+    finally:
+        tripwire.close()
+    (folder / "evil.patch").symlink_to(secret)
+    (repo / "fleet/ampere.yaml").write_text(manifest + f"parity:\n  canonical: boltzmann:{folder}/evil.patch\n")
+    res = build_lab.ka("promote", "ampere", "--repo", str(repo), "--json")
+    assert res.returncode == 3 and "outside" in res.stderr and "(a symlink)" in res.stderr, res.stderr
+    assert "PRIVATE KEY" not in res.stdout + res.stderr
 
 
 def readme_recipe() -> list[str]:
@@ -286,7 +347,8 @@ def test_the_readmes_manual_recipe_gives_the_same_package_as_ka_build(build_lab:
     lines = readme_recipe()
     assert lines[0].startswith("host=ampere build_host=boltzmann ")  # the one line a user edits
     workdir = build_lab.ssh.user_folder("by-hand", "manual")
-    lines[0] = f"host=ampere build_host=boltzmann workdir={workdir} key={build_lab.fingerprint}"
+    lines[0] = f"host=ampere build_host=boltzmann workdir={workdir} key={build_lab.fingerprint} " \
+               f"tree={build_lab.kernel.bare}"
     wrappers = tmp_path / "bin"  # the user's ssh and scp, with this lab's ssh config
     wrappers.mkdir()
     for tool in ("ssh", "scp"):

@@ -174,9 +174,12 @@ def test_parity_mismatch_names_offset_and_patch_line(make_repo: MakeRepo, small_
     assert detail["offset"] == offset
     assert detail["patch"] == "patches/board/pinetab2/0002-wake.patch"
     assert detail["line"] == wake.count(b"\n", 0, target) + 1
-    assert "-X\twifi@1 { wake; };" in detail["excerpt"] or "+\twifi@1 { wake; };" in detail["excerpt"]
+    assert detail["ours"] == "+\twifi@1 { wake; };"  # our line; never the reference's bytes
+    assert detail["expected_b2sum"] == b2sum(canonical)
+    assert "X\twifi" not in json.dumps(data)
     code, out, _ = ka(capsys, "promote", "ampere", "--repo", str(root))
     assert f"first difference at byte {offset}: patches/board/pinetab2/0002-wake.patch line {detail['line']}" in out
+    assert f"b2sum of the reference: {b2sum(canonical)}" in out and "X\twifi" not in out
 
 
 def test_parity_canonical_longer(make_repo: MakeRepo, small_kernel: SmallKernel,
