@@ -5,11 +5,16 @@ pinned in a known_hosts file and an ssh_config that maps the fleet's names to it
 to the unprivileged ``kabuild`` account (makepkg refuses root), or ``kabuild-pr`` for the pull
 requests' build host; their files for the tests live in folders they own.  Hosts can be
 stopped and started again (a build host that is down).
+
+A run takes a loopback network of its own, ``127.77.<k>.0/24``, held by a lock file for as
+long as it lives: two test runs side by side (or a user's script beside one) never reach each
+other's hosts, whose keys they do not know.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import shutil
@@ -25,6 +30,41 @@ from pathlib import Path
 USER = "kabuild"
 PR_USER = "kabuild-pr"
 PORT = 2222
+LOCKS = Path(tempfile.gettempdir()) / "ka-test-networks"
+
+
+class Network:
+    """A loopback /24 no other living test run uses: ``127.77.<k>.<n>`` (k from 1 to 250)."""
+
+    def __init__(self) -> None:
+        LOCKS.mkdir(mode=0o1777, exist_ok=True)
+        start = os.getpid() % 250
+        for i in range(250):
+            k = 1 + (start + i) % 250
+            fh = open(LOCKS / f"127.77.{k}.lock", "a")  # noqa: SIM115 - held for the life of the run
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            self.prefix, self._lock = f"127.77.{k}", fh
+            return
+        raise AssertionError(f"every loopback network under {LOCKS} is held by another test run")
+
+    def address(self, number: int) -> str:
+        """The run's own address ``number`` (11, 12, …)."""
+        return f"{self.prefix}.{number}"
+
+
+_NETWORK: Network | None = None
+
+
+def network() -> Network:
+    """This run's loopback network (taken at first use, held until the process exits)."""
+    global _NETWORK
+    if _NETWORK is None:
+        _NETWORK = Network()
+    return _NETWORK
 
 
 def available() -> str | None:
@@ -107,13 +147,17 @@ class SshLab:
     def key(self) -> Path:
         return self.root / "id_ed25519"
 
+    def address(self, number: int) -> str:
+        """This run's loopback address ``number``."""
+        return network().address(number)
+
     def add(self, name: str, number: int, extra: tuple[str, ...] = (), user: str = USER) -> SshHost:
         """A new host ``name`` at this run's address ``number``, logging in as ``user`` (``extra`` lines in its
         sshd_config); started."""
         folder = self.root / name
         folder.mkdir()
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(folder / "host_key"))
-        address = f"127.0.0.{number}"
+        address = self.address(number)
         (folder / "sshd_config").write_text("\n".join([
             f"ListenAddress {address}:{PORT}", f"HostKey {folder / 'host_key'}", f"PidFile {folder / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}", "UsePAM no", "PasswordAuthentication no",

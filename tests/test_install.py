@@ -193,10 +193,11 @@ def test_live_status_answers_within_its_timeout_with_a_host_that_hangs(install_l
                                                                        tmp_path: Path) -> None:
     target = install_lab.targets.target("live")
     hung = socket.socket()  # accepts connections and never says a word: a host stuck in its boot
-    hung.bind(("127.0.0.28", 2222))
+    address = install_lab.build.ssh.address(28)
+    hung.bind((address, 2222))
     hung.listen(8)
     with install_lab.build.ssh.config.open("a") as fh:
-        fh.write("Host hung\n  HostName 127.0.0.28\n  Port 2222\n")
+        fh.write(f"Host hung\n  HostName {address}\n  Port 2222\n")
     try:
         ohm = manifest(["soc/base"]) + "install:\n  ssh: hung\n"
         repo = install_lab.fleet(tmp_path / "fleet", "live", target, hosts={"ohm": ohm})

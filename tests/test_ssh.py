@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -60,22 +61,23 @@ def test_files_over_sftp(ssh_lab: SshLab, tmp_path: Path) -> None:
 def test_unknown_and_changed_host_keys_are_refused(ssh_lab: SshLab, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    unknown = r"boltzmann \(\[127.0.0.11\]:2222\): host key ssh-ed25519 SHA256:\S+ is not in"
+    address = ssh_lab.hosts["boltzmann"].address
+    unknown = rf"boltzmann \(\[{re.escape(address)}\]:2222\): host key ssh-ed25519 SHA256:\S+ is not in"
     with pytest.raises(HostKeyRefused, match=unknown):
         connect(SshSettings(config=ssh_lab.config, known_hosts=empty), "boltzmann")
     wrong = tmp_path / "wrong"
     fermi_key = (ssh_lab.root / "fermi" / "host_key.pub").read_text().split()
-    wrong.write_text(f"[127.0.0.11]:2222 {fermi_key[0]} {fermi_key[1]}\n")  # boltzmann's address, fermi's key
+    wrong.write_text(f"[{address}]:2222 {fermi_key[0]} {fermi_key[1]}\n")  # boltzmann's address, fermi's key
     with pytest.raises(HostKeyRefused, match=r"host key changed: it offers SHA256:.*pins SHA256:"):
         connect(SshSettings(config=ssh_lab.config, known_hosts=wrong), "boltzmann")
-    assert "127.0.0.11" not in empty.read_text()  # refused, never added
+    assert address not in empty.read_text()  # refused, never added
 
 
 def test_a_host_that_is_down_is_unreachable(ssh_lab: SshLab) -> None:
     host = ssh_lab.hosts["fermi"]
     host.stop()
     try:
-        with pytest.raises(Unreachable, match=r"fermi \(127.0.0.12:2222\)"):
+        with pytest.raises(Unreachable, match=rf"fermi \({re.escape(host.address)}:2222\)"):
             connect(settings(ssh_lab, connect_timeout=2.0), "fermi")
     finally:
         host.start()
@@ -83,7 +85,8 @@ def test_a_host_that_is_down_is_unreachable(ssh_lab: SshLab) -> None:
 
 def test_proxy_jump(ssh_lab: SshLab, tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
-    config.write_text(ssh_lab.config.read_text() + f"Host behind\n  HostName 127.0.0.12\n  Port 2222\n"
+    fermi = ssh_lab.hosts["fermi"].address
+    config.write_text(ssh_lab.config.read_text() + f"Host behind\n  HostName {fermi}\n  Port 2222\n"
                       f"  User kabuild\n  IdentityFile {ssh_lab.key}\n  ProxyJump boltzmann\n")
     with connect(SshSettings(config=config, known_hosts=ssh_lab.known_hosts), "behind") as remote:
         assert remote.run(["id", "-un"]).output.strip() == "kabuild"
