@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 MAX_COMMANDS = 10
 MAX_BODY = 65536  # a comment longer than this is read up to here
@@ -68,13 +69,9 @@ COMMANDS: dict[str, Spec] = {s.verb: s for s in (
 
 _LINE = re.compile(r"^ {0,3}/ka(?:\s+(.*))?$", re.I)
 _TAG = re.compile(r"\[ka:([^\[\]]*)\]", re.I)
-#: an HTML tag: closing (1), its name (2), self-closing (3); the name must end the word, so an
-#: autolink (<https://…>) is not a tag
-_TAG_HTML = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)(?=[\s/>])[^<>]*?(/?)>")
-_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
-                   "wbr"})
+_BR = re.compile(r"<br\s*/?>", re.I)
 _MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)  # the whole of an HTML block or tag that is a comment
 _CODE_SPAN = re.compile(r"(`+)(?:(?!\1)[\s\S])+?\1|`+")
 _HOST = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _SHA = re.compile(r"@([0-9a-fA-F]{7,64})")
@@ -148,94 +145,88 @@ def parse_commands(body: str) -> Parsed:
     parsed = Parsed()
     if len(body) > MAX_BODY:  # never half a line: "--no-reboot" cut off would mean a reboot
         body, parsed.cut = body[:MAX_BODY].rsplit("\n", 1)[0] if "\n" in body[:MAX_BODY] else "", True
-    for number, line in _live_lines(body):
-        for words in _candidates(line):
-            if len(parsed.items) == MAX_COMMANDS:
-                parsed.capped = True
-                return parsed
-            parsed.items.append(parse_one(words, number))
+    for number, words in _live_commands(body):
+        if len(parsed.items) == MAX_COMMANDS:
+            parsed.capped = True
+            return parsed
+        parsed.items.append(parse_one(words, number))
     return parsed
 
 
-def _live_lines(body: str) -> list[tuple[int, str]]:
-    """The lines a reader of the rendered thread sees as plain paragraph text, code spans blanked;
-    numbered from 1.
+def _live_commands(body: str) -> list[tuple[int, str]]:
+    """The commands a reader of the rendered thread sees as written: (line number from 1, words).
 
-    The comment is parsed as CommonMark (Forgejo renders with goldmark, CommonMark too): only
-    paragraphs count, outside block quotes (a lazy continuation line is still quoted) and outside
-    HTML elements (``<details>`` folds its content away); code blocks, HTML blocks such as
-    ``<pre>``, link reference definitions (invisible once rendered) and tables are not
-    paragraphs.  Code spans may run over a line break within a paragraph, so they are blanked
-    paragraph by paragraph, never line by line.
+    The comment is parsed as CommonMark (Forgejo renders with goldmark, CommonMark too).  Only
+    paragraphs count, outside block quotes (a lazy continuation line is still quoted); code,
+    link reference definitions (invisible once rendered), tables, headings, image text and
+    struck-out text never do.  HTML can hide what follows it (``<details>``, ``<span hidden>``,
+    an element left open), and the bot cannot tell what a browser will show: after any HTML but
+    a comment or ``<br>``, nothing more in the comment is a command.  A command found in a source
+    line must also be in the paragraph's visible text, character for character.
     """
-    text = _HTML_COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), body.replace("\r\n", "\n").replace("\r", "\n"))
+    text = body.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
-    live: list[tuple[int, str]] = []
-    quoted = html = 0
+    found: list[tuple[int, str]] = []
+    quoted, paragraph = 0, False
     for token in _MARKDOWN.parse(text):
         if token.type in ("blockquote_open", "blockquote_close"):
             quoted += 1 if token.type == "blockquote_open" else -1
-        elif token.type == "html_block":
-            html = _html_depth(token.content, html)
-        elif token.type == "paragraph_open" and token.map and not quoted and not html:
+        elif token.type in ("paragraph_open", "paragraph_close"):
+            paragraph = token.type == "paragraph_open"
+        elif token.type == "html_block" and not _HTML_COMMENT.fullmatch(token.content.strip()):
+            break
+        elif token.type == "inline" and paragraph and not quoted and token.map:
+            visible, hides = _visible(token.children or [])
             start, end = token.map
-            live += _blank_spans([(n + 1, lines[n]) for n in range(start, min(end, len(lines)))])
-    return live
+            raw = _blank_spans([(n + 1, lines[n]) for n in range(start, min(end, len(lines)))])
+            found += [(n, words) for n, line, marked in raw for words in _candidates(line, marked, visible)]
+            if hides:
+                break
+    return found
 
 
-def _html_depth(html: str, depth: int) -> int:
-    """How many HTML elements are open after ``html``, starting from ``depth``."""
-    for m in _TAG_HTML.finditer(html):
-        name = m.group(2).lower()
-        if name in _VOID or m.group(3):
+def _visible(children: list[Token]) -> tuple[list[str], bool]:
+    """A paragraph's text as a browser shows it, line by line (code spans as an unprintable mark), and
+    whether HTML in it may hide what follows (the text then ends there)."""
+    out: list[str] = []
+    struck = 0
+    for child in children:
+        if child.type in ("s_open", "s_close"):
+            struck += 1 if child.type == "s_open" else -1
+        elif child.type in ("softbreak", "hardbreak"):
+            out.append("\n")
+        elif child.type == "html_inline":
+            if _BR.fullmatch(child.content):
+                out.append("\n")
+            elif not _HTML_COMMENT.fullmatch(child.content):
+                return "".join(out).split("\n"), True
+        elif struck:
             continue
-        depth = max(0, depth - 1) if m.group(1) else depth + 1
-    return depth
+        elif child.type in ("text", "text_special"):
+            out.append(child.content)
+        elif child.type == "code_inline":
+            out.append("\x00")
+    return "".join(out).split("\n"), False
 
 
-def _blank_spans(paragraph: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    """The paragraph's lines with every code span (also one that crosses a line break) and every
-    inline HTML element (``<span hidden>…</span>``) blanked."""
+def _blank_spans(paragraph: list[tuple[int, str]]) -> list[tuple[int, str, str]]:
+    """The paragraph's source lines with every code span (also one that crosses a line break) blanked, and
+    with each code span as the one mark :func:`_visible` puts for it."""
     if not paragraph:
         return []
     joined = "\n".join(line for _, line in paragraph)
-    blanked = _CODE_SPAN.sub(lambda m: _blank(m.group(0)), joined)
-    blanked = _blank_inline_html(blanked)
-    return [(number, line) for (number, _), line in zip(paragraph, blanked.split("\n"), strict=True)]
+    blanked = _CODE_SPAN.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), joined).split("\n")
+    marked = _CODE_SPAN.sub(lambda m: "\x00" + "\n" * m.group(0).count("\n"), joined).split("\n")
+    return [(number, line, mark) for (number, _), line, mark in zip(paragraph, blanked, marked, strict=True)]
 
 
-def _blank(text: str) -> str:
-    return re.sub(r"[^\n]", " ", text)
-
-
-def _blank_inline_html(text: str) -> str:
-    """``text`` with everything from an HTML element's opening tag to its end blanked (to the
-    paragraph's end when it is never closed)."""
-    out, depth, start, done = [], 0, 0, 0
-    for m in _TAG_HTML.finditer(text):
-        if m.group(2).lower() in _VOID or m.group(3):
-            continue
-        if not m.group(1):
-            if depth == 0:
-                start = m.start()
-            depth += 1
-        elif depth:
-            depth -= 1
-            if depth == 0:
-                out += [text[done:start], _blank(text[start:m.end()])]
-                done = m.end()
-    if depth:
-        out += [text[done:start], _blank(text[start:])]
-        done = len(text)
-    return "".join(out) + text[done:]
-
-
-def _candidates(line: str) -> list[str]:
-    """The command texts of a line: the line itself after ``/ka``, and every ``[ka:…]`` tag in it."""
+def _candidates(line: str, marked: str, visible: list[str]) -> list[str]:
+    """The command texts of a source line that the reader sees: the line itself after ``/ka`` when it is a
+    visible line as it stands, and every ``[ka:…]`` tag in it that is in a visible line."""
     found = []
-    if m := _LINE.match(line):
+    if (m := _LINE.match(line)) and marked.strip() in (v.strip() for v in visible):
         found.append(_TAG.sub(" ", m.group(1) or ""))  # a tag in a /ka line is a command of its own, below
-    found += [m.group(1) for m in _TAG.finditer(line)]
+    found += [m.group(1) for m in _TAG.finditer(line) if any(m.group(0) in v for v in visible)]
     return found
 
 

@@ -63,8 +63,22 @@ CASES = [
     ("[ka:install ampere]: https://example.org/x", []),  # a link reference definition: invisible
     ("<pre>\n/ka build ampere\n</pre>", []),
     ("<details>\n<summary>more</summary>\n\n/ka build ampere\n\n</details>", []),  # folded away
-    ("<details><summary>s</summary>\n\n[ka:install ampere]\n\n</details>\n\n/ka build ohm", [C("build", "ohm")]),
-    ("<div>\n\n/ka build ampere\n\n</div>", []),  # any element: the bot cannot tell what hides it
+    # after any HTML but a comment or <br>, nothing acts: the bot cannot tell what a browser hides
+    ("<details><summary>s</summary>\n\n[ka:install ampere]\n\n</details>\n\n/ka build ohm", []),
+    ("<div>\n\n/ka build ampere\n\n</div>", []),
+    ("Thanks! <details>\n\n/ka build ampere", []),  # found in review: an inline element left open
+    ("<details>\n\n</span>\n\n/ka build ampere", []),
+    ("<details/>\n\n/ka build ampere", []),
+    ('<details title="a<b">\n\n/ka build ampere', []),
+    ("`<!--`\n\n<details>\n\n`-->`\n\n/ka build ampere", []),  # no comment: two code spans
+    ("![[ka:build ampere]](https://example.org/1x1.png)", []),  # an image's text
+    ('[docs](https://example.org "[ka:build ampere]")', []),  # a link's title
+    ("[docs](<https://example.org/[ka:build ampere]>)", []),  # a link's destination
+    ("![logo\n/ka build ampere\n](https://example.org/a.png)", []),
+    ("~~/ka build ampere~~ [ka:build ohm] ~~[ka:status]~~", [C("build", "ohm")]),  # struck out
+    ("[see [ka:build ampere]](https://example.org)", [C("build", "ampere")]),  # a link's text is shown
+    ("/ka build &#97;mpere", []),  # shown as written only when written as shown
+    ("<!-- a note -->\n\n/ka build ampere", [C("build", "ampere")]),  # a comment hides only itself
     ("looks good <span hidden>[ka:install ampere]</span> thanks", []),
     ("see <https://example.org/x>\n/ka build ampere", [C("build", "ampere")]),  # an autolink is no element
     ("a <br> b\n/ka build ampere", [C("build", "ampere")]),  # a void element closes itself
