@@ -171,8 +171,10 @@ class Acceptor:
             return
         role = self.role()
         operator = spec.role == "admin" and bool(cmd.hosts) and self.req["who"] in self.operators(cmd.hosts[0])
-        if not allowed(spec, role, operator):
-            why = "; an operator needs at least read access to the repository" if operator else ""
+        collaborator = operator and role in ("read", "write") and self.services.forge.collaborator(self.req["who"])
+        if not allowed(spec, role, operator, collaborator):
+            why = ("; an operator needs write access, or to be a collaborator of the repository (read is enough)"
+                   if operator else "")
             raise Refused(f"needs {spec.who}; {mention(self.req['who'])} has **{role}**{why}")
 
     def _help(self, cmd: Command, out: Outcome) -> None:

@@ -312,15 +312,18 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def allowed(spec: Spec, role: str, operator: bool = False) -> bool:
-    """Whether a commenter with ``role`` (named an operator of the host, or not) may run ``spec``.
+def allowed(spec: Spec, role: str, operator: bool = False, collaborator: bool = False) -> bool:
+    """Whether a commenter with ``role`` may run ``spec``; ``operator``: named an operator of the host in
+    ``fleet/infra.yaml``; ``collaborator``: added to the repository as a collaborator.
 
-    An operator is a login in ``fleet/infra.yaml``; it counts only with at least read access,
-    since the login is the identity and a deleted account's name can be registered by anyone.
+    A login is the identity, and the name of a deleted or renamed account can be registered by
+    anyone; on a public repository every account has read.  So an operator counts only with
+    write access, or as a collaborator with at least read.
     """
     if spec.role == "anyone":
         return True
     rank = ROLES.index(role) if role in ROLES else 0
     if spec.role == "write":
         return rank >= ROLES.index("write")
-    return rank >= ROLES.index("admin") or (operator and rank >= ROLES.index("read"))
+    known = rank >= ROLES.index("write") or (collaborator and rank >= ROLES.index("read"))
+    return rank >= ROLES.index("admin") or (operator and known)

@@ -57,6 +57,9 @@ class Forge(Protocol):
     def permission(self, user: str) -> str:
         """The user's permission on the repository: none, read, write, admin or owner."""
 
+    def collaborator(self, user: str) -> bool:
+        """Whether the user was added to the repository as a collaborator (any permission)."""
+
     def pull(self, number: int) -> dict[str, Any]:
         """A pull request (``head.sha``, ``head.repo.full_name``, ``base.repo.full_name``, ``state``)."""
 
@@ -153,6 +156,15 @@ class ForgejoClient:
         data = self._request("GET", f"{_repo_path(self.repo)}/collaborators/{quote(user, safe='')}/permission")
         return str(data.get("permission", "none"))
 
+    def collaborator(self, user: str) -> bool:
+        try:  # 204 for a collaborator, 404 for anyone else
+            self._request("GET", f"{_repo_path(self.repo)}/collaborators/{quote(user, safe='')}")
+        except Permanent as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def pull(self, number: int) -> dict[str, Any]:
         data = self._request("GET", f"{_repo_path(self.repo)}/pulls/{number}")
         return data if isinstance(data, dict) else {}
@@ -205,6 +217,9 @@ class LocalForge:
 
     def permission(self, user: str) -> str:
         return self.permissions.get(user, self.permissions.get("*", "none"))
+
+    def collaborator(self, user: str) -> bool:
+        return user in self.permissions  # named in KA_LOCAL_PERMISSIONS, not only by "*"
 
     def pull(self, number: int) -> dict[str, Any]:
         out = self._ls_remote_ref(f"refs/pull/{number}/head")

@@ -125,6 +125,8 @@ class FakeForgejo:
     calls: list[Call] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     permissions: dict[str, str] = field(default_factory=dict)
+    #: collaborators added to the repository; None: everyone with an entry in ``permissions``
+    collaborators: set[str] | None = None
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)  # name → head commit
     default_branch: str = "main"
@@ -294,6 +296,9 @@ class FakeForgejo:
             if perm is None:
                 return 404, {"message": "user does not exist", "errors": []}
             return 200, {"permission": perm, "role_name": perm, "user": {"login": params["collaborator"]}}
+        if key == ("GET", "/collaborators/{collaborator}"):
+            known = self.collaborators if self.collaborators is not None else set(self.permissions)
+            return (204, None) if params["collaborator"] in known else (404, {"message": "user is not a collaborator"})
         if key == ("GET", "/pulls/{index}"):
             pr = self.pulls.get(int(params["index"]))
             return (200, pr) if pr else (404, {"message": "pull request does not exist", "errors": []})

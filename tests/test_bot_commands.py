@@ -183,9 +183,9 @@ def test_the_readme_shows_the_help_table_as_the_bot_answers_it() -> None:
     ("build", "read", False, False),
     ("install", "write", False, False),
     ("install", "write", True, True),
-    ("install", "read", True, True),  # an operator with read access
     ("install", "none", True, False),  # an operator's login that has no access (deleted, or taken by another)
     ("rollback", "none", True, False),
+    ("install", "read", True, False),  # read alone: every account has it on a public repository
     ("install", "admin", False, True),
     ("rollback", "owner", False, True),
     ("retry", "none", True, False),
@@ -193,6 +193,18 @@ def test_the_readme_shows_the_help_table_as_the_bot_answers_it() -> None:
 ])
 def test_permissions_come_from_the_table(verb: str, role: str, operator: bool, ok: bool) -> None:
     assert allowed(COMMANDS[verb], role, operator) is ok
+
+
+@pytest.mark.parametrize(("role", "operator", "collaborator", "ok"), [
+    ("read", True, True, True),  # added as a collaborator, with read
+    ("read", True, False, False),  # read, as every account on a public repository
+    ("none", True, True, False),
+    ("read", False, True, False),  # a collaborator, but not this host's operator
+    ("write", True, False, True),
+])
+def test_an_operator_counts_as_a_collaborator_or_with_write(role: str, operator: bool, collaborator: bool,
+                                                            ok: bool) -> None:
+    assert allowed(COMMANDS["install"], role, operator, collaborator) is ok
 
 
 @settings(max_examples=3_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -134,16 +134,19 @@ def test_install_needs_an_admin_and_a_failed_one_says_why(thread: Rig) -> None:
     assert "ka-install ampere --no-reboot --rev " in result
 
 
-def test_an_operator_needs_read_access_as_well(rig: Callable[..., Rig]) -> None:
-    """A login in operators: is an identity only while it has access: a deleted account's name can be taken."""
-    r = rig({"ampere": AMPERE}, {"fleet/infra.yaml": "operators:\n  ampere: [ghost, reader]\n"})
-    r.fake.permissions["reader"] = "read"  # ghost: the forge knows no such collaborator (404)
-    say(r, "/ka install ampere --no-reboot", who="ghost", number=1, pull=False)
-    (refusal,) = wait_replies(r, 1, number=1)
-    assert "`/ka install ampere --no-reboot`: needs admin or owner, or an operator of the host" in refusal
-    assert "@ghost has **none**" in refusal and "an operator needs at least read access" in refusal
+def test_an_operator_is_a_collaborator_or_has_write_access(rig: Callable[..., Rig]) -> None:
+    """A login in operators: is an identity only while the repository knows it: a deleted account's name can be
+    taken, and on a public repository every account has read."""
+    r = rig({"ampere": AMPERE}, {"fleet/infra.yaml": "operators:\n  ampere: [ghost, passerby, reader]\n"})
+    r.fake.permissions.update({"passerby": "read", "reader": "read"})  # ghost: no such user (404)
+    r.fake.collaborators = {"reader"}  # passerby has read as anyone has on a public repository
+    for n, who in enumerate(("ghost", "passerby"), start=1):
+        say(r, "/ka install ampere --no-reboot", who=who, number=1, pull=False)
+        refusal = wait_replies(r, n, number=1)[-1]
+        assert "`/ka install ampere --no-reboot`: needs admin or owner, or an operator of the host" in refusal
+        assert "an operator needs write access, or to be a collaborator of the repository" in refusal
     say(r, "/ka install ampere --no-reboot", who="reader", number=1, pull=False)
-    ack = wait_replies(r, 2, number=1)[1]
+    ack = wait_replies(r, 3, number=1)[2]
     assert "queued (install of ampere on `" in ack, ack
 
 
