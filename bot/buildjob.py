@@ -11,6 +11,7 @@ the commit status ``ka/build/<host>`` and the thread's reply (bot/endings.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,12 +19,14 @@ from bot import mirror
 from bot.links import host_status
 from bot.services import Services
 from bot.store import Job, insert_writes
-from bot.trusted import default_head
+from bot.trusted import default_head, named_references
 from ka.baseline import KernelTree
 from ka.build import DEFAULT_PACKAGER, BuildError, BuildOptions, build
+from ka.errors import ReferenceUnavailable
 from ka.repo import GitTree
 
 Log = Callable[[str], None]
+log_ = logging.getLogger(__name__)
 
 
 def run_build(services: Services, job: Job, log: Log, kick: Callable[[], None]) -> dict[str, Any]:
@@ -42,7 +45,8 @@ def run_build(services: Services, job: Job, log: Log, kick: Callable[[], None]) 
         + (", ".join(b.ssh for b in hosts) or "none"))
     opts = BuildOptions(out_dir=config.state_dir / "builds" / f"job-{job.id}", ssh=config.ssh,
                         packager=config.packager or DEFAULT_PACKAGER, gnupghome=config.gnupghome,
-                        canonical_cache=config.state_dir / "canonical-cache", trusted=trusted)
+                        canonical_cache=config.state_dir / "canonical-cache", trusted=trusted,
+                        named_references=None if trusted else frozenset(named_references(head, config.limits)))
     kernel = KernelTree(config.kernel_tree) if config.kernel_tree else None
     view = GitTree(mirror_dir, job.commit_sha, config.limits)
     try:
@@ -51,4 +55,7 @@ def run_build(services: Services, job: Job, log: Log, kick: Callable[[], None]) 
         if exc.result is not None:
             store.set_result(job.id, exc.result.as_dict())
         raise
+    except ReferenceUnavailable as exc:  # which host, path and error: the operator's log, not the thread
+        log_.warning("job %s: %s", job.id, exc)
+        raise BuildError(f"{job.host}: {exc.public} (the bot's log says why); nothing was built") from None
     return result.as_dict()

@@ -18,9 +18,9 @@ from bot.config import Config
 from bot.links import job_url, repo_of
 from bot.store import HostResult, Job, Store
 from bot.summary import summary_write
-from bot.trusted import Head
+from bot.trusted import Head, named_references
 from ka.baseline import KernelTree
-from ka.canonical import SftpCanonical
+from ka.canonical import OnlyNamed, SftpCanonical
 from ka.errors import KaError, ReferenceUnavailable
 from ka.manifest import list_hosts
 from ka.promote import PromoteResult, promote_each
@@ -120,16 +120,21 @@ class ParityRun:
         return {"hosts": len(hosts), "states": self.store.host_counts(self.job.id)}
 
 
-    def _references(self) -> SftpCanonical | _Unreadable:
-        """Parity references on hosts, read only inside the folders the default branch's infra.yaml names."""
+    def _references(self) -> SftpCanonical | OnlyNamed | _Unreadable:
+        """Parity references on hosts, read only inside the folders the default branch's infra.yaml names; for a
+        commit not on the default branch, only those its manifests name."""
         try:
             head = self.head()
         except Exception as exc:  # the forge or the default branch's infra.yaml: not the commit's fault
             log.warning("job %s: parity references not read: the default branch's infra.yaml: %s", self.job.id, exc)
             return _Unreadable()
-        return SftpCanonical(self.config.ssh, head.infra.parity_references, self.config.limits,
-                             self.config.state_dir / "canonical-cache", self.log,
-                             infra_path=f"{head.infra.path} on {head.branch}")
+        reader = SftpCanonical(self.config.ssh, head.infra.parity_references, self.config.limits,
+                               self.config.state_dir / "canonical-cache", self.log,
+                               infra_path=f"{head.infra.path} on {head.branch}")
+        assert self.job.commit_sha is not None
+        if head.holds(self.job.commit_sha):
+            return reader
+        return OnlyNamed(reader, lambda: named_references(head, self.config.limits))
 
     def _error(self, name: str, message: str) -> None:
         self._record(name, HostOutcome("error", message, {"error": message}))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from bot import mirror
 from bot.services import Services
+from ka import canonical
 from ka.infra import Infra, load_infra
+from ka.limits import Limits
 from ka.repo import GitTree
 from ka.runner import run
 
@@ -30,6 +32,11 @@ class Head:
     def holds(self, sha: str) -> bool:
         """True when ``sha`` is the head or one of its ancestors: on the default branch."""
         return run(["git", "-C", self.mirror, "merge-base", "--is-ancestor", sha, self.sha], check=False).ok
+
+
+def named_references(head: Head, limits: Limits) -> set[tuple[str, str]]:
+    """The ``parity.canonical: HOST:PATH`` references the default branch's manifests name."""
+    return canonical.named_references(GitTree(head.mirror, head.sha, limits))
 
 
 def default_head(services: Services, clone_url: str | None) -> Head:

@@ -136,8 +136,8 @@ class KernelTree:
         res = run(["git", "-C", self.path, "rev-parse", "--verify", "--quiet", "--end-of-options",
                    f"{ref}^{{commit}}"], check=False)
         if not res.ok:
-            raise KernelTreeError(f"{where}: '{ref}' is not a tag or commit in the kernel tree {self.path} "
-                                  f"(fetch it, or import the matching source with 'ka baseline import')")
+            raise KernelTreeError(f"{where}: '{ref}' is not a tag or commit in the kernel tree "
+                                  f"(fetch it there, or import the matching source with 'ka baseline import')")
         return res.text().strip()
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from ka.aptrepo import publish_deb
 from ka.baseline import KernelTree
-from ka.canonical import SftpCanonical
+from ka.canonical import OnlyNamed, SftpCanonical
 from ka.cumulative import b2sum
 from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
 from ka.infra import BuildHost, Infra
@@ -80,6 +80,9 @@ class BuildOptions:
     #: False for a pull request's commit: its code runs on the build host, so it builds on
     #: infra.yaml's pull_request_build_hosts and is neither signed nor published
     trusted: bool = True
+    #: with trusted False: the parity references the default branch names, the only ones read (None: any
+    #: inside infra.yaml's parity_references)
+    named_references: frozenset[tuple[str, str]] | None = None
 
 
 @dataclass
@@ -186,8 +189,9 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
 
 def _promote(view: RepoView, host: str, kernel: KernelTree | None, infra: Infra, opts: BuildOptions,
              log: Log) -> tuple[HostPlan, PromoteResult]:
-    remote = SftpCanonical(opts.ssh, infra.parity_references, view.limits, opts.canonical_cache, log,
+    reader = SftpCanonical(opts.ssh, infra.parity_references, view.limits, opts.canonical_cache, log,
                            infra_path=infra.path)
+    remote = reader if opts.named_references is None else OnlyNamed(reader, lambda: opts.named_references or ())
     try:
         plan = plan_host(view, host, remote)  # a broken manifest: ManifestError, with file and line
     finally:
@@ -237,6 +241,8 @@ def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> t
                          "patches and Makefiles) on the build host, so it needs an account or machine of its own, "
                          "where it cannot change what the default branch's builds compile; add "
                          "pull_request_build_hosts, or build after the merge", result, 2)
+    if not opts.trusted:
+        _apart(opts.ssh, infra)
     for bh in hosts:
         try:
             remote = connect(opts.ssh, bh.ssh)
@@ -247,6 +253,17 @@ def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> t
         result.build_host = bh.ssh
         return remote, bh
     raise BuildError("no build host can be reached: " + "; ".join(result.fallback), result, EXIT_ENVIRONMENT)
+
+
+def _apart(ssh: SshSettings, infra: Infra) -> None:
+    """A pull request's build host must not be a default-branch build host under another ssh name."""
+    trusted = {(t.hostname, t.port, t.user): t.name for t in (ssh.target(b.ssh) for b in infra.build_hosts)}
+    for bh in infra.pull_request_build_hosts:
+        t = ssh.target(bh.ssh)
+        if (t.hostname, t.port, t.user) in trusted:
+            raise BuildError(f"{infra.path}: pull_request_build_hosts {bh.ssh} leads to the same account as build "
+                             f"host {trusted[(t.hostname, t.port, t.user)]} in the ssh config: a pull request's code "
+                             "would run where the default branch's builds are made", exit_code=2)
 
 
 def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: int, result: BuildResult,

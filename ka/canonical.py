@@ -22,19 +22,21 @@ import hashlib
 import json
 import posixpath
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from ka.errors import ReferenceRefused, ReferenceUnavailable
+from ka.errors import KaError, ReferenceRefused, ReferenceUnavailable
 from ka.infra import Folder
 from ka.limits import Limits
+from ka.manifest import list_hosts, load_manifest
+from ka.repo import RepoView
 from ka.ssh import Remote, SshError, SshSettings, connect
 
 Log = Callable[[str], None]
 PUBLIC = ReferenceUnavailable.public
 
 
-def _relative(path: str) -> str:
+def normal_path(path: str) -> str:
     """SFTP takes a relative path from the login's home: ``~/x`` and ``x`` are the same file."""
     return posixpath.normpath(path.removeprefix("~/")) if path not in ("~", "~/") else "."
 
@@ -43,10 +45,24 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def named_references(view: RepoView) -> set[tuple[str, str]]:
+    """The ``parity.canonical: HOST:PATH`` references the manifests of ``view`` name (a manifest that does not
+    load names none)."""
+    named = set()
+    for host in list_hosts(view):
+        try:
+            remote = load_manifest(view, host).parity.remote
+        except KaError:
+            continue
+        if remote is not None:
+            named.add(remote)
+    return named
+
+
 def allowed_folder(host: str, path: str, folders: Sequence[Folder]) -> Folder | None:
     """The folder of ``parity_references`` that holds ``host:path``, as written (no connection), or None."""
-    wanted = _relative(path)
-    return next((f for f in folders if f.ssh == host and _inside(wanted, _relative(f.path))), None)
+    wanted = normal_path(path)
+    return next((f for f in folders if f.ssh == host and _inside(wanted, normal_path(f.path))), None)
 
 
 class SftpCanonical:
@@ -66,11 +82,11 @@ class SftpCanonical:
         if folder is None:
             raise ReferenceRefused(f"parity.canonical: {host}:{path} is not inside a folder of parity_references in "
                                    f"{self.infra_path}: nothing was read (add the folder there to compare with it)")
-        key = (host, _relative(path))
+        key = (host, normal_path(path))
         with self._lock:
             if key not in self._read:
                 try:
-                    self._read[key] = self._fetch(host, key[1], _relative(folder.path))
+                    self._read[key] = self._fetch(host, key[1], normal_path(folder.path))
                 except SshError as exc:
                     raise ReferenceUnavailable(f"{PUBLIC}: {exc}") from None
             return self._read[key]
@@ -129,3 +145,30 @@ class SftpCanonical:
         for remote in self._remotes.values():
             remote.close()
         self._remotes.clear()
+
+
+class OnlyNamed:
+    """The parity references a commit not on the default branch may read: those the default branch's own
+    manifests name, and no other file, even in an allowed folder.
+
+    A mismatch reports the offset of the first differing byte, so a pull request comparing files of
+    its own making with a reference could read it byte by byte; the files the fleet's maintainers
+    name as references are the cumulative patches the hand-built packages shipped, which are meant
+    to be the repository's own.  ``named`` is asked once, when a reference is first read.
+    """
+
+    def __init__(self, inner: SftpCanonical, named: Callable[[], Collection[tuple[str, str]]]) -> None:
+        self.inner, self._named = inner, named
+        self._known: set[tuple[str, str]] | None = None
+
+    def read(self, host: str, path: str) -> bytes:
+        if self._known is None:
+            self._known = {(h, normal_path(p)) for h, p in self._named()}
+        if (host, normal_path(path)) not in self._known:
+            raise ReferenceRefused(f"parity.canonical: {host}:{path}: a commit that is not on the default branch may "
+                                   "compare only with the parity references the default branch's manifests name: "
+                                   "nothing was read")
+        return self.inner.read(host, path)
+
+    def close(self) -> None:
+        self.inner.close()

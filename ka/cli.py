@@ -166,7 +166,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise BadInput(f"{view.display('fleet/')}: no host manifests")
     for host in hosts:
         check_host_name(view, host)
-    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits, view)
+    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits, WorkTree(settings.repo, settings.limits))
     try:
         plans = promote.plan_hosts(view, hosts, remote)
     finally:
@@ -189,8 +189,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 class _RemoteFiles:
-    """``parity.canonical: HOST:PATH`` over SFTP, inside the folders ``parity_references`` of the same tree's
-    infra.yaml allows; connecting (and importing paramiko) only when one is named."""
+    """``parity.canonical: HOST:PATH`` over SFTP, inside the folders ``parity_references`` of the checkout's
+    infra.yaml allows (never a ``--rev``'s); connecting (and importing paramiko) only when one is named."""
 
     def __init__(self, config: str | None, known_hosts: str | None, limits: Limits, view: RepoView) -> None:
         self.args, self.limits, self.view = (config, known_hosts), limits, view
@@ -210,6 +210,11 @@ class _RemoteFiles:
     def close(self) -> None:
         if self.real is not None:
             self.real.close()
+
+
+def _on_head(repo: Path, rev: str) -> bool:
+    """True when ``rev`` is the checkout's HEAD or one of its ancestors."""
+    return runner.run(["git", "-C", repo, "merge-base", "--is-ancestor", rev, "HEAD"], check=False).ok
 
 
 def _output_path(given: str, repo: Path) -> Path:
@@ -284,6 +289,7 @@ def cmd_baseline_import(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     """``ka build``."""
     from ka.build import BuildError, BuildOptions, build
+    from ka.canonical import named_references
     from ka.infra import load_infra
     from ka.ssh import SshSettings
 
@@ -291,12 +297,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
     check_host_name(view, args.host)
-    infra = load_infra(view)
+    checkout = WorkTree(settings.repo, settings.limits)
+    infra = load_infra(checkout)  # where to connect comes from your checkout, never from --rev
+    trusted = view.rev is None or _on_head(settings.repo, view.rev)
     opts = BuildOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
                                                                         known_hosts=args.known_hosts),
                         packager=os.environ.get("KA_PACKAGER") or BuildOptions.packager,
                         gnupghome=_gnupghome(args.gnupghome), publish=not args.no_publish, timeout=args.timeout,
-                        check_against=Path(args.check_against) if args.check_against else None)
+                        check_against=Path(args.check_against) if args.check_against else None, trusted=trusted,
+                        named_references=None if trusted else frozenset(named_references(checkout)))
+    if not trusted:
+        print(f"ka-build: --rev {args.rev} is not HEAD or one of its ancestors: built as a pull request's commit, "
+              "on pull_request_build_hosts, neither signed nor published", file=sys.stderr)
     kernel = KernelTree(settings.kernel_tree) if settings.kernel_tree else None
     log_path = settings.out_dir / args.host / "build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +348,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
     check_host_name(view, args.host)
-    infra = load_infra(view)
+    infra = load_infra(WorkTree(settings.repo, settings.limits))  # from your checkout, never from --rev
     opts = InstallOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
                                                                           known_hosts=args.known_hosts),
                           gnupghome=_gnupghome(args.gnupghome), package=Path(args.package) if args.package else None,

@@ -141,6 +141,7 @@ def load_infra(view: RepoView) -> Infra:
                   operators=_operators(doc), path=doc.path, apt_repository=_repository(doc, "apt_repository"),
                   parity_references=_folders(doc, "parity_references"),
                   pull_request_build_hosts=_build_hosts(doc, "pull_request_build_hosts"))
+    _apart(doc, infra)
     if doc.problems:
         raise ManifestError(doc.problems)
     return infra
@@ -226,6 +227,18 @@ def _backup(doc: Doc) -> Backup | None:
     path = _text(doc, child(node, "path") or node, value.get("path"), "backup.path", REMOTE_PATH,
                  "a folder on that host")
     return Backup(ssh, path) if ssh and path else None
+
+
+def _apart(doc: Doc, infra: Infra) -> None:
+    """A pull request's build runs its code: never on a build host of the default branch."""
+    trusted = {b.ssh for b in infra.build_hosts}
+    node = child(doc.node, "pull_request_build_hosts")
+    for i, bh in enumerate(infra.pull_request_build_hosts):
+        if bh.ssh in trusted:
+            item = node.value[i] if isinstance(node, yaml.SequenceNode) and i < len(node.value) else node
+            doc.add(child(item, "ssh") or item, f"pull_request_build_hosts[{i}].ssh",
+                    f"{bh.ssh} is also in build_hosts: a pull request's code would run where the default branch's "
+                    "builds are made; use another account or machine")
 
 
 def _folders(doc: Doc, section: str) -> tuple[Folder, ...]:

@@ -29,6 +29,7 @@ PKGEXT = ".pkg.tar.zst"
 DEB_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
 _LOCALVERSION = re.compile(r"^CONFIG_LOCALVERSION=(.*)$", re.M)
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]+")
+_TARBALL_DIR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,100}")
 _RELEASE_PART = re.compile(r'"[A-Za-z0-9._+~-]{0,64}"')
 _PACKAGER = re.compile(r"[^\x00-\x1f\x7f<>$`\\]{1,100} <[A-Za-z0-9._+-]{1,64}@[A-Za-z0-9.-]{1,190}>")
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, autoescape=False,  # noqa: S701 - a shell file: values are quoted by the shell filter or validated
@@ -207,6 +208,7 @@ def _config(view: RepoView, manifest_path: str, spec: PackageSpec) -> bytes:
 def _tarball_dir(url: str) -> str:
     name = url.rsplit("/", 1)[-1]
     for ext in (".tar.xz", ".tar.gz", ".tar.zst", ".tar.bz2", ".tgz", ".tar"):
-        if name.endswith(ext):
+        if name.endswith(ext) and _TARBALL_DIR.fullmatch(name[: -len(ext)]):
             return name[: -len(ext)]
-    raise BadInput(f"package.source.tarball: {url}: not a tarball name (.tar.xz, .tar.gz, …)")
+    raise BadInput(f"package.source.tarball: {url}: not a tarball name (a letter or digit, then letters, digits, "
+                   "'.', '_', '+', '-', then .tar.xz, .tar.gz, …)")

@@ -351,9 +351,21 @@ class Remote:
             except FileNotFoundError:
                 self.sftp.mkdir(path)
 
-    def get(self, remote: str, local: Path) -> None:
-        """Fetch one file."""
-        self.sftp.get(remote, str(local))
+    def get(self, remote: str, local: Path, limit: int = 4 << 30) -> None:
+        """Fetch one regular file of at most ``limit`` bytes (a link to ``/dev/zero`` never fills the disk)."""
+        try:
+            if not stat.S_ISREG(self.sftp.lstat(remote).st_mode or 0):
+                raise SshError(f"{self.name}:{remote}: not a regular file; not fetched")
+            with self.sftp.open(remote, "rb") as src, open(local, "wb") as dst:
+                src.prefetch()
+                copied = 0
+                while chunk := src.read(1 << 20):
+                    copied += len(chunk)
+                    if copied > limit:
+                        raise SshError(f"{self.name}:{remote}: over {limit} bytes; not fetched")
+                    dst.write(chunk)
+        except OSError as exc:
+            raise SshError(f"{self.name}:{remote}: {exc.strerror or exc}") from None
 
     def read(self, remote: str, limit: int) -> tuple[bytes, int, int]:
         """A remote file's bytes (at most ``limit``, else :class:`SshError`), size and mtime."""
@@ -364,8 +376,11 @@ class Remote:
         size = int(st.st_size or 0)
         if size > limit:
             raise SshError(f"{self.name}:{remote}: is {size} bytes; at most {limit} may be read")
-        with self.sftp.open(remote, "rb") as fh:
-            return fh.read(), size, int(st.st_mtime or 0)
+        try:
+            with self.sftp.open(remote, "rb") as fh:
+                return fh.read(limit + 1)[:limit], size, int(st.st_mtime or 0)
+        except OSError as exc:
+            raise SshError(f"{self.name}:{remote}: {exc.strerror or exc}") from None
 
     def realpath(self, remote: str) -> str | None:
         """The absolute path of ``remote`` with every symlink resolved (by the host), or None when it is not there."""

@@ -53,33 +53,37 @@ def test_a_forks_parity_references_reach_no_host_and_no_byte_is_shown(rig: Calla
     secret.write_text(f"-----BEGIN PRIVATE KEY-----\n{marker}\n")
     hosts, files = build_lab.parts("trust-refs", infra=build_lab.infra("trust-refs", references=str(allowed)))
     base = manifest(["soc/base"])
-    hosts.update({"fresnel": base, "ohm": base, "kelvin": base})
+    cumulative = allowed / "ohm.patch"  # the default branch names it: inside the allowed folder, and not ours
+    cumulative.write_text(f"diff --git a/x b/x\n{marker}\n")
+    other = allowed / "other.patch"  # inside the allowed folder too, but no manifest of the default branch names it
+    other.write_text(f"{marker}\n")
+    hosts.update({"fresnel": base, "ohm": base + f"parity:\n  canonical: boltzmann:{cumulative}\n", "kelvin": base,
+                  "joule": base})
     tripwire = Tripwire()
     config = tmp_path / "ssh_config"
     config.write_text(lab.config.read_text() + tripwire.config())
     try:
         r = rig(hosts, files, **{**build_lab.bot_env(), "KA_SSH_CONFIG": str(config)})
-        cumulative = allowed / "ohm.patch"  # inside the allowed folder, and not ours: a mismatch
-        cumulative.write_text(f"diff --git a/x b/x\n{marker}\n")
         sha = _fork_pr(r, {
             "fleet/ampere.yaml": hosts["ampere"] + f"parity:\n  canonical: boltzmann:{secret}\n",
             "fleet/fresnel.yaml": base + f"parity:\n  canonical: boltzmann:{secret.parent}/none\n",
             "fleet/kelvin.yaml": base + f"parity:\n  canonical: tripwire:{secret}\n",
-            "fleet/ohm.yaml": base + f"parity:\n  canonical: boltzmann:{cumulative}\n",
+            "fleet/joule.yaml": base + f"parity:\n  canonical: boltzmann:{other}\n",
         }, "compare with whatever lies on the build host")
         res = r.bot.send(delivery("pull_request-opened-fork-forgejo-12", pr_payload(PR, sha, str(r.bare), "opened")))
         job = res.json()["jobs"][0]
         r.bot.wait_job(job)
-        latest = r.final(sha, ["ampere", "fresnel", "ohm", "kelvin"])
+        latest = r.final(sha, ["ampere", "fresnel", "ohm", "kelvin", "joule"])
     finally:
         tripwire.close()
     assert tripwire.connections == 0
-    assert {latest[f"ka/parity/{h}"]["state"] for h in ("ampere", "fresnel", "kelvin")} == {"error"}
+    assert {latest[f"ka/parity/{h}"]["state"] for h in ("ampere", "fresnel", "kelvin", "joule")} == {"error"}
     results = r.bot.hosts(job)
     # an existing file and a missing one look the same: only the path the manifest wrote differs
     assert results["ampere"]["description"].replace(str(secret), "X") == \
         results["fresnel"]["description"].replace(f"{secret.parent}/none", "X")
-    assert "is not inside a folder of parity_references" in results["ampere"]["description"]
+    for host in ("ampere", "joule", "kelvin"):
+        assert "may compare only with the parity references the default branch" in results[host]["description"]
     ohm = latest["ka/parity/ohm"]
     assert ohm["state"] == "failure" and "parity mismatch" in ohm["description"], ohm
     public = _public(r, job, sha)

@@ -282,6 +282,25 @@ def test_check_against_a_previous_package(built: tuple[Path, dict[str, Any]], bu
     assert code == 1 and "modules.dep: content differs" in err
 
 
+def test_a_rev_off_head_builds_as_a_pull_request_with_the_checkouts_settings(build_lab: BuildLab,
+                                                                              tmp_path: Path) -> None:
+    """The bot's "by hand" line for a pull request is ``ka-build HOST --rev SHA``: run by an operator, it must
+    neither take the pull request's infra.yaml nor sign and publish its code."""
+    repo = build_lab.fleet(tmp_path / "fleet", "cli-rev")
+    git(repo, "checkout", "-q", "-b", "topic")
+    (repo / "fleet/infra.yaml").write_text("build_hosts:\n  - ssh: ampere\n    workdir: /tmp\n")
+    git(repo, "commit", "-qam", "build on a fleet host")
+    topic = git(repo, "rev-parse", "HEAD").decode().strip()
+    git(repo, "checkout", "-q", "main")
+    code, data, err = build_lab.build(repo, "--rev", topic)
+    assert code == 0, err
+    assert "is not HEAD or one of its ancestors: built as a pull request's commit" in err
+    assert data["build_host"] == "planck" and data["repository"] is None
+    assert data["unpublished"] and all(a["signer"] is None for a in data["artifacts"])
+    code, data, err = build_lab.build(repo, "--rev", "HEAD", "--no-publish")
+    assert code == 0 and data["build_host"] == "boltzmann", err
+
+
 def test_parity_canonical_on_a_build_host_over_sftp(build_lab: BuildLab, tmp_path: Path) -> None:
     folder = build_lab.ssh.user_folder("canonical", "src")
     repo = build_lab.fleet(tmp_path / "fleet", "canonical", infra=build_lab.infra("canonical", references=str(folder)))

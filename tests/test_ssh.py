@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sshhosts import SshLab
 
-from ka.ssh import HostKeyRefused, RemoteFailed, SshSettings, Unreachable, connect
+from ka.ssh import HostKeyRefused, RemoteFailed, SshError, SshSettings, Unreachable, connect
 
 
 def settings(lab: SshLab, **kw: object) -> SshSettings:
@@ -56,6 +56,16 @@ def test_files_over_sftp(ssh_lab: SshLab, tmp_path: Path) -> None:
         remote.get(remote_dir + "/sub/a.txt", tmp_path / "back")
         assert (tmp_path / "back").read_text() == "a"
         assert remote.stat(remote_dir + "/none") is None
+        # what a pull request's build leaves is fetched only as a regular file of bounded size
+        remote.run(["ln", "-s", "/dev/zero", remote_dir + "/zero.pkg.tar.zst"])
+        with pytest.raises(SshError, match=r"zero\.pkg\.tar\.zst: not a regular file; not fetched"):
+            remote.get(remote_dir + "/zero.pkg.tar.zst", tmp_path / "zero")
+        remote.run(["sh", "-c", f"head -c 5000 /dev/zero > {remote_dir}/big"])
+        with pytest.raises(SshError, match="big: over 4096 bytes; not fetched"):
+            remote.get(remote_dir + "/big", tmp_path / "big", limit=4096)
+        remote.run(["chmod", "000", remote_dir + "/sub/a.txt"])
+        with pytest.raises(SshError, match=r"a\.txt: Permission denied"):  # as an SshError, like a missing file
+            remote.read(remote_dir + "/sub/a.txt", limit=10)
 
 
 def test_unknown_and_changed_host_keys_are_refused(ssh_lab: SshLab, tmp_path: Path) -> None:
