@@ -81,6 +81,12 @@ class BuildLab:
         return res.returncode, data, res.stderr
 
 
+def stop_gpg_agent(home: Path, user: str | None = None) -> None:
+    """Stop the agent gpg started for ``home`` on its own: it outlives the test that made it otherwise."""
+    argv = ["gpgconf", "--homedir", str(home), "--kill", "all"]
+    subprocess.run(["runuser", "-u", user, "--", *argv] if user else argv, capture_output=True, check=False)
+
+
 def make_build_lab(ssh: SshLab, kernel: SmallKernel, work: Path) -> BuildLab:
     """The signing key (root's keyring, and a copy for the repository host), the kernel source."""
     home = work / "gnupg"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sshhosts
 from botkit import Rig
-from buildlab import BuildLab, make_build_lab
+from buildlab import BuildLab, make_build_lab, stop_gpg_agent
 from installlab import InstallLab, make_install_lab
 from kernel import BASE_TAG, SmallKernel, build_small_kernel, write_fleet
 from sshhosts import SshLab
@@ -123,11 +123,16 @@ def ssh_lab() -> Iterator[SshLab]:
 
 
 @pytest.fixture(scope="session")
-def build_lab(ssh_lab: SshLab, small_kernel: SmallKernel, tmp_path_factory: pytest.TempPathFactory) -> BuildLab:
+def build_lab(ssh_lab: SshLab, small_kernel: SmallKernel,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildLab]:
     """Build hosts, a repository host, a signing key and a kernel source for ka-build (once a session)."""
     for tool in ("makepkg", "repo-add", "pacman-key", "gpg", "zstd", "bsdtar", "fakeroot", "make", "patch"):
         require(shutil.which(tool) is not None, f"{tool} (scripts/setup test installs it)")
-    return make_build_lab(ssh_lab, small_kernel, tmp_path_factory.mktemp("buildlab"))
+    lab = make_build_lab(ssh_lab, small_kernel, tmp_path_factory.mktemp("buildlab"))
+    yield lab
+    for home in (lab.gnupghome, lab.pacman_keyring):
+        stop_gpg_agent(home)
+    stop_gpg_agent(lab.repo_gnupghome, user=sshhosts.USER)
 
 
 @pytest.fixture(scope="session")

@@ -240,7 +240,7 @@ def git_daemon(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
         port = free_port()
         proc = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
                                  f"--port={port}", f"--base-path={bare.parent}", str(bare.parent)],
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, start_new_session=True)
         procs.append(proc)
         url = f"git://127.0.0.1:{port}/{bare.name}"
         wait_for(lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0,
@@ -248,8 +248,8 @@ def git_daemon(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
         return url
 
     yield serve
-    for p in procs:
-        p.kill()
+    for p in procs:  # git daemon runs git-daemon as a child: the whole group goes
+        kill_group(p.pid)
         p.wait()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from buildlab import BuildLab
+from buildlab import BuildLab, stop_gpg_agent
 from conftest import require
 
 from ka.aptrepo import NotPublishedDeb, fetch, newest
@@ -122,6 +122,7 @@ def test_apt_reads_the_signed_repository_and_refuses_another_key(deb_built: tupl
     subprocess.run(["gpg", "--batch", "--homedir", str(home), "--passphrase", "", "--quick-generate-key",
                     "Other <o@example.org>", "ed25519", "sign", "never"], check=True, capture_output=True)
     other.write_bytes(subprocess.run(["gpg", "--homedir", str(home), "--export"], capture_output=True).stdout)
+    stop_gpg_agent(home)
     bad = _apt_update(tmp_path / "bad", other, apt)
     assert "NO_PUBKEY" in bad.stdout + bad.stderr or "not signed" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
 
