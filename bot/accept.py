@@ -171,7 +171,8 @@ class Acceptor:
             return
         role = self.role()
         operator = spec.role == "admin" and bool(cmd.hosts) and self.req["who"] in self.operators(cmd.hosts[0])
-        collaborator = operator and role in ("read", "write") and self.services.forge.collaborator(self.req["who"])
+        # read alone proves nothing on a public repository: ask whether the login was added as a collaborator
+        collaborator = operator and role == "read" and self.services.forge.collaborator(self.req["who"])
         if not allowed(spec, role, operator, collaborator):
             why = ("; an operator needs write access, or to be a collaborator of the repository (read is enough)"
                    if operator else "")

@@ -124,10 +124,6 @@ def _init(mirror: Path) -> None:
             return
         scratch = mirror.with_name(f"{mirror.name}.{uuid.uuid4().hex}.new")
         run(["git", "init", "--quiet", "--bare", scratch])
-        # refs stay loose files, whose times say when a commit was last fetched (maintain);
-        # gc runs in the foreground, inside maintain's lock, never beside a fetch
-        for key, value in (("gc.packRefs", "false"), ("gc.autoDetach", "false")):
-            run(["git", "-C", scratch, "config", key, value])
         scratch.rename(mirror)
 
 
@@ -184,6 +180,8 @@ def maintain(mirror: Path, keep: set[str], now: float | None = None, wait: float
         stale = [p for p in pins if p.rsplit("/", 1)[-1] not in keep and _last_wanted(mirror, p) < since]
         if stale:
             run(["git", "-C", mirror, "update-ref", "--stdin"], input="".join(f"delete {p}\n" for p in stale).encode())
+        # refs stay loose files, whose times say when a commit was last fetched (_last_wanted); gc runs
+        # in the foreground, inside this lock, never beside a fetch (fetches run with gc.auto=0)
         run(["git", "-C", mirror, "-c", "gc.packRefs=false", "-c", "gc.autoDetach=false", "gc", "--auto", "--quiet"],
             check=False, timeout=3600)
     return len(stale)

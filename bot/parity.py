@@ -20,7 +20,7 @@ from bot.store import HostResult, Job, Store
 from bot.summary import summary_write
 from bot.trusted import Head, named_references
 from ka.baseline import KernelTree
-from ka.canonical import OnlyNamed, SftpCanonical
+from ka.canonical import OnlyNamed, SftpCanonical, references
 from ka.errors import KaError, ReferenceUnavailable
 from ka.manifest import list_hosts
 from ka.promote import PromoteResult, promote_each
@@ -128,13 +128,10 @@ class ParityRun:
         except Exception as exc:  # the forge or the default branch's infra.yaml: not the commit's fault
             log.warning("job %s: parity references not read: the default branch's infra.yaml: %s", self.job.id, exc)
             return _Unreadable()
-        reader = SftpCanonical(self.config.ssh, head.infra.parity_references, self.config.limits,
-                               self.config.state_dir / "canonical-cache", self.log,
-                               infra_path=f"{head.infra.path} on {head.branch}")
         assert self.job.commit_sha is not None
-        if head.holds(self.job.commit_sha):
-            return reader
-        return OnlyNamed(reader, lambda: named_references(head, self.config.limits))
+        named = None if head.holds(self.job.commit_sha) else lambda: named_references(head, self.config.limits)
+        return references(self.config.ssh, head.infra, self.config.limits, self.config.state_dir / "canonical-cache",
+                          self.log, named, where=f" on {head.branch}")
 
     def _error(self, name: str, message: str) -> None:
         self._record(name, HostOutcome("error", message, {"error": message}))

@@ -29,7 +29,7 @@ from typing import Any
 
 from ka.device import Device
 from ka.errors import EXIT_ENVIRONMENT, KaError
-from ka.infra import Backup
+from ka.infra import Folder
 from ka.ssh import Remote, RemoteFailed
 
 Log = Callable[[str], None]
@@ -52,7 +52,7 @@ class Contents:
     modules: str | None  # the replaced release's modules folder
 
 
-def folder(backup: Backup, host: str, release: str) -> str:
+def folder(backup: Folder, host: str, release: str) -> str:
     """``<root>/<host>/<release>`` on the backup host."""
     return posixpath.join(backup.path, host, release)
 
@@ -135,7 +135,7 @@ def collect(device: Device, contents: Contents, stage: Path, record: dict[str, A
     log(f"read {len(files)} files from {device.name}, each checked against its sha256 there")
 
 
-def store(remote: Remote, backup: Backup, host: str, release: str, stage: Path, log: Log) -> str:
+def store(remote: Remote, backup: Folder, host: str, release: str, stage: Path, log: Log) -> str:
     """Upload ``stage``, verify it on the backup host, then give it its name; the final path."""
     final = folder(backup, host, release)
     incoming = posixpath.join(backup.path, host, f".incoming-{release}")
@@ -169,7 +169,7 @@ def _same(remote: Remote, folder: str, stage: Path) -> bool:
     return files(there) == files((stage / SUMS).read_text())
 
 
-def fetch(remote: Remote, backup: Backup, host: str, release: str, stage: Path, log: Log) -> dict[str, Any]:
+def fetch(remote: Remote, backup: Folder, host: str, release: str, stage: Path, log: Log) -> dict[str, Any]:
     """Verify a backup on the backup host, download it into ``stage``, verify it again here; its record."""
     where = folder(backup, host, release)
     if remote.stat(posixpath.join(where, SUMS)) is None:

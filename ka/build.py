@@ -26,7 +26,7 @@ from typing import Any
 
 from ka.aptrepo import publish_deb
 from ka.baseline import KernelTree
-from ka.canonical import OnlyNamed, SftpCanonical
+from ka.canonical import references
 from ka.cumulative import b2sum
 from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
 from ka.infra import BuildHost, Infra
@@ -189,9 +189,9 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
 
 def _promote(view: RepoView, host: str, kernel: KernelTree | None, infra: Infra, opts: BuildOptions,
              log: Log) -> tuple[HostPlan, PromoteResult]:
-    reader = SftpCanonical(opts.ssh, infra.parity_references, view.limits, opts.canonical_cache, log,
-                           infra_path=infra.path)
-    remote = reader if opts.named_references is None else OnlyNamed(reader, lambda: opts.named_references or ())
+    named = opts.named_references
+    remote = references(opts.ssh, infra, view.limits, opts.canonical_cache, log,
+                        None if named is None else lambda: named)
     try:
         plan = plan_host(view, host, remote)  # a broken manifest: ManifestError, with file and line
     finally:

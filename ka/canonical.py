@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from ka.errors import KaError, ReferenceRefused, ReferenceUnavailable
-from ka.infra import Folder
+from ka.infra import Folder, Infra
 from ka.limits import Limits
 from ka.manifest import list_hosts, load_manifest
 from ka.repo import RepoView
@@ -145,6 +145,15 @@ class SftpCanonical:
         for remote in self._remotes.values():
             remote.close()
         self._remotes.clear()
+
+
+def references(ssh: SshSettings, infra: Infra, limits: Limits | None = None, cache: Path | None = None,
+               log: Log = lambda line: None, named: Callable[[], Collection[tuple[str, str]]] | None = None,
+               where: str = "") -> SftpCanonical | OnlyNamed:
+    """The reader of parity references for one run: inside ``infra``'s ``parity_references``, and for a commit
+    that is not on the default branch (``named`` given) only those the default branch's manifests name."""
+    reader = SftpCanonical(ssh, infra.parity_references, limits, cache, log, infra_path=infra.path + where)
+    return reader if named is None else OnlyNamed(reader, named)
 
 
 class OnlyNamed:

@@ -198,13 +198,12 @@ class _RemoteFiles:
 
     def read(self, host: str, path: str) -> bytes | None:
         if self.real is None:
-            from ka.canonical import SftpCanonical
+            from ka.canonical import references
             from ka.infra import load_infra
             from ka.ssh import SshSettings
 
-            infra = load_infra(self.view)
-            self.real = SftpCanonical(SshSettings.from_env(config=self.args[0], known_hosts=self.args[1]),
-                                      infra.parity_references, self.limits, infra_path=infra.path)
+            ssh = SshSettings.from_env(config=self.args[0], known_hosts=self.args[1])
+            self.real = references(ssh, load_infra(self.view), self.limits)
         return bytes(self.real.read(host, path))
 
     def close(self) -> None:

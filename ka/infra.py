@@ -39,6 +39,7 @@ problem at once, each with the file, the line and the field::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,6 @@ TOP_KEYS = ("build_hosts", "repository", "apt_repository", "backup", "operators"
             "pull_request_build_hosts")
 BUILD_KEYS = ("ssh", "workdir", "cross_compile")
 REPO_KEYS = ("ssh", "path", "name", "url", "key", "gnupghome")
-BACKUP_KEYS = ("ssh", "path")
 FOLDER_KEYS = ("ssh", "path")
 SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 REMOTE_PATH = re.compile(r"[A-Za-z0-9._/+~-]{1,400}")
@@ -86,16 +86,8 @@ class Repository:
 
 
 @dataclass(frozen=True)
-class Backup:
-    """Where ka-install keeps the replaced kernels."""
-
-    ssh: str
-    path: str
-
-
-@dataclass(frozen=True)
 class Folder:
-    """A folder on a host: where parity references may be read from."""
+    """A folder on a host: where ka-install keeps the replaced kernels, where parity references may be read."""
 
     ssh: str
     path: str
@@ -107,7 +99,7 @@ class Infra:
 
     build_hosts: tuple[BuildHost, ...] = ()
     repository: Repository | None = None
-    backup: Backup | None = None
+    backup: Folder | None = None
     operators: dict[str, list[str]] = field(default_factory=dict)
     path: str = INFRA
     apt_repository: Repository | None = None  # for package.format deb: name is the distribution
@@ -175,20 +167,28 @@ def _mapping(doc: Doc, key: str, keys: tuple[str, ...]) -> tuple[dict[str, Any],
     return value, node
 
 
-def _build_hosts(doc: Doc, section: str = "build_hosts") -> tuple[BuildHost, ...]:
+def _listed(doc: Doc, section: str, keys: tuple[str, ...], what: str,
+            empty: bool = True) -> Iterator[tuple[str, dict[str, Any], yaml.Node]]:
+    """The mappings of the list ``section`` (field name, value, node), each one's keys checked; a problem for
+    anything else (an empty list too, unless ``empty``)."""
     value, node = doc.data.get(section), child(doc.node, section)
     if value is None:
-        return ()
-    if not isinstance(value, list) or not isinstance(node, yaml.SequenceNode) or not value:
-        doc.add(node, section, "must be a list of build hosts (ssh, workdir, optional cross_compile)")
-        return ()
-    hosts = []
+        return
+    if not isinstance(value, list) or not isinstance(node, yaml.SequenceNode) or not (value or empty):
+        doc.add(node, section, f"must be a list of {what} ({', '.join(keys)})")
+        return
     for i, (item, item_node) in enumerate(zip(value, node.value, strict=False)):
         fld = f"{section}[{i}]"
         if not isinstance(item, dict):
-            doc.add(item_node, fld, "must be a mapping of ssh, workdir, cross_compile")
+            doc.add(item_node, fld, f"must be a mapping of {', '.join(keys)}")
             continue
-        doc.check_keys(item_node, BUILD_KEYS, f"{fld}.")
+        doc.check_keys(item_node, keys, f"{fld}.")
+        yield fld, item, item_node
+
+
+def _build_hosts(doc: Doc, section: str = "build_hosts") -> tuple[BuildHost, ...]:
+    hosts = []
+    for fld, item, item_node in _listed(doc, section, BUILD_KEYS, "build hosts", empty=False):
         ssh = _text(doc, child(item_node, "ssh") or item_node, item.get("ssh"), f"{fld}.ssh", SSH_NAME,
                     "a name of the ssh config")
         workdir = _text(doc, child(item_node, "workdir") or item_node, item.get("workdir"), f"{fld}.workdir",
@@ -218,15 +218,15 @@ def _repository(doc: Doc, section: str = "repository") -> Repository | None:
     return Repository(**{k: str(v) for k, v in got.items()}, gnupghome=home)
 
 
-def _backup(doc: Doc) -> Backup | None:
-    found = _mapping(doc, "backup", BACKUP_KEYS)
+def _backup(doc: Doc) -> Folder | None:
+    found = _mapping(doc, "backup", FOLDER_KEYS)
     if found is None:
         return None
     value, node = found
     ssh = _text(doc, child(node, "ssh") or node, value.get("ssh"), "backup.ssh", SSH_NAME, "a name of the ssh config")
     path = _text(doc, child(node, "path") or node, value.get("path"), "backup.path", REMOTE_PATH,
                  "a folder on that host")
-    return Backup(ssh, path) if ssh and path else None
+    return Folder(ssh, path) if ssh and path else None
 
 
 def _apart(doc: Doc, infra: Infra) -> None:
@@ -242,19 +242,8 @@ def _apart(doc: Doc, infra: Infra) -> None:
 
 
 def _folders(doc: Doc, section: str) -> tuple[Folder, ...]:
-    value, node = doc.data.get(section), child(doc.node, section)
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not isinstance(node, yaml.SequenceNode):
-        doc.add(node, section, "must be a list of folders (ssh, path)")
-        return ()
     found = []
-    for i, (item, item_node) in enumerate(zip(value, node.value, strict=False)):
-        fld = f"{section}[{i}]"
-        if not isinstance(item, dict):
-            doc.add(item_node, fld, "must be a mapping of ssh, path")
-            continue
-        doc.check_keys(item_node, FOLDER_KEYS, f"{fld}.")
+    for fld, item, item_node in _listed(doc, section, FOLDER_KEYS, "folders"):
         ssh = _text(doc, child(item_node, "ssh") or item_node, item.get("ssh"), f"{fld}.ssh", SSH_NAME,
                     "a name of the ssh config")
         path = _text(doc, child(item_node, "path") or item_node, item.get("path"), f"{fld}.path", REMOTE_PATH,

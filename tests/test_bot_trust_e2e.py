@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from botkit import Rig, commit_and_push, delivery, pr_payload, wait_for
+from botkit import Rig, delivery, pr_payload, wait_for
 from buildlab import BuildLab
 from conftest import manifest
-from kernel import MAKEFILE, git
+from kernel import MAKEFILE
 from sshhosts import PR_USER, Tripwire
-from test_bot_comments_e2e import PR, replies, say, wait_replies
+from test_bot_comments_e2e import PR, open_pr, replies, say, wait_replies
 
 
 def _public(r: Rig, job: int, sha: str) -> str:
@@ -32,16 +32,11 @@ def _public(r: Rig, job: int, sha: str) -> str:
     return "\n".join([json.dumps(r.fake.statuses(sha)), *replies(r), *pages])
 
 
-def _fork_pr(r: Rig, files: dict[str, str], message: str) -> str:
+def _fork_pr(r: Rig, files: dict[str, str]) -> str:
     """A fork's pull request #PR changing ``files``; its head."""
-    git(r.work, "checkout", "-q", "-B", f"topic{PR}")
     for name, text in files.items():
         (r.work / name).write_text(text)
-    sha = commit_and_push(r.work, r.bare, message, ref=f"topic{PR}")
-    git(r.bare, "update-ref", f"refs/pull/{PR}/head", sha)
-    r.fake.pulls[PR] = {"number": PR, "state": "open", "base": {"repo": {"full_name": "fleet/kernel-agent"}},
-                        "head": {"sha": sha, "repo": {"full_name": "someone/fork"}}}
-    return sha
+    return open_pr(r, fork="someone/fork")
 
 
 def test_a_forks_parity_references_reach_no_host_and_no_byte_is_shown(rig: Callable[..., Rig],
@@ -69,7 +64,7 @@ def test_a_forks_parity_references_reach_no_host_and_no_byte_is_shown(rig: Calla
             "fleet/fresnel.yaml": base + f"parity:\n  canonical: boltzmann:{secret.parent}/none\n",
             "fleet/kelvin.yaml": base + f"parity:\n  canonical: tripwire:{secret}\n",
             "fleet/joule.yaml": base + f"parity:\n  canonical: boltzmann:{other}\n",
-        }, "compare with whatever lies on the build host")
+        })
         res = r.bot.send(delivery("pull_request-opened-fork-forgejo-12", pr_payload(PR, sha, str(r.bare), "opened")))
         job = res.json()["jobs"][0]
         r.bot.wait_job(job)
@@ -123,8 +118,7 @@ def test_a_pull_requests_build_cannot_touch_the_default_branchs_builds(rig: Call
     r = rig(hosts, files, **build_lab.bot_env())
     r.fake.permissions["writer"] = "write"
     reach = hosts["ampere"].replace("  - soc/base\n", "  - soc/base\n  - module/reach\n")
-    sha = _fork_pr(r, {"patches/module/reach.patch": patch.decode(), "fleet/ampere.yaml": reach},
-                   "a build that writes outside its folder")
+    sha = _fork_pr(r, {"patches/module/reach.patch": patch.decode(), "fleet/ampere.yaml": reach})
     say(r, "/ka build ampere")
     ack, result = wait_replies(r, 2)
     assert "**succeeded**" in result, result
