@@ -18,6 +18,7 @@ from typing import Any
 
 from bot import forge, live, mirror
 from bot.commands import MAX_COMMANDS, Command, allowed, help_table
+from bot.endings import end_job
 from bot.links import job_url, repo_of
 from bot.replies import code, mention, render, status_comment
 from bot.services import Services
@@ -233,8 +234,6 @@ class Acceptor:
         target = self._target(cmd)
         if target.state in FINAL:
             raise Refused(f"job {target.id} already ended: {target.state}")
-        from bot.worker import end_job  # the worker's way to end a job, with its reply and statuses
-
         reason = f"cancelled by {self.req['who']}"
         if target.state == "queued" and end_job(self.services, target, "cancelled", reason, was="queued"):
             out.line = f"`{cmd.text}`: job [{target.id}]({job_url(self.config, target.id)}) cancelled"

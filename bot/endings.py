@@ -12,7 +12,9 @@ without its reply, and never have a reply without being final.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from collections.abc import Callable
 
 from bot import forge
@@ -20,10 +22,14 @@ from bot.config import Config
 from bot.links import host_status, job_url, repo_of
 from bot.parity import CONTEXT
 from bot.replies import code, mention, result_comment
+from bot.services import Services
 from bot.store import Job, insert_audit, insert_writes
 from bot.summary import summary_write
 
 OnEnd = Callable[[sqlite3.Connection, Job, list[str]], None]
+log = logging.getLogger(__name__)
+FINISH_RETRY_MAX = 30.0  # seconds between attempts to record an end, at most
+WORDS = {"failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted", "succeeded": "ended"}
 
 
 def ending(config: Config, log_dir_of: Callable[[int], object], word: str, plain: bool = False) -> OnEnd:
@@ -122,3 +128,27 @@ def _audit(db: sqlite3.Connection, job: Job) -> None:
                  url=req.get("url"), commit_sha=job.commit_sha,
                  result=f"{job.state}" + (f": {job.error}" if job.error else "") + (f" ({detail})" if detail else ""),
                  job_id=job.id)
+
+
+def end_job(services: Services, job: Job, state: str, error: str | None, was: str = "running",
+            retry: float = FINISH_RETRY_MAX) -> bool:
+    """Finish ``job`` with everything its end means (:mod:`bot.endings`); False when it was not ``was``.
+
+    Retries until the database takes the write (a full disk, a locked file): a job that
+    cannot be finished would stay ``running``, its hosts ``pending`` and its command without
+    a reply for good; waiting here until space returns is the only way to keep the promise.
+    """
+    delay = 0.5
+    endings = [ending(services.config, lambda job_id: services.log_dir / f"{job_id}.log", WORDS[state], plain)
+               for plain in (False, True)]
+    on_end: OnEnd | None = endings.pop(0)
+    while True:
+        try:
+            return services.store.finish(job.id, state, error, on_end, was=was)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("job %s: cannot record its end (%s); retrying in %.0fs", job.id, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, retry)
+        except Exception:  # a bug in what the end says must not keep the job running: say less, then nothing
+            log.exception("job %s: cannot compose its end", job.id)
+            on_end = endings.pop(0) if endings else None

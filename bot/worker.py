@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import sqlite3
 import threading
 import time
 import traceback
@@ -24,8 +23,9 @@ from typing import IO, Any
 from huey import crontab
 
 from bot import live, mirror, outbox, owner
+from bot.accept import Acceptor
 from bot.buildjob import run_build
-from bot.endings import OnEnd, ending
+from bot.endings import end_job
 from bot.installjob import run_install
 from bot.parity import ParityRun
 from bot.services import Services
@@ -36,7 +36,6 @@ from bot.trusted import default_head
 log = logging.getLogger(__name__)
 BUSY_RETRY = 5.0
 DISPATCH_INTERVAL = 0.1
-FINISH_RETRY_MAX = 30.0
 #: comments acted on at once (each may wait on the forge or a fetch; none waits behind a build)
 COMMAND_LANES = 4
 
@@ -258,7 +257,6 @@ class JobCancelled(Exception):
     """The job stopped where it could, because someone asked (``/ka cancel``)."""
 
 
-WORDS = {"failed": "failed", "cancelled": "cancelled", "interrupted": "interrupted", "succeeded": "ended"}
 
 
 def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: None) -> Job | None:
@@ -291,35 +289,9 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
     return services.store.job(job_id)
 
 
-def end_job(services: Services, job: Job, state: str, error: str | None, was: str = "running",
-            retry: float = FINISH_RETRY_MAX) -> bool:
-    """Finish ``job`` with everything its end means (:mod:`bot.endings`); False when it was not ``was``.
-
-    Retries until the database takes the write (a full disk, a locked file): a job that
-    cannot be finished would stay ``running``, its hosts ``pending`` and its command without
-    a reply for good; waiting here until space returns is the only way to keep the promise.
-    """
-    delay = 0.5
-    endings = [ending(services.config, lambda job_id: services.log_dir / f"{job_id}.log", WORDS[state], plain)
-               for plain in (False, True)]
-    on_end: OnEnd | None = endings.pop(0)
-    while True:
-        try:
-            return services.store.finish(job.id, state, error, on_end, was=was)
-        except (sqlite3.Error, OSError) as exc:
-            log.error("job %s: cannot record its end (%s); retrying in %.0fs", job.id, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, retry)
-        except Exception:  # a bug in what the end says must not keep the job running: say less, then nothing
-            log.exception("job %s: cannot compose its end", job.id)
-            on_end = endings.pop(0) if endings else None
-
-
 def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
               kick: Callable[[], None]) -> dict[str, Any]:
     if job.verb == "commands":
-        from bot.accept import Acceptor  # it queues jobs, and ends cancelled ones through end_job
-
         return Acceptor(services, job, log_line).run()
     if job.verb == "build":
         return run_build(services, job, log_line, kick)

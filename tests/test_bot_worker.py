@@ -7,9 +7,9 @@ from pathlib import Path
 
 from bot import forge
 from bot.config import Config
+from bot.endings import end_job
 from bot.services import make_services
 from bot.store import HostResult
-from bot.worker import end_job
 
 
 def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -> None:
