@@ -18,10 +18,9 @@ from bot.links import host_status
 from bot.services import Services
 from bot.store import Job, insert_writes
 from ka.infra import load_infra
-from ka.install import install
 from ka.installer import InstallError, InstallOptions, InstallResult
+from ka.installflow import install, rollback
 from ka.repo import GitTree
-from ka.rollback import rollback
 
 Log = Callable[[str], None]
 

@@ -14,8 +14,8 @@ from bot import mirror
 from bot.services import Services
 from ka.infra import load_infra
 from ka.live import live_status
+from ka.livecells import LIVE_HEAD, live_cells
 from ka.repo import GitTree
-from ka.report import LIVE_HEAD, live_cells
 
 KEY = "live_status"
 log = logging.getLogger(__name__)

@@ -336,9 +336,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_install(args: argparse.Namespace) -> int:
     """``ka install``: 0 installed and booted (or pending a reboot, or a dry run), 1 refused or failed."""
     from ka.infra import load_infra
-    from ka.install import install
     from ka.installer import InstallError, InstallOptions
-    from ka.rollback import rollback
+    from ka.installflow import install, rollback
     from ka.ssh import SshSettings
 
     if args.rollback is not None and args.package:

@@ -31,20 +31,15 @@ from ka import trial
 from ka.device import now
 from ka.errors import EXIT_BAD_INPUT, KaError
 from ka.extlinux import LABEL, PREVIOUS
-from ka.infra import Infra
 from ka.installer import (
     Installer,
     InstallError,
-    InstallOptions,
     InstallResult,
-    Log,
     Preflight,
     Step,
-    run_installer,
 )
 from ka.kernelpkg import PackageFacts
-from ka.live import wanted
-from ka.repo import RepoView
+from ka.wanted import wanted
 
 _FAILED = re.compile(r"(\[ALPM\] error: .*|error: command failed to execute correctly.*|.*scriptlet.*failed.*)",
                      re.IGNORECASE)
@@ -305,14 +300,3 @@ class Install(Installer):
                             "last": {**(record.get("last") or {}), "result": "failed"}})
         return (f"{why}; the boot-once trial brought it back by itself, and {PREVIOUS} ({pre.running}) is the "
                 "default entry again")
-
-def install(view: RepoView, host: str, infra: Infra, opts: InstallOptions, log: Log = lambda line: None,
-            phase: Any = lambda name: None) -> InstallResult:
-    """``ka-install HOST``: see the module's docstring (ka/debinstall.py for an apt host); :class:`InstallError`
-    when refused or failed."""
-    from ka.debinstall import DebInstall
-    from ka.manifest import load_manifest
-
-    spec = load_manifest(view, host).install
-    kind = DebInstall if spec is not None and spec.format == "apt" else Install
-    return run_installer(kind(view, host, infra, opts, log, phase, "install"))

@@ -18,17 +18,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ka.cumulative import b2sum
 from ka.device import Device
 from ka.errors import KaError
 from ka.infra import Infra
 from ka.installspec import InstallSpec
 from ka.manifest import list_hosts, load_manifest
-from ka.package import pkgver
-from ka.promote import plan_host
 from ka.published import Entry, database
 from ka.repo import RepoView
 from ka.ssh import SshSettings, connect
+from ka.wanted import Wanted, wanted
 
 TIMEOUT = 10.0
 
@@ -53,29 +51,6 @@ class LiveRow:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "record"}
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """What the manifest would build for a host now."""
-
-    version: str | None
-    patch_b2sum: str | None
-    config_b2sum: str | None
-    error: str | None = None
-
-
-def wanted(view: RepoView, host: str) -> Wanted:
-    """The version and inputs the manifest would build (read from the repository, no ssh)."""
-    try:
-        plan = plan_host(view, host)
-        spec = plan.manifest.package
-        if spec is None:
-            return Wanted(None, plan.cumulative.b2sum, None, "no package section")
-        config = b2sum(view.read(spec.config)) if spec.config else None
-        return Wanted(f"{pkgver(plan.manifest.baseline_ref)}-{spec.pkgrel}", plan.cumulative.b2sum, config)
-    except KaError as exc:
-        return Wanted(None, None, None, str(exc).splitlines()[0])
 
 
 def live_status(view: RepoView, infra: Infra, ssh: SshSettings, hosts: list[str] | None = None,

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ka.livecells import LIVE_HEAD, live_cells
 from ka.promote import PromoteResult
 from ka.status import HostStatus
 
@@ -109,20 +110,6 @@ def _print_table(head: list[str], cells: list[list[str]]) -> None:
     widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
     for row in [head, *cells]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
-
-
-LIVE_HEAD = ["HOST", "UP", "RUNNING", "INSTALLED", "NEWEST BUILT", "MANIFEST", "MATCHES", "LAST INSTALL"]
-
-
-def live_cells(r: Any) -> list[str]:
-    """A live row as text cells (the terminal and the bot's Markdown share them)."""
-    up = "yes" if r.reachable else ("no" if r.reachable is False else "-")
-    mark = "" if r.is_newest is None else (" (installed)" if r.is_newest else " (not installed)")
-    newest = (r.newest or "-") + mark
-    last = f"{r.last_install} {r.last_install_at or ''}".strip() if r.last_install else "-"
-    if r.error:
-        last = f"{last}; {r.error}" if r.last_install else r.error
-    return [r.host, up, r.running or "-", r.installed or "-", newest, r.manifest or "-", r.matches or "-", last]
 
 
 def print_live(rows: list[Any]) -> None:

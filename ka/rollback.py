@@ -19,9 +19,7 @@ from ka import backup as backups
 from ka import extlinux
 from ka.device import now
 from ka.errors import EXIT_BAD_INPUT
-from ka.infra import Infra
-from ka.installer import Installer, InstallError, InstallOptions, InstallResult, Log, Preflight, Step, run_installer
-from ka.repo import RepoView
+from ka.installer import Installer, InstallError, InstallResult, Preflight, Step
 
 RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,99}")
 
@@ -178,21 +176,3 @@ class Restore(Installer):
         shown = [*cmds, *([self.spec.root("tar", "-xf", f"<tmp>/{tar.name}", "--no-same-owner", "-C",
                                           self.spec.modules)] if tar.is_file() else [])]
         return Step(f"put {self.release} from the backup in place", [(self.host, argv) for argv in shown], run)
-
-
-def rollback(view: RepoView, host: str, infra: Infra, opts: InstallOptions, release: str | None = None,
-             log: Log = lambda line: None, phase: Any = lambda name: None) -> InstallResult:
-    """``ka-install HOST --rollback [RELEASE]``; :class:`InstallError` when refused or failed."""
-    from ka.debinstall import DebRollback
-    from ka.manifest import load_manifest
-
-    spec = load_manifest(view, host).install
-    apt = spec is not None and spec.format == "apt"
-    if apt and release is not None:
-        raise InstallError(f"{host} installs with apt: its kernels keep their packages and entries, so a rollback "
-                           f"removes the newer package (ka-install {host} --rollback); restoring a release from a "
-                           "backup is for pacman hosts; refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
-    kind = DebRollback if apt else Rollback
-    installer: Installer = (kind(view, host, infra, opts, log, phase, "rollback") if release is None
-                            else Restore(view, host, infra, opts, log, phase, "rollback", release=release))
-    return run_installer(installer)
