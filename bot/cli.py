@@ -23,10 +23,10 @@ import requests
 
 from bot import config as config_mod
 from bot.config import Config
-from bot.events import sign
+from bot.events.delivery import sign
+from bot.jobs.worker import build_tasks, hold_worker_lock, recover, start_dispatcher
 from bot.services import make_services, prepare_state_dir
 from bot.store import StateError, Store
-from bot.worker import build_tasks, hold_worker_lock, recover, start_dispatcher
 from ka.errors import EXIT_ENVIRONMENT, EXIT_OK, BadInput, KaError
 
 log = logging.getLogger("ka-bot")
@@ -63,15 +63,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env = {**os.environ, "KA_STATE_DIR": str(cfg.state_dir), "KA_WORKERS": str(cfg.workers),
            "KA_BODY_TIMEOUT": str(cfg.body_timeout),
            **({"KA_CONFIG": args.config} if args.config else {}), **({"KA_INSECURE": "1"} if cfg.insecure else {})}
-    # Threads, not sync workers, and a deadline on each whole request (bot.serving): a client that
+    # Threads, not sync workers, and a deadline on each whole request (bot.web.serving): a client that
     # sends slowly holds one thread for at most KA_BODY_TIMEOUT, not a whole worker, so slow or
     # hostile clients cannot stall intake.  A worker takes no more connections than it has threads
     # (the others wait in the backlog for a free one), and no keep-alive: a webhook is one request.
     children = {"web": subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{args.port}", "--workers", str(args.web_workers),
-         "--worker-class", "bot.serving.IntakeWorker", "--threads", str(args.threads),
+         "--worker-class", "bot.web.serving.IntakeWorker", "--threads", str(args.threads),
          "--worker-connections", str(args.threads), "--keep-alive", "0", "--no-control-socket",
-         "--timeout", "30", "--graceful-timeout", "10", "bot.web:create_app()"],
+         "--timeout", "30", "--graceful-timeout", "10", "bot.web.app:create_app()"],
         env=env, preexec_fn=_die_with_parent(signal.SIGTERM))}
     if not args.no_worker:
         # SIGKILL: a worker whose serve is gone must not go on running jobs nobody supervises;

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bot.commands import ROLES
+from bot.events.commands import ROLES
 from ka.errors import BadInput
 from ka.limits import Limits
 
@@ -100,8 +100,8 @@ class Config:
 
     @property
     def ssh(self) -> Any:
-        """ssh settings for build, repository and canonical-patch hosts (:class:`ka.ssh.SshSettings`)."""
-        from ka.ssh import SshSettings  # paramiko only where ssh is used
+        """ssh settings for build, repository and canonical-patch hosts (:class:`ka.io.ssh.SshSettings`)."""
+        from ka.io.ssh import SshSettings  # paramiko only where ssh is used
 
         return SshSettings.from_env({}, config=str(self.ssh_config) if self.ssh_config else None,
                                     known_hosts=str(self.known_hosts) if self.known_hosts else None)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ka.runner import Completed, run
+from ka.io.runner import Completed, run
 
 if TYPE_CHECKING:
     from bot.config import Config

@@ -14,7 +14,7 @@ from huey import SqliteHuey
 from huey.storage import SqliteStorage
 
 from bot.config import Config
-from bot.forge import Forge, ForgejoClient, LocalForge
+from bot.forge.client import Forge, ForgejoClient, LocalForge
 from bot.store import StateError, Store
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import owner
-from bot.forge import Write
+from bot.forge.client import Write
 from ka.errors import EXIT_ENVIRONMENT, KaError
 from ka.text import cap, encodable
 
@@ -191,7 +191,7 @@ def insert_audit(db: sqlite3.Connection, **entry: Any) -> None:
 
 
 def insert_writes(db: sqlite3.Connection, job_id: int | None, writes: list[Write]) -> None:
-    """Queue forge writes inside the caller's transaction (see :mod:`bot.outbox`)."""
+    """Queue forge writes inside the caller's transaction (see :mod:`bot.forge.outbox`)."""
     now = time.time()
     db.executemany("INSERT INTO outbox (job_id, method, path, body, summary, state, next_at, created_at) "
                    "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot import payload as field
-from bot.commands import Command, parse_commands
-from bot.events import Event, PayloadError
-from bot.router import Decision, Ignore, Router, RunCommands, get
+from bot.events import payload as field
+from bot.events.commands import Command, parse_commands
+from bot.events.delivery import Event, PayloadError
+from bot.events.router import Decision, Ignore, Router, RunCommands, get
 
 router = Router()
 

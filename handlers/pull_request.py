@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bot import payload as field
-from bot.events import Event, PayloadError
-from bot.router import Decision, Requester, Router, RunParity
+from bot.events import payload as field
+from bot.events.delivery import Event, PayloadError
+from bot.events.router import Decision, Requester, Router, RunParity
 
 router = Router()
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot import payload as field
-from bot.events import Event, PayloadError
-from bot.payload import BRANCH_REF
-from bot.router import Decision, Ignore, Requester, Router, RunParity
+from bot.events import payload as field
+from bot.events.delivery import Event, PayloadError
+from bot.events.payload import BRANCH_REF
+from bot.events.router import Decision, Ignore, Requester, Router, RunParity
 
 router = Router()
 

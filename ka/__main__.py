@@ -1,3 +1,3 @@
-from ka.cli import run
+from ka.cli.main import run
 
 run()

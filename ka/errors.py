@@ -1,7 +1,7 @@
 """kernel-agent's exceptions.
 
 Each carries a message meant for the user and the exit code the CLI returns
-for it; :func:`ka.cli.main` is the one place that turns them into output.
+for it; :func:`ka.cli.main.main` is the one place that turns them into output.
 """
 
 from __future__ import annotations

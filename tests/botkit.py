@@ -20,7 +20,7 @@ from fakeforgejo import FakeForgejo
 from kernel import SmallKernel, git, write_fleet
 
 from bot.cli import go_json
-from bot.events import sign
+from bot.events.delivery import sign
 
 SAMPLES = Path(__file__).parent / "samples" / "forgejo" / "payloads"
 SECRET = "kernel-agent-test-secret"

@@ -37,7 +37,7 @@ import qemuhost  # noqa: E402
 import sshhosts  # noqa: E402
 from buildlab import BuildLab, make_build_lab  # noqa: E402
 
-from ka.ssh import SshSettings, connect  # noqa: E402
+from ka.io.ssh import SshSettings, connect  # noqa: E402
 
 HOST = "virt"
 CONFIG = HERE / "samples/qemu/virt.config"

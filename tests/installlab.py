@@ -14,7 +14,7 @@ from buildlab import CONFIG, BuildLab
 from kernel import git, write_fleet
 from targets import Target, TargetLab
 
-from ka.sign import sign
+from ka.packages.sign import sign
 
 
 def manifest(includes: list[str]) -> str:

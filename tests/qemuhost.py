@@ -484,7 +484,7 @@ def dpkg_database(root: Path, debs: list[Path]) -> None:
 
 def _dpkg_entry(root: Path, deb: Path, ctrl: Path, file_triggers: list[str], explicit: dict[str, list[str]]) -> str:
     """One package's info/ files and trigger interests; its status stanza."""
-    from ka.pkgfile import deb_control, members
+    from ka.packages.files import deb_control, members
 
     info = root / "var/lib/dpkg/info"
     run(["dpkg-deb", "--control", str(deb), str(ctrl)])
@@ -683,8 +683,8 @@ def default_env() -> dict[str, str]:
 
 def board_env() -> dict[str, str]:
     """The board's environment: no boot delay, and ka-install's boot-once trial before the distro boot,
-    with its state on the FAT partition (virtio 0:2), as ka/trial.py asks of a board's U-Boot."""
-    from ka.trial import uboot_script
+    with its state on the FAT partition (virtio 0:2), as ka/install/trial.py asks of a board's U-Boot."""
+    from ka.install.trial import uboot_script
 
     name, _, script = uboot_script("virtio 0:2").partition("=")
     # initrd_high and fdt_high all ones (64-bit): the ramdisk and device tree stay where they are; U-Boot's
@@ -833,9 +833,9 @@ class Vm:
 
 
 def trust_key(settings: object, name: str, gnupghome: Path, fingerprint: str) -> None:
-    """Make the guest's pacman trust a signing key of ``gnupghome`` (``settings``: ka.ssh.SshSettings reaching it
+    """Make the guest's pacman trust a signing key of ``gnupghome`` (``settings``: ka.io.ssh.SshSettings reaching it
     as ``name``): what pacman-key --add and --lsign-key do (Debian's pacman-key needs makepkg's scripts and perl)."""
-    from ka.ssh import connect
+    from ka.io.ssh import connect
 
     armored = run(["gpg", "--homedir", str(gnupghome), "--export", "--armor", fingerprint]).stdout.encode()
     with connect(settings, name) as host:  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""ka/aptrepo.py's pure parts, against dpkg itself."""
+"""ka/packages/aptrepo.py's pure parts, against dpkg itself."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ka.aptrepo import compare_versions
+from ka.packages.aptrepo import compare_versions
 
 VERSIONS = ["6.12.117-1", "6.12.117-2", "6.12.117-10", "6.12.117-1~deb12u1", "6.12.117-1~deb12u2", "6.13~rc3-1",
             "6.13-1", "6.13.0-1", "6.13.rc3-1", "1:6.1-1", "6.12.117a-1", "6.12.117+b1-1", "6.12.117", "6.12.117~",

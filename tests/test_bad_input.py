@@ -9,7 +9,7 @@ from conftest import MakeRepo, manifest
 from kernel import SmallKernel
 from test_promote import AMPERE, fleet_files
 
-from ka.cli import main
+from ka.cli.main import main
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

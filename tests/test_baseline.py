@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from kernel import BASE_TAG, SmallKernel, git
 
-from ka.baseline import KernelTree, check_applies, hunk_number, touched_paths
-from ka.cumulative import concatenate
 from ka.errors import KernelTreeError
-from ka.manifest import Include
-from ka.series import PatchFile, Series
+from ka.fleet.manifest import Include
+from ka.fleet.series import PatchFile, Series
+from ka.promote.baseline import KernelTree, check_applies, hunk_number, touched_paths
+from ka.promote.cumulative import concatenate
 
 
 def _series(k: SmallKernel, *names: str) -> list[Series]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.commands import COMMANDS, MAX_BODY, MAX_COMMANDS, Command, Invalid, allowed, help_table, parse_commands
+from bot.events.commands import COMMANDS, MAX_BODY, MAX_COMMANDS, Command, Invalid, allowed, help_table, parse_commands
 
 
 def C(verb: str, *hosts: str, **kw: object) -> Command:

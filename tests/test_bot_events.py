@@ -12,7 +12,7 @@ from botkit import SECRET, all_samples, sample
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.events import PayloadError, SignatureError, parse, verify
+from bot.events.delivery import PayloadError, SignatureError, parse, verify
 
 
 def test_github_documented_test_vector() -> None:

@@ -36,7 +36,7 @@ from conftest import manifest
 from test_manifest import BOMB
 from test_promote import AMPERE
 
-from bot.events import sign
+from bot.events.delivery import sign
 
 
 def worker_pid(bot: BotProcess) -> int:

@@ -10,8 +10,8 @@ import pytest
 from botkit import REPO, delivery, pr_payload, push_payload, sample
 
 from bot.config import Config
-from bot.intake import receive
 from bot.store import Store
+from bot.web.intake import receive
 from handlers import router
 
 SHA = "a" * 40

@@ -16,8 +16,8 @@ from conftest import MakeRepo, manifest
 from kernel import git
 
 from bot import mirror
-from ka.repo import GitTree
-from ka.runner import run
+from ka.fleet.repo import GitTree
+from ka.io.runner import run
 
 
 def test_maintain_unpins_what_no_job_needs(make_repo: MakeRepo, tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ import pytest
 from botkit import REPO
 from fakeforgejo import FakeForgejo
 
-from bot import forge, outbox, owner
+from bot import owner
+from bot.forge import client as forge
+from bot.forge import outbox
 from bot.store import Store
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bot import forge
 from bot.config import Config
+from bot.forge import client as forge
+from bot.jobs.worker import prune
 from bot.services import make_services
 from bot.store import DESCRIPTION_MAX, DETAIL_MAX, SCHEMA_VERSION, HostResult, Job, Store, insert_writes
-from bot.worker import prune
 
 
 def _job(store: Store, verb: str, host: str | None) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bot import forge
 from bot.config import Config
-from bot.endings import end_job
+from bot.forge import client as forge
+from bot.jobs.endings import end_job
 from bot.services import make_services
 from bot.store import HostResult
 

@@ -16,7 +16,7 @@ from kernel import git
 from sshhosts import USER, Tripwire, run
 from test_promote import AMPERE
 
-from ka.pkgfile import members, pkginfo
+from ka.packages.files import members, pkginfo
 
 
 def packages(data: dict[str, Any]) -> list[Path]:

@@ -13,10 +13,10 @@ import pytest
 from buildlab import BuildLab, stop_gpg_agent
 from conftest import require
 
-from ka.aptrepo import NotPublishedDeb, fetch, newest
-from ka.infra import Repository
-from ka.pkgfile import deb_control, members
-from ka.ssh import SshSettings
+from ka.fleet.infra import Repository
+from ka.io.ssh import SshSettings
+from ka.packages.aptrepo import NotPublishedDeb, fetch, newest
+from ka.packages.files import deb_control, members
 
 RELEASE = "6.12.0-ampere-1"
 FILES = [f"linux-image-{RELEASE}_6.12.0-1_arm64.deb", f"linux-headers-{RELEASE}_6.12.0-1_arm64.deb"]

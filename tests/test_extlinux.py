@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ka import extlinux
-from ka.extlinux import ExtlinuxError, kept, pairs, parse, rewrite
+from ka.install import extlinux
+from ka.install.extlinux import ExtlinuxError, kept, pairs, parse, rewrite
 
 TITLES = ("linux-ampere 6.12.0-2 (kernel-agent)", "previous: 6.12.0-1")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from botkit import all_samples, sample
 
-from bot.events import parse
-from bot.router import Ignore, RunParity
+from bot.events.delivery import parse
+from bot.events.router import Ignore, RunParity
 from handlers import router
 
 EXPECTED = {

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ka.canonical import OnlyNamed, allowed_folder
 from ka.errors import ManifestError, ReferenceRefused
-from ka.infra import BuildHost, Folder, load_infra
-from ka.repo import WorkTree
+from ka.fleet.infra import BuildHost, Folder, load_infra
+from ka.fleet.repo import WorkTree
+from ka.promote.canonical import OnlyNamed, allowed_folder
 
 BUILD = "build_hosts:\n  - ssh: boltzmann\n    workdir: ka-builds\n"
 

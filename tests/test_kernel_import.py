@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from kernel import git
 
-from ka.cli import main
-from ka.kernel_import import version_from_makefile
+from ka.cli.main import main
+from ka.promote.kernel_import import version_from_makefile
 
 
 def _tarball(path: Path, sublevel: str = "7") -> Path:

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ka.errors import ManifestError
-from ka.manifest import check_host_name, list_hosts, load_manifest, parse_manifest, valid_host_name
-from ka.repo import WorkTree
+from ka.fleet.manifest import check_host_name, list_hosts, load_manifest, parse_manifest, valid_host_name
+from ka.fleet.repo import WorkTree
 
 GOOD = """\
 description: PineTab2

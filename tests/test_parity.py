@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ka.cumulative import Cumulative, Span, b2sum
-from ka.parity import first_difference
+from ka.promote.cumulative import Cumulative, Span, b2sum
+from ka.promote.parity import first_difference
 
 
 @pytest.mark.parametrize(("a", "b", "offset"), [

@@ -13,8 +13,8 @@ import pytest
 from conftest import MakeRepo, manifest
 from kernel import SmallKernel, git
 
-from ka.cli import main
-from ka.cumulative import b2sum
+from ka.cli.main import main
+from ka.promote.cumulative import b2sum
 
 ORDER = [  # (include, patch files in apply order) for host "ampere"
     ("arch/defconfig", ["patches/arch/defconfig.patch"]),
@@ -84,7 +84,8 @@ def test_same_bytes_whatever_creation_order_umask_and_locale(make_repo: MakeRepo
     outputs = []
     for root, env in [(forward, {"LC_ALL": "C", "UMASK": "022"}), (backward, {"LC_ALL": "C.UTF-8", "UMASK": "077"}),
                       (forward, {"LC_ALL": "en_US.UTF-8", "TZ": "Asia/Tokyo", "UMASK": "027"})]:
-        script = f"import os,sys; os.umask(0o{env['UMASK']}); from ka.cli import main; sys.exit(main(sys.argv[1:]))"
+        script = (f"import os,sys; os.umask(0o{env['UMASK']}); from ka.cli.main import main; "
+                  "sys.exit(main(sys.argv[1:]))")
         subprocess.run([sys.executable, "-c", script, "promote", "ampere", "--repo", str(root)],
                        env={**os.environ, **env}, check=True, capture_output=True)
         out = root / "out/ampere/ampere-cumulative.patch"

@@ -21,10 +21,10 @@ from conftest import require
 from installlab import CONFIG, INCLUDES, InstallLab, fleet_files, manifest
 from kernel import write_fleet
 
-from ka.aptrepo import publish_deb
-from ka.infra import Repository
-from ka.sign import sign
-from ka.ssh import HostKeyRefused, SshError, SshSettings, connect
+from ka.fleet.infra import Repository
+from ka.io.ssh import HostKeyRefused, SshError, SshSettings, connect
+from ka.packages.aptrepo import publish_deb
+from ka.packages.sign import sign
 
 pytestmark = pytest.mark.qemu
 ARTIFACTS = Path(os.environ.get("KA_TEST_ARTIFACTS") or Path(__file__).resolve().parent.parent / "test-artifacts")

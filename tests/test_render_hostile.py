@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from ka.build.render import render
 from ka.errors import BadInput, ManifestError
-from ka.promote import plan_host
-from ka.render import render
-from ka.repo import WorkTree
+from ka.fleet.repo import WorkTree
+from ka.promote.flow import plan_host
 
 CANARY = "ka-canary"
 PAYLOADS = [

@@ -8,7 +8,7 @@ import pytest
 from conftest import MakeRepo, manifest
 
 from ka.errors import BadInput
-from ka.repo import DIR, FILE, GitTree, WorkTree, clean_relpath, find_repo
+from ka.fleet.repo import DIR, FILE, GitTree, WorkTree, clean_relpath, find_repo
 
 
 @pytest.mark.parametrize(("path", "clean"), [

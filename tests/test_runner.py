@@ -1,4 +1,4 @@
-"""ka/runner.py: the one door for local processes."""
+"""ka/io/runner.py: the one door for local processes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from ka.pkgfile import members
+from ka.packages.files import members
 
 
 def _package(folder: Path) -> Path:

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ka.errors import ManifestError
-from ka.manifest import load_manifest
-from ka.repo import GitTree, WorkTree
-from ka.series import natural_key, parse_series_file, resolve_series
+from ka.fleet.manifest import load_manifest
+from ka.fleet.repo import GitTree, WorkTree
+from ka.fleet.series import natural_key, parse_series_file, resolve_series
 
 
 @pytest.mark.parametrize(("text", "entries"), [

@@ -1,4 +1,4 @@
-"""The ssh door (ka/ssh.py) against real sshd hosts on loopback."""
+"""The ssh door (ka/io/ssh.py) against real sshd hosts on loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sshhosts import SshLab
 
-from ka.ssh import HostKeyRefused, RemoteFailed, SshError, SshSettings, Unreachable, connect
+from ka.io.ssh import HostKeyRefused, RemoteFailed, SshError, SshSettings, Unreachable, connect
 
 
 def settings(lab: SshLab, **kw: object) -> SshSettings:

@@ -10,7 +10,7 @@ from conftest import MakeRepo, manifest
 from kernel import SmallKernel
 from test_promote import AMPERE, fleet_files
 
-from ka.cli import main
+from ka.cli.main import main
 
 
 @pytest.fixture
@@ -65,8 +65,8 @@ def test_unknown_host(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_rich_markup_in_a_host_name_is_shown_as_text(make_repo: MakeRepo, small_kernel: SmallKernel) -> None:
-    from ka.report import status_table
-    from ka.status import HostStatus
+    from ka.cli.report import status_table
+    from ka.status.offline import HostStatus
 
     row = HostStatus("[reverse]evil", error="fleet/[bold]x.yaml: [link=http://x]bad[/link]")
     from rich.console import Console

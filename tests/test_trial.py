@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ka import trial
-from ka.installspec import InstallSpec
+from ka.fleet.installspec import InstallSpec
+from ka.install import trial
 
 
 def spec(prefix: tuple[str, ...] = ("sudo", "-n"), state: str = "/boot") -> InstallSpec:
-    from ka.installspec import Commands
+    from ka.fleet.installspec import Commands
 
     return InstallSpec(ssh="h", pkgbase="linux-h", trial_boot="uboot-script", trial_state=state,
                        commands=Commands(prefix=prefix))

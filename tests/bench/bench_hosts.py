@@ -29,9 +29,9 @@ from test_promote import fleet_files  # noqa: E402
 
 from bot import forge  # noqa: E402
 from bot.config import Config  # noqa: E402
+from bot.jobs.worker import execute  # noqa: E402
 from bot.services import make_services  # noqa: E402
 from bot.store import HostResult, Store  # noqa: E402
-from bot.worker import execute  # noqa: E402
 
 INCLUDES = ["arch/defconfig", "soc/base", "driver/bes2600", "board/pinetab2"]
 

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from botkit import REPO, SECRET, free_port, sample  # noqa: E402
 
-from bot.events import sign  # noqa: E402
+from bot.events.delivery import sign  # noqa: E402
 
 LUA = r"""
 local threads = 0

@@ -1,0 +1,170 @@
+"""Every write to the forge goes through a persisted outbox, so none is lost when Forgejo is down.
+
+Writes are sent strictly in the order they were made (a ``pending`` status must never land
+after its ``success``); a transient failure stops the flush and retries it with backoff, a
+permanent one is logged with the forge's message and skipped.  A lease in the database keeps
+two flushers (threads or processes) from sending the same row twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from typing import Any, Protocol
+
+from bot import owner
+from bot.forge.client import Forge, ForgeError, Permanent, Write
+from bot.store import Store, insert_writes
+
+log = logging.getLogger(__name__)
+BACKOFF_MAX = 60.0
+LEASE_SECONDS = 60.0
+#: methods of rows composed at send time by a :class:`Dynamic`
+DYNAMIC = ("SUMMARY",)
+
+_LEASES = """CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)"""
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number ``attempts``: 1, 2, 4, … capped at a minute."""
+    return min(BACKOFF_MAX, 2.0 ** max(0, attempts - 1))
+
+
+def add(store: Store, job_id: int | None, write: Write) -> None:
+    """Queue a write (in its own transaction; :func:`bot.store.insert_writes` joins the caller's)."""
+    with store.tx() as db:
+        insert_writes(db, job_id, [write])
+
+
+def backlog(store: Store) -> int:
+    """How many writes wait to be sent."""
+    return int(store.query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0])
+
+
+def _lease(store: Store, holder: str, take: bool) -> bool:
+    """Take (or renew) the outbox lease for ``holder``, or let it go; False when someone else holds it."""
+    now = time.time()
+    with store.tx() as db:
+        db.execute(_LEASES)
+        row = db.execute("SELECT holder, until FROM leases WHERE name = 'outbox'").fetchone()
+        if take:
+            if row and row["holder"] != holder and row["until"] > now and owner.alive(row["holder"]):
+                return False
+            db.execute("INSERT OR REPLACE INTO leases VALUES ('outbox', ?, ?)", (holder, now + LEASE_SECONDS))
+        elif row and row["holder"] == holder:
+            db.execute("DELETE FROM leases WHERE name = 'outbox'")
+    return True
+
+
+def _due(store: Store) -> bool:
+    return bool(store.query("SELECT 1 FROM outbox WHERE state = 'pending' AND next_at <= ? LIMIT 1", time.time()))
+
+
+class Dynamic(Protocol):
+    """Rows whose write is made when they are sent (a pull request's summary comment)."""
+
+    def compose(self, row: sqlite3.Row) -> Write:
+        """The write to send for ``row``, from the state as it is now."""
+
+    def sent(self, row: sqlite3.Row, write: Write, answer: dict[str, Any]) -> None:
+        """The write landed."""
+
+    def refused(self, row: sqlite3.Row, write: Write, exc: ForgeError) -> None:
+        """The forge refused the write for good."""
+
+
+def flush(store: Store, forge: Forge, dynamic: Dynamic | None = None) -> float | None:
+    """Send due writes in order; return seconds until the next try, or None when nothing is due.
+
+    When another flusher holds the lease this returns None at once: the holder looks for due
+    writes again after it lets the lease go, so a write added meanwhile is not left behind.
+    """
+    holder = owner.me()
+    while True:
+        if not _lease(store, holder, take=True):
+            return None
+        try:
+            delay = _send_all(store, forge, holder, dynamic)
+        finally:
+            _lease(store, holder, take=False)
+        if delay is not None or not _due(store):
+            return delay
+
+
+def _send_all(store: Store, forge: Forge, holder: str, dynamic: Dynamic | None) -> float | None:
+    while True:
+        rows = store.query("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 50")
+        if not rows:
+            return None
+        for row in rows:
+            wait = row["next_at"] - time.time()
+            if wait > 0:
+                return wait
+            if not _lease(store, holder, take=True):  # renewed before every send; lost → stop at once
+                return None
+            delay = _send_one(store, forge, row, dynamic)
+            if delay is not None:
+                return delay
+
+
+def _send_one(store: Store, forge: Forge, row: sqlite3.Row, dynamic: Dynamic | None) -> float | None:
+    """Send one row; the delay before a retry when it could not land, else None."""
+    oid = row["id"]
+    write = Write(row["method"], row["path"], json.loads(row["body"]), row["summary"])
+    dynamic_row = row["method"] in DYNAMIC
+    if dynamic_row and (dynamic is None or _superseded(store, row)):
+        _settle(store, oid, "merged")  # a later row of the same kind renders the newer state
+        return None
+    try:
+        if dynamic is not None and dynamic_row:
+            write = _composed(dynamic, row)
+        answer = forge.send(write)
+    except Unmakeable as exc:  # a bug in composing must not block every write behind it
+        _settle(store, oid, "failed", str(exc))
+        log.error("outbox %s: cannot compose %s: %s", oid, write.summary, exc)
+        return None
+    except Permanent as exc:
+        _settle(store, oid, "failed", str(exc))
+        log.error("outbox %s: the forge refused %s: %s", oid, write.summary, exc)
+        if dynamic is not None and dynamic_row:
+            dynamic.refused(row, write, exc)
+        return None
+    except Exception as exc:  # Transient, or anything unexpected: keep the row and its place in line
+        attempts = row["attempts"] + 1
+        delay = backoff(attempts)
+        with store.tx() as db:
+            db.execute("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
+                       (attempts, time.time() + delay, f"{type(exc).__name__}: {exc}"[:500], oid))
+        log.warning("outbox %s: %s; retry %d in %.0fs", oid, exc, attempts, delay)
+        return delay
+    if dynamic is not None and dynamic_row:
+        dynamic.sent(row, write, answer)
+    _settle(store, oid, "recorded" if answer.get("recorded") else "sent")  # local mode only records
+    return None
+
+
+class Unmakeable(Exception):
+    """A dynamic row could not be composed for a reason retrying will not fix."""
+
+
+def _composed(dynamic: Dynamic, row: sqlite3.Row) -> Write:
+    try:
+        return dynamic.compose(row)
+    except ForgeError:
+        raise  # the forge was asked something (a thread's comments): retry or refuse as for a send
+    except Exception as exc:
+        log.exception("composing outbox row %s", row["id"])
+        raise Unmakeable(f"{type(exc).__name__}: {exc}") from None
+
+
+def _superseded(store: Store, row: sqlite3.Row) -> bool:
+    return bool(store.query("SELECT 1 FROM outbox WHERE state = 'pending' AND method = ? AND path = ? AND id > ? "
+                            "LIMIT 1", row["method"], row["path"], row["id"]))
+
+
+def _settle(store: Store, oid: int, state: str, error: str | None = None) -> None:
+    with store.tx() as db:
+        db.execute("UPDATE outbox SET state = ?, sent_at = ?, last_error = ?, attempts = attempts + 1 "
+                   "WHERE id = ? AND state = 'pending'", (state, time.time(), error, oid))

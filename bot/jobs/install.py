@@ -1,0 +1,66 @@
+"""The install jobs: ``/ka install HOST [--no-reboot]`` and ``/ka rollback HOST`` run ka-install.
+
+Everything an install acts on comes from the default branch's head at the moment the command
+was accepted (the job's commit): the host's ``install`` settings (which commands run as root on
+the host), ``fleet/infra.yaml`` (the repository, its key, the backup host).  A pull request can
+ask for an install, never change how one is done.  The job streams its steps into the job log,
+posts ``ka/install/<host>`` on that commit, and its end replies in the thread with the old and
+new kernel, the backup and the heartbeat (bot/jobs/endings.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bot import mirror
+from bot.forge.links import host_status
+from bot.jobs import live
+from bot.services import Services
+from bot.store import Job, insert_writes
+from ka.fleet.infra import load_infra
+from ka.fleet.repo import GitTree
+from ka.install.flow import install, rollback
+from ka.install.installer import InstallError, InstallOptions, InstallResult
+
+Log = Callable[[str], None]
+
+
+def run_install(services: Services, job: Job, log: Log, kick: Callable[[], None]) -> dict[str, Any]:
+    """Install (or roll back) ``job.host`` with the settings at the job's commit; the result for the record."""
+    config, store = services.config, services.store
+    assert job.commit_sha is not None and job.host is not None
+    with store.tx() as db:
+        pending = host_status(config, job, "install", "pending", f"{job.verb} of {job.host} running")
+        insert_writes(db, job.id, [pending])
+    kick()
+    mirror_dir = mirror.fetch_commit(config, job.clone_url, job.ref or job.commit_sha, job.commit_sha)
+    view = GitTree(mirror_dir, job.commit_sha, config.limits)
+    infra = load_infra(view)
+    who = job.requester.get("who") or "the bot"
+    opts = InstallOptions(out_dir=config.state_dir / "installs" / f"job-{job.id}", ssh=config.ssh,
+                          gnupghome=config.gnupghome, reboot=not job.args.get("no_reboot"),
+                          who=f"kernel-agent job {job.id}, asked by {who}")
+    log(f"settings from {job.ref} at {job.commit_sha[:12]}; backup host "
+        f"{infra.backup.ssh if infra.backup else 'none'}")
+    try:
+        result: InstallResult = (rollback(view, job.host, infra, opts, log=log, phase=lambda n: log(f"== {n}"))
+                                 if job.verb == "rollback" else
+                                 install(view, job.host, infra, opts, log=log, phase=lambda n: log(f"== {n}")))
+    except InstallError as exc:
+        if exc.result is not None:
+            store.set_result(job.id, exc.result.as_dict())
+            for line in exc.result.recovery:
+                log(f"way back: {line}")
+        raise
+    finally:
+        _ask_again(services, job, log)
+    return result.as_dict()
+
+
+def _ask_again(services: Services, job: Job, log: Log) -> None:
+    """The fleet page shows the host as the install left it."""
+    try:
+        live.refresh(services, [job.host] if job.host else None, job.clone_url)
+    except Exception as exc:  # the install's outcome stands; the page catches up later
+        log(f"could not ask {job.host} for the fleet page: {type(exc).__name__}: {exc}")

@@ -1,0 +1,421 @@
+"""ka-build: a host's kernel package, rendered, built over ssh, checked, signed and published.
+
+Phases: promote (the cumulative patch must apply and match its parity reference, or nothing is
+built), render (the PKGBUILD and its sources, the same bytes for the same inputs), connect (the
+first build host of ``infra.yaml`` that answers; one that does not is logged and the next is
+tried), upload (into a folder named after the inputs, so the build path, and with it the
+package, is the same for the same inputs), makepkg (a fixed ``SOURCE_DATE_EPOCH`` and
+``PACKAGER``; its output streamed), fetch, check (the headers' ``build`` link is relative and
+resolves; no absolute link dangles), sign (verified at once), publish (``repo-add`` under a
+lock, then the database must list the version).  A build that fails on a reachable host is a
+failure of the inputs: no fallback, and the remote folder is kept for inspection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ka.build.render import PKGEXT, BuildFolder, render, spec_of
+from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
+from ka.fleet.infra import BuildHost, Infra
+from ka.fleet.repo import RepoView
+from ka.io.outputs import Outputs
+from ka.io.runner import run
+from ka.io.ssh import Remote, RemoteFailed, SshSettings, Unreachable, connect
+from ka.packages.aptrepo import publish_deb
+from ka.packages.diff import PkgDiff, compare
+from ka.packages.files import members
+from ka.packages.pacmanrepo import Published, publish
+from ka.packages.sign import sign
+from ka.promote.baseline import KernelTree
+from ka.promote.canonical import references
+from ka.promote.cumulative import b2sum
+from ka.promote.flow import (
+    HostPlan,
+    PromoteResult,
+    default_patch_path,
+    plan_host,
+    promote_one,
+    resolve_baselines,
+    stage_outputs,
+)
+
+Log = Callable[[str], None]
+DEFAULT_PACKAGER = "kernel-agent <kernel-agent@localhost>"
+
+
+class BuildError(KaError):
+    """The build could not be done or failed; ``result`` holds what is known (for --json and the bot)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+    def __init__(self, message: str, result: BuildResult | None = None, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Settings resolved once by the caller (the CLI, the bot)."""
+
+    out_dir: Path
+    ssh: SshSettings
+    packager: str = DEFAULT_PACKAGER
+    gnupghome: Path | None = None
+    publish: bool = True
+    timeout: float = 4 * 3600.0
+    check_against: Path | None = None
+    canonical_cache: Path | None = None  # parity.canonical: HOST:PATH, re-read only when it changed
+    #: False for a pull request's commit: its code runs on the build host, so it builds on
+    #: infra.yaml's pull_request_build_hosts and is neither signed nor published
+    trusted: bool = True
+    #: with trusted False: the parity references the default branch names, the only ones read (None: any
+    #: inside infra.yaml's parity_references)
+    named_references: frozenset[tuple[str, str]] | None = None
+
+
+@dataclass
+class Artifact:
+    """A built package."""
+
+    file: str
+    path: str
+    size: int
+    b2sum: str
+    sha256: str
+    signer: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BuildResult:
+    """What a build did, phase by phase."""
+
+    host: str
+    commit: str | None
+    patch_b2sum: str = ""
+    baseline: str = ""
+    pkgbase: str = ""
+    version: str = ""
+    build_host: str | None = None
+    fallback: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    published: Published | None = None
+    remote_folder: str | None = None
+    kept: str | None = None  # host:folder left for inspection after a failed build
+    log: str = ""
+    diff: PkgDiff | None = None
+    unpublished: str = ""  # why the packages were neither signed nor published
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "commit": self.commit, "patch_b2sum": self.patch_b2sum, "baseline": self.baseline,
+                "pkgbase": self.pkgbase, "version": self.version,
+                "build_host": self.build_host, "fallback": self.fallback,
+                "phases": {k: round(v, 3) for k, v in self.phases.items()},
+                "artifacts": [a.as_dict() for a in self.artifacts],
+                "repository": None if self.published is None else self.published.__dict__,
+                "kept": self.kept, "log": self.log, "pkgdiff": self.diff.as_dict() if self.diff else None,
+                "unpublished": self.unpublished}
+
+
+class _Phases:
+    def __init__(self, result: BuildResult, show: Callable[[str], None]) -> None:
+        self.result, self.show = result, show
+        self.name: str | None = None
+        self.start = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        self.end()
+        self.name, self.start = name, time.monotonic()
+        self.show(name)
+
+    def end(self) -> None:
+        if self.name:
+            self.result.phases[self.name] = time.monotonic() - self.start
+        self.name = None
+
+
+def source_date_epoch(repo: Path, rev: str | None) -> int:
+    """The committer time of the kernel-agent commit built from (HEAD for a work tree)."""
+    res = run(["git", "-C", repo, "show", "-s", "--format=%ct", rev or "HEAD"], check=False)
+    return int(res.text().strip()) if res.ok and res.text().strip().isdigit() else 1
+
+
+def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, opts: BuildOptions, *,
+          render_only: Path | None = None, log: Log = lambda line: None,
+          phase: Callable[[str], None] = lambda name: None) -> BuildResult:
+    """Build ``host``'s packages (see the module's docstring); :class:`BuildError` when it cannot."""
+    result = BuildResult(host, view.rev)
+    phases = _Phases(result, phase)
+    try:
+        phases("promote")
+        plan, promoted = _promote(view, host, kernel, infra, opts, log)
+        result.patch_b2sum, result.baseline = promoted.b2sum, promoted.baseline
+        phases("render")
+        epoch = source_date_epoch(view.root, view.rev)
+        folder = render(view, plan, view.rev, epoch=epoch, packager=opts.packager,
+                        source_commit=promoted.baseline_commit)
+        if folder.spec.git and folder.source_commit is None:
+            if render_only is None:
+                raise BuildError(f"{host}: the kernel source is checked out at the baseline's commit id, read from the "
+                                 "kernel tree: give --kernel-tree or KA_KERNEL_TREE", result, 2)
+            log(f"render only, no kernel tree: the source names the tag {promoted.baseline}; ka-build pins its commit")
+        result.pkgbase, result.version = folder.spec.pkgbase, folder.version
+        if render_only is not None:
+            folder.write(render_only)
+            _write_env(render_only, folder, opts, epoch)
+            log(f"rendered {len(folder.files)} files into {render_only}")
+            return result
+        _remote_build(folder, infra, opts, epoch, result, phases, log)
+        _finish(folder, infra, opts, result, phases, log)
+        return result
+    finally:
+        phases.end()
+
+
+def _promote(view: RepoView, host: str, kernel: KernelTree | None, infra: Infra, opts: BuildOptions,
+             log: Log) -> tuple[HostPlan, PromoteResult]:
+    named = opts.named_references
+    remote = references(opts.ssh, infra, view.limits, opts.canonical_cache, log,
+                        None if named is None else lambda: named)
+    try:
+        plan = plan_host(view, host, remote)  # a broken manifest: ManifestError, with file and line
+    finally:
+        remote.close()
+    spec_of(plan)  # a manifest without a package section fails here, before anything else
+    promoted = promote_one(plan, kernel, resolve_baselines(kernel, [plan]), view.rev)
+    if promoted.applies is False and promoted.failure:
+        raise BuildError(f"{host}: the cumulative patch does not apply on {promoted.baseline}: "
+                         f"{promoted.failure.patch}: {promoted.failure.detail}; nothing was built")
+    if promoted.parity.state == "mismatch":
+        raise BuildError(f"{host}: parity mismatch: {promoted.parity.reason}; nothing was built")
+    outputs = Outputs()
+    stage_outputs(outputs, plan, promoted, default_patch_path(opts.out_dir, host))
+    outputs.commit()
+    checked = "applies on " + promoted.baseline if promoted.applies else "baseline not checked (no kernel tree)"
+    log(f"promote: {promoted.b2sum[:16]} {checked}, parity {promoted.parity.state}")
+    return plan, promoted
+
+
+def _write_env(folder: Path, build: BuildFolder, opts: BuildOptions, epoch: int) -> None:
+    """``ka-build.env``: the environment ka-build gives makepkg, for building by hand the same way."""
+    env = _makepkg_env(build, opts, epoch, None)
+    (folder / "ka-build.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
+    (folder / "ka-build.folder").write_text(build.name + "\n")
+
+
+def _makepkg_env(folder: BuildFolder, opts: BuildOptions, epoch: int, bh: BuildHost | None) -> dict[str, str]:
+    """The build's environment: a fixed time, builder and packager, so the same inputs give the same bytes."""
+    env = {"SOURCE_DATE_EPOCH": str(epoch), "KBUILD_BUILD_TIMESTAMP": time.strftime("%a %b %d %H:%M:%S UTC %Y",
+                                                                                  time.gmtime(epoch)),
+           "KBUILD_BUILD_USER": "kernel-agent", "KBUILD_BUILD_HOST": "kernel-agent", "KBUILD_BUILD_VERSION": "1"}
+    if folder.spec.format == "pacman":
+        env.update({"PKGEXT": PKGEXT, "CARCH": folder.spec.arch, "PACKAGER": opts.packager})
+    if bh is not None:
+        env["SRCDEST"] = posixpath.join(bh.workdir, "sources")  # the kernel's git clone, kept between builds
+        if bh.cross_compile:
+            env["CROSS_COMPILE"] = bh.cross_compile
+    return env
+
+
+def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> tuple[Remote, BuildHost]:
+    hosts = infra.build_hosts if opts.trusted else infra.pull_request_build_hosts
+    if not infra.build_hosts:
+        raise BuildError(f"{infra.path}: no build_hosts: ka-build needs at least one", exit_code=2)
+    if not hosts:
+        raise BuildError(f"{infra.path}: no pull_request_build_hosts: a pull request's build runs its code (its "
+                         "patches and Makefiles) on the build host, so it needs an account or machine of its own, "
+                         "where it cannot change what the default branch's builds compile; add "
+                         "pull_request_build_hosts, or build after the merge", result, 2)
+    if not opts.trusted:
+        _apart(opts.ssh, infra)
+    for bh in hosts:
+        try:
+            remote = connect(opts.ssh, bh.ssh)
+        except Unreachable as exc:
+            result.fallback.append(str(exc))
+            log(f"build host {bh.ssh} cannot be reached: {exc}; trying the next")
+            continue
+        result.build_host = bh.ssh
+        return remote, bh
+    raise BuildError("no build host can be reached: " + "; ".join(result.fallback), result, EXIT_ENVIRONMENT)
+
+
+def _apart(ssh: SshSettings, infra: Infra) -> None:
+    """A pull request's build host must not be a default-branch build host under another ssh name."""
+    trusted = {(t.hostname, t.port, t.user): t.name for t in (ssh.target(b.ssh) for b in infra.build_hosts)}
+    for bh in infra.pull_request_build_hosts:
+        t = ssh.target(bh.ssh)
+        if (t.hostname, t.port, t.user) in trusted:
+            raise BuildError(f"{infra.path}: pull_request_build_hosts {bh.ssh} leads to the same account as build "
+                             f"host {trusted[(t.hostname, t.port, t.user)]} in the ssh config: a pull request's code "
+                             "would run where the default branch's builds are made", exit_code=2)
+
+
+def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: int, result: BuildResult,
+                  phases: _Phases, log: Log) -> None:
+    phases("connect")
+    remote, bh = _reach(infra, opts, result, log)
+    with remote:
+        where = posixpath.join(bh.workdir, folder.name)
+        result.remote_folder = f"{bh.ssh}:{where}"
+        jobs = remote.run(["nproc"], timeout=60, check=False).output.strip()
+        phases("upload")
+        local = opts.out_dir / folder.host / "build" / folder.name
+        _fresh(local)
+        folder.write(local)
+        remote.run(["rm", "-rf", "--", where], timeout=300)
+        remote.run(["mkdir", "-p", "--", posixpath.join(bh.workdir, "sources")], timeout=60)
+        sent = remote.put_tree(local, where)
+        log(f"uploaded {sent} bytes to {bh.ssh}:{where}")
+        lines: list[str] = []
+
+        def line(text: str) -> None:
+            lines.append(text)
+            del lines[:-40]
+            log(text)
+        tool = "makepkg" if folder.spec.format == "pacman" else "dpkg-buildpackage"
+        try:
+            if folder.spec.format == "deb":
+                phases("source")
+                _deb_source(remote, folder, bh, where, line)
+            phases(tool)
+            argv, cwd = _build_command(folder, where)
+            env = {**_makepkg_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
+            remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
+        except RemoteFailed as exc:
+            result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
+            what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])
+            raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
+                             f"at {result.remote_folder}", result) from None
+        phases("fetch")
+        out = opts.out_dir / folder.host
+        for name in folder.packages():
+            remote.get(posixpath.join(where, name), out / name)
+            result.artifacts.append(_artifact(out / name))
+        remote.run(["rm", "-rf", "--", where], timeout=300)
+    log(f"built {', '.join(a.file for a in result.artifacts)} on {bh.ssh}")
+
+
+def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:
+    """The build's command line and folder: makepkg in the build folder, dpkg-buildpackage in the source."""
+    if folder.spec.format == "pacman":
+        return ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"], where
+    return (["dpkg-buildpackage", "--build=binary", "--no-sign", "--no-check-builddeps",
+             f"--host-arch={folder.spec.arch}"], posixpath.join(where, "linux"))
+
+
+def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, log: Log) -> None:
+    """The kernel source in ``<where>/linux`` at the baseline, with ``debian/`` in it: a clone of the git
+    mirror kept in ``<workdir>/sources`` (makepkg's too), or the tarball kept there, its b2sum checked."""
+    spec, src = folder.spec, posixpath.join(where, "linux")
+    sources = posixpath.join(bh.workdir, "sources")
+    if spec.git:
+        mirror = posixpath.join(sources, "linux")
+        if remote.stat(posixpath.join(mirror, "HEAD")) is None:
+            log(f"source: cloning {spec.git} into {bh.ssh}:{mirror} (once; kept between builds)")
+            remote.run(["git", "clone", "--quiet", "--mirror", "--", spec.git, mirror], timeout=4 * 3600)
+        else:
+            remote.run(["git", "-C", mirror, "remote", "set-url", "origin", spec.git], timeout=60)
+            remote.run(["git", "-C", mirror, "fetch", "--quiet", "--prune", "origin"], timeout=3600, on_line=log)
+        remote.run(["git", "clone", "--quiet", "--shared", "--no-checkout", "--", mirror, src], timeout=600)
+        assert folder.source_commit is not None  # build() refuses a git source without it
+        remote.run(["git", "-C", src, "checkout", "--quiet", "--detach", f"{folder.source_commit}^{{commit}}"],
+                   timeout=1800)
+        got = remote.run(["git", "-C", src, "rev-parse", "HEAD"], timeout=60).output.strip()
+        if got != folder.source_commit:
+            raise BuildError(f"{bh.ssh}:{src}: checked out {got[:12]}, not the baseline's commit "
+                             f"{folder.source_commit[:12]}")
+    else:
+        assert spec.tarball is not None
+        name = spec.tarball.rsplit("/", 1)[-1]
+        kept = posixpath.join(sources, name)
+        if remote.stat(kept) is None:
+            log(f"source: downloading {spec.tarball} into {bh.ssh}:{sources} (once; kept between builds)")
+            remote.run(["curl", "-fsSL", "--retry", "2", "-o", f"{kept}.part", "--", spec.tarball], timeout=3600)
+            remote.run(["mv", "-T", "--", f"{kept}.part", kept], timeout=60)
+        got = remote.run(["b2sum", "--", kept], timeout=600).output.split()[0]
+        if got != spec.tarball_b2sum:
+            raise BuildError(f"{bh.ssh}:{kept}: b2sum {got[:16]}… is not package.source.b2sum "
+                             f"{(spec.tarball_b2sum or '')[:16]}…: remove it to download it again, or fix the b2sum")
+        remote.run(["mkdir", "--", src], timeout=60)
+        remote.run(["tar", "-xf", kept, "-C", src, "--strip-components=1"], timeout=3600)
+    remote.run(["cp", "-a", "--", posixpath.join(where, "debian"), posixpath.join(src, "debian")], timeout=60)
+
+
+def _fresh(folder: Path) -> None:
+    with suppress(FileNotFoundError):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _artifact(path: Path) -> Artifact:
+    data = path.read_bytes()
+    return Artifact(path.name, str(path), len(data), b2sum(data), hashlib.sha256(data).hexdigest())
+
+
+def _finish(folder: BuildFolder, infra: Infra, opts: BuildOptions, result: BuildResult, phases: _Phases,
+            log: Log) -> None:
+    phases("check")
+    packages = [Path(a.path) for a in result.artifacts]
+    check_links(packages[0], packages[1])
+    if opts.check_against is not None:
+        result.diff = compare(opts.check_against, packages[0])
+    if not opts.trusted:
+        result.unpublished = ("a pull request's commit: the fleet's key signs, and its repository serves, only "
+                              "builds of the default branch")
+        log(f"neither signed nor published: {result.unpublished}")
+        return
+    repo = infra.repository_for(folder.spec.format)
+    if repo is None:
+        if opts.publish:
+            raise BuildError(f"{infra.path}: no {infra.repository_key(folder.spec.format)}: nothing to sign with or "
+                             "publish to (--no-publish builds unsigned)", result, 2)
+        log("not signed: infra.yaml names no repository key")
+        return
+    phases("sign")
+    for artifact, pkg in zip(result.artifacts, packages, strict=True):
+        artifact.signer = sign(pkg, repo.key, opts.gnupghome).signer
+    log(f"signed with {result.artifacts[0].signer}")
+    if opts.publish:
+        phases("publish")
+        if folder.spec.format == "deb":
+            result.published = publish_deb(opts.ssh, repo, packages, folder.spec.arch, log)
+        else:
+            versions = [f"{name}-{result.version}" for name in folder.names()]
+            result.published = publish(opts.ssh, repo, packages, versions, log)
+    if result.diff is not None and not result.diff.same:
+        raise BuildError(f"built, but not the same as {opts.check_against}: " + "; ".join(result.diff.differences[:10]),
+                         result)
+
+
+def check_links(kernel: Path, headers: Path) -> None:
+    """The headers' ``build`` link is relative and resolves in the package; no link dangles absolutely."""
+    for pkg in (kernel, headers):
+        found = {m.name.rstrip("/"): m for m in members(pkg)}
+        for m in found.values():
+            if m.kind != "link":
+                continue
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(m.name), m.link))
+            if m.link.startswith("/") and m.link.lstrip("/") not in found:
+                raise BuildError(f"{pkg.name}: {m.name} is an absolute link to {m.link}, which is not in the package "
+                                 "(it would dangle on the device)")
+            if m.name.endswith("/build") and (m.link.startswith("/") or target not in found):
+                raise BuildError(f"{pkg.name}: {m.name} -> {m.link} must be a relative link that resolves inside "
+                                 "the package (ln -sr)")
+    if not any(m.name.endswith("/build") and m.kind == "link" for m in members(headers)):
+        raise BuildError(f"{headers.name}: no usr/lib/modules/<release>/build link")

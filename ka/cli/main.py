@@ -1,0 +1,458 @@
+"""Command-line entry points: ``ka`` and the ``ka-<verb>`` shortcuts.
+
+:func:`main` is the one error boundary: kernel-agent errors become a message
+on stderr and their exit code (0 passed, 1 a check failed, 2 bad input,
+3 environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ka import __version__
+from ka.cli.progress import Progress
+from ka.cli.report import print_build, print_install, print_live, print_promote, print_status, promote_line
+from ka.cli.settings import resolve
+from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaError
+from ka.fleet.manifest import check_host_name, list_hosts
+from ka.fleet.repo import GitTree, RepoView, WorkTree
+from ka.io import runner
+from ka.io.outputs import Outputs
+from ka.limits import Limits
+from ka.promote import flow as promote
+from ka.promote.baseline import KernelTree
+from ka.promote.flow import PromoteResult
+from ka.promote.kernel_import import import_tarball
+from ka.status.offline import fleet_status
+
+log = logging.getLogger("ka")
+NOT_BUILT: dict[str, str] = {}
+
+
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hosts", nargs="*", metavar="HOST")
+    p.add_argument("--all", action="store_true", help="every host in fleet/")
+    p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    p.add_argument("--rev", metavar="REV", help="read fleet/ and patches/ from this commit, no checkout")
+    p.add_argument("--kernel-tree", metavar="PATH", help="kernel git tree (default: $KA_KERNEL_TREE)")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write the patch (one host only)")
+    p.add_argument("--out-dir", metavar="DIR", help="folder for <host>/<host>-cumulative.patch (default: out/)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--ssh-config", metavar="FILE", help="for parity.canonical: HOST:PATH (default: $KA_SSH_CONFIG)")
+    p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
+    p.set_defaults(func=cmd_promote)
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("hosts", nargs="*", metavar="HOST")
+    p.add_argument("--repo", metavar="DIR")
+    p.add_argument("--out-dir", metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--live", action="store_true", help="ask every host over ssh: running kernel, installed package, "
+                   "newest built, last install")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per host, with --live")
+    p.add_argument("--ssh-config", metavar="FILE", help="with --live (default: $KA_SSH_CONFIG or ~/.ssh/config)")
+    p.add_argument("--known-hosts", metavar="FILE", help="with --live (default: $KA_KNOWN_HOSTS)")
+    p.set_defaults(func=cmd_status)
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    p.add_argument("--rev", metavar="REV", help="build this commit's fleet/ and patches/ (no checkout)")
+    p.add_argument("--kernel-tree", metavar="PATH", help="kernel git tree for the baseline check (KA_KERNEL_TREE)")
+    p.add_argument("--out-dir", metavar="DIR", help="where out/<host>/ goes (default: out/)")
+    p.add_argument("--render-only", metavar="DIR", help="write the PKGBUILD and its sources here, build nothing")
+    p.add_argument("--no-publish", action="store_true", help="stop after signing")
+    p.add_argument("--check-against", metavar="FILE", help="compare the kernel package with this one (ka pkgdiff)")
+    p.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")
+    p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
+    p.add_argument("--gnupghome", metavar="DIR", help="the signing keyring (default: $KA_GNUPGHOME, $GNUPGHOME)")
+    p.add_argument("--timeout", type=float, default=4 * 3600, metavar="SECONDS", help="makepkg's time limit")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_build)
+
+
+def _install_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    p.add_argument("--rev", metavar="REV", help="read the manifest from this commit (no checkout)")
+    p.add_argument("--package", metavar="FILE", help="install this package (FILE.sig beside it) instead of the "
+                   "newest published one")
+    p.add_argument("--rollback", nargs="?", const="", metavar="RELEASE",
+                   help="boot the kept previous kernel again, or RELEASE from the backup host")
+    p.add_argument("--dry-run", action="store_true", help="check, then print every step and command; change nothing")
+    p.add_argument("--no-reboot", action="store_true", help="stop after the install (a reboot is then pending)")
+    p.add_argument("--out-dir", metavar="DIR", help="where out/<host>/ goes (default: out/)")
+    p.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")
+    p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
+    p.add_argument("--gnupghome", metavar="DIR", help="the keyring that verifies packages ($KA_GNUPGHOME, $GNUPGHOME)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_install)
+
+
+def _pkgdiff_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", metavar="A", help="a package (.pkg.tar.zst)")
+    p.add_argument("b", metavar="B", help="another package")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_pkgdiff)
+
+
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    bsub = p.add_subparsers(dest="baseline_cmd", required=True)
+    imp = bsub.add_parser("import", help="turn a kernel source tarball into a git tree with a tag")
+    imp.add_argument("tarball", metavar="TARBALL")
+    imp.add_argument("--tree", required=True, metavar="PATH", help="git tree to create or add to")
+    imp.add_argument("--ref", metavar="TAG", help="tag name (default: from the Makefile, e.g. v6.12.117)")
+    imp.set_defaults(func=cmd_baseline_import)
+
+
+def build_parser(prog: str = "ka") -> argparse.ArgumentParser:
+    """The ``ka`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog=prog, description="kernel-agent: fleet kernels from one repository")
+    parser.add_argument("--version", action="version", version=f"kernel-agent {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for verb, (fill, text) in VERBS.items():
+        fill(sub.add_parser(verb, help=text, description=text))
+    return parser
+
+
+def _not_built_args(verb: str) -> Callable[[argparse.ArgumentParser], None]:
+    def fill(p: argparse.ArgumentParser) -> None:
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_not_built, verb=verb)
+    return fill
+
+
+VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
+    "promote": (_promote_args, "build and check the cumulative patch of hosts"),
+    "status": (_status_args, "the fleet at a glance"),
+    "baseline": (_baseline_args, "manage kernel baselines"),
+    "build": (_build_args, "build, sign and publish a host's kernel package on a build host"),
+    "install": (_install_args, "back up, install, reboot and confirm a host's new kernel (or roll back)"),
+    "pkgdiff": (_pkgdiff_args, "compare two packages, modulo when and where they were built"),
+    **{v: (_not_built_args(v), f"{cmd} (not built yet)") for v, cmd in NOT_BUILT.items()},
+}
+
+
+def verb_parser(verb: str) -> argparse.ArgumentParser:
+    """A stand-alone parser for ``ka-<verb>``."""
+    fill, text = VERBS[verb]
+    parser = argparse.ArgumentParser(prog=f"ka-{verb}", description=text)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    fill(parser)
+    return parser
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """``ka promote``."""
+    if bool(args.hosts) == bool(args.all):
+        raise BadInput("name one or more hosts, or give --all")
+    if args.output and (args.all or len(args.hosts) != 1):
+        raise BadInput("-o FILE needs exactly one host")
+    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
+    output = _output_path(args.output, settings.repo) if args.output else None
+    view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
+                      else WorkTree(settings.repo, settings.limits))
+    hosts = list_hosts(view) if args.all else args.hosts
+    if not hosts:
+        raise BadInput(f"{view.display('fleet/')}: no host manifests")
+    for host in hosts:
+        check_host_name(view, host)
+    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits, WorkTree(settings.repo, settings.limits))
+    try:
+        plans = promote.plan_hosts(view, hosts, remote)
+    finally:
+        remote.close()
+    kernel = KernelTree(settings.kernel_tree) if settings.kernel_tree else None
+    rev = view.rev or _worktree_rev(settings.repo)
+    live = None if args.json or len(hosts) == 1 else _live_line
+    results = promote.promote_many(plans, kernel, rev, on_done=live)
+    outputs = Outputs()
+    for plan, result in zip(plans, results, strict=False):
+        path = output or promote.default_patch_path(settings.out_dir, result.host)
+        promote.stage_outputs(outputs, plan, result, path)
+    outputs.commit()
+    if args.json:
+        data = [r.as_dict() for r in results]
+        print(json.dumps(data if args.all or len(results) > 1 else data[0], indent=2))
+    else:
+        print_promote(results, brief=len(results) > 1, printed=live is not None)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_CHECK_FAILED
+
+
+class _RemoteFiles:
+    """``parity.canonical: HOST:PATH`` over SFTP, inside the folders ``parity_references`` of the checkout's
+    infra.yaml allows (never a ``--rev``'s); connecting (and importing paramiko) only when one is named."""
+
+    def __init__(self, config: str | None, known_hosts: str | None, limits: Limits, view: RepoView) -> None:
+        self.args, self.limits, self.view = (config, known_hosts), limits, view
+        self.real: Any = None
+
+    def read(self, host: str, path: str) -> bytes | None:
+        if self.real is None:
+            from ka.fleet.infra import load_infra
+            from ka.io.ssh import SshSettings
+            from ka.promote.canonical import references
+
+            ssh = SshSettings.from_env(config=self.args[0], known_hosts=self.args[1])
+            self.real = references(ssh, load_infra(self.view), self.limits)
+        return bytes(self.real.read(host, path))
+
+    def close(self) -> None:
+        if self.real is not None:
+            self.real.close()
+
+
+def _on_head(repo: Path, rev: str) -> bool:
+    """True when ``rev`` is the checkout's HEAD or one of its ancestors."""
+    return runner.run(["git", "-C", repo, "merge-base", "--is-ancestor", rev, "HEAD"], check=False).ok
+
+
+def _output_path(given: str, repo: Path) -> Path:
+    """``-o FILE`` (relative to the repository); its folder must exist, as for any ``-o``."""
+    path = Path(given) if Path(given).is_absolute() else repo / given
+    if not path.parent.is_dir():
+        raise BadInput(f"-o {given}: the folder {path.parent} does not exist")
+    return path
+
+
+_PRINT_LOCK = threading.Lock()
+
+
+def _live_line(result: PromoteResult) -> None:
+    """Print a host's line as soon as it finishes (hosts run in parallel)."""
+    with _PRINT_LOCK:
+        print(promote_line(result), flush=True)
+
+
+def _worktree_rev(repo: Path) -> str | None:
+    head = runner.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", "HEAD"], check=False)
+    if not head.ok:
+        return None
+    dirty = runner.run(["git", "-C", repo, "status", "--porcelain", "--", "fleet", "patches"], check=False)
+    return head.text().strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``ka status``."""
+    settings = resolve(args.repo, None, args.out_dir, None, Path.cwd())
+    view = WorkTree(settings.repo, settings.limits)
+    for host in args.hosts:
+        check_host_name(view, host)
+    if args.live:
+        return _live_status(args, view)
+    rows = fleet_status(view, settings.out_dir, args.hosts or None)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print_status(rows)
+    return EXIT_BAD_INPUT if any(r.error for r in rows) else EXIT_OK
+
+
+def _live_status(args: argparse.Namespace, view: RepoView) -> int:
+    """``ka status --live``: 0 every host answered, 1 some did not."""
+    from ka.fleet.infra import load_infra
+    from ka.io.ssh import SshSettings
+    from ka.status.live import live_status
+
+    if not 0 < args.timeout <= 600:
+        raise BadInput(f"--timeout {args.timeout:g}: give 1 to 600 seconds")
+    ssh = SshSettings.from_env(config=args.ssh_config, known_hosts=args.known_hosts)
+    rows = live_status(view, load_infra(view), ssh, args.hosts or None, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print_live(rows)
+    return EXIT_OK if all(r.reachable for r in rows) else EXIT_CHECK_FAILED
+
+
+def cmd_baseline_import(args: argparse.Namespace) -> int:
+    """``ka baseline import``."""
+    def progress(files: int) -> None:
+        print(f"  {files} files…", file=sys.stderr, flush=True)
+
+    print(f"importing {args.tarball} into {args.tree}", file=sys.stderr)
+    result = import_tarball(Path(args.tarball), Path(args.tree), args.ref, progress)
+    print(f"{result.tree}: tag {result.ref} -> {result.commit} ({result.files} files)")
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """``ka build``."""
+    from ka.build.flow import BuildError, BuildOptions, build
+    from ka.fleet.infra import load_infra
+    from ka.io.ssh import SshSettings
+    from ka.promote.canonical import named_references
+
+    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
+    view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
+                      else WorkTree(settings.repo, settings.limits))
+    check_host_name(view, args.host)
+    checkout = WorkTree(settings.repo, settings.limits)
+    infra = load_infra(checkout)  # where to connect comes from your checkout, never from --rev
+    trusted = view.rev is None or _on_head(settings.repo, view.rev)
+    opts = BuildOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
+                                                                        known_hosts=args.known_hosts),
+                        packager=os.environ.get("KA_PACKAGER") or BuildOptions.packager,
+                        gnupghome=_gnupghome(args.gnupghome), publish=not args.no_publish, timeout=args.timeout,
+                        check_against=Path(args.check_against) if args.check_against else None, trusted=trusted,
+                        named_references=None if trusted else frozenset(named_references(checkout)))
+    if not trusted:
+        print(f"ka-build: --rev {args.rev} is not HEAD or one of its ancestors: built as a pull request's commit, "
+              "on pull_request_build_hosts, neither signed nor published", file=sys.stderr)
+    kernel = KernelTree(settings.kernel_tree) if settings.kernel_tree else None
+    log_path = settings.out_dir / args.host / "build.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with Progress("ka-build", live=None if not args.json else False) as progress, \
+            open(log_path, "w", encoding="utf-8") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            progress.line(line)
+        try:
+            result = build(view, args.host, infra, kernel, opts, log=log, phase=progress.phase,
+                           render_only=Path(args.render_only) if args.render_only else None)
+        except BuildError as exc:
+            progress.close()
+            if exc.result is not None and args.json:
+                print(json.dumps({**exc.result.as_dict(), "ok": False, "error": str(exc)}, indent=2))
+            elif exc.result is not None and exc.result.log:
+                print("\n".join("  " + ln for ln in exc.result.log.splitlines()), file=sys.stderr)
+            raise
+    if args.json:
+        print(json.dumps({**result.as_dict(), "ok": True}, indent=2))
+    else:
+        print_build(result, args.render_only, log_path)
+    return EXIT_OK
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """``ka install``: 0 installed and booted (or pending a reboot, or a dry run), 1 refused or failed."""
+    from ka.fleet.infra import load_infra
+    from ka.install.flow import install, rollback
+    from ka.install.installer import InstallError, InstallOptions
+    from ka.io.ssh import SshSettings
+
+    if args.rollback is not None and args.package:
+        raise BadInput("--rollback and --package do not go together")
+    settings = resolve(args.repo, None, args.out_dir, args.rev, Path.cwd())
+    view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
+                      else WorkTree(settings.repo, settings.limits))
+    check_host_name(view, args.host)
+    infra = load_infra(WorkTree(settings.repo, settings.limits))  # from your checkout, never from --rev
+    opts = InstallOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
+                                                                          known_hosts=args.known_hosts),
+                          gnupghome=_gnupghome(args.gnupghome), package=Path(args.package) if args.package else None,
+                          dry_run=args.dry_run, reboot=not args.no_reboot)
+    log_path = settings.out_dir / args.host / "install.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with Progress("ka-install", live=None if not args.json else False) as progress, \
+            open(log_path, "a", encoding="utf-8") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+            progress.line(line)
+        try:
+            if args.rollback is not None:
+                result = rollback(view, args.host, infra, opts, args.rollback or None, log=log, phase=progress.phase)
+            else:
+                result = install(view, args.host, infra, opts, log=log, phase=progress.phase)
+        except InstallError as exc:
+            progress.close()
+            if exc.result is not None:
+                if args.json:
+                    print(json.dumps({**exc.result.as_dict(), "error": str(exc)}, indent=2))
+                else:
+                    print_install(exc.result, log_path)
+            raise
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print_install(result, log_path)
+    return EXIT_OK
+
+
+def _gnupghome(given: str | None) -> Path | None:
+    found = given or os.environ.get("KA_GNUPGHOME") or os.environ.get("GNUPGHOME")
+    return Path(found) if found else None
+
+
+def cmd_pkgdiff(args: argparse.Namespace) -> int:
+    """``ka pkgdiff``: 0 the same (modulo build time and place), 1 different."""
+    from ka.packages.diff import compare
+
+    for given in (args.a, args.b):
+        if not Path(given).is_file():
+            raise BadInput(f"{given}: no such package file")
+    diff = compare(Path(args.a), Path(args.b))
+    if args.json:
+        print(json.dumps(diff.as_dict(), indent=2))
+    elif diff.same:
+        print(f"{args.a} and {args.b}: the same, modulo when and where they were built")
+    else:
+        print("\n".join(diff.differences))
+    return EXIT_OK if diff.same else EXIT_CHECK_FAILED
+
+
+def cmd_not_built(args: argparse.Namespace) -> int:
+    """Verbs whose issues have not landed yet."""
+    print(f"{NOT_BUILT[args.verb]}: not built yet; it comes with its own issue", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None, verb: str | None = None) -> int:
+    """Run ``ka`` (or ``ka-<verb>``); the one place errors become exit codes."""
+    parser = verb_parser(verb) if verb else build_parser()
+    prog = parser.prog
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except KaError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _verb(verb: str) -> Callable[[], int]:
+    def entry() -> int:
+        return main(sys.argv[1:], verb=verb)
+    return entry
+
+
+def run() -> None:
+    """Console script ``ka``."""
+    sys.exit(main())
+
+
+def promote_main() -> None:
+    """Console script ``ka-promote``."""
+    sys.exit(_verb("promote")())
+
+
+def status_main() -> None:
+    """Console script ``ka-status``."""
+    sys.exit(_verb("status")())
+
+
+def build_main() -> None:
+    """Console script ``ka-build``."""
+    sys.exit(_verb("build")())
+
+
+def install_main() -> None:
+    """Console script ``ka-install``."""
+    sys.exit(_verb("install")())
+

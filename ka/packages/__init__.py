@@ -1,0 +1,3 @@
+"""Kernel packages as files and in repositories: reading them, their facts, signatures, the pacman
+and apt repositories, pkgdiff.
+"""

@@ -1,0 +1,3 @@
+"""ka-promote: the cumulative patch, the baseline check, parity against the canonical, and the
+kernel import.
+"""

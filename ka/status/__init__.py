@@ -1,0 +1,1 @@
+"""ka-status: the fleet from the repository, and the fleet as it runs."""
