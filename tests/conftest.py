@@ -10,39 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sshhosts
-from botkit import Rig
-from buildlab import BuildLab, make_build_lab, stop_gpg_agent
-from installlab import InstallLab, make_install_lab
-from kernel import BASE_TAG, SmallKernel, build_small_kernel, write_fleet
-from sshhosts import SshLab
 
-IN_CI = os.environ.get("CI") == "true"
-
-
-def require(condition: bool, what: str) -> None:
-    """Skip locally, fail in CI, when a real component is missing."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"missing real component in CI: {what}")
-    pytest.skip(f"missing: {what}")
+from tests.support import sshhosts
+from tests.support.botkit import STARTED, Rig, kill_group
+from tests.support.buildlab import BuildLab, make_build_lab, stop_gpg_agent
+from tests.support.fleet import MakeRepo, fleet_files
+from tests.support.installlab import InstallLab, make_install_lab
+from tests.support.kernel import SmallKernel, build_small_kernel, write_fleet
+from tests.support.needs import require
+from tests.support.sshhosts import SshLab
 
 
 @pytest.fixture(scope="session")
 def small_kernel(tmp_path_factory: pytest.TempPathFactory) -> SmallKernel:
     """A bare kernel tree tagged v6.12.0 and named patches against it (built once)."""
     return build_small_kernel(tmp_path_factory.mktemp("kernel"))
-
-
-MakeRepo = Callable[..., Path]
-
-
-def manifest(includes: list[str], order: str = "arch, soc, subsystem, driver, module, board",
-             extra: str = "", ref: str = BASE_TAG) -> str:
-    """Manifest text for tests."""
-    items = "".join(f"  - {i}\n" for i in includes)
-    return f"description: test host\nbaseline:\n  ref: {ref}\napply_order: [{order}]\nincludes:\n{items}{extra}"
 
 
 @pytest.fixture
@@ -76,12 +58,22 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         subprocess.run(["umount", "-l", str(target)], check=False)
 
 
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test carries the marker of its tier, the folder it lives in (``pytest -m unit``)."""
+    for item in items:
+        tier = next((part for part in item.path.relative_to(Path(__file__).parent).parts if part in TIERS), None)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in tests/unit, tests/integration or tests/e2e")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_process_outlives_the_suite() -> Iterator[None]:
     """Whatever a failing test left running (a bot, its gunicorn and worker) ends with the session."""
     yield
-    from botkit import STARTED, kill_group
-
     for pgid in list(STARTED):
         kill_group(pgid)
 
@@ -89,8 +81,6 @@ def _no_process_outlives_the_suite() -> Iterator[None]:
 @pytest.fixture
 def rig(tmp_path: Path, small_kernel: SmallKernel) -> Iterator[Callable[..., Rig]]:
     """Make a fake Forgejo, a fleet repository with a bare 'forge' copy, and a running bot; all stopped after."""
-    from test_promote import fleet_files
-
     made: list[Rig] = []
 
     def make(hosts: dict[str, str], files: dict[str, bytes | str] | None = None, start: bool = True,

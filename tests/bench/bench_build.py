@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-import sshhosts  # noqa: E402
-from buildlab import make_build_lab  # noqa: E402
-from kernel import build_small_kernel  # noqa: E402
+sys.path.insert(0, str(HERE.parents[1]))  # the project root, for tests.support and ka
+from tests.support import sshhosts  # noqa: E402
+from tests.support.buildlab import make_build_lab  # noqa: E402
+from tests.support.kernel import build_small_kernel  # noqa: E402
 
 PLAIN = "cd {folder} && set -a && . ./ka-build.env && set +a && makepkg --nodeps --noconfirm --cleanbuild --force"
 

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from botkit import REPO, SECRET, BotProcess, commit_and_push, delivery, fleet_forge_repo, push_payload  # noqa: E402
-from conftest import manifest  # noqa: E402
-from fakeforgejo import FakeForgejo  # noqa: E402
-from kernel import build_small_kernel  # noqa: E402
-from test_promote import fleet_files  # noqa: E402
+sys.path.insert(0, str(HERE.parents[1]))  # the project root, for tests.support and ka
+from tests.support.botkit import REPO, SECRET, BotProcess, commit_and_push, delivery, fleet_forge_repo, push_payload  # noqa: E402
+from tests.support.fakeforgejo import FakeForgejo  # noqa: E402
+from tests.support.fleet import fleet_files, manifest  # noqa: E402
+from tests.support.kernel import build_small_kernel  # noqa: E402
 
 INCLUDES = ["arch/defconfig", "soc/base", "driver/bes2600", "board/pinetab2"]
 

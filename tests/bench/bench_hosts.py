@@ -21,17 +21,15 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from botkit import fleet_forge_repo  # noqa: E402
-from conftest import manifest  # noqa: E402
-from kernel import build_small_kernel, git  # noqa: E402
-from test_promote import fleet_files  # noqa: E402
-
+sys.path.insert(0, str(HERE.parents[1]))  # the project root, for tests.support and ka
 from bot import forge  # noqa: E402
 from bot.config import Config  # noqa: E402
 from bot.jobs.worker import execute  # noqa: E402
 from bot.services import make_services  # noqa: E402
 from bot.store import HostResult, Store  # noqa: E402
+from tests.support.botkit import fleet_forge_repo  # noqa: E402
+from tests.support.fleet import fleet_files, manifest  # noqa: E402
+from tests.support.kernel import build_small_kernel, git  # noqa: E402
 
 INCLUDES = ["arch/defconfig", "soc/base", "driver/bes2600", "board/pinetab2"]
 

@@ -27,10 +27,9 @@ from pathlib import Path
 import requests
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from botkit import REPO, SECRET, free_port, sample  # noqa: E402
-
+sys.path.insert(0, str(HERE.parents[1]))  # the project root, for tests.support and ka
 from bot.events.delivery import sign  # noqa: E402
+from tests.support.botkit import REPO, SECRET, free_port, sample  # noqa: E402
 
 LUA = r"""
 local threads = 0

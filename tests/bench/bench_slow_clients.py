@@ -29,11 +29,10 @@ from pathlib import Path
 import requests
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from botkit import REPO, SECRET, delivery, free_port, push_payload  # noqa: E402
+sys.path.insert(0, str(HERE.parents[1]))  # the project root, for tests.support and ka
 
 from bot.store import Store  # noqa: E402
+from tests.support.botkit import REPO, SECRET, delivery, free_port, push_payload  # noqa: E402
 
 FORGEJO_TIMEOUT = 5.0
 

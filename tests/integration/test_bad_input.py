@@ -1,0 +1,80 @@
+"""Every kind of bad input exits 2, names the file and field, and writes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ka.cli.main import main
+from tests.support.fleet import AMPERE, MakeRepo, fleet_files, manifest
+from tests.support.kernel import SmallKernel
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file() and ".git/" not in str(p)}
+
+
+# (manifest edits or file edits, argv after "promote", expected message fragments)
+CASES = [
+    ({}, ["nope"], ["unknown host 'nope' (no fleet/nope.yaml); known hosts: ampere, ohm"]),
+    ({}, ["../ampere"], ["unknown host '../ampere'"]),
+    ({}, ["infra"], ["unknown host 'infra'"]),
+    ({"fleet/ampere.yaml": AMPERE.replace("description", "descripton")}, ["ampere"],
+     ["fleet/ampere.yaml:1: descripton: unknown key; did you mean 'description'?"]),
+    ({"fleet/ampere.yaml": AMPERE.replace("soc/base", "soc/bsae")}, ["ampere"],
+     ["fleet/ampere.yaml:8: includes (soc/bsae): series 'soc/bsae' does not exist"]),
+    ({"fleet/ampere.yaml": AMPERE.replace("v6.12.0", "v9.9")}, ["ampere", "--kernel-tree", "{kernel}"],
+     ["fleet/ampere.yaml: baseline.ref: 'v9.9' is not a tag or commit in the kernel tree"]),
+    ({"fleet/ampere.yaml": AMPERE + "parity:\n  canonical: ref/none.patch\n"}, ["ampere"],
+     ["fleet/ampere.yaml:11: parity.canonical: ref/none.patch does not exist in the repository"]),
+    ({"patches/driver/bes2600/series": "new.patch\nhook.patch\ngone.patch\n"}, ["ampere"],
+     ["patches/driver/bes2600/series:3: 'gone.patch' is listed but"]),
+    ({"fleet/volt.yaml": "includes: [\n"}, ["--all"], ["fleet/volt.yaml:2: not valid YAML"]),
+    ({}, ["--all", "-o", "x.patch"], ["-o FILE needs exactly one host"]),
+    ({}, [], ["name one or more hosts, or give --all"]),
+    ({}, ["ampere", "--all"], ["name one or more hosts, or give --all"]),
+    ({}, ["ampere", "--rev", "no-such-branch"], ["--rev no-such-branch: no such commit"]),
+    ({}, ["ampere", "--rev=--upload-pack=x"], ["not a revision"]),
+    ({}, ["ampere", "--kernel-tree", "{plain}"], ["not a git repository"]),
+    ({}, ["ampere", "--kernel-tree", "{repo}/none"], ["no such folder"]),
+]
+
+
+@pytest.mark.parametrize(("edits", "argv", "fragments"), CASES)
+def test_bad_input(make_repo: MakeRepo, small_kernel: SmallKernel, capsys: pytest.CaptureFixture[str],
+                   edits: dict[str, str], argv: list[str], fragments: list[str]) -> None:
+    files = {**fleet_files(small_kernel), **{k: v for k, v in edits.items() if not k.startswith("fleet/")}}
+    hosts = {"ampere": AMPERE, "ohm": manifest(["soc/base"])}
+    hosts.update({k[6:-5]: v for k, v in edits.items() if k.startswith("fleet/")})
+    root = make_repo(hosts, files)
+    assert main(["promote", "ohm", "--repo", str(root)]) == 0  # an earlier good output must survive
+    capsys.readouterr()
+    before = snapshot(root)
+    plain = root.parent / "plain"
+    plain.mkdir()
+    args = [a.format(kernel=small_kernel.bare, repo=root, plain=plain) for a in argv]
+    code = main(["promote", *args, "--repo", str(root)])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    for fragment in fragments:
+        assert fragment in err
+    assert err.startswith("ka: error: ")
+    assert out == ""
+    assert snapshot(root) == before
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["promote", "--bogus"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_outside_any_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["promote", "ampere"]) == 2
+    assert "no kernel-agent repository here or above" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

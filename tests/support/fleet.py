@@ -1,0 +1,58 @@
+"""The test fleet: manifest text, the patch tree of the small kernel, the host ``ampere``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.kernel import BASE_TAG, SmallKernel
+
+MakeRepo = Callable[..., Path]
+
+
+def manifest(includes: list[str], order: str = "arch, soc, subsystem, driver, module, board",
+             extra: str = "", ref: str = BASE_TAG) -> str:
+    """Manifest text for tests."""
+    items = "".join(f"  - {i}\n" for i in includes)
+    return f"description: test host\nbaseline:\n  ref: {ref}\napply_order: [{order}]\nincludes:\n{items}{extra}"
+
+
+ORDER = [  # (include, patch files in apply order) for host "ampere"
+    ("arch/defconfig", ["patches/arch/defconfig.patch"]),
+    ("soc/base", ["patches/soc/base/1-sdio.patch", "patches/soc/base/10-goodix.patch"]),
+    ("driver/bes2600", ["patches/driver/bes2600/new.patch", "patches/driver/bes2600/hook.patch"]),
+    ("board/pinetab2", ["patches/board/pinetab2/0001-wifi.patch", "patches/board/pinetab2/0002-wake.patch"]),
+]
+
+
+def fleet_files(k: SmallKernel) -> dict[str, bytes | str]:
+    """The patch tree of the test fleet."""
+    return {
+        "patches/arch/defconfig.patch": k.patches["defconfig"],
+        "patches/soc/base/10-goodix.patch": k.patches["goodix"],
+        "patches/soc/base/1-sdio.patch": k.patches["sdio"],
+        "patches/driver/bes2600/series": "# bes2600\nnew.patch\nhook.patch -p1\n",
+        "patches/driver/bes2600/new.patch": k.patches["bes-new"],
+        "patches/driver/bes2600/hook.patch": k.patches["bes-hook"],
+        "patches/board/pinetab2/0001-wifi.patch": k.patches["dts-wifi"],
+        "patches/board/pinetab2/0002-wake.patch": k.patches["dts-wake"],
+        "patches/module/bad.patch": k.patches["ctx-mismatch"],
+    }
+
+
+# the manifest lists includes out of scope order on purpose: apply_order decides
+AMPERE = manifest(["board/pinetab2", "driver/bes2600", "soc/base", "arch/defconfig"])
+
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+baseline: {ref: v6.12.117}
+apply_order: [soc]
+includes: *g
+"""

@@ -1,0 +1,176 @@
+"""The full loop on a real arm64 host: ka-promote → ka-build → ka-install → ``uname -r``.
+
+Everything is real and on this machine: a build host and a repository/backup host are sshd
+servers on loopback (the build user cross-compiles with ``aarch64-linux-gnu-``), the fleet is a
+copy of this repository's sample fleet with one more host, ``virt``: QEMU's arm64 ``virt`` machine
+booting through U-Boot and extlinux (``tests/support/qemuhost.py``), its kernel Linux 6.12.117 with the
+sample fleet's patches (those of ``ampere``) and a small config for the machine
+(``tests/samples/qemu/virt.config``).  The kernel tree is the one ``./run`` imports
+(``KA_KERNEL_TREE``, default ``~/.cache/kernel-agent/linux-6.12.git``).  Run as root (sshd hosts,
+the image)::
+
+    .venv/bin/python tests/support/fullloop.py            # about 15 to 25 minutes on 2 cores; the build is most of it
+
+Each phase's time is printed at the end (and written as JSON with ``--json FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS.parent))  # run as a script: the project root, for tests.support and ka
+
+from ka.io.ssh import SshSettings, connect  # noqa: E402
+from tests.support import qemuhost, sshhosts  # noqa: E402
+from tests.support.buildlab import BuildLab, make_build_lab  # noqa: E402
+
+HOST = "virt"
+CONFIG = TESTS / "samples/qemu/virt.config"
+INCLUDES = ["arch/arm64-defconfig-fleet", "soc/rk356x-base", "subsystem/mmc-sdio-ids-bes2600", "driver/bes2600",
+            "module/goodix-t5-delay", "board/pinetab2"]  # the sample host ampere's series
+RELEASE = "6.12.117-virt-1"
+
+
+def manifest(source: str) -> str:
+    """fleet/virt.yaml: the sample fleet's patches, a kernel for the virt machine, the QEMU host's install."""
+    includes = "".join(f"  - {i}\n" for i in INCLUDES)
+    return (f"description: QEMU arm64 virt machine (kernel-agent's full loop)\nbaseline:\n  ref: v6.12.117\n"
+            f"apply_order: [arch, soc, subsystem, driver, module, board]\nincludes:\n{includes}"
+            f"package:\n  pkgbase: linux-virt\n  config: fleet/configs/virt.config\n  source:\n    git: {source}\n"
+            f"install:\n  ssh: {HOST}\n  image: Image\n  panic: 10\n  trial_boot: uboot-script\n"
+            "  trial_state: /boot/state\n  commands:\n    prefix: []\n    mkinitcpio: [ka-mkinitramfs]\n"
+            "    reboot: [reboot]\n  heartbeat:\n    down: 120\n    up: 300\n")
+
+
+def infra(lab: BuildLab) -> str:
+    repo, backups = lab.ssh.user_folder("loop", "repo"), lab.ssh.user_folder("loop", "backups")
+    work = lab.ssh.user_folder("loop", "builds")
+    return (f"build_hosts:\n  - ssh: builder\n    workdir: {work}\n    cross_compile: aarch64-linux-gnu-\n"
+            f"repository:\n  ssh: hertz\n  path: {repo}\n  name: fleet\n  url: file://{repo}\n"
+            f"  key: {lab.fingerprint}\n  gnupghome: {lab.repo_gnupghome}\n"
+            f"backup:\n  ssh: hertz\n  path: {backups}\n")
+
+
+def fleet(work: Path, lab: BuildLab) -> Path:
+    """This repository's fleet/ and patches/ (as git has them), plus host virt, committed."""
+    root = work / "fleet"
+    tracked = subprocess.run(["git", "-C", str(TESTS.parent), "ls-files", "fleet", "patches"], capture_output=True,
+                             text=True, check=True).stdout.split()
+    for name in tracked:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(TESTS.parent / name, root / name)
+    (root / "fleet/virt.yaml").write_text(manifest(lab.source))
+    shutil.copy(CONFIG, root / "fleet/configs/virt.config")
+    (root / "fleet/infra.yaml").write_text(infra(lab))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Loop", "GIT_AUTHOR_EMAIL": "loop@example.org",
+           "GIT_COMMITTER_NAME": "Loop", "GIT_COMMITTER_EMAIL": "loop@example.org"}
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the sample fleet and host virt"]):
+        subprocess.run(["git", "-C", str(root), *argv], check=True, env=env, capture_output=True)
+    return root
+
+
+def join(vm: qemuhost.Vm, lab: BuildLab) -> None:
+    """The VM as ssh host ``virt`` of the lab; its pacman trusts the fleet's key."""
+    vm.join(lab.ssh.config, lab.ssh.known_hosts, HOST)
+    qemuhost.trust_key(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST, lab.gnupghome, lab.fingerprint)
+
+
+def ka(lab: BuildLab, tree: Path, verb: str, repo: Path, *args: str) -> None:
+    """``ka-<verb> virt`` as a user runs it, its progress shown; a failure ends the loop."""
+    env = {**lab.env(), "KA_KERNEL_TREE": str(tree)}
+    res = subprocess.run([sys.executable, "-m", "ka", verb, HOST, "--repo", str(repo), *args], env=env, cwd=repo)
+    if res.returncode != 0:
+        raise SystemExit(f"fullloop: ka {verb} {HOST} failed (exit {res.returncode})")
+
+
+class Phases:
+    """Wall-clock time per phase, printed as it goes."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str, action: Callable[[], Any]) -> Any:
+        print(f"fullloop: {name} …", flush=True)
+        start = time.monotonic()
+        got = action()
+        self.times[name] = round(time.monotonic() - start, 1)
+        print(f"fullloop: {name} took {self.times[name]:.1f}s", flush=True)
+        return got
+
+
+def check_tools(tree: Path) -> None:
+    missing = [t for t in ("aarch64-linux-gnu-gcc", "flex", "bison", "bc", "makepkg", "qemu-system-aarch64")
+               if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"fullloop: missing {', '.join(missing)}: run scripts/setup loop (as root)")
+    if subprocess.run(["git", "-C", str(tree), "rev-parse", "-q", "--verify", "v6.12.117^{commit}"],
+                      capture_output=True).returncode != 0:
+        raise SystemExit(f"fullloop: {tree} has no v6.12.117: run ./run promote once (it imports Debian's "
+                         "linux-source-6.12), or set KA_KERNEL_TREE")
+    if os.geteuid() != 0:
+        raise SystemExit("fullloop: run as root (it starts sshd hosts and builds the QEMU host's image)")
+
+
+def loop(work: Path, tree: Path) -> dict[str, float]:
+    """Run the whole loop in ``work``; the time of each phase."""
+    phase = Phases()
+    img = phase("image", qemuhost.image)
+    vm = qemuhost.Vm(img, work / "vm")
+    lab_ssh = sshhosts.make_lab()
+    try:
+        phase("boot the host", lambda: vm.start().wait_ssh())
+        for number, name in ((31, "builder"), (32, "hertz")):
+            lab_ssh.add(name, number)
+        (work / "lab").mkdir(exist_ok=True)
+        source = SimpleNamespace(bare=tree)  # make_build_lab copies the tree for the build user
+        lab = phase("keys and kernel source", lambda: make_build_lab(lab_ssh, source, work / "lab"))  # type: ignore[arg-type]
+        join(vm, lab)
+        repo = fleet(work, lab)
+        phase("ka-promote", lambda: ka(lab, tree, "promote", repo))
+        phase("ka-build", lambda: ka(lab, tree, "build", repo))
+        phase("ka-install", lambda: ka(lab, tree, "install", repo))
+        with connect(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST) as host:
+            running = host.run(["uname", "-r"]).output.strip()
+        print(f"fullloop: {HOST} runs {running}")
+        if running != RELEASE:
+            raise SystemExit(f"fullloop: {HOST} runs {running}, not {RELEASE}, the kernel ka-build made")
+        return phase.times
+    finally:
+        vm.stop()
+        shutil.copy(vm.serial, work / "serial.log") if vm.serial.exists() else None
+        lab_ssh.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, help="a folder for the loop's files (default: a new one in /tmp)")
+    parser.add_argument("--json", type=Path, help="write the phases' times here")
+    args = parser.parse_args(argv)
+    tree = Path(os.environ.get("KA_KERNEL_TREE") or Path.home() / ".cache/kernel-agent/linux-6.12.git")
+    check_tools(tree)
+    work = (args.work or Path(tempfile.mkdtemp(prefix="ka-loop-"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    times = loop(work, tree)
+    times["total"] = round(time.monotonic() - start, 1)
+    print("\n| phase | seconds |\n|---|---|\n" + "".join(f"| {k} | {v:.0f} |\n" for k, v in times.items()))
+    if args.json:
+        args.json.write_text(json.dumps(times, indent=1))
+    print(f"fullloop: the host's console is in {work / 'serial.log'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
