@@ -1,0 +1,111 @@
+"""The tree shows the design: imports go one way, and no module reaches around that with a late import.
+
+Read from the source (ast), not by importing: every ``import`` and ``from … import`` of the
+project's own modules, wherever it is written.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.support import PROJECT
+
+PACKAGES = ("ka", "bot", "handlers")
+# ka's layers, lowest first: a module may import its own layer and those below it, never above
+KA_LAYERS = ["ka.errors ka.limits ka.text", "ka.io", "ka.fleet", "ka.promote", "ka.packages", "ka.build",
+             "ka.install", "ka.status", "ka.cli"]
+# bot: the pure event layer at the bottom, the web app and the command line at the top
+BOT_LAYERS = ["bot.events", "bot.owner bot.config bot.mirror bot.forge.client bot.store bot.services",
+              "bot.forge", "bot.jobs", "bot.web", "bot.cli bot.__main__"]
+# late imports kept on purpose: the CLI loads ssh (paramiko) and the verbs only for the verb it runs
+LATE_OK = {"ka.cli.main", "bot.config"}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PROJECT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(imported project module, imported inside a function) for every import in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    late = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+            for n in ast.walk(f) if isinstance(n, ast.Import | ast.ImportFrom)}
+    typing_only = {id(n) for i in ast.walk(tree) if isinstance(i, ast.If) and "TYPE_CHECKING" in ast.unparse(i.test)
+                   for n in ast.walk(i)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            found += [(_resolve(n) or node.module, id(node) in late) for n in names]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, id(node) in late) for a in node.names]
+    return [(m, is_late) for m, is_late in found if m.split(".")[0] in PACKAGES]
+
+
+def _resolve(dotted: str) -> str | None:
+    """``dotted`` if it names a module of the project (``from ka.io import runner``), else None."""
+    base = PROJECT.joinpath(*dotted.split("."))
+    return dotted if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file() else None
+
+
+GRAPH = {_module(p): _imports(p) for pkg in PACKAGES for p in sorted((PROJECT / pkg).rglob("*.py"))}
+
+
+def _layer(module: str, layers: list[str]) -> int | None:
+    for i, names in enumerate(layers):
+        if any(module == n or module.startswith(n + ".") for n in names.split()):
+            return i
+    return None
+
+
+def test_the_graph_was_read() -> None:
+    assert len(GRAPH) > 90 and ("ka.io.runner", False) in GRAPH["ka.promote.flow"] + GRAPH["ka.fleet.repo"]
+
+
+def test_no_import_circle() -> None:
+    edges = {m: {i for i, _ in deps if i in GRAPH and i != m} for m, deps in GRAPH.items()}
+    state: dict[str, str] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for n in sorted(edges[m]):
+            if state.get(n) == "open":
+                pytest.fail("import circle: " + " -> ".join([*path[path.index(n):], n]))
+            if n not in state:
+                visit(n, [*path, n])
+        state[m] = "done"
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_no_late_import_of_the_project_outside_the_entry_points() -> None:
+    late = [f"{m} imports {i} inside a function" for m, deps in GRAPH.items() for i, is_late in deps
+            if is_late and m not in LATE_OK]
+    assert late == []
+
+
+@pytest.mark.parametrize(("top", "layers"), [("ka", KA_LAYERS), ("bot", BOT_LAYERS)])
+def test_imports_go_down_the_layers(top: str, layers: list[str]) -> None:
+    upward = []
+    for m, deps in GRAPH.items():
+        if not m.startswith(top + ".") or (m.endswith("__main__") and top == "ka"):
+            continue
+        mine = _layer(m, layers)
+        assert mine is not None, f"{m} is in no layer of {top}"
+        upward += [f"{m} (layer {mine}) imports {i} (layer {_layer(i, layers)})" for i, _ in deps
+                   if i.startswith(top + ".") and (_layer(i, layers) or 0) > mine]
+    assert upward == []
+
+
+def test_the_tool_knows_nothing_of_the_bot_and_handlers_only_the_event_api() -> None:
+    assert [(m, i) for m, deps in GRAPH.items() if m.startswith("ka") for i, _ in deps if not i.startswith("ka")] == []
+    assert [(m, i) for m, deps in GRAPH.items() if m.startswith("handlers") for i, _ in deps
+            if not i.startswith(("bot.events", "handlers"))] == []
