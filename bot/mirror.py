@@ -8,7 +8,6 @@ import fcntl
 import logging
 import os
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ka.io.runner import Completed, run
+from ka.io.runner import CommandTimedOut, Completed, run
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -201,7 +200,7 @@ def _git_fetch(mirror: Path, url: str, refspec: str, idle_timeout: float, timeou
     try:
         return run(["git", "-C", mirror, *config, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
                     "--", bare, refspec], env=env, check=False, timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except CommandTimedOut:
         raise FetchError(f"fetching {sha[:12]} from {redact(url)} took over {timeout:g}s") from None
 
 

@@ -15,9 +15,14 @@ EXIT_ENVIRONMENT = 3
 
 
 class KaError(Exception):
-    """Base of every error kernel-agent reports to its user."""
+    """Base of every error kernel-agent reports to its user; ``exit_code`` overrides the class's."""
 
     exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, *args: object, exit_code: int | None = None) -> None:
+        super().__init__(*args)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class BadInput(KaError):

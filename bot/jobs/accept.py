@@ -18,6 +18,7 @@ from typing import Any
 
 from bot import mirror
 from bot.events.commands import MAX_COMMANDS, Command, allowed, help_table
+from bot.events.router import get
 from bot.forge import client as forge
 from bot.forge.links import job_url, repo_of
 from bot.forge.replies import code, mention, render, status_comment
@@ -100,10 +101,10 @@ class Acceptor:
         if self._head is None:
             if self.req.get("is_pull"):
                 pr = self.services.forge.pull(int(self.req["number"]))
-                sha = _get(pr, "head", "sha")
+                sha = get(pr, "head", "sha")
                 if not isinstance(sha, str):
                     raise Refused(f"pull request #{self.req['number']} has no head commit")
-                head_repo, base_repo = _get(pr, "head", "repo", "full_name"), _get(pr, "base", "repo", "full_name")
+                head_repo, base_repo = get(pr, "head", "repo", "full_name"), get(pr, "base", "repo", "full_name")
                 fork = None
                 if head_repo != base_repo and (head_repo or base_repo):  # no head repository: a deleted fork
                     fork = str(head_repo) if head_repo else "a repository that no longer exists"
@@ -341,12 +342,6 @@ class Acceptor:
                       fork=fork if any(o.job for o in outcomes) else None, lines=[o.line for o in outcomes],
                       capped=bool(self.job.args.get("capped")), cut=bool(self.job.args.get("cut")),
                       max_commands=MAX_COMMANDS, help=self.help)
-
-
-def _get(data: Any, *keys: str) -> Any:
-    for key in keys:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
 
 
 def _indent(text: str) -> str:

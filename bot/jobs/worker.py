@@ -300,7 +300,7 @@ def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
     if job.verb in ("install", "rollback"):
         return run_install(services, job, log_line, kick)
     if job.verb != "parity":
-        raise RuntimeError(f"verb {job.verb!r} is not built yet")
+        raise RuntimeError(f"job {job.id}: no such verb {job.verb!r}")
 
     def stop() -> None:
         reason = services.store.cancel_reason(job.id)

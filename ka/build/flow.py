@@ -44,8 +44,7 @@ from ka.promote.flow import (
     PromoteResult,
     default_patch_path,
     plan_host,
-    promote_one,
-    resolve_baselines,
+    promote_many,
     stage_outputs,
 )
 
@@ -59,10 +58,8 @@ class BuildError(KaError):
     exit_code = EXIT_CHECK_FAILED
 
     def __init__(self, message: str, result: BuildResult | None = None, exit_code: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, exit_code=exit_code)
         self.result = result
-        if exit_code is not None:
-            self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -197,7 +194,7 @@ def _promote(view: RepoView, host: str, kernel: KernelTree | None, infra: Infra,
     finally:
         remote.close()
     spec_of(plan)  # a manifest without a package section fails here, before anything else
-    promoted = promote_one(plan, kernel, resolve_baselines(kernel, [plan]), view.rev)
+    (promoted,) = promote_many([plan], kernel, view.rev)
     if promoted.applies is False and promoted.failure:
         raise BuildError(f"{host}: the cumulative patch does not apply on {promoted.baseline}: "
                          f"{promoted.failure.patch}: {promoted.failure.detail}; nothing was built")
@@ -252,7 +249,7 @@ def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> t
             continue
         result.build_host = bh.ssh
         return remote, bh
-    raise BuildError("no build host can be reached: " + "; ".join(result.fallback), result, EXIT_ENVIRONMENT)
+    raise BuildError("no build host can be reached: " + "; ".join(result.fallback), result, exit_code=EXIT_ENVIRONMENT)
 
 
 def _apart(ssh: SshSettings, infra: Infra) -> None:

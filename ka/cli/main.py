@@ -34,7 +34,6 @@ from ka.promote.kernel_import import import_tarball
 from ka.status.offline import fleet_status
 
 log = logging.getLogger("ka")
-NOT_BUILT: dict[str, str] = {}
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
@@ -126,13 +125,6 @@ def build_parser(prog: str = "ka") -> argparse.ArgumentParser:
     return parser
 
 
-def _not_built_args(verb: str) -> Callable[[argparse.ArgumentParser], None]:
-    def fill(p: argparse.ArgumentParser) -> None:
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=cmd_not_built, verb=verb)
-    return fill
-
-
 VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "promote": (_promote_args, "build and check the cumulative patch of hosts"),
     "status": (_status_args, "the fleet at a glance"),
@@ -140,7 +132,6 @@ VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "build": (_build_args, "build, sign and publish a host's kernel package on a build host"),
     "install": (_install_args, "back up, install, reboot and confirm a host's new kernel (or roll back)"),
     "pkgdiff": (_pkgdiff_args, "compare two packages, modulo when and where they were built"),
-    **{v: (_not_built_args(v), f"{cmd} (not built yet)") for v, cmd in NOT_BUILT.items()},
 }
 
 
@@ -401,12 +392,6 @@ def cmd_pkgdiff(args: argparse.Namespace) -> int:
     else:
         print("\n".join(diff.differences))
     return EXIT_OK if diff.same else EXIT_CHECK_FAILED
-
-
-def cmd_not_built(args: argparse.Namespace) -> int:
-    """Verbs whose issues have not landed yet."""
-    print(f"{NOT_BUILT[args.verb]}: not built yet; it comes with its own issue", file=sys.stderr)
-    return EXIT_BAD_INPUT
 
 
 def main(argv: Sequence[str] | None = None, verb: str | None = None) -> int:

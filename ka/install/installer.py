@@ -50,10 +50,8 @@ class InstallError(KaError):
     exit_code = EXIT_CHECK_FAILED
 
     def __init__(self, message: str, result: InstallResult | None = None, exit_code: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, exit_code=exit_code)
         self.result = result
-        if exit_code is not None:
-            self.exit_code = exit_code
 
 
 def _who() -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ka.errors import ToolMissing
+from ka.errors import EXIT_ENVIRONMENT, KaError, ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,10 @@ class Completed:
         return self.stderr.decode("utf-8", "replace")
 
 
-class CommandFailed(Exception):
+class CommandFailed(KaError):
     """A command exited non-zero where success was required."""
+
+    exit_code = EXIT_ENVIRONMENT
 
     def __init__(self, result: Completed) -> None:
         self.result = result
@@ -55,6 +57,16 @@ class CommandFailed(Exception):
         super().__init__(
             f"{result.argv[0]} exited {result.returncode}: " + " | ".join(tail)
         )
+
+
+class CommandTimedOut(KaError):
+    """A command ran past the time it was given (and was killed)."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+    def __init__(self, program: str, seconds: float) -> None:
+        super().__init__(f"{program} took over {seconds:g}s and was stopped")
+        self.seconds = seconds
 
 
 def run(
@@ -70,7 +82,8 @@ def run(
 
     ``env`` holds variables added to (or overriding) the inherited
     environment for this child only.  With ``check`` a non-zero exit raises
-    :class:`CommandFailed`.
+    :class:`CommandFailed`; past ``timeout`` seconds the child is killed and
+    :class:`CommandTimedOut` raised.
     """
     args = tuple(os.fspath(a) for a in argv)
     child_env = None if env is None else {**os.environ, **env}
@@ -87,6 +100,8 @@ def run(
         )
     except FileNotFoundError as exc:
         raise ToolMissing(args[0]) from exc
+    except subprocess.TimeoutExpired:
+        raise CommandTimedOut(args[0], timeout or 0) from None
     result = Completed(args, proc.returncode, proc.stdout, proc.stderr,
                        time.monotonic() - start)
     log.debug("ran %s -> %d in %.3fs", " ".join(args[:6]), result.returncode,

@@ -20,11 +20,6 @@ class PackageRefused(KaError):
 
     exit_code = EXIT_CHECK_FAILED
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        if exit_code is not None:
-            self.exit_code = exit_code
-
 
 @dataclass(frozen=True)
 class PackageFacts:

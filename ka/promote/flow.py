@@ -174,20 +174,24 @@ def promote_one(plan: HostPlan, kernel: KernelTree | None, commits: dict[str, st
 def promote_many(plans: list[HostPlan], kernel: KernelTree | None, rev: str | None,
                  on_done: Callable[[PromoteResult], None] | None = None,
                  workers: int | None = None) -> list[PromoteResult]:
-    """Promote every plan, in parallel; results come back in plan order."""
-    commits = resolve_baselines(kernel, plans)
-    workers = workers or max(1, min(len(plans), os.cpu_count() or 2, 4))
+    """Promote hosts already planned (the CLI, ka-build): every baseline resolved first, so that a missing
+    one is an error before any work; then :func:`promote_each`.  Results come back in plan order."""
+    resolve_baselines(kernel, plans)
+    results: dict[str, PromoteResult] = {}
+    failed: list[str] = []
 
-    def one(plan: HostPlan) -> PromoteResult:
-        result = promote_one(plan, kernel, commits, rev)
+    def done(result: PromoteResult) -> None:
+        results[result.host] = result
         if on_done:
             on_done(result)
-        return result
 
-    if workers == 1 or len(plans) == 1:
-        return [one(p) for p in plans]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, plans))
+    hosts = [p.manifest.host for p in plans]
+    promote_each(None, hosts, kernel, rev, done, lambda host, why: failed.append(f"{host}: {why}"),
+                 workers=workers or max(1, min(len(plans), os.cpu_count() or 2, 4)),
+                 planned={p.manifest.host: p for p in plans})
+    if failed:
+        raise KaError("\n".join(failed))
+    return [results[h] for h in hosts]
 
 
 class _Baselines:
@@ -214,11 +218,12 @@ class _Baselines:
         return {ref: hit}
 
 
-def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, rev: str | None,
+def promote_each(view: RepoView | None, hosts: list[str], kernel: KernelTree | None, rev: str | None,
                  on_result: Callable[[PromoteResult], None], on_error: Callable[[str, str], None],
                  workers: int = 2, before_each: Callable[[], None] = lambda: None,
-                 remote: RemoteFiles = NOT_READ) -> None:
-    """Plan and check host by host, handing each outcome on and letting its patch go.
+                 remote: RemoteFiles = NOT_READ, planned: dict[str, HostPlan] | None = None) -> None:
+    """Plan and check host by host, handing each outcome on and letting its patch go: the one way hosts
+    are promoted (:func:`promote_many` hands it hosts it planned already, ``planned``; then ``view`` is unused).
 
     This is promote for a fleet read from an untrusted commit (the bot): peak memory is
     bounded by ``workers`` hosts' patches however many hosts include them, and a host whose
@@ -237,7 +242,7 @@ def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, re
         except BaseException:
             stop.set()
             raise
-        outcome = _check_host(view, host, kernel, baselines, rev, remote)
+        outcome = _check_host(view, host, kernel, baselines, rev, remote, (planned or {}).get(host))
         try:
             if isinstance(outcome, str):
                 on_error(host, outcome)
@@ -252,11 +257,13 @@ def promote_each(view: RepoView, hosts: list[str], kernel: KernelTree | None, re
             future.result()
 
 
-def _check_host(view: RepoView, host: str, kernel: KernelTree | None, baselines: _Baselines,
-                rev: str | None, remote: RemoteFiles) -> PromoteResult | str:
+def _check_host(view: RepoView | None, host: str, kernel: KernelTree | None, baselines: _Baselines,
+                rev: str | None, remote: RemoteFiles, plan: HostPlan | None) -> PromoteResult | str:
     """A host's result, or the message that says why it could not be checked (a message others may read)."""
     try:
-        plan = plan_host(view, host, remote)
+        if plan is None:
+            assert view is not None, "promote_each needs a view or the hosts' plans"
+            plan = plan_host(view, host, remote)
         return promote_one(plan, kernel, baselines.commits(plan.manifest), rev)
     except KernelTreeError as exc:
         return str(exc)

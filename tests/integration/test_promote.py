@@ -98,8 +98,8 @@ def test_kernel_tree_from_environment(repo: Path, small_kernel: SmallKernel, cap
 def test_all_one_line_per_host(repo: Path, small_kernel: SmallKernel, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = ka(capsys, "promote", "--all", "--repo", str(repo), "--kernel-tree", str(small_kernel.bare))
     assert code == 1
-    lines = out.splitlines()
-    assert lines[0].startswith("ampere ") and "applies" in lines[0]
+    lines = out.splitlines()  # a host's line comes when it is done: in whatever order the hosts finish
+    assert any(ln.startswith("ampere ") and "applies" in ln for ln in lines)
     assert any(ln.startswith("ohm ") and "DOES NOT APPLY" in ln for ln in lines)
     assert "  patches/module/bad.patch: context does not match" in out
     assert lines[-1] == "2 hosts, 1 failed: ohm"
