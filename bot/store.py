@@ -199,6 +199,101 @@ def insert_writes(db: sqlite3.Connection, job_id: int | None, writes: list[Write
                     for w in writes])
 
 
+# --- statements that join a caller's transaction (intake, endings, the outbox) ----------------
+
+def delivery_seen(db: sqlite3.Connection, delivery_id: str) -> bool:
+    """Whether a delivery with this id was stored before."""
+    return db.execute("SELECT 1 FROM deliveries WHERE id = ?", (delivery_id,)).fetchone() is not None
+
+
+def insert_delivery(db: sqlite3.Connection, delivery_id: str, event: str, action: str | None, repo: str | None,
+                    outcome: str, reason: str, body: bytes) -> bool:
+    """Store a delivery once; False when its id was there already."""
+    cur = db.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (delivery_id, event, action, repo, time.time(), outcome, reason, body))
+    return cur.rowcount == 1
+
+
+def event_key_job(db: sqlite3.Connection, key: str) -> tuple[int, str | None] | None:
+    """The job an event key points at, and that job's state (None when the job row is gone)."""
+    row = db.execute("SELECT k.job_id, j.state FROM event_keys k LEFT JOIN jobs j ON j.id = k.job_id "
+                     "WHERE k.key = ?", (key,)).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def set_event_key(db: sqlite3.Connection, key: str, job_id: int, delivery_id: str) -> None:
+    """Point an event key at a job (a key whose job failed points at the new one)."""
+    db.execute("INSERT OR REPLACE INTO event_keys VALUES (?, ?, ?, ?)", (key, job_id, delivery_id, time.time()))
+
+
+def fleet_parity_job(db: sqlite3.Connection, sha: str, states: tuple[str, ...]) -> int | None:
+    """The newest fleet-wide parity job of ``sha`` in one of ``states``."""
+    marks = ", ".join("?" * len(states))
+    row = db.execute(f"SELECT id FROM jobs WHERE verb = 'parity' AND commit_sha = ? AND state IN ({marks}) "  # noqa: S608
+                     "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL ORDER BY id DESC LIMIT 1",
+                     (sha, *states)).fetchone()
+    return int(row[0]) if row else None
+
+
+def set_pr_head(db: sqlite3.Connection, number: int, sha: str, job_id: int) -> None:
+    """A pull request's head is now ``sha``, checked by ``job_id``."""
+    db.execute("INSERT OR REPLACE INTO pr_heads VALUES (?, ?, ?, ?)", (number, sha, job_id, time.time()))
+
+
+def prs_headed_at(db: sqlite3.Connection, sha: str) -> list[int]:
+    """Pull requests whose latest head is ``sha``."""
+    return [int(r[0]) for r in db.execute("SELECT number FROM pr_heads p WHERE sha = ? AND at = (SELECT MAX(at) "
+                                          "FROM pr_heads q WHERE q.number = p.number)", (sha,))]
+
+
+def host_state_counts(db: sqlite3.Connection, job_id: int) -> dict[str, int]:
+    """How many hosts of a job are in each state."""
+    return {r[0]: r[1] for r in db.execute("SELECT state, COUNT(*) FROM job_hosts WHERE job_id = ? GROUP BY state",
+                                           (job_id,))}
+
+
+def first_hosts(db: sqlite3.Connection, job_id: int, limit: int) -> list[HostResult]:
+    """A job's first ``limit`` hosts by name, with their results."""
+    rows = db.execute("SELECT host, state, description, detail FROM job_hosts WHERE job_id = ? ORDER BY host "
+                      "LIMIT ?", (job_id, limit))
+    return [HostResult(r[0], r[1], r[2] or "", _detail(r[3])) for r in rows]
+
+
+def _detail(text: str | None) -> dict[str, Any]:
+    return dict(json.loads(text or "{}"))
+
+
+_LEASES = """CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)"""
+
+
+def lease_of(db: sqlite3.Connection, name: str) -> tuple[str, float] | None:
+    """Who holds the lease ``name``, until when."""
+    db.execute(_LEASES)
+    row = db.execute("SELECT holder, until FROM leases WHERE name = ?", (name,)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def set_lease(db: sqlite3.Connection, name: str, holder: str | None, until: float = 0.0) -> None:
+    """Give the lease ``name`` to ``holder`` until ``until``; ``holder`` None lets it go."""
+    db.execute(_LEASES)
+    if holder is None:
+        db.execute("DELETE FROM leases WHERE name = ?", (name,))
+    else:
+        db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, holder, until))
+
+
+def retry_write(db: sqlite3.Connection, write_id: int, attempts: int, next_at: float, error: str) -> None:
+    """A pending write could not land: try again at ``next_at``."""
+    db.execute("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
+               (attempts, next_at, error, write_id))
+
+
+def settle_write(db: sqlite3.Connection, write_id: int, state: str, error: str | None) -> None:
+    """A pending write is done with: ``sent``, ``recorded``, ``merged`` or ``failed``."""
+    db.execute("UPDATE outbox SET state = ?, sent_at = ?, last_error = ?, attempts = attempts + 1 "
+               "WHERE id = ? AND state = 'pending'", (state, time.time(), error, write_id))
+
+
 class _WriterLock:
     """Writers of one database queue here: threads on a lock, processes on ``flock`` of a lock file.
 
@@ -318,15 +413,18 @@ class Store:
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
-    def query(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        """Rows of a read-only statement."""
+    def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         return self._conn().execute(sql, args).fetchall()
+
+    def ping(self) -> None:
+        """Raise when the database cannot be read."""
+        self._rows("SELECT 1")
 
     # --- jobs -------------------------------------------------------------------------------
 
     def job(self, job_id: int) -> Job | None:
         """One job, or None."""
-        rows = self.query("SELECT * FROM jobs WHERE id = ?", job_id)
+        rows = self._rows("SELECT * FROM jobs WHERE id = ?", job_id)
         return Job.from_row(rows[0]) if rows else None
 
     def jobs(self, limit: int = 50, before: int | None = None, host: str | None = None, verb: str | None = None,
@@ -344,14 +442,14 @@ class Store:
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
-        rows = self.query(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608
+        rows = self._rows(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608
                           *args, limit)
         return [Job.from_row(r) for r in rows]
 
     def jobs_in(self, *states: str) -> list[Job]:
         """Jobs in any of ``states``, oldest first."""
         marks = ",".join("?" * len(states))
-        return [Job.from_row(r) for r in self.query(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id",  # noqa: S608
+        return [Job.from_row(r) for r in self._rows(f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id",  # noqa: S608
                                                      *states)]
 
     def claim(self, job_id: int) -> Job | None:
@@ -395,13 +493,13 @@ class Store:
 
     def host_results(self, job_id: int, offset: int = 0, limit: int = -1) -> list[HostResult]:
         """Per-host outcomes in host order (``limit`` -1: all)."""
-        rows = self.query("SELECT host, state, description, detail FROM job_hosts WHERE job_id = ? "
+        rows = self._rows("SELECT host, state, description, detail FROM job_hosts WHERE job_id = ? "
                           "ORDER BY host LIMIT ? OFFSET ?", job_id, limit, offset)
         return [HostResult(r[0], r[1], r[2] or "", json.loads(r[3] or "{}")) for r in rows]
 
     def host_counts(self, job_id: int) -> dict[str, int]:
         """How many hosts of a job are in each state."""
-        rows = self.query("SELECT state, COUNT(*) FROM job_hosts WHERE job_id = ? GROUP BY state", job_id)
+        rows = self._rows("SELECT state, COUNT(*) FROM job_hosts WHERE job_id = ? GROUP BY state", job_id)
         return {r[0]: r[1] for r in rows}
 
     # --- ending jobs ------------------------------------------------------------------------
@@ -445,7 +543,7 @@ class Store:
 
     def cancel_reason(self, job_id: int) -> str | None:
         """Why the job was asked to stop, once someone asked."""
-        rows = self.query("SELECT cancel_requested FROM jobs WHERE id = ?", job_id)
+        rows = self._rows("SELECT cancel_requested FROM jobs WHERE id = ?", job_id)
         if not rows or not rows[0][0]:
             return None
         return self.get(f"cancel:{job_id}") or "cancelled on request"
@@ -454,7 +552,7 @@ class Store:
 
     def get(self, key: str) -> str | None:
         """A value of the key-value table."""
-        rows = self.query("SELECT value FROM kv WHERE key = ?", key)
+        rows = self._rows("SELECT value FROM kv WHERE key = ?", key)
         return str(rows[0][0]) if rows else None
 
     def put(self, key: str, value: str) -> None:
@@ -485,7 +583,7 @@ class Store:
         if since is not None:
             where.append("at >= ?")
             args.append(since)
-        rows = self.query(f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608
+        rows = self._rows(f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",  # noqa: S608
                           *args, -1 if limit is None else limit)
         return [dict(r) for r in reversed(rows)]
 
@@ -493,17 +591,17 @@ class Store:
 
     def pr_heads(self, number: int) -> list[sqlite3.Row]:
         """The heads a pull request had, newest first, with the parity job of each."""
-        return self.query("SELECT * FROM pr_heads WHERE number = ? ORDER BY at DESC, rowid DESC", number)
+        return self._rows("SELECT * FROM pr_heads WHERE number = ? ORDER BY at DESC, rowid DESC", number)
 
     def prs_at(self, sha: str) -> list[int]:
         """Pull requests whose latest head is ``sha``."""
-        rows = self.query("SELECT number, sha FROM pr_heads p WHERE at = (SELECT MAX(at) FROM pr_heads q "
+        rows = self._rows("SELECT number, sha FROM pr_heads p WHERE at = (SELECT MAX(at) FROM pr_heads q "
                           "WHERE q.number = p.number) AND sha = ?", sha)
         return [int(r[0]) for r in rows]
 
     def summary_comment(self, number: int) -> int | None:
         """The id of a pull request's summary comment, once it exists."""
-        rows = self.query("SELECT comment_id FROM pr_summaries WHERE number = ?", number)
+        rows = self._rows("SELECT comment_id FROM pr_summaries WHERE number = ?", number)
         return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def set_summary_comment(self, number: int, comment_id: int | None) -> None:
@@ -513,10 +611,65 @@ class Store:
 
     def latest_parity(self, ref: str) -> Job | None:
         """The newest finished fleet-wide parity job of ``ref`` (a command's host subset does not count)."""
-        rows = self.query("SELECT * FROM jobs WHERE verb = 'parity' AND ref = ? AND state IN ('succeeded', 'failed') "
+        rows = self._rows("SELECT * FROM jobs WHERE verb = 'parity' AND ref = ? AND state IN ('succeeded', 'failed') "
                           "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL "
                           "AND json_extract(COALESCE(args, '{}'), '$.at') IS NULL ORDER BY id DESC LIMIT 1", ref)
         return Job.from_row(rows[0]) if rows else None
+
+    # --- the outbox ------------------------------------------------------------------------
+
+    def backlog(self) -> int:
+        """How many writes wait to be sent."""
+        return int(self._rows("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0])
+
+    def write_due(self, now: float) -> bool:
+        """Whether a pending write may be sent at ``now``."""
+        return bool(self._rows("SELECT 1 FROM outbox WHERE state = 'pending' AND next_at <= ? LIMIT 1", now))
+
+    def pending_writes(self, limit: int = 50) -> list[sqlite3.Row]:
+        """The oldest pending writes, in the order they were made."""
+        return self._rows("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?", limit)
+
+    def superseded(self, row: sqlite3.Row) -> bool:
+        """Whether a later pending write of the same method and path renders a newer state than ``row``."""
+        return bool(self._rows("SELECT 1 FROM outbox WHERE state = 'pending' AND method = ? AND path = ? AND id > ? "
+                               "LIMIT 1", row["method"], row["path"], row["id"]))
+
+    def writes_of(self, job_id: int, limit: int = 200) -> list[sqlite3.Row]:
+        """A job's writes to the forge, oldest first."""
+        return self._rows("SELECT * FROM outbox WHERE job_id = ? ORDER BY id LIMIT ?", job_id, limit)
+
+    def newest_write(self) -> int:
+        """The id of the newest write queued (0 when none)."""
+        return int(self._rows("SELECT MAX(id) FROM outbox")[0][0] or 0)
+
+    # --- the worker's view of the queue --------------------------------------------------------
+
+    def queued_after(self, last: int) -> list[tuple[int, str]]:
+        """Queued jobs with an id over ``last``, oldest first: (id, verb)."""
+        return [(int(r[0]), str(r[1])) for r in self._rows("SELECT id, verb FROM jobs WHERE state = 'queued' "
+                                                           "AND id > ? ORDER BY id", last)]
+
+    def commits_in_use(self, since: float) -> set[str]:
+        """Commits of jobs queued, running, or ended after ``since``: the mirror keeps them."""
+        return {r[0] for r in self._rows("SELECT commit_sha FROM jobs WHERE commit_sha IS NOT NULL AND (state IN "
+                                         "('queued', 'running') OR finished_at > ?)", since)}
+
+    # --- counts for the metrics ----------------------------------------------------------------
+
+    def delivery_counts(self) -> list[tuple[str, str, int]]:
+        """(event, outcome, how many) over every stored delivery."""
+        return [(r[0], r[1], r[2]) for r in self._rows("SELECT event, outcome, COUNT(*) FROM deliveries "
+                                                       "GROUP BY event, outcome")]
+
+    def job_counts(self) -> dict[tuple[str, str], int]:
+        """How many jobs of each (verb, state)."""
+        return {(r[0], r[1]): r[2] for r in self._rows("SELECT verb, state, COUNT(*) FROM jobs GROUP BY 1, 2")}
+
+    def job_durations(self) -> list[tuple[str, float]]:
+        """(verb, seconds) of every finished job."""
+        return [(r[0], r[1]) for r in self._rows("SELECT verb, finished_at - started_at FROM jobs "
+                                                 "WHERE finished_at IS NOT NULL AND started_at IS NOT NULL")]
 
     # --- retention --------------------------------------------------------------------------
 

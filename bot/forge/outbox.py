@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from bot import owner
 from bot.forge.client import Forge, ForgeError, Permanent, Write
-from bot.store import Store, insert_writes
+from bot.store import Store, insert_writes, lease_of, retry_write, set_lease, settle_write
 
 log = logging.getLogger(__name__)
 BACKOFF_MAX = 60.0
@@ -24,7 +24,6 @@ LEASE_SECONDS = 60.0
 #: methods of rows composed at send time by a :class:`Dynamic`
 DYNAMIC = ("SUMMARY",)
 
-_LEASES = """CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)"""
 
 
 def backoff(attempts: int) -> float:
@@ -40,26 +39,25 @@ def add(store: Store, job_id: int | None, write: Write) -> None:
 
 def backlog(store: Store) -> int:
     """How many writes wait to be sent."""
-    return int(store.query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0])
+    return store.backlog()
 
 
 def _lease(store: Store, holder: str, take: bool) -> bool:
     """Take (or renew) the outbox lease for ``holder``, or let it go; False when someone else holds it."""
     now = time.time()
     with store.tx() as db:
-        db.execute(_LEASES)
-        row = db.execute("SELECT holder, until FROM leases WHERE name = 'outbox'").fetchone()
+        held = lease_of(db, "outbox")
         if take:
-            if row and row["holder"] != holder and row["until"] > now and owner.alive(row["holder"]):
+            if held and held[0] != holder and held[1] > now and owner.alive(held[0]):
                 return False
-            db.execute("INSERT OR REPLACE INTO leases VALUES ('outbox', ?, ?)", (holder, now + LEASE_SECONDS))
-        elif row and row["holder"] == holder:
-            db.execute("DELETE FROM leases WHERE name = 'outbox'")
+            set_lease(db, "outbox", holder, now + LEASE_SECONDS)
+        elif held and held[0] == holder:
+            set_lease(db, "outbox", None)
     return True
 
 
 def _due(store: Store) -> bool:
-    return bool(store.query("SELECT 1 FROM outbox WHERE state = 'pending' AND next_at <= ? LIMIT 1", time.time()))
+    return store.write_due(time.time())
 
 
 class Dynamic(Protocol):
@@ -95,7 +93,7 @@ def flush(store: Store, forge: Forge, dynamic: Dynamic | None = None) -> float |
 
 def _send_all(store: Store, forge: Forge, holder: str, dynamic: Dynamic | None) -> float | None:
     while True:
-        rows = store.query("SELECT * FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 50")
+        rows = store.pending_writes()
         if not rows:
             return None
         for row in rows:
@@ -135,8 +133,7 @@ def _send_one(store: Store, forge: Forge, row: sqlite3.Row, dynamic: Dynamic | N
         attempts = row["attempts"] + 1
         delay = backoff(attempts)
         with store.tx() as db:
-            db.execute("UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ? AND state = 'pending'",
-                       (attempts, time.time() + delay, f"{type(exc).__name__}: {exc}"[:500], oid))
+            retry_write(db, oid, attempts, time.time() + delay, f"{type(exc).__name__}: {exc}"[:500])
         log.warning("outbox %s: %s; retry %d in %.0fs", oid, exc, attempts, delay)
         return delay
     if dynamic is not None and dynamic_row:
@@ -160,11 +157,9 @@ def _composed(dynamic: Dynamic, row: sqlite3.Row) -> Write:
 
 
 def _superseded(store: Store, row: sqlite3.Row) -> bool:
-    return bool(store.query("SELECT 1 FROM outbox WHERE state = 'pending' AND method = ? AND path = ? AND id > ? "
-                            "LIMIT 1", row["method"], row["path"], row["id"]))
+    return store.superseded(row)
 
 
 def _settle(store: Store, oid: int, state: str, error: str | None = None) -> None:
     with store.tx() as db:
-        db.execute("UPDATE outbox SET state = ?, sent_at = ?, last_error = ?, attempts = attempts + 1 "
-                   "WHERE id = ? AND state = 'pending'", (state, time.time(), error, oid))
+        settle_write(db, oid, state, error)

@@ -7,7 +7,6 @@ inside a code span it cannot mention anyone, link anywhere or break the table ar
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from pathlib import Path
@@ -17,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bot.config import Config
 from bot.forge.links import job_url
-from bot.store import HostResult, Job, Store
+from bot.store import HostResult, Job, Store, first_hosts
 from ka.text import cap, encodable
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "comments"
@@ -97,9 +96,7 @@ def host_rows(results: list[HostResult]) -> list[dict[str, Any]]:
 def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: Path) -> str:
     """The terminal reply of a job a command asked for."""
     req = job.requester
-    rows = [HostResult(r[0], r[1], r[2] or "", _json(r[3])) for r in db.execute(
-        "SELECT host, state, description, detail FROM job_hosts WHERE job_id = ? ORDER BY host LIMIT ?",
-        (job.id, TABLE_ROWS))]
+    rows = first_hosts(db, job.id, TABLE_ROWS)
     failed = job.state != "succeeded"
     return render("result.md.j2", job=job, command=req.get("command") or job.verb, mention=mention(req.get("who")),
                   outcome=OUTCOME.get(job.state, job.state), duration=duration(job), job_url=job_url(config, job.id),
@@ -125,10 +122,6 @@ def fallback(job: Job) -> str:
         flags = " --rollback" if job.verb == "rollback" else (" --no-reboot" if job.args.get("no_reboot") else "")
         return f"ka-install {job.host}{flags} --rev {sha}   # in a clone of the fleet repository"
     return f"ka-{job.verb} {job.host or ''}".strip()
-
-
-def _json(text: str | None) -> dict[str, Any]:
-    return dict(json.loads(text or "{}"))
 
 
 def status_comment(config: Config, store: Store, branch: str, hosts: list[str]) -> str:

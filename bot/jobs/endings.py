@@ -24,7 +24,7 @@ from bot.forge.replies import code, mention, result_comment
 from bot.forge.summary import summary_write
 from bot.jobs.parity import CONTEXT
 from bot.services import Services
-from bot.store import Job, insert_audit, insert_writes
+from bot.store import Job, host_state_counts, insert_audit, insert_writes, prs_headed_at
 
 OnEnd = Callable[[sqlite3.Connection, Job, list[str]], None]
 log = logging.getLogger(__name__)
@@ -42,9 +42,7 @@ def ending(config: Config, log_dir_of: Callable[[int], object], word: str, plain
         reason = job.error or "ended without a result for this host"
         writes = ending_statuses(config, job, pending, word, reason)
         if job.verb == "parity" and job.commit_sha:
-            prs = [r[0] for r in db.execute("SELECT number FROM pr_heads p WHERE sha = ? AND at = (SELECT MAX(at) "
-                                            "FROM pr_heads q WHERE q.number = p.number)", (job.commit_sha,))]
-            writes += [summary_write(n) for n in prs]
+            writes += [summary_write(n) for n in prs_headed_at(db, job.commit_sha)]
         if job.verb == "build" and job.commit_sha and job.host:
             writes.append(build_status(config, job))
         if job.verb in ("install", "rollback") and job.commit_sha and job.host:
@@ -119,7 +117,7 @@ def _plain_reply(config: Config, job: Job) -> list[forge.Write]:
 def _audit(db: sqlite3.Connection, job: Job) -> None:
     req = job.requester
     hosts = job.args.get("hosts") or ([job.host] if job.host else None)
-    states = dict(db.execute("SELECT state, COUNT(*) FROM job_hosts WHERE job_id = ? GROUP BY state", (job.id,)))
+    states = host_state_counts(db, job.id)
     detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     place = {"comment": "pull request" if req.get("is_pull") else "issue", "push": "push",
              "pull_request": "pull request"}.get(str(req.get("kind")), str(req.get("kind")))

@@ -158,9 +158,7 @@ def prune(services: Services, now: float | None = None) -> int:
 def tidy_mirror(services: Services, now: float | None = None) -> int:
     """Unpin the commits of jobs that ended over a day ago, and let git tidy the mirror."""
     since = (now or time.time()) - 86400
-    keep = {r[0] for r in services.store.query(
-        "SELECT commit_sha FROM jobs WHERE commit_sha IS NOT NULL AND (state IN ('queued', 'running') "
-        "OR finished_at > ?)", since)}
+    keep = services.store.commits_in_use(since)
     try:
         return mirror.maintain(services.config.state_dir / "mirror.git", keep, now)
     except Exception:  # housekeeping: the next hour tries again
@@ -209,11 +207,10 @@ def dispatch(services: Services, tasks: Tasks, stop: threading.Event, interval: 
     last, written = 0, 0
     while True:
         try:
-            for row in services.store.query("SELECT id, verb FROM jobs WHERE state = 'queued' AND id > ? "
-                                            "ORDER BY id", last):
-                tasks.start(row[0], row[1])
-                last = row[0]
-            newest = services.store.query("SELECT MAX(id) FROM outbox")[0][0] or 0
+            for job_id, verb in services.store.queued_after(last):
+                tasks.start(job_id, verb)
+                last = job_id
+            newest = services.store.newest_write()
             if newest > written:  # the web app queued a write (a reaction to a command): send it now
                 written = newest
                 tasks.flusher.kick()

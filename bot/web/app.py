@@ -154,7 +154,7 @@ def create_app(config: Config | None = None, services: Services | None = None) -
         offset = _int_arg("hosts_offset", 0)
         limit = min(_int_arg("hosts_limit", HOSTS_PAGE, minimum=1), HOSTS_MAX)
         hosts = services.store.host_results(record.id, offset, limit)
-        writes = services.store.query("SELECT * FROM outbox WHERE job_id = ? ORDER BY id LIMIT 200", record.id)
+        writes = services.store.writes_of(record.id)
         if _wants_json():
             return jsonify({**_job_json(record), "hosts": [h.__dict__ for h in hosts], "hosts_offset": offset,
                             "writes": [dict(w) for w in writes]})
@@ -175,7 +175,7 @@ def create_app(config: Config | None = None, services: Services | None = None) -
 
     @app.get("/healthz")
     def healthz() -> Any:
-        services.store.query("SELECT 1")
+        services.store.ping()
         return jsonify({"ok": True, "outbox_backlog": outbox.backlog(services.store),
                         "local_mode": services.config.local_mode})
 

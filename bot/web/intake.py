@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,17 @@ from bot.events.router import Ignore, Router, RunCommands, RunParity, get
 from bot.forge import client as forge
 from bot.forge.links import repo_of
 from bot.forge.summary import summary_write
-from bot.store import Store, insert_writes, new_job
+from bot.store import (
+    Store,
+    delivery_seen,
+    event_key_job,
+    fleet_parity_job,
+    insert_delivery,
+    insert_writes,
+    new_job,
+    set_event_key,
+    set_pr_head,
+)
 
 log = logging.getLogger(__name__)
 REUSABLE = ("queued", "running", "succeeded")
@@ -84,10 +93,8 @@ def _stored_body(event: Event) -> bytes:
 
 
 def _insert_delivery(db: Any, event: Event, outcome: str, reason: str) -> bool:
-    cur = db.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     (event.delivery_id, event.name, event.action, event.repo, time.time(), outcome, reason,
-                      _stored_body(event)))
-    return cur.rowcount == 1
+    return insert_delivery(db, event.delivery_id, event.name, event.action, event.repo, outcome, reason,
+                           _stored_body(event))
 
 
 def _record(store: Store, event: Event, outcome: str, reason: str) -> Reply:
@@ -106,7 +113,7 @@ def _seen_before(event: Event) -> Reply:
 def _queue(store: Store, config: Config, event: Event, runs: list[RunParity | RunCommands]) -> Reply:
     jobs, new, reasons = [], [], []
     with store.tx() as db:
-        if db.execute("SELECT 1 FROM deliveries WHERE id = ?", (event.delivery_id,)).fetchone():
+        if delivery_seen(db, event.delivery_id):
             return _seen_before(event)
         for run in runs:
             if isinstance(run, RunCommands):
@@ -126,39 +133,34 @@ def _queue(store: Store, config: Config, event: Event, runs: list[RunParity | Ru
 
 def _job_for(db: Any, config: Config, event: Event, run: RunParity) -> tuple[int, bool, str]:
     """The job that answers ``run``: an existing one for the same event or commit, or a new one."""
-    seen = db.execute("SELECT k.job_id, j.state FROM event_keys k LEFT JOIN jobs j ON j.id = k.job_id "
-                      "WHERE k.key = ?", (run.event_key,)).fetchone()
+    seen = event_key_job(db, run.event_key)
     if seen and seen[1] in REUSABLE:
-        return int(seen[0]), False, f"{run.event_key} already handled by job {seen[0]}"
-    same = db.execute("SELECT id FROM jobs WHERE verb = 'parity' AND commit_sha = ? AND state IN (?, ?, ?) "
-                      "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL ORDER BY id DESC LIMIT 1",
-                      (run.commit, *REUSABLE)).fetchone()
+        return seen[0], False, f"{run.event_key} already handled by job {seen[0]}"
+    same = fleet_parity_job(db, run.commit, tuple(REUSABLE))
     if same:
-        job_id, created, reason = int(same[0]), False, f"commit {run.commit[:12]} already checked by job {same[0]}"
+        job_id, created, reason = same, False, f"commit {run.commit[:12]} already checked by job {same}"
     else:
         requester = {"kind": run.requester.kind, "who": run.requester.who, "url": run.requester.url,
                      "number": run.requester.number, "delivery": event.delivery_id}
         job_id = new_job(db, "parity", run.commit, run.ref, run.clone_url, requester)
         created, reason = True, f"parity on {run.commit[:12]} queued"
     # a key whose job failed or was interrupted now points at the new job: the event is checked again
-    db.execute("INSERT OR REPLACE INTO event_keys VALUES (?, ?, ?, ?)",
-               (run.event_key, job_id, event.delivery_id, time.time()))
+    set_event_key(db, run.event_key, job_id, event.delivery_id)
     if run.requester.kind == "pull_request" and run.requester.number:
-        db.execute("INSERT OR REPLACE INTO pr_heads VALUES (?, ?, ?, ?)",
-                   (run.requester.number, run.commit, job_id, time.time()))
+        set_pr_head(db, run.requester.number, run.commit, job_id)
         insert_writes(db, job_id, [summary_write(run.requester.number)])  # the PR's one summary comment
     return job_id, created, reason
 
 
 def _commands_job(db: Any, config: Config, event: Event, run: RunCommands) -> tuple[int, bool, str]:
     """A new comment's commands: once per comment id, acknowledged at once with an ``eyes`` reaction."""
-    seen = db.execute("SELECT job_id FROM event_keys WHERE key = ?", (run.event_key,)).fetchone()
+    seen = event_key_job(db, run.event_key)
     if seen:
         return int(seen[0]), False, f"comment {run.comment_id} already handled by job {seen[0]}"
     requester = {"kind": "comment", "who": run.author, "url": run.url, "number": run.number,
                  "comment_id": run.comment_id, "is_pull": run.is_pull, "delivery": event.delivery_id}
     job_id = new_job(db, "commands", None, None, run.clone_url, requester,
                      args={"items": run.items, "capped": run.capped, "cut": run.cut})
-    db.execute("INSERT INTO event_keys VALUES (?, ?, ?, ?)", (run.event_key, job_id, event.delivery_id, time.time()))
+    set_event_key(db, run.event_key, job_id, event.delivery_id)
     insert_writes(db, job_id, [forge.reaction(repo_of(config), run.comment_id, "eyes")])
     return job_id, True, f"{len(run.items)} command(s) of comment {run.comment_id} queued"

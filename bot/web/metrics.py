@@ -32,28 +32,26 @@ class StoreCollector:
         deliveries = CounterMetricFamily("ka_bot_deliveries", "Webhook deliveries by event and outcome",
                                          labels=["event", "outcome"])
         counts: dict[tuple[str, str], int] = {}
-        for event, outcome, n in self.store.query("SELECT event, outcome, COUNT(*) FROM deliveries "
-                                                  "GROUP BY event, outcome"):
+        for event, outcome, n in self.store.delivery_counts():
             key = (event if event in EVENTS else "other", outcome if outcome in OUTCOMES else "other")
             counts[key] = counts.get(key, 0) + n
         for (event, outcome), n in sorted(counts.items()):
             deliveries.add_metric([event, outcome], n)
         yield deliveries
         jobs = GaugeMetricFamily("ka_bot_jobs", "Jobs by verb and state", labels=["verb", "state"])
-        counts = {(r[0], r[1]): r[2] for r in self.store.query("SELECT verb, state, COUNT(*) FROM jobs GROUP BY 1, 2")}
+        counts = self.store.job_counts()
         for verb in sorted({v for v, _ in counts} | {"parity"}):
             for state in JOB_STATES:
                 jobs.add_metric([verb, state], counts.get((verb, state), 0))
         yield jobs
         yield from self._durations()
         backlog = GaugeMetricFamily("ka_bot_outbox_backlog", "Forge writes waiting to be sent")
-        backlog.add_metric([], self.store.query("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0])
+        backlog.add_metric([], self.store.backlog())
         yield backlog
 
     def _durations(self) -> Iterator[Metric]:
         hist = HistogramMetricFamily("ka_bot_job_duration_seconds", "Durations of finished jobs", labels=["verb"])
-        rows = self.store.query("SELECT verb, finished_at - started_at FROM jobs "
-                                "WHERE finished_at IS NOT NULL AND started_at IS NOT NULL")
+        rows = self.store.job_durations()
         for verb in sorted({r[0] for r in rows}):
             values = [r[1] for r in rows if r[0] == verb]
             buckets = [(str(b), sum(1 for v in values if v <= b)) for b in BUCKETS] + [("+Inf", len(values))]

@@ -28,6 +28,7 @@ from bot.jobs.worker import execute  # noqa: E402
 from bot.services import make_services  # noqa: E402
 from bot.store import HostResult, Store  # noqa: E402
 from tests.support.botkit import fleet_forge_repo  # noqa: E402
+from tests.support.db import sql  # noqa: E402
 from tests.support.fleet import fleet_files, manifest  # noqa: E402
 from tests.support.kernel import build_small_kernel, git  # noqa: E402
 
@@ -53,7 +54,7 @@ def whole_job(tmp: Path, hosts: int) -> None:
     seconds, written = time.perf_counter() - start, wchar() - written
     assert job is not None and job.state == "succeeded", job
     counts = services.store.host_counts(job_id)
-    statuses = services.store.query("SELECT COUNT(*) FROM outbox")[0][0]
+    statuses = sql(services.store, "SELECT COUNT(*) FROM outbox")[0][0]
     size = sum(p.stat().st_size for p in (tmp / "state").glob("ka-bot.db*"))
     print(f"parity job, {hosts} hosts: {seconds:.1f} s ({seconds / hosts * 1000:.2f} ms a host), "
           f"{written / 2**20:.0f} MiB written, database {size / 2**20:.0f} MiB; {counts}; {statuses} statuses queued")

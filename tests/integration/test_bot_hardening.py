@@ -34,6 +34,7 @@ from tests.support.botkit import (
     push_payload,
     wait_for,
 )
+from tests.support.db import sql
 from tests.support.fleet import AMPERE, BOMB, manifest
 
 
@@ -403,7 +404,7 @@ def test_a_damaged_page_is_found_by_quick_check(tmp_path: Path) -> None:
     with store.tx() as db:
         db.executemany("INSERT INTO deliveries VALUES (?, 'push', NULL, NULL, 0, 'ignored', '', ?)",
                        [(str(n), b"x" * 500) for n in range(2000)])
-    store.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    sql(store, "PRAGMA wal_checkpoint(TRUNCATE)")
     del store
     data = bytearray((state / "ka-bot.db").read_bytes())
     page = 4096

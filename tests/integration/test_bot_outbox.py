@@ -15,6 +15,7 @@ from bot.forge import client as forge
 from bot.forge import outbox
 from bot.store import Store
 from tests.support.botkit import REPO
+from tests.support.db import sql
 from tests.support.fakeforgejo import FakeForgejo
 
 
@@ -74,7 +75,7 @@ def test_forge_down_then_back(fake: FakeForgejo, store: Store) -> None:
     outbox.add(store, 1, status(1, "success"))
     delay = outbox.flush(store, client(fake))
     assert delay == 1.0  # first retry after a second
-    row = store.query("SELECT attempts, last_error FROM outbox WHERE id = 1")[0]
+    row = sql(store, "SELECT attempts, last_error FROM outbox WHERE id = 1")[0]
     assert row[0] == 1 and "unreachable" in row[1]
     fake.up()
     time.sleep(1.05)
@@ -86,7 +87,7 @@ def test_5xx_is_retried_with_backoff(fake: FakeForgejo, store: Store) -> None:
     fake.fail_with = 503
     outbox.add(store, 1, status(1))
     assert outbox.flush(store, client(fake)) == 1.0
-    store.query("SELECT 1")
+    sql(store, "SELECT 1")
     with store.tx() as db:
         db.execute("UPDATE outbox SET next_at = 0")
     assert outbox.flush(store, client(fake)) == 2.0
@@ -102,7 +103,7 @@ def test_permanent_error_is_logged_and_skipped(fake: FakeForgejo, store: Store,
     outbox.add(store, 1, forge.comment(REPO, 7, ""))  # Forgejo answers 422 to an empty body
     outbox.add(store, 1, status(2))
     assert outbox.flush(store, client(fake)) is None
-    failed = store.query("SELECT state, last_error FROM outbox WHERE id = 1")[0]
+    failed = sql(store, "SELECT state, last_error FROM outbox WHERE id = 1")[0]
     assert failed[0] == "failed" and "HTTP 422" in failed[1] and "[Body]: Required" in failed[1]
     assert "the forge refused comment on #7" in caplog.text
     assert len(fake.statuses()) == 1
@@ -112,7 +113,7 @@ def test_permanent_error_is_logged_and_skipped(fake: FakeForgejo, store: Store,
 def test_wrong_token_waits_for_a_good_one(fake: FakeForgejo, store: Store) -> None:
     outbox.add(store, 1, status(1))
     assert outbox.flush(store, client(fake, token="wrong")) == 1.0
-    row = store.query("SELECT state, last_error FROM outbox")[0]
+    row = sql(store, "SELECT state, last_error FROM outbox")[0]
     assert row[0] == "pending" and "HTTP 401: token is required" in row[1]
     with store.tx() as db:
         db.execute("UPDATE outbox SET next_at = 0")
@@ -127,7 +128,7 @@ def test_unexpected_error_keeps_the_row_in_line(store: Store) -> None:
 
     outbox.add(store, 1, status(1))
     assert outbox.flush(store, Broken()) == 1.0  # type: ignore[arg-type]
-    assert store.query("SELECT state, last_error FROM outbox")[0][:] == ("pending", "ValueError: a bug")
+    assert sql(store, "SELECT state, last_error FROM outbox")[0][:] == ("pending", "ValueError: a bug")
 
 
 def test_lease_keeps_a_second_flusher_out(fake: FakeForgejo, store: Store) -> None:

@@ -11,6 +11,7 @@ from bot.store import Store
 from bot.web.intake import receive
 from handlers import router
 from tests.support.botkit import REPO, delivery, pr_payload, push_payload, sample
+from tests.support.db import sql
 
 SHA = "a" * 40
 
@@ -28,7 +29,7 @@ def send(store: Store, d, config: Config = CONFIG):  # type: ignore[no-untyped-d
 
 
 def count(store: Store, table: str) -> int:
-    return int(store.query(f"SELECT COUNT(*) FROM {table}")[0][0])
+    return int(sql(store, f"SELECT COUNT(*) FROM {table}")[0][0])
 
 
 def test_push_queues_one_job(store: Store) -> None:
@@ -109,7 +110,7 @@ def test_legacy_secret_in_body_is_not_stored(store: Store) -> None:
     config = Config(repo="max/webhook_test", webhook_secret="test")
     reply = receive(store, router, config, data["headers"], data["raw_body"].encode())
     assert reply.status == 202
-    body = store.query("SELECT body FROM deliveries")[0][0]
+    body = sql(store, "SELECT body FROM deliveries")[0][0]
     assert b'"secret"' not in body and b"9d7157" in body
 
 

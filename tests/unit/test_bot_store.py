@@ -15,6 +15,7 @@ from bot.forge import client as forge
 from bot.jobs.worker import prune
 from bot.services import make_services
 from bot.store import DESCRIPTION_MAX, DETAIL_MAX, SCHEMA_VERSION, HostResult, Job, Store, insert_writes
+from tests.support.db import sql
 
 
 def _job(store: Store, verb: str, host: str | None) -> int:
@@ -52,7 +53,7 @@ def test_finish_only_ends_a_running_job(tmp_path: Path) -> None:
 
 def test_schema_version_is_recorded(tmp_path: Path) -> None:
     store = Store(tmp_path / "db")
-    assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
+    assert sql(store, "PRAGMA user_version")[0][0] == SCHEMA_VERSION
     Store(tmp_path / "db")  # opening again is idempotent
 
 
@@ -65,7 +66,7 @@ def test_a_hosts_result_is_capped(tmp_path: Path) -> None:
     huge = {"excerpt": "x" * 10_000_000, "series": [{"patches": ["p" * 1000] * 1000}] * 1000, "n": 3}
     store.record_host(job, HostResult("h", "failure", "d" * 1_000_000, huge), forge.status(
         "o/r", "a" * 40, "failure", "ka/parity/h", "x", "http://x"))
-    row = store.query("SELECT length(description), length(detail) FROM job_hosts")[0]
+    row = sql(store, "SELECT length(description), length(detail) FROM job_hosts")[0]
     assert row[0] <= DESCRIPTION_MAX and row[1] <= DETAIL_MAX
     (result,) = store.host_results(job)
     assert result.detail["n"] == 3
@@ -128,7 +129,7 @@ def test_finish_gives_every_pending_host_its_error_in_one_commit(tmp_path: Path)
     assert store.finish(job, "failed", "boom", writes)
     assert asked == [["a", "c"]]
     assert {r.host: r.state for r in store.host_results(job)} == {"a": "error", "b": "success", "c": "error"}
-    assert store.query("SELECT COUNT(*) FROM outbox")[0][0] == 3
+    assert sql(store, "SELECT COUNT(*) FROM outbox")[0][0] == 3
     assert not store.finish(job, "failed", "again", writes)  # stale: nothing more
 
 
@@ -142,7 +143,7 @@ def test_delivery_bodies_are_pruned_and_records_kept(tmp_path: Path) -> None:
     services = make_services(Config(state_dir=tmp_path / "state"))
     services.store = store
     assert prune(services, now) == 2
-    rows = store.query("SELECT id, body IS NULL FROM deliveries ORDER BY id")
+    rows = sql(store, "SELECT id, body IS NULL FROM deliveries ORDER BY id")
     assert [tuple(r) for r in rows] == [("d0", 1), ("d1", 1), ("d2", 0), ("d3", 0)]
     keep = make_services(Config(state_dir=tmp_path / "state", delivery_retention_days=0))
     keep.store = store
@@ -160,7 +161,7 @@ def test_schema_1_is_migrated(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 1")
         db.commit()
     store = Store(path)
-    assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
+    assert sql(store, "PRAGMA user_version")[0][0] == SCHEMA_VERSION == 4
     job = store.job(1)
     assert job is not None and job.host_count == 2 and job.result == {}
     assert [(r.host, r.state, r.detail) for r in store.host_results(1)] == [("a", "success", {"b2sum": "f"}),
@@ -181,7 +182,7 @@ CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, job_id INTEGER, metho
 
 
 def _open(path: str) -> int:
-    return Store(Path(path)).query("PRAGMA user_version")[0][0]
+    return sql(Store(Path(path)), "PRAGMA user_version")[0][0]
 
 
 def test_processes_opening_an_old_database_at_once_migrate_it_once(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from bot.forge import client as forge
 from bot.jobs.endings import end_job
 from bot.services import make_services
 from bot.store import HostResult
+from tests.support.db import sql
 
 
 def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -> None:
@@ -25,6 +26,6 @@ def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -
     store.record_host(job_id, HostResult("ampere", "success", "ok", {}),
                       forge.status("o/r", "a" * 40, "success", "ka/parity/ampere", "ok", "u"))
     end_job(services, claimed, "failed", "OSError: No space left on device (recording the result)")
-    contexts = [str(r["body"]) for r in store.query("SELECT body FROM outbox")]
+    contexts = [str(r["body"]) for r in sql(store, "SELECT body FROM outbox")]
     assert not any('"ka/parity"' in c for c in contexts), contexts
     assert store.job(job_id).state == "failed"  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ project's own modules, wherever it is written.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,20 @@ def test_the_tool_knows_nothing_of_the_bot_and_handlers_only_the_event_api() -> 
     assert [(m, i) for m, deps in GRAPH.items() if m.startswith("ka") for i, _ in deps if not i.startswith("ka")] == []
     assert [(m, i) for m, deps in GRAPH.items() if m.startswith("handlers") for i, _ in deps
             if not i.startswith(("bot.events", "handlers"))] == []
+
+
+def _strings(path: Path) -> list[str]:
+    return [n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)]
+
+
+SQL = re.compile(r"\bSELECT\b.*\bFROM\b|\bINSERT (OR \w+ )?INTO\b|\bUPDATE \w+ SET\b|\bDELETE FROM\b|\bCREATE TABLE\b")
+
+
+def test_sql_only_in_the_store() -> None:
+    """The store's tables are reached through bot/store.py's named statements (the queue database huey keeps,
+    in bot/services.py, is huey's own: only PRAGMAs there)."""
+    outside = [f"{_module(p)}: {s[:60]!r}" for pkg in PACKAGES for p in sorted((PROJECT / pkg).rglob("*.py"))
+               if p != PROJECT / "bot" / "store.py" for s in _strings(p) if SQL.search(s)]
+    assert outside == []
+    assert "def query(" not in (PROJECT / "bot" / "store.py").read_text()
