@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ka.build.render import PKGEXT, BuildFolder, render, spec_of
+from ka.build.render import BuildFolder, render, spec_of
 from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
-from ka.fleet.infra import BuildHost, Infra
+from ka.fleet.infra import BuildHost, Infra, Repository
 from ka.fleet.repo import RepoView
 from ka.io.outputs import Outputs
 from ka.io.runner import run
@@ -220,8 +220,7 @@ def _makepkg_env(folder: BuildFolder, opts: BuildOptions, epoch: int, bh: BuildH
     env = {"SOURCE_DATE_EPOCH": str(epoch), "KBUILD_BUILD_TIMESTAMP": time.strftime("%a %b %d %H:%M:%S UTC %Y",
                                                                                   time.gmtime(epoch)),
            "KBUILD_BUILD_USER": "kernel-agent", "KBUILD_BUILD_HOST": "kernel-agent", "KBUILD_BUILD_VERSION": "1"}
-    if folder.spec.format == "pacman":
-        env.update({"PKGEXT": PKGEXT, "CARCH": folder.spec.arch, "PACKAGER": opts.packager})
+    env.update(folder.spec.kind.build_env(folder.spec.arch, opts.packager))
     if bh is not None:
         env["SRCDEST"] = posixpath.join(bh.workdir, "sources")  # the kernel's git clone, kept between builds
         if bh.cross_compile:
@@ -285,11 +284,11 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
             lines.append(text)
             del lines[:-40]
             log(text)
-        tool = "makepkg" if folder.spec.format == "pacman" else "dpkg-buildpackage"
+        tool = folder.spec.kind.build_tool
         try:
-            if folder.spec.format == "deb":
+            if folder.spec.kind.name in SOURCE_FIRST:
                 phases("source")
-                _deb_source(remote, folder, bh, where, line)
+                SOURCE_FIRST[folder.spec.kind.name](remote, folder, bh, where, line)
             phases(tool)
             argv, cwd = _build_command(folder, where)
             env = {**_makepkg_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
@@ -310,10 +309,8 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
 
 def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:
     """The build's command line and folder: makepkg in the build folder, dpkg-buildpackage in the source."""
-    if folder.spec.format == "pacman":
-        return ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"], where
-    return (["dpkg-buildpackage", "--build=binary", "--no-sign", "--no-check-builddeps",
-             f"--host-arch={folder.spec.arch}"], posixpath.join(where, "linux"))
+    argv, sub = folder.spec.kind.build_command(folder.spec.arch)
+    return argv, posixpath.join(where, sub) if sub else where
 
 
 def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, log: Log) -> None:
@@ -377,10 +374,10 @@ def _finish(folder: BuildFolder, infra: Infra, opts: BuildOptions, result: Build
                               "builds of the default branch")
         log(f"neither signed nor published: {result.unpublished}")
         return
-    repo = infra.repository_for(folder.spec.format)
+    repo = infra.repository_for(folder.spec.kind)
     if repo is None:
         if opts.publish:
-            raise BuildError(f"{infra.path}: no {infra.repository_key(folder.spec.format)}: nothing to sign with or "
+            raise BuildError(f"{infra.path}: no {folder.spec.kind.repository_key}: nothing to sign with or "
                              "publish to (--no-publish builds unsigned)", result, 2)
         log("not signed: infra.yaml names no repository key")
         return
@@ -390,11 +387,7 @@ def _finish(folder: BuildFolder, infra: Infra, opts: BuildOptions, result: Build
     log(f"signed with {result.artifacts[0].signer}")
     if opts.publish:
         phases("publish")
-        if folder.spec.format == "deb":
-            result.published = publish_deb(opts.ssh, repo, packages, folder.spec.arch, log)
-        else:
-            versions = [f"{name}-{result.version}" for name in folder.names()]
-            result.published = publish(opts.ssh, repo, packages, versions, log)
+        result.published = PUBLISH[folder.spec.kind.name](opts, repo, packages, folder, result.version, log)
     if result.diff is not None and not result.diff.same:
         raise BuildError(f"built, but not the same as {opts.check_against}: " + "; ".join(result.diff.differences[:10]),
                          result)
@@ -416,3 +409,19 @@ def check_links(kernel: Path, headers: Path) -> None:
                                  "the package (ln -sr)")
     if not any(m.name.endswith("/build") and m.kind == "link" for m in members(headers)):
         raise BuildError(f"{headers.name}: no usr/lib/modules/<release>/build link")
+
+
+# --- what ka-build does its own way per package format (what a format is: ka/fleet/formats.py) ---------
+
+def _publish_pacman(opts: BuildOptions, repo: Repository, packages: list[Path], folder: BuildFolder, version: str,
+                    log: Log) -> Published:
+    return publish(opts.ssh, repo, packages, [f"{name}-{version}" for name in folder.names()], log)
+
+
+def _publish_deb(opts: BuildOptions, repo: Repository, packages: list[Path], folder: BuildFolder, version: str,
+                 log: Log) -> Published:
+    return publish_deb(opts.ssh, repo, packages, folder.spec.arch, log)
+
+
+PUBLISH = {"pacman": _publish_pacman, "deb": _publish_deb}  # into its repository, signed
+SOURCE_FIRST = {"deb": _deb_source}  # the kernel source unpacked into the build folder before the build tool runs

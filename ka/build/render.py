@@ -68,16 +68,12 @@ class BuildFolder:
 
     def names(self) -> list[str]:
         """The package names: the kernel's, then the headers'."""
-        if self.spec.format == "deb":
-            return [f"linux-image-{self.release}", f"linux-headers-{self.release}"]
-        return [self.spec.pkgbase, f"{self.spec.pkgbase}-headers"]
+        return self.spec.kind.package_names(self.spec.pkgbase, self.release)
 
     def packages(self, arch: str | None = None) -> list[str]:
         """The file names the build will make: the kernel and its headers."""
         arch = arch or self.spec.arch
-        if self.spec.format == "deb":
-            return [f"{name}_{self.version}_{arch}.deb" for name in self.names()]
-        return [f"{name}-{self.version}-{arch}{PKGEXT}" for name in self.names()]
+        return [self.spec.kind.file_name(name, self.version, arch) for name in self.names()]
 
     def write(self, folder: Path) -> None:
         """Write the files (a new or empty folder); debian/rules and the maintainer scripts executable."""
@@ -118,8 +114,14 @@ def render(view: RepoView, plan: HostPlan, commit: str | None, *, epoch: int = 1
     config = _config(view, m.path, spec)
     if source_commit is not None and not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", source_commit):
         raise BadInput(f"the baseline's commit {shown(source_commit)} is not a full commit id")
-    if spec.format == "deb":
-        return _render_deb(plan, commit, config, epoch, packager, source_commit)
+    return RENDER[spec.kind.name](plan, commit, config, epoch, packager, source_commit)
+
+
+def _render_pacman(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str,
+                   source_commit: str | None) -> BuildFolder:
+    """A PKGBUILD, the patch, the config and the mkinitcpio preset (makepkg reads the packager from its
+    environment, so ``epoch`` and ``packager`` are not written here)."""
+    spec, m = spec_of(plan), plan.manifest
     localversion(plan, config)
     patch_name = f"{m.host}-cumulative.patch"
     preset_name = f"{spec.pkgbase}.preset"
@@ -191,6 +193,9 @@ def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, p
             script=script, release=release).encode()
     files.update({patch_name: plan.cumulative.data, "config": config})
     return BuildFolder(m.host, spec, pkgver(m.baseline_ref), files, release, m.baseline_ref, source_commit)
+
+
+RENDER = {"pacman": _render_pacman, "deb": _render_deb}  # each package format's build folder
 
 
 def _config(view: RepoView, manifest_path: str, spec: PackageSpec) -> bytes:

@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 
 from ka.errors import ManifestError, Problem
+from ka.fleet.formats import PackageFormat
 from ka.fleet.manifest import FLEET
 from ka.fleet.repo import FILE, PathEscapes, RepoView
 from ka.fleet.yamldoc import Doc, child
@@ -106,14 +107,11 @@ class Infra:
     parity_references: tuple[Folder, ...] = ()
     pull_request_build_hosts: tuple[BuildHost, ...] = ()
 
-    def repository_for(self, fmt: str) -> Repository | None:
-        """Where packages of ``fmt`` are published: ``repository`` (pacman) or ``apt_repository`` (deb)."""
-        return self.apt_repository if fmt == "deb" else self.repository
-
-    @staticmethod
-    def repository_key(fmt: str) -> str:
-        """The section of infra.yaml that names the repository of ``fmt``."""
-        return "apt_repository" if fmt == "deb" else "repository"
+    def repository_for(self, fmt: PackageFormat) -> Repository | None:
+        """Where packages of ``fmt`` are published: the section ``fmt.repository_key`` names
+        (``repository`` for pacman, ``apt_repository`` for deb)."""
+        repo: Repository | None = getattr(self, fmt.repository_key)
+        return repo
 
 
 def load_infra(view: RepoView) -> Infra:

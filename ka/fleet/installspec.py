@@ -45,6 +45,7 @@ from typing import Any
 
 import yaml
 
+from ka.fleet.formats import INSTALLERS, PACMAN, PackageFormat
 from ka.fleet.packagespec import PackageSpec
 from ka.fleet.yamldoc import Doc, child
 from ka.text import shown
@@ -99,6 +100,11 @@ class InstallSpec:
     up_timeout: int = 300
 
     @property
+    def kind(self) -> PackageFormat:
+        """The format of the packages the host installs (``install.format`` names its package manager)."""
+        return INSTALLERS[self.format]
+
+    @property
     def image_path(self) -> str:
         return posixpath.join(self.boot, self.image)
 
@@ -112,7 +118,7 @@ class InstallSpec:
     def kernel_package(self, release: str) -> str:
         """The package that holds the kernel ``release`` on the host: pacman's pkgbase, or on an apt host
         that kernel's own ``linux-image-<release>``."""
-        return f"linux-image-{release}" if self.format == "apt" else self.pkgbase
+        return self.kind.kernel_package(self.pkgbase, release)
 
     def deb_image(self, release: str) -> str:
         """A Debian kernel's image on the host (``/boot/vmlinuz-<release>``)."""
@@ -133,10 +139,9 @@ class InstallSpec:
 
 def default_spec(host: str, package: PackageSpec | None) -> InstallSpec:
     """The production defaults, for a manifest without an ``install`` section (apt for a deb package)."""
-    deb = package is not None and package.format == "deb"
+    kind = package.kind if package else PACMAN
     return InstallSpec(ssh=host, pkgbase=package.pkgbase if package else f"linux-{host}",
-                       image=package.image if package else "Image", format="apt" if deb else "pacman",
-                       initramfs="initramfs-tools" if deb else "mkinitcpio")
+                       image=package.image if package else "Image", format=kind.installer, initramfs=kind.initramfs)
 
 
 def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSpec:
@@ -155,13 +160,13 @@ def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSp
                                *((k, ABS_PATH, "an absolute path") for k in
                                  ("boot", "extlinux", "modules", "state", "pacman_log", "trial_state"))):
         got[key] = _text(doc, node, value, key, pattern, what, getattr(base, key))
-    for key, choices in (("format", ("pacman", "apt")), ("bootloader", ("extlinux",)),
+    for key, choices in (("format", tuple(INSTALLERS)), ("bootloader", ("extlinux",)),
                          ("initramfs", ("mkinitcpio", "initramfs-tools", "none")),
                          ("trial_boot", ("none", "uboot-script"))):
         got[key] = _choice(doc, node, value, key, choices, getattr(base, key))
     if got["format"] != base.format and value.get("initramfs") is None:  # the format's own initramfs maker
-        got["initramfs"] = "initramfs-tools" if got["format"] == "apt" else "mkinitcpio"
-    if (got["format"] == "apt") != (package is not None and package.format == "deb") and package is not None:
+        got["initramfs"] = INSTALLERS[got["format"]].initramfs
+    if package is not None and INSTALLERS[got["format"]].name != package.format:
         doc.add(child(node, "format"), "install.format", f"{got['format']} does not install the {package.format} "
                 "packages package.format makes (pacman takes pacman's, apt takes deb)")
     got["panic"] = _int(doc, node, value, "panic", 1, 3600, base.panic, "install.panic")

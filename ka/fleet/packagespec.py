@@ -28,15 +28,13 @@ from typing import Any
 
 import yaml
 
+from ka.fleet.formats import FORMATS, PACMAN, PackageFormat
 from ka.fleet.repo import clean_relpath
 from ka.fleet.yamldoc import Doc, child, key_node
 from ka.text import shown
 
 KEYS = ("format", "pkgbase", "pkgrel", "arch", "kernel_arch", "image", "config", "source")
 SOURCE_KEYS = ("git", "tarball", "b2sum")
-FORMATS = ("pacman", "deb")
-#: each format's own default architecture name (pacman's CARCH, dpkg's)
-DEFAULT_ARCH = {"pacman": "aarch64", "deb": "arm64"}
 STABLE_GIT = "https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git"
 _PKGBASE = re.compile(r"[a-z0-9][a-z0-9@._+-]{0,62}")
 _PKGREL = re.compile(r"[1-9][0-9]{0,4}(\.[0-9]{1,4})?")
@@ -65,6 +63,11 @@ class PackageSpec:
     tarball_b2sum: str | None = None
     config_line: int | None = None
 
+    @property
+    def kind(self) -> PackageFormat:
+        """The format's object: what differs between pacman and deb packages."""
+        return FORMATS[self.format]
+
 
 def pkgver(baseline_ref: str) -> str:
     """pacman's pkgver from a baseline tag: ``v6.12.117`` → ``6.12.117``, ``v6.13-rc3`` → ``6.13.rc3``."""
@@ -90,13 +93,13 @@ def parse_package(doc: Doc, host: str) -> PackageSpec | None:
         doc.add(node, "package", f"must be a mapping of {', '.join(KEYS)}")
         return None
     doc.check_keys(node, KEYS, "package.")  # type: ignore[arg-type]
-    fmt = _pick(doc, node, value, "format", "pacman", None, f"one of {', '.join(FORMATS)}", FORMATS)
+    fmt = _pick(doc, node, value, "format", PACMAN.name, None, f"one of {', '.join(FORMATS)}", tuple(FORMATS))
     git, tarball, b2 = _source(doc, node, value.get("source"))
     config = _config(doc, key_node(doc.node, "package"), node, value.get("config"))
     return PackageSpec(
         format=fmt, pkgbase=_pick(doc, node, value, "pkgbase", f"linux-{host}", _PKGBASE, "a package name"),
         pkgrel=_pick(doc, node, value, "pkgrel", "1", _PKGREL, "a release number (1, 2, 1.1)"),
-        arch=_pick(doc, node, value, "arch", DEFAULT_ARCH[fmt], _WORD, "an architecture such as aarch64"),
+        arch=_pick(doc, node, value, "arch", FORMATS[fmt].arch, _WORD, "an architecture such as aarch64"),
         kernel_arch=_pick(doc, node, value, "kernel_arch", "arm64", _WORD, "a kernel ARCH such as arm64"),
         image=_pick(doc, node, value, "image", "Image", _IMAGE, "a file name such as Image"),
         config=config, git=git, tarball=tarball, tarball_b2sum=b2,

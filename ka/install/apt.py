@@ -29,8 +29,7 @@ from typing import Any
 from ka.errors import EXIT_BAD_INPUT
 from ka.install import extlinux, trial
 from ka.install.device import now
-from ka.install.installer import MARGIN, InstallError, InstallResult, Preflight, Step
-from ka.install.pacman import Install
+from ka.install.installer import MARGIN, Installer, InstallError, InstallResult, Preflight, Step
 from ka.packages import aptrepo
 from ka.packages.facts import PackageFacts
 from ka.packages.sign import SignError, public_key
@@ -45,12 +44,19 @@ LOCK_WAIT = "-oDPkg::Lock::Timeout=300"
 ABSENT = ("not-installed", "config-files")
 
 
-class DebInstall(Install):
-    """``ka-install HOST`` on an apt host."""
+class AptInstall:
+    """What an install on an apt host does its own way: the package goes in beside the running kernel, whose
+    package, files and entry stay (the way back is removing the new package); the flow asks for the rest."""
 
-    labels: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)
     keeps = False  # the running kernel keeps its own package, files and entry
-    started = 0  # the host's clock when apt-get install started: the new initramfs is younger
+
+    def __init__(self, session: Installer) -> None:
+        self.s = session
+        self.spec, self.host = session.spec, session.host
+        self.labels: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)  # named by u-boot-update, read back
+        self.started = 0  # the host's clock when apt-get install started: the new initramfs is younger
+        self.removed = False  # a rollback removed the newer package
+
 
     def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
         self.check_new_release(pre, facts)
@@ -60,8 +66,7 @@ class DebInstall(Install):
     def check_default(self, pre: Preflight, facts: PackageFacts) -> None:
         """The default entry boots the running kernel (it is what the backup saves and the way back keeps), and
         the new release is the one u-boot-update will make the default (it sorts above every other kernel)."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         default, boots = menu(pre.text, self.spec.boot)
         running = self.spec.deb_image(pre.running)
         if boots.get(default or "") != running:
@@ -81,24 +86,23 @@ class DebInstall(Install):
 
     def check_published(self, facts: PackageFacts) -> None:
         """apt installs from the repository: ``--package FILE`` must be what the index lists, byte for byte."""
-        repo = self.infra.apt_repository
+        repo = self.s.infra.apt_repository
         if repo is None:
-            raise InstallError(f"{self.infra.path}: no apt_repository: an apt host installs from it; refused",
+            raise InstallError(f"{self.s.infra.path}: no apt_repository: an apt host installs from it; refused",
                                exit_code=EXIT_BAD_INPUT)
-        if self.opts.package is None:
+        if self.s.opts.package is None:
             return  # fetched from the repository, its sum checked against the index
         sha = hashlib.sha256(facts.path.read_bytes()).hexdigest()
-        if not aptrepo.published_sum(self.opts.ssh, repo, facts.name, sha):
+        if not aptrepo.published_sum(self.s.opts.ssh, repo, facts.name, sha):
             raise InstallError(f"{facts.path.name} is not in {repo.name} ({repo.ssh}:{repo.path}) with these bytes: "
                                "apt on the host installs what the repository serves; publish it first (ka-build "
                                "publishes what it builds); refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
 
-    def check_room(self, pre: Preflight, new_bytes: int, keeping: bool = True) -> None:
+    def check_room(self, pre: Preflight, facts: PackageFacts) -> None:
         """Room in the boot folder for the new kernel's files and its initramfs (about the running one's size):
         nothing is replaced, the running kernel keeps its files."""
-        device = self.device
-        assert device is not None
-        self.require_room(int((new_bytes + device.size([self.spec.deb_initrd(pre.running)])) * MARGIN),
+        device = self.s.device
+        self.s.require_room(int((facts.boot_bytes + device.size([self.spec.deb_initrd(pre.running)])) * MARGIN),
                           "the new kernel and its initramfs", "apt-get remove an old linux-image-<release>")
 
     def check_new_release(self, pre: Preflight, facts: PackageFacts) -> None:
@@ -107,8 +111,7 @@ class DebInstall(Install):
             raise InstallError(f"{facts.name} is the running kernel's release: installing it would replace the files "
                                f"{self.host} boots now in place.  Raise package.pkgrel and build again; refused, "
                                "nothing was changed", exit_code=EXIT_BAD_INPUT)
-        device = self.device
-        assert device is not None
+        device = self.s.device
         state = device.deb_status(facts.name)
         if state not in ABSENT:
             raise InstallError(f"{self.host} has {facts.name} already ({state}, not running): reboot into it, or "
@@ -116,33 +119,33 @@ class DebInstall(Install):
 
     def steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
         installed = {"release": facts.release, "version": facts.version, "package": facts.name, "at": now(),
-                     "by": self.opts.who}
+                     "by": self.s.opts.who}
         previous = {"release": pre.running, "version": pre.installed, "package": self.spec.kernel_package(pre.running)}
         record: dict[str, Any] = {"host": self.host, "replaced_release": pre.running, "replaced_version": pre.installed,
                                   "installed_version": facts.version, "installed_release": facts.release,
-                                  "at": now(), "by": self.opts.who,
+                                  "at": now(), "by": self.s.opts.who,
                                   "paths": {"boot": self.spec.boot, "extlinux": self.spec.extlinux,
                                             "modules": self.spec.modules}}
         # the stage that holds the host (until a reboot or --rollback) starts when dpkg is about to change it
-        return [self.backup_step(pre, record), self.source_step(), self.update_step(),
-                self.record_step("installing", lambda: {"installed": installed, "previous": previous,
-                                                        "pending_reboot": True, "backup": self.result.backup}),
+        return [self.s.backup_step(pre, record), self.source_step(), self.update_step(),
+                self.s.record_step("installing", lambda: {"installed": installed, "previous": previous,
+                                                        "pending_reboot": True, "backup": self.s.result.backup}),
                 self.apt_step(facts), self.check_step(pre, facts),
-                self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
+                self.s.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
                                                                 "result": "installed, reboot pending"}}),
-                *self.trial_steps(lambda: self.labels, ("<new entry>", "<running kernel's entry>"))]
+                *self.s.trial_steps(lambda: self.labels, ("<new entry>", "<running kernel's entry>"))]
 
     def source_step(self) -> Step:
         """The fleet's repository as apt's source, with its key (what apt checks the index's signature with)."""
-        device, repo = self.device, self.infra.apt_repository
-        assert device is not None and repo is not None  # check_published refused a host without one
+        device, repo = self.s.device, self.s.infra.apt_repository
+        assert repo is not None  # check_published refused a host without one
         line = f"deb [signed-by={KEYRING}] {repo.url} {repo.name} main\n"
 
         def run() -> None:
-            self.got.changed = True
+            self.s.got.changed = True
             device.root(["mkdir", "-p", "--", posixpath.dirname(KEYRING)], timeout=60)
             try:
-                key = public_key(repo.key, self.opts.gnupghome)
+                key = public_key(repo.key, self.s.opts.gnupghome)
             except SignError as exc:
                 raise InstallError(f"{exc}: apt on {self.host} would not trust the repository") from None
             device.write(KEYRING, key)
@@ -156,9 +159,8 @@ class DebInstall(Install):
         return self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, LOCK_WAIT, *args)
 
     def _apt_run(self, argv: list[str], what: str) -> None:
-        device = self.device
-        assert device is not None
-        done = device.remote.run(argv, timeout=1800, check=False, on_line=self.log)
+        device = self.s.device
+        done = device.remote.run(argv, timeout=1800, check=False, on_line=self.s.log)
         if not done.ok:
             raise InstallError(f"apt-get {what} failed on {self.host} (exit {done.code}): "
                                + " | ".join(done.output.strip().splitlines()[-3:]))
@@ -171,22 +173,20 @@ class DebInstall(Install):
 
     def apt_step(self, facts: PackageFacts) -> Step:
         """Install the package: its hooks run on the host (initramfs-tools, u-boot-menu)."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         argv = self.apt("install", "--yes", "--no-install-recommends", "-oDpkg::Options::=--force-confold",
                         f"{facts.name}={facts.version}")
 
         def run() -> None:
             self.started = int(device.remote.run(["date", "+%s"], timeout=30).output.strip())
-            self.got.changed, self.got.apt_package = True, facts.name
+            self.s.got.changed, self.s.got.apt_package = True, facts.name
             self._apt_run(argv, f"install {facts.name}={facts.version}")
         return Step(f"apt-get install {facts.name}={facts.version} (its hooks: update-initramfs, u-boot-update)",
                     [(self.host, argv)], run)
 
     def check_step(self, pre: Preflight, facts: PackageFacts) -> Step:
         """dpkg has it; the image is the package's; its initramfs is new; extlinux boots it, and keeps the old."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         image, initrd = self.spec.deb_image(facts.release), self.spec.deb_initrd(facts.release)
 
         def run() -> None:
@@ -197,7 +197,7 @@ class DebInstall(Install):
                 raise InstallError(f"{self.host}:{image} is not the package's image after the install")
             self._check_initrd(initrd)
             self.labels = self._check_menu(pre, facts, image)
-            self.log(f"{self.spec.extlinux}: {self.labels[0]} boots {facts.release} by default, {self.labels[1]} "
+            self.s.log(f"{self.spec.extlinux}: {self.labels[0]} boots {facts.release} by default, {self.labels[1]} "
                      f"boots {pre.running}")
         return Step(f"check: dpkg has {facts.name}, {image} is the package's, {initrd} is new, {self.spec.extlinux} "
                     f"boots {facts.release} by default and still has {pre.running}",
@@ -208,8 +208,7 @@ class DebInstall(Install):
     def _check_initrd(self, initrd: str) -> None:
         if self.spec.initramfs == "none":
             return
-        device = self.device
-        assert device is not None
+        device = self.s.device
         got = device.root(["stat", "-c", "%Y", "--", initrd], timeout=60, check=False).output.strip()
         if not got.isdigit() or int(got) < self.started:
             raise InstallError(f"{self.host}:{initrd} was not written by the package's hooks (initramfs-tools): the "
@@ -217,8 +216,7 @@ class DebInstall(Install):
 
     def _check_menu(self, pre: Preflight, facts: PackageFacts, image: str) -> tuple[str, str]:
         """(the default label, the first label booting the running kernel) of the rewritten extlinux.conf."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         default, boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
         if default is None or boots.get(default) != image:
             raise InstallError(f"{self.host}:{self.spec.extlinux}: the default entry ({default}) does not boot {image} "
@@ -232,11 +230,10 @@ class DebInstall(Install):
 
     def fell_back(self, pre: Preflight, facts: PackageFacts, why: str) -> str:
         """Back on the kept kernel by itself: remove the new package, so that it is the default again."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         self.remove(facts.name)
         trial.clear(device, self.spec)
-        self.got.trial_armed = False
+        self.s.got.trial_armed = False
         record = device.record()
         device.save_record({**record, "stage": "booted", "pending_reboot": False,
                             "installed": record.get("previous") or {},
@@ -246,8 +243,7 @@ class DebInstall(Install):
 
     def default_after_removal(self, back: str) -> str:
         """Whether u-boot-update made ``back`` the default again, as words (raises when it did not)."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         default, boots = menu(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"), self.spec.boot)
         if boots.get(default or "") != self.spec.deb_image(back):
             raise InstallError(f"{self.host}:{self.spec.extlinux}: after the removal the default entry "
@@ -257,54 +253,43 @@ class DebInstall(Install):
 
     def remove(self, name: str) -> None:
         """``apt-get remove`` a kernel package: its hooks take its entry out of extlinux.conf."""
-        self.got.changed, self.got.apt_package = True, name
+        self.s.got.changed, self.s.got.apt_package = True, name
         self._apt_run(self.apt("remove", "--yes", name), f"remove {name}")
 
+    # --- the way back ------------------------------------------------------------------------------
 
-def menu(text: str, boot: str) -> tuple[str | None, dict[str, str]]:
-    """An extlinux.conf's default label, and label → the image it boots (a path on the host)."""
-    config = extlinux.parse(text)
-    return config.default, {entry.name: extlinux.on_host(extlinux.booted(entry)[0], extlinux.boot_dir(entry), boot)
-                            for entry in config.entries if entry.kernel}
-
-
-class DebRollback(DebInstall):
-    """``ka-install HOST --rollback`` on an apt host: remove the kernel the last install put in, so that
-    u-boot-update makes the kernel it replaced the default again; reboot (unless nothing was removed and
-    the host runs that kernel already); the heartbeat must see it."""
-
-    removed = False
-
-    def run(self) -> InstallResult:
-        self.phase("preflight")
-        self.connect()
-        self.lock()
-        pre = self.preflight()
+    def roll_back(self) -> InstallResult:
+        """Remove the kernel the last install put in, so that u-boot-update makes the kernel it replaced the
+        default again; reboot (unless nothing was removed and the host runs that kernel already)."""
+        self.s.phase("preflight")
+        self.s.connect()
+        self.s.lock()
+        pre = self.s.preflight()
         installed, previous = pre.record.get("installed") or {}, pre.record.get("previous") or {}
         name, back = installed.get("package"), previous.get("release")
         if not name or not back or installed.get("release") == back:
             raise InstallError(f"{self.host}: its install record names no installed kernel and no kernel it replaced; "
                                "nothing to roll back (ka-install --rollback RELEASE restores a backup)",
                                exit_code=EXIT_BAD_INPUT)
-        self.result.new_release = back
-        self.got.apt_package = str(name)
-        self.execute([*self.trial_clear_steps(), self.remove_step(str(name), str(back)),
-                      self.record_step("installed", lambda: {
-                          "installed": {**previous, "at": now(), "by": self.opts.who}, "pending_reboot": True,
+        self.s.result.new_release = back
+        self.s.got.apt_package = str(name)
+        self.s.execute([*self.s.trial_clear_steps(), self.remove_step(str(name), str(back)),
+                      self.s.record_step("installed", lambda: {
+                          "installed": {**previous, "at": now(), "by": self.s.opts.who}, "pending_reboot": True,
                           "last": {"action": "rollback", "at": now(), "result": "rolled back, reboot pending"}})])
-        if self.opts.dry_run:
-            return self.result
+        if self.s.opts.dry_run:
+            return self.s.result
         if not self.removed and pre.running == back:  # nothing was there to remove, and it runs the kernel
-            self.device.save_record({**self.device.record(), "stage": "booted", "pending_reboot": False})  # type: ignore[union-attr]
-            self.result.state, self.result.message = "succeeded", f"{self.host} runs {back}; {name} was not installed"
-            return self.result
-        self.phase("reboot")
-        self.heartbeat(str(back), installed.get("release") if pre.running != back else None, "rollback")
-        return self.result
+            self.s.device.save_record({**self.s.device.record(), "stage": "booted", "pending_reboot": False})
+            self.s.result.state = "succeeded"
+            self.s.result.message = f"{self.host} runs {back}; {name} was not installed"
+            return self.s.result
+        self.s.phase("reboot")
+        self.s.heartbeat(str(back), installed.get("release") if pre.running != back else None, "rollback")
+        return self.s.result
 
     def remove_step(self, name: str, back: str) -> Step:
-        device = self.device
-        assert device is not None
+        device = self.s.device
         argv = self.apt("remove", "--yes", name)
         image = self.spec.deb_image(back)
 
@@ -316,3 +301,9 @@ class DebRollback(DebInstall):
         return Step(f"apt-get remove {name}: u-boot-update makes {back} ({image}) the default again",
                     [(self.host, argv)], run)
 
+
+def menu(text: str, boot: str) -> tuple[str | None, dict[str, str]]:
+    """An extlinux.conf's default label, and label → the image it boots (a path on the host)."""
+    config = extlinux.parse(text)
+    return config.default, {entry.name: extlinux.on_host(extlinux.booted(entry)[0], extlinux.boot_dir(entry), boot)
+                            for entry in config.entries if entry.kernel}

@@ -69,12 +69,17 @@ class Device:
 
     def installed(self, name: str | None = None) -> str | None:
         """The version pacman (or dpkg, on an apt host) has installed of ``name`` (the kernel package), or None."""
-        if self.spec.format == "apt":
-            status, version = self._dpkg(name or self.spec.pkgbase)
-            return version if status == "installed" and _VERSION.fullmatch(version) else None
-        res = self.remote.run([*self.spec.commands.pacman, "-Q", name or self.spec.pkgbase], timeout=60, check=False)
+        ask = {"pacman": self._pacman_version, "dpkg": self._dpkg_version}[self.spec.kind.manager]
+        return ask(name or self.spec.pkgbase)
+
+    def _pacman_version(self, name: str) -> str | None:
+        res = self.remote.run([*self.spec.commands.pacman, "-Q", name], timeout=60, check=False)
         words = res.output.split()
         return words[1] if res.ok and len(words) == 2 and _VERSION.fullmatch(words[1]) else None
+
+    def _dpkg_version(self, name: str) -> str | None:
+        status, version = self._dpkg(name)
+        return version if status == "installed" and _VERSION.fullmatch(version) else None
 
     def deb_status(self, name: str) -> str:
         """dpkg's state of a package (``installed``, ``half-configured``, ``config-files``, …; ``not-installed``)."""

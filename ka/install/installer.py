@@ -35,11 +35,11 @@ from ka.install.device import Device, FileInfo, LockHeld, now
 from ka.install.heartbeat import Beat, reboot
 from ka.install.recovery import Progress, way_back
 from ka.io.ssh import Remote, SshSettings, Unreachable, connect
-from ka.packages import aptrepo
-from ka.packages import pacmandb as published
+from ka.packages import aptrepo, pacmandb
 from ka.packages.facts import PackageFacts, package_facts
 
 Log = Callable[[str], None]
+REPOSITORIES: dict[str, Any] = {"pacman": pacmandb, "deb": aptrepo}  # each package format's newest() and fetch()
 MARGIN = 1.1  # room asked for in the boot folder, over the estimate
 SAFE_STAGES = ("keeping",)  # the default entry was not touched yet
 
@@ -147,23 +147,26 @@ class Installer:
         self.view, self.host, self.infra, self.opts, self.log, self.phase = view, host, infra, opts, log, phase
         self.spec: InstallSpec = manifest.install
         self.result = InstallResult(host, action)
-        self.device: Device | None = None
+        self._device: Device | None = None
         self.backup_remote: Remote | None = None
         self.locked = False
         self.got = Progress()
         self.remote_package = ""
         self.work = opts.out_dir / host / "install"
 
-    def run(self) -> InstallResult:
-        """Preflight, steps, reboot: the subclass's flow."""
-        raise NotImplementedError
+    @property
+    def device(self) -> Device:
+        """The host, once :meth:`connect` reached it (every step runs after that)."""
+        if self._device is None:
+            raise RuntimeError(f"{self.host}: a step ran before the host was connected")
+        return self._device
 
     # --- connections and the lock -----------------------------------------------------------------
 
     def connect(self) -> Device:
         """The host over ssh, able to become root; refused (nothing changed) when it cannot."""
         try:
-            self.device = Device(connect(self.opts.ssh, self.spec.ssh), self.spec, self.log)
+            self._device = Device(connect(self.opts.ssh, self.spec.ssh), self.spec, self.log)
         except Unreachable as exc:
             raise InstallError(f"{self.host}: cannot be reached: {exc}; nothing was changed",
                                exit_code=EXIT_ENVIRONMENT) from None
@@ -177,7 +180,6 @@ class Installer:
     def lock(self) -> None:
         """Take the host's install lock before reading what it is (not for --dry-run, which changes nothing)."""
         device = self.device
-        assert device is not None
         if self.opts.dry_run:
             holder = device.locked()
             if holder:
@@ -192,7 +194,6 @@ class Installer:
     def lock_shown(self) -> Step:
         """The lock, as --dry-run lists it (a real run took it before the preflight)."""
         device = self.device
-        assert device is not None
         return Step(f"lock {self.host}", [(self.host, self.spec.root("mkdir", "--", device.lock_path))], lambda: None)
 
     def backup_host(self) -> Remote:
@@ -209,7 +210,7 @@ class Installer:
         return self.backup_remote
 
     def close(self) -> None:
-        for remote in (self.device.remote if self.device else None, self.backup_remote):
+        for remote in (self._device.remote if self._device else None, self.backup_remote):
             if remote is not None:
                 remote.close()
 
@@ -217,21 +218,18 @@ class Installer:
 
     def package(self) -> PackageFacts:
         """The package to install: ``--package FILE``, else the newest ka-build published."""
-        fmt = "deb" if self.spec.format == "apt" else "pacman"
+        fmt = self.spec.kind
         repo = self.infra.repository_for(fmt)
         if self.opts.package is not None:
             path = self.opts.package
         elif repo is None:
-            raise InstallError(f"{self.infra.path}: no {self.infra.repository_key(fmt)} to take the newest package "
+            raise InstallError(f"{self.infra.path}: no {fmt.repository_key} to take the newest package "
                                "from; give --package FILE", exit_code=EXIT_BAD_INPUT)
-        elif fmt == "deb":
-            deb = aptrepo.newest(self.opts.ssh, repo, self.spec.pkgbase)
-            self.log(f"newest published: {deb.name} {deb.version} ({deb.filename})")
-            path = aptrepo.fetch(self.opts.ssh, repo, deb, self.work / "packages")
         else:
-            entry = published.newest(self.opts.ssh, repo, self.spec.pkgbase)
+            source = REPOSITORIES[fmt.name]
+            entry = source.newest(self.opts.ssh, repo, self.spec.pkgbase)
             self.log(f"newest published: {entry.name} {entry.version} ({entry.filename})")
-            path = published.fetch(self.opts.ssh, repo, entry, self.work / "packages")
+            path = source.fetch(self.opts.ssh, repo, entry, self.work / "packages")
         facts = package_facts(path, self.spec, repo.key if repo else None, self.opts.gnupghome)
         self.log(f"package {facts.path.name}: {facts.name} {facts.version}, kernel {facts.release}, "
                  f"signed by {facts.signer}")
@@ -240,7 +238,7 @@ class Installer:
 
     def preflight(self) -> Preflight:
         """The host as it is (read only)."""
-        device = self.device or self.connect()
+        device = self._device or self.connect()
         running, record = device.release(), device.record()
         installed = device.installed(self.spec.kernel_package(running))
         self.result.old_release, self.result.installed_before = running, installed
@@ -279,7 +277,6 @@ class Installer:
     def check_room(self, pre: Preflight, new_bytes: int, keeping: bool = True) -> None:
         """Room in the boot folder for ``new_bytes`` of new files and the kept copies."""
         device = self.device
-        assert device is not None
         copies = (device.size([src for _, src, _ in pre.kept]) - device.size([dst for _, _, dst in pre.kept])
                   if keeping else 0)
         replaced = device.size([self.spec.image_path, self.spec.dtbs_path])
@@ -292,7 +289,6 @@ class Installer:
     def require_room(self, needed: int, what: str, advice: str) -> None:
         """``needed`` bytes free in the boot folder for ``what``, or a refusal that says ``advice``."""
         device = self.device
-        assert device is not None
         free = device.free(self.spec.boot)
         self.log(f"{self.spec.boot}: {free >> 20} MiB free, about {needed >> 20} MiB needed")
         if free < needed:
@@ -305,7 +301,7 @@ class Installer:
         """Back up the running kernel (the default entry's files, its modules, the config) and verify it."""
         device = self.device
         backup = self.infra.backup
-        assert device is not None and backup is not None
+        assert backup is not None  # backup_host() refused an infra without one, in the preflight
         contents = backups.Contents(self.spec.boot, tuple(src for _, src, _ in pre.kept), self.spec.extlinux,
                                     pre.modules)
         record["files"] = {role: posixpath.relpath(src, self.spec.boot) for role, src, _ in pre.kept}
@@ -339,7 +335,6 @@ class Installer:
     def extlinux_step(self, pre: Preflight, titles: tuple[str, str], default: str) -> Step:
         """Write extlinux.conf with both entries, ``default`` booting (replaced atomically, synced)."""
         device = self.device
-        assert device is not None
         text = extlinux.rewrite(pre.text, self.spec.image,
                                 posixpath.basename(self.spec.initramfs_path) if self.spec.initramfs_path else None,
                                 self.spec.panic, titles, default)
@@ -358,7 +353,6 @@ class Installer:
         """With a boot-once trial, its folder must be where U-Boot reads and writes (a FAT partition's root)."""
         if self.spec.trial_boot != "uboot-script":
             return
-        assert self.device is not None
         problem = trial.state_problem(self.device, self.spec)
         if problem:
             raise InstallError(f"{self.host}: install.trial_state: {problem} (trial_boot: uboot-script); refused, "
@@ -372,7 +366,6 @@ class Installer:
         if self.spec.trial_boot != "uboot-script" or not self.opts.reboot:
             return []
         device = self.device
-        assert device is not None
         trial_file, tried, fell = trial.paths(self.spec)
 
         def run() -> None:
@@ -386,7 +379,6 @@ class Installer:
         if self.spec.trial_boot != "uboot-script":
             return []
         device = self.device
-        assert device is not None
 
         def run() -> None:
             self.got.changed = True
@@ -398,7 +390,6 @@ class Installer:
     def record_step(self, stage: str, fields: Callable[[], dict[str, Any]]) -> Step:
         """Write the host's record at ``stage``; ``fields`` are computed when the step runs."""
         device = self.device
-        assert device is not None
 
         def run() -> None:
             record = {**device.record(), **fields(), "stage": stage}
@@ -408,12 +399,10 @@ class Installer:
     def kept_sums(self, pre: Preflight) -> dict[str, str]:
         """sha256 of the kept copies, for a rollback to check they are still what was kept."""
         device = self.device
-        assert device is not None
         return device.sums([dst for _, _, dst in pre.kept])
 
     def commands_step(self, text: str, cmds: list[list[str]], timeout: float = 900) -> Step:
         device = self.device
-        assert device is not None
 
         def run() -> None:
             for argv in cmds:
@@ -426,7 +415,6 @@ class Installer:
     def heartbeat(self, expected: str, other: str | None, action: str) -> None:
         """Reboot, wait, and judge by the running release; the record says how it went."""
         device = self.device
-        assert device is not None
         reboot_argv = shlex.join(self.spec.root(*self.spec.commands.reboot))
         beat = reboot(device.remote, self.spec, self.opts.ssh, self.log, lambda r: Device(r, self.spec).release(),
                       self.phase)
@@ -459,7 +447,6 @@ class Installer:
 
     def last(self, action: str, beat: Beat, stage: str) -> None:
         device = self.device
-        assert device is not None
         record = device.record()
         record["stage"] = stage
         record["pending_reboot"] = beat.release != (record.get("installed") or {}).get("release")
@@ -493,7 +480,7 @@ class Installer:
 
     def _mark_failed(self, exc: BaseException) -> None:
         """Say in the host's record that this run failed (best effort: the host may be gone)."""
-        device = self.device
+        device = self._device
         if device is None:
             return
         try:
@@ -507,7 +494,7 @@ class Installer:
     def finish(self) -> None:
         """Release the lock (when the host answers), drop the private folder, write the local record."""
         self.result.finished = now()
-        device = self.device
+        device = self._device
         if device is not None and self.locked:
             try:
                 if not device.remote.alive():
@@ -556,12 +543,13 @@ def _local_lock(installer: Installer) -> IO[str] | None:
     return fh
 
 
-def run_installer(installer: Installer) -> InstallResult:
-    """Run an install or rollback: every failure becomes an :class:`InstallError` with the way back."""
+def run_installer(installer: Installer, work: Callable[[], InstallResult]) -> InstallResult:
+    """Run an install or rollback (``work``) under the local lock: every failure becomes an
+    :class:`InstallError` with the way back."""
     held = None
     try:
         held = _local_lock(installer)
-        return installer.run()
+        return work()
     except Exception as exc:
         installer.failed(exc)
         if isinstance(exc, KaError):

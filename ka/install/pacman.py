@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import posixpath
 import re
-import shlex
 from typing import Any
 
-from ka.build.wanted import wanted
-from ka.errors import EXIT_BAD_INPUT, KaError
-from ka.install import trial
+from ka.errors import EXIT_BAD_INPUT
+from ka.install import extlinux, trial
 from ka.install.device import now
 from ka.install.extlinux import LABEL, PREVIOUS
 from ka.install.installer import (
@@ -56,30 +54,21 @@ def scriptlet_failures(log_text: str) -> list[str]:
     return list(dict.fromkeys(found))[-20:]
 
 
-class Install(Installer):
-    """``ka-install HOST``."""
+class PacmanInstall:
+    """What an install on a pacman host does its own way: the package goes in place of the running kernel's,
+    whose files are kept as ``*.ka-prev`` (the way back); the flow (ka/install/flow.py) asks for the rest."""
 
     keeps = True  # the running kernel's files are kept as *.ka-prev (room is needed for the copies)
 
-    def run(self) -> InstallResult:
-        self.phase("package")
-        facts = self.package()
-        self.check_inputs(facts)
-        self.phase("preflight")
-        self.connect()
-        self.lock()
-        pre = self.preflight()
-        self.check_booted(pre)
-        self.check_host(pre, facts)
-        self.check_trial_state()
-        self.check_room(pre, facts.boot_bytes, keeping=self.keeps)
-        self.backup_host()
-        self.log(f"{self.host} runs {pre.running} ({self.spec.pkgbase} {pre.installed or 'not installed'}); "
-                 f"installing {facts.name} {facts.version} ({facts.release})")
-        self.execute(self.steps(pre, facts))
-        if not self.opts.dry_run:
-            self.after_install(pre, facts)
-        return self.result
+    def __init__(self, session: Installer) -> None:
+        self.s = session
+        self.spec, self.host = session.spec, session.host
+        self.remote_package = ""  # where upload_step put the package on the host
+
+    def check_room(self, pre: Preflight, facts: PackageFacts) -> None:
+        """Room for the new kernel's files and the kept copies of the running one's."""
+        self.s.check_room(pre, facts.boot_bytes, keeping=True)
+
 
     def titles(self, pre: Preflight, facts: PackageFacts) -> tuple[str, str]:
         """The menu labels of kernel-agent's two entries."""
@@ -88,49 +77,25 @@ class Install(Installer):
     def steps(self, pre: Preflight, facts: PackageFacts) -> list[Step]:
         titles = self.titles(pre, facts)
         installed = {"release": facts.release, "version": facts.version, "package": facts.path.name, "at": now(),
-                     "by": self.opts.who}
+                     "by": self.s.opts.who}
         previous = {"release": pre.running, "version": pre.installed}
         backup_record: dict[str, Any] = {"host": self.host, "replaced_release": pre.running,
                                          "replaced_version": pre.installed, "installed_version": facts.version,
-                                         "installed_release": facts.release, "at": now(), "by": self.opts.who,
+                                         "installed_release": facts.release, "at": now(), "by": self.s.opts.who,
                                          "paths": {"boot": self.spec.boot, "extlinux": self.spec.extlinux,
                                                    "modules": self.spec.modules}}
-        return [self.backup_step(pre, backup_record),
-                self.record_step("keeping", lambda: {"installed": installed, "previous": previous,
-                                                     "pending_reboot": True, "backup": self.result.backup}),
-                self.keep_step(pre, facts.release),
-                self.extlinux_step(pre, titles, PREVIOUS),
-                self.record_step("installing", lambda: {"kept": self.kept_sums(pre)}),
+        return [self.s.backup_step(pre, backup_record),
+                self.s.record_step("keeping", lambda: {"installed": installed, "previous": previous,
+                                                     "pending_reboot": True, "backup": self.s.result.backup}),
+                self.s.keep_step(pre, facts.release),
+                self.s.extlinux_step(pre, titles, PREVIOUS),
+                self.s.record_step("installing", lambda: {"kept": self.s.kept_sums(pre)}),
                 self.upload_step(facts), self.pacman_step(pre, facts.release), self.image_step(pre, facts),
                 *self.initramfs_steps(),
-                self.extlinux_step(pre, titles, LABEL),
-                self.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
+                self.s.extlinux_step(pre, titles, LABEL),
+                self.s.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
                                                                 "result": "installed, reboot pending"}}),
-                *self.trial_steps()]
-
-    # --- checks before anything changes ------------------------------------------------------------
-
-    def check_inputs(self, facts: PackageFacts) -> None:
-        """The package must be what the manifest at this commit builds: the newest published one may come
-        from a pull request's ``/ka build``, and an install takes only what the manifest says now."""
-        want = wanted(self.view, self.host)
-        got = facts.inputs
-        differs = [what for what, key, value in (("the cumulative patch", "patch_b2sum", want.patch_b2sum),
-                                                 ("the config", "config_b2sum", want.config_b2sum),
-                                                 ("the version", "version", want.version))
-                   if got.get(key) != value]
-        if not differs:
-            return
-        why = ("it has no kernel-agent record (not built by ka-build)" if not got else
-               f"{' and '.join(differs)} differ{'s' if len(differs) == 1 else ''}")
-        where = self.view.rev[:12] if self.view.rev else "the work tree"
-        if self.opts.package is not None:
-            self.log(f"note: {facts.path.name} is not what fleet/{self.host}.yaml at {where} builds ({why}); "
-                     "installing it as --package asked")
-            return
-        raise InstallError(f"{facts.path.name} is not what fleet/{self.host}.yaml at {where} builds ({why}): "
-                           f"build that first (ka-build {self.host}), or give --package FILE to install it anyway; "
-                           "refused, nothing was changed")
+                *self.s.trial_steps()]
 
     def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
         """What the host's package manager would refuse: another package owning the image."""
@@ -138,8 +103,7 @@ class Install(Installer):
 
     def check_owner(self) -> None:
         """pacman refuses to overwrite a file another package owns (a distribution kernel's /boot/Image)."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         res = device.remote.run([*self.spec.commands.pacman, "-Qqo", self.spec.image_path], timeout=60, check=False)
         owner = res.output.strip().splitlines()[0] if res.ok and res.output.strip() else None
         if owner and owner != self.spec.pkgbase:
@@ -148,11 +112,8 @@ class Install(Installer):
                                "way back by hand), or give the kernel an image of its own (package.image and "
                                "install.image); refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
 
-    # --- the steps of an install --------------------------------------------------------------------
-
     def upload_step(self, facts: PackageFacts) -> Step:
-        device = self.device
-        assert device is not None
+        device = self.s.device
 
         def run() -> None:
             tmp = device.tmp()
@@ -162,17 +123,16 @@ class Install(Installer):
         return Step(f"upload {facts.path.name} and its signature to {self.host}:<tmp> (sftp)", [], run)
 
     def pacman_step(self, pre: Preflight, release: str) -> Step:
-        device = self.device
-        assert device is not None
+        device = self.s.device
         argv = self.spec.root(*self.spec.commands.pacman, "-U", "--noconfirm", "--noprogressbar", "<tmp>/<package>")
-        aside = self.modules_copy(pre.running) if pre.modules and pre.running != release else None
+        aside = self.s.modules_copy(pre.running) if pre.modules and pre.running != release else None
 
         def run() -> None:
             before = self._log_size()
-            self.got.modules_aside = aside
+            self.s.got.modules_aside = aside
             try:
                 done = device.remote.run([*argv[:-1], self.remote_package], timeout=1800, check=False,
-                                         on_line=self.log)
+                                         on_line=self.s.log)
             finally:
                 self._modules_back(pre, aside)
             excerpt = device.remote.output(self.spec.root("tail", "-c", f"+{before + 1}", self.spec.pacman_log),
@@ -193,26 +153,24 @@ class Install(Installer):
 
     def _modules_back(self, pre: Preflight, aside: str | None) -> None:
         """pacman removed the running release's modules (they were the old package's): put them back at once."""
-        device = self.device
+        device = self.s.device
         if device is None or aside is None or pre.modules is None:
             return
         if device.exists(pre.modules):
             device.root(["rm", "-rf", "--", aside])
         else:
             device.root(["mv", "-T", "--", aside, pre.modules])
-            self.log(f"{pre.modules}: back in place for the kept kernel")
-        self.got.modules_aside = None
+            self.s.log(f"{pre.modules}: back in place for the kept kernel")
+        self.s.got.modules_aside = None
 
     def _log_size(self) -> int:
-        device = self.device
-        assert device is not None
+        device = self.s.device
         res = device.root(["stat", "-c", "%s", self.spec.pacman_log], timeout=60, check=False)
         return int(res.output.strip()) if res.ok and res.output.strip().isdigit() else 0
 
     def image_step(self, pre: Preflight, facts: PackageFacts) -> Step:
         """Exactly the configured image changed in the boot folder, and it is the package's."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
 
         def run() -> None:
             after = device.boot_files()
@@ -228,7 +186,7 @@ class Install(Installer):
                 raise InstallError(f"the package changed {', '.join(others)} in {self.spec.boot} besides "
                                    f"{self.spec.image}, which the bootloader loads; check install.image and "
                                    "package.image")
-            self.log(f"{self.spec.image_path}: the package's image (sha256 {facts.image_sha256[:16]}…); nothing "
+            self.s.log(f"{self.spec.image_path}: the package's image (sha256 {facts.image_sha256[:16]}…); nothing "
                      f"else in {self.spec.boot} changed")
         return Step(f"check that only {self.spec.image_path} changed in {self.spec.boot}",
                     [(self.host, self.spec.root("find", self.spec.boot, "-maxdepth", "1", "-type", "f", "-exec",
@@ -239,13 +197,12 @@ class Install(Installer):
         path = self.spec.initramfs_path
         if path is None:
             return []
-        device = self.device
-        assert device is not None
+        device = self.s.device
         argv = self.spec.root(*self.spec.commands.mkinitcpio, "-p", self.spec.pkgbase)
 
         def run() -> None:
             started = int(device.remote.run(["date", "+%s"], timeout=30).output.strip())
-            device.remote.run(argv, timeout=900, on_line=self.log)
+            device.remote.run(argv, timeout=900, on_line=self.s.log)
             times = device.root(["stat", "-c", "%Y", "--", self.spec.image_path, path], timeout=60,
                                 check=False).output.split()
             if len(times) != 2 or int(times[1]) < max(started, int(times[0])):
@@ -255,48 +212,69 @@ class Install(Installer):
         return [Step(f"make the initramfs ({' '.join(self.spec.commands.mkinitcpio)} -p {self.spec.pkgbase})",
                      [(self.host, argv)], run)]
 
-    def after_install(self, pre: Preflight, facts: PackageFacts) -> None:
-        if not self.opts.reboot:
-            self.result.state = "pending-reboot"
-            self.result.message = (f"{facts.name} {facts.version} installed on {self.host}; a reboot is pending "
-                                   f"(it still runs {pre.running})")
-            return
-        self.phase("reboot")
-        try:
-            self.heartbeat(facts.release, pre.running, "install")
-        except InstallError as exc:
-            if self.spec.trial_boot == "uboot-script" and self.got.back_on == pre.running:
-                raise InstallError(self.fell_back(pre, facts, str(exc))) from None
-            raise
-        if self.spec.trial_boot == "uboot-script":
-            self.confirm_trial(pre, facts)
-
-    def confirm_trial(self, pre: Preflight, facts: PackageFacts) -> None:
-        """The new kernel is up: end its trial, unless U-Boot says it booted the fallback (same release)."""
-        device = self.device
-        assert device is not None
-        if trial.fell(device, self.spec):
-            raise InstallError(self.fell_back(pre, facts, f"{self.host} came back on {facts.release}, but U-Boot "
-                                                          f"booted {PREVIOUS}: the host fell back to the kept kernel"))
-        try:
-            trial.clear(device, self.spec)
-        except KaError as exc:  # it runs the new kernel; only the trial's end is missing
-            ends = " && ".join(shlex.join(argv) for argv in trial.clear_commands(self.spec))
-            self.result.message += (f"; but its boot-once trial could not be ended ({exc}): run {ends} on the "
-                                    f"host, or its next boot takes {PREVIOUS}")
-            return
-        self.got.trial_armed = False
-        self.result.message += f"; the boot-once trial of {facts.release} is confirmed"
-
     def fell_back(self, pre: Preflight, facts: PackageFacts, why: str) -> str:
         """The trial took the host back to the kept kernel by itself: it boots that one until told otherwise."""
-        device = self.device
-        assert device is not None
-        self.extlinux_step(pre, self.titles(pre, facts), PREVIOUS).action()
+        device = self.s.device
+        self.s.extlinux_step(pre, self.titles(pre, facts), PREVIOUS).action()
         trial.clear(device, self.spec)
-        self.got.trial_armed = False
+        self.s.got.trial_armed = False
         record = device.record()
         device.save_record({**record, "stage": "fell-back", "pending_reboot": False,
                             "last": {**(record.get("last") or {}), "result": "failed"}})
         return (f"{why}; the boot-once trial brought it back by itself, and {PREVIOUS} ({pre.running}) is the "
                 "default entry again")
+
+    # --- the way back ------------------------------------------------------------------------------
+
+    def roll_back(self) -> InstallResult:
+        """Back to the kept kernel: the *.ka-prev files the install kept, copied over the default entry's."""
+        self.s.phase("preflight")
+        self.s.connect()
+        self.s.lock()
+        pre = self.s.preflight()
+        previous = (pre.record.get("previous") or {}).get("release")
+        if not previous:
+            raise InstallError(f"{self.host}: its install record names no kept kernel; roll back from a backup "
+                               f"instead: ka-install {self.host} --rollback RELEASE", exit_code=EXIT_BAD_INPUT)
+        pairs = self._pairs(pre, previous)
+        self.s.result.new_release = previous
+        holds = (pre.record.get("installed") or {}).get("release")
+        titles = (f"{self.spec.pkgbase} {previous} (kernel-agent, rolled back)", f"previous: {previous}")
+        self.s.execute([*self.s.trial_clear_steps(), self.s.extlinux_step(pre, titles, extlinux.PREVIOUS),
+                      self.copy_back_step(pairs),
+                      self.s.extlinux_step(pre, titles, extlinux.LABEL),
+                      self.s.record_step("installed", lambda: {
+                          "installed": {**(pre.record.get("previous") or {}), "at": now(), "by": self.s.opts.who},
+                          "pending_reboot": True,
+                          "last": {"action": "rollback", "at": now(), "result": "rolled back, reboot pending"}})])
+        if not self.s.opts.dry_run:
+            self.s.phase("reboot")
+            self.s.heartbeat(previous, holds if holds != previous else None, "rollback")
+        return self.s.result
+
+    def _pairs(self, pre: Preflight, previous: str) -> list[tuple[str, str, str]]:
+        """(role, default entry's file, kept file); the kept files must be what the install kept."""
+        try:
+            pairs = extlinux.pairs(pre.config, self.spec.boot)
+        except extlinux.ExtlinuxError as exc:
+            raise InstallError(f"{self.host}:{self.spec.extlinux}: {exc}", exit_code=EXIT_BAD_INPUT) from None
+        kept = pre.record.get("kept") or {}
+        device = self.s.device
+        now_sums = device.sums([prev for _, _, prev in pairs])
+        if not kept or any(now_sums.get(path) != digest for path, digest in kept.items()) or set(now_sums) - set(kept):
+            raise InstallError(f"{self.host}: the kept files (*{extlinux.PREV_SUFFIX}) are not the ones the install "
+                               f"kept (or it did not record them); roll back from the backup instead: ka-install "
+                               f"{self.host} --rollback {previous}")
+        return pairs
+
+    def copy_back_step(self, pairs: list[tuple[str, str, str]]) -> Step:
+        """The kept files copied over the default entry's (which does not boot meanwhile), then synced."""
+        cmds: list[list[str]] = []
+        for role, cur, prev in pairs:
+            staged = f"{cur}.ka-new"
+            cmds += [self.spec.root("rm", "-rf", "--", staged), self.spec.root("cp", "-a", "--", prev, staged)]
+            if role == "dtbs":  # a folder is not renamed over another one
+                cmds.append(self.spec.root("rm", "-rf", "--", cur))
+            cmds.append(self.spec.root("mv", "-T", "--", staged, cur))
+        cmds.append(self.spec.root("sync"))
+        return self.s.commands_step(f"copy the kept *{extlinux.PREV_SUFFIX} files over the default entry's", cmds)

@@ -35,7 +35,7 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
     if not got.changed:
         return [f"nothing on {host} was changed"]
     saved = f"the backup of {running}: {backup}" if backup else "no backup was made"
-    if spec.format == "apt":
+    if spec.kind.beside:  # the running kernel kept its package and entry: the way back is removing the new one
         return apt_way_back(host, spec, got, running, new, saved)
     if got.never_back:
         lines = console(host, spec, running, saved)

@@ -24,104 +24,48 @@ from ka.install.installer import Installer, InstallError, InstallResult, Preflig
 RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,99}")
 
 
-class Rollback(Installer):
-    """Back to the kept kernel on the host."""
+class Restore:
+    """Back to a release from the backup host (a pacman host: an apt host's kernels keep their packages)."""
 
-    def run(self) -> InstallResult:
-        self.phase("preflight")
-        self.connect()
-        self.lock()
-        pre = self.preflight()
-        previous = (pre.record.get("previous") or {}).get("release")
-        if not previous:
-            raise InstallError(f"{self.host}: its install record names no kept kernel; roll back from a backup "
-                               f"instead: ka-install {self.host} --rollback RELEASE", exit_code=EXIT_BAD_INPUT)
-        pairs = self._pairs(pre, previous)
-        self.result.new_release = previous
-        holds = (pre.record.get("installed") or {}).get("release")
-        titles = (f"{self.spec.pkgbase} {previous} (kernel-agent, rolled back)", f"previous: {previous}")
-        self.execute([*self.trial_clear_steps(), self.extlinux_step(pre, titles, extlinux.PREVIOUS),
-                      self.copy_back_step(pairs),
-                      self.extlinux_step(pre, titles, extlinux.LABEL),
-                      self.record_step("installed", lambda: {
-                          "installed": {**(pre.record.get("previous") or {}), "at": now(), "by": self.opts.who},
-                          "pending_reboot": True,
-                          "last": {"action": "rollback", "at": now(), "result": "rolled back, reboot pending"}})])
-        if not self.opts.dry_run:
-            self.phase("reboot")
-            self.heartbeat(previous, holds if holds != previous else None, "rollback")
-        return self.result
-
-    def _pairs(self, pre: Preflight, previous: str) -> list[tuple[str, str, str]]:
-        """(role, default entry's file, kept file); the kept files must be what the install kept."""
-        try:
-            pairs = extlinux.pairs(pre.config, self.spec.boot)
-        except extlinux.ExtlinuxError as exc:
-            raise InstallError(f"{self.host}:{self.spec.extlinux}: {exc}", exit_code=EXIT_BAD_INPUT) from None
-        kept = pre.record.get("kept") or {}
-        device = self.device
-        assert device is not None
-        now_sums = device.sums([prev for _, _, prev in pairs])
-        if not kept or any(now_sums.get(path) != digest for path, digest in kept.items()) or set(now_sums) - set(kept):
-            raise InstallError(f"{self.host}: the kept files (*{extlinux.PREV_SUFFIX}) are not the ones the install "
-                               f"kept (or it did not record them); roll back from the backup instead: ka-install "
-                               f"{self.host} --rollback {previous}")
-        return pairs
-
-    def copy_back_step(self, pairs: list[tuple[str, str, str]]) -> Step:
-        """The kept files copied over the default entry's (which does not boot meanwhile), then synced."""
-        cmds: list[list[str]] = []
-        for role, cur, prev in pairs:
-            staged = f"{cur}.ka-new"
-            cmds += [self.spec.root("rm", "-rf", "--", staged), self.spec.root("cp", "-a", "--", prev, staged)]
-            if role == "dtbs":  # a folder is not renamed over another one
-                cmds.append(self.spec.root("rm", "-rf", "--", cur))
-            cmds.append(self.spec.root("mv", "-T", "--", staged, cur))
-        cmds.append(self.spec.root("sync"))
-        return self.commands_step(f"copy the kept *{extlinux.PREV_SUFFIX} files over the default entry's", cmds)
-
-
-class Restore(Installer):
-    """Back to a release from the backup host."""
-
-    def __init__(self, *args: Any, release: str, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+    def __init__(self, session: Installer, release: str) -> None:
         if not RELEASE.fullmatch(release):
             raise InstallError(f"--rollback {release!r}: not a kernel release", exit_code=EXIT_BAD_INPUT)
-        self.release = release
+        self.s, self.release = session, release
+        self.spec, self.host = session.spec, session.host
+
 
     def run(self) -> InstallResult:
-        self.phase("preflight")
-        self.connect()
-        self.lock()
-        pre = self.preflight()
-        backup = self.infra.backup
-        remote = self.backup_host()
+        self.s.phase("preflight")
+        self.s.connect()
+        self.s.lock()
+        pre = self.s.preflight()
+        backup = self.s.infra.backup
+        remote = self.s.backup_host()
         assert backup is not None
-        stage = self.work / "restore" / self.release
-        self.phase("fetch the backup")
-        record = backups.fetch(remote, backup, self.host, self.release, stage, self.log)
-        self.result.backup = f"{backup.ssh}:{backups.folder(backup, self.host, self.release)}"
-        self.result.new_release = self.release
+        stage = self.s.work / "restore" / self.release
+        self.s.phase("fetch the backup")
+        record = backups.fetch(remote, backup, self.host, self.release, stage, self.s.log)
+        self.s.result.backup = f"{backup.ssh}:{backups.folder(backup, self.host, self.release)}"
+        self.s.result.new_release = self.release
         moves = self._moves(stage, record.get("files") or {})
         keeping = self._default_runs(pre)  # else the host runs the kept entry: it stays as it is
-        self.check_room(pre, sum(p.stat().st_size for p in (stage / "boot").rglob("*") if p.is_file()), keeping)
+        self.s.check_room(pre, sum(p.stat().st_size for p in (stage / "boot").rglob("*") if p.is_file()), keeping)
         titles = (f"{self.spec.pkgbase} {self.release} (kernel-agent, restored)", f"previous: {pre.running}")
-        steps = [*self.trial_clear_steps(), *([self.keep_step(pre, pre.running)] if keeping else [])]
-        steps += [self.extlinux_step(pre, titles, extlinux.PREVIOUS),
-                  *([self.record_step("installing", lambda: {"kept": self.kept_sums(pre), "previous": {
+        steps = [*self.s.trial_clear_steps(), *([self.s.keep_step(pre, pre.running)] if keeping else [])]
+        steps += [self.s.extlinux_step(pre, titles, extlinux.PREVIOUS),
+                  *([self.s.record_step("installing", lambda: {"kept": self.s.kept_sums(pre), "previous": {
                       "release": pre.running, "version": pre.installed}})] if keeping else []),
-                  self.restore_step(stage, moves), self.extlinux_step(pre, titles, extlinux.LABEL),
-                  self.record_step("installed", lambda: {
+                  self.restore_step(stage, moves), self.s.extlinux_step(pre, titles, extlinux.LABEL),
+                  self.s.record_step("installed", lambda: {
                       "installed": {"release": self.release, "version": record.get("replaced_version"), "at": now(),
-                                    "from": self.result.backup},
+                                    "from": self.s.result.backup},
                       "pending_reboot": True,
                       "last": {"action": "rollback", "at": now(), "result": "restored, reboot pending"}})]
-        self.execute(steps)
-        if not self.opts.dry_run:
-            self.phase("reboot")
-            self.heartbeat(self.release, pre.running if pre.running != self.release else None, "rollback")
-        return self.result
+        self.s.execute(steps)
+        if not self.s.opts.dry_run:
+            self.s.phase("reboot")
+            self.s.heartbeat(self.release, pre.running if pre.running != self.release else None, "rollback")
+        return self.s.result
 
     def _default_runs(self, pre: Preflight) -> bool:
         holds = pre.holds()
@@ -137,18 +81,17 @@ class Restore(Installer):
                 continue
             if (not isinstance(rel, str) or rel.startswith("/") or ".." in rel.split("/")
                     or not (stage / "boot" / rel).exists()):
-                raise InstallError(f"{self.result.backup}: backup.json names {rel!r} as the {role}, which is not a "
+                raise InstallError(f"{self.s.result.backup}: backup.json names {rel!r} as the {role}, which is not a "
                                    "file of the backup; refused, nothing was changed")
             moves.append((role, rel, target))
         if "kernel" not in {role for role, _, _ in moves}:
-            raise InstallError(f"{self.result.backup}: backup.json does not say which file is the kernel")
+            raise InstallError(f"{self.s.result.backup}: backup.json does not say which file is the kernel")
         return moves
 
     def restore_step(self, stage: Path, moves: list[tuple[str, str, str]]) -> Step:
         """The backed-up kernel, initrd and dtbs in place of the default entry's (owned by root, as a
         package installs them); the backed-up modules when the release has none."""
-        device = self.device
-        assert device is not None
+        device = self.s.device
         modules = posixpath.join(self.spec.modules, self.release)
         tar = stage / f"modules-{self.release}.tar"
         cmds: list[list[str]] = []
@@ -164,7 +107,7 @@ class Restore(Installer):
         def run() -> None:
             tmp = device.tmp()
             device.remote.put_tree(stage / "boot", posixpath.join(tmp, "boot"))
-            self.got.changed = True
+            self.s.got.changed = True
             for argv in cmds:
                 device.remote.run([a.replace("<tmp>", tmp, 1) if a.startswith("<tmp>/") else a for a in argv],
                                   timeout=900)
@@ -172,7 +115,7 @@ class Restore(Installer):
                 device.remote.sftp.put(str(tar), posixpath.join(tmp, tar.name))
                 device.root(["tar", "-xf", posixpath.join(tmp, tar.name), "--no-same-owner", "-C",
                              self.spec.modules], timeout=900)
-                self.log(f"{modules}: restored from the backup")
+                self.s.log(f"{modules}: restored from the backup")
         shown = [*cmds, *([self.spec.root("tar", "-xf", f"<tmp>/{tar.name}", "--no-same-owner", "-C",
                                           self.spec.modules)] if tar.is_file() else [])]
         return Step(f"put {self.release} from the backup in place", [(self.host, argv) for argv in shown], run)

@@ -49,8 +49,11 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
         signer = verify(path, sig, key, gnupghome).signer
     except KaError as exc:
         raise PackageRefused(f"{path.name}: refused: {exc}") from None
-    if spec.format == "apt":
-        return _deb_facts(path, spec, signer)
+    return READERS[spec.kind.name](path, spec, signer)
+
+
+def _pacman_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
+    """A pacman kernel package: ``boot/<install.image>``, one release under usr/lib/modules, named pkgbase."""
     info = pkginfo(path)
     image, releases, boot_bytes, inputs = None, set(), 0, {}
     for m in members(path, keep=lambda name: name.endswith("/kernel-agent")):
@@ -102,3 +105,6 @@ def _deb_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
         raise PackageRefused(f"{path.name}: is {name or 'unnamed'}, not linux-image-{release}, the package of the "
                              "kernel it holds; refused", exit_code=EXIT_BAD_INPUT)
     return PackageFacts(path, name, version, release, image, boot_bytes, signer, inputs)
+
+
+READERS = {"pacman": _pacman_facts, "deb": _deb_facts}  # what each package format's file tells

@@ -155,7 +155,7 @@ def resolve_baselines(kernel: KernelTree | None, plans: list[HostPlan]) -> dict[
     return cache
 
 
-def promote_one(plan: HostPlan, kernel: KernelTree | None, commits: dict[str, str],
+def _promote_one(plan: HostPlan, kernel: KernelTree | None, commits: dict[str, str],
                 rev: str | None) -> PromoteResult:
     """Check one planned host: baseline (when a kernel tree is given) and parity."""
     start = time.monotonic()
@@ -264,7 +264,7 @@ def _check_host(view: RepoView | None, host: str, kernel: KernelTree | None, bas
         if plan is None:
             assert view is not None, "promote_each needs a view or the hosts' plans"
             plan = plan_host(view, host, remote)
-        return promote_one(plan, kernel, baselines.commits(plan.manifest), rev)
+        return _promote_one(plan, kernel, baselines.commits(plan.manifest), rev)
     except KernelTreeError as exc:
         return str(exc)
     except ReferenceUnavailable as exc:  # which host, which path, what error: the operator's log, not the world's

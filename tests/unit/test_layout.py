@@ -127,3 +127,22 @@ def test_sql_only_in_the_store() -> None:
                if p != PROJECT / "bot" / "store.py" for s in _strings(p) if SQL.search(s)]
     assert outside == []
     assert "def query(" not in (PROJECT / "bot" / "store.py").read_text()
+
+
+FORMAT_TEST = re.compile(r"""[=!]=\s*["'](pacman|deb|apt|dpkg)["']|["'](pacman|deb|apt|dpkg)["']\s*[=!]=""")
+
+
+def test_no_package_format_compared_outside_the_format_objects() -> None:
+    """What differs between pacman and deb is asked of ka/fleet/formats.py's objects, or of a verb's table keyed
+    by the format's name; nothing else tests which format it has."""
+    found = [f"{_module(p)}:{n}: {line.strip()}" for pkg in PACKAGES for p in sorted((PROJECT / pkg).rglob("*.py"))
+             if p != PROJECT / "ka" / "fleet" / "formats.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if FORMAT_TEST.search(line)]
+    assert found == []
+
+
+def test_no_optional_device_in_the_install_steps() -> None:
+    """Install steps run after the host was connected: the device is there, never asserted."""
+    text = "\n".join(p.read_text() for p in sorted((PROJECT / "ka" / "install").glob("*.py")))
+    assert "assert device is not None" not in text and "assert self.device" not in text
+    assert "type: ignore[union-attr]" not in text
