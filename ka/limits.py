@@ -8,7 +8,6 @@ patch is 11 KB; a vendor BSP series is tens of MB) and can be raised.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ class Limits:
     cumulative: int = 256 * MIB
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Limits:
+    def from_env(cls, environ: Mapping[str, str]) -> Limits:
         """Defaults, raised or lowered by ``KA_MAX_PATCH`` and ``KA_MAX_CUMULATIVE`` (e.g. ``512M``)."""
         return cls(file=parse_size(environ.get("KA_MAX_PATCH"), "KA_MAX_PATCH", cls.file),
                    cumulative=parse_size(environ.get("KA_MAX_CUMULATIVE"), "KA_MAX_CUMULATIVE", cls.cumulative))

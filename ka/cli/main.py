@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise BadInput("name one or more hosts, or give --all")
     if args.output and (args.all or len(args.hosts) != 1):
         raise BadInput("-o FILE needs exactly one host")
-    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
+    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd(), args.environ)
     output = _output_path(args.output, settings.repo) if args.output else None
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
@@ -159,7 +159,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise BadInput(f"{view.display('fleet/')}: no host manifests")
     for host in hosts:
         check_host_name(view, host)
-    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits, WorkTree(settings.repo, settings.limits))
+    remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits, WorkTree(settings.repo, settings.limits),
+                          args.environ)
     try:
         plans = promote.plan_hosts(view, hosts, remote)
     finally:
@@ -185,8 +186,9 @@ class _RemoteFiles:
     """``parity.canonical: HOST:PATH`` over SFTP, inside the folders ``parity_references`` of the checkout's
     infra.yaml allows (never a ``--rev``'s); connecting (and importing paramiko) only when one is named."""
 
-    def __init__(self, config: str | None, known_hosts: str | None, limits: Limits, view: RepoView) -> None:
-        self.args, self.limits, self.view = (config, known_hosts), limits, view
+    def __init__(self, config: str | None, known_hosts: str | None, limits: Limits, view: RepoView,
+                 environ: Mapping[str, str]) -> None:
+        self.args, self.limits, self.view, self.environ = (config, known_hosts), limits, view, environ
         self.real: Any = None
 
     def read(self, host: str, path: str) -> bytes | None:
@@ -195,7 +197,7 @@ class _RemoteFiles:
             from ka.io.ssh import SshSettings
             from ka.promote.canonical import references
 
-            ssh = SshSettings.from_env(config=self.args[0], known_hosts=self.args[1])
+            ssh = SshSettings.from_env(self.environ, config=self.args[0], known_hosts=self.args[1])
             self.real = references(ssh, load_infra(self.view), self.limits)
         return bytes(self.real.read(host, path))
 
@@ -236,7 +238,7 @@ def _worktree_rev(repo: Path) -> str | None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``ka status``."""
-    settings = resolve(args.repo, None, args.out_dir, None, Path.cwd())
+    settings = resolve(args.repo, None, args.out_dir, None, Path.cwd(), args.environ)
     view = WorkTree(settings.repo, settings.limits)
     for host in args.hosts:
         check_host_name(view, host)
@@ -258,7 +260,7 @@ def _live_status(args: argparse.Namespace, view: RepoView) -> int:
 
     if not 0 < args.timeout <= 600:
         raise BadInput(f"--timeout {args.timeout:g}: give 1 to 600 seconds")
-    ssh = SshSettings.from_env(config=args.ssh_config, known_hosts=args.known_hosts)
+    ssh = SshSettings.from_env(args.environ, config=args.ssh_config, known_hosts=args.known_hosts)
     rows = live_status(view, load_infra(view), ssh, args.hosts or None, timeout=args.timeout)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
@@ -285,17 +287,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ka.io.ssh import SshSettings
     from ka.promote.canonical import named_references
 
-    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd())
+    settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd(), args.environ)
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
     check_host_name(view, args.host)
     checkout = WorkTree(settings.repo, settings.limits)
     infra = load_infra(checkout)  # where to connect comes from your checkout, never from --rev
     trusted = view.rev is None or _on_head(settings.repo, view.rev)
-    opts = BuildOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
+    opts = BuildOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(args.environ, config=args.ssh_config,
                                                                         known_hosts=args.known_hosts),
-                        packager=os.environ.get("KA_PACKAGER") or BuildOptions.packager,
-                        gnupghome=_gnupghome(args.gnupghome), publish=not args.no_publish, timeout=args.timeout,
+                        packager=args.environ.get("KA_PACKAGER") or BuildOptions.packager,
+                        gnupghome=_gnupghome(args.gnupghome, args.environ), publish=not args.no_publish,
+                        timeout=args.timeout,
                         check_against=Path(args.check_against) if args.check_against else None, trusted=trusted,
                         named_references=None if trusted else frozenset(named_references(checkout)))
     if not trusted:
@@ -335,14 +338,15 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     if args.rollback is not None and args.package:
         raise BadInput("--rollback and --package do not go together")
-    settings = resolve(args.repo, None, args.out_dir, args.rev, Path.cwd())
+    settings = resolve(args.repo, None, args.out_dir, args.rev, Path.cwd(), args.environ)
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
     check_host_name(view, args.host)
     infra = load_infra(WorkTree(settings.repo, settings.limits))  # from your checkout, never from --rev
-    opts = InstallOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(config=args.ssh_config,
+    opts = InstallOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(args.environ, config=args.ssh_config,
                                                                           known_hosts=args.known_hosts),
-                          gnupghome=_gnupghome(args.gnupghome), package=Path(args.package) if args.package else None,
+                          gnupghome=_gnupghome(args.gnupghome, args.environ),
+                          package=Path(args.package) if args.package else None,
                           dry_run=args.dry_run, reboot=not args.no_reboot)
     log_path = settings.out_dir / args.host / "install.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -372,8 +376,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _gnupghome(given: str | None) -> Path | None:
-    found = given or os.environ.get("KA_GNUPGHOME") or os.environ.get("GNUPGHOME")
+def _gnupghome(given: str | None, environ: Mapping[str, str]) -> Path | None:
+    found = given or environ.get("KA_GNUPGHOME") or environ.get("GNUPGHOME")
     return Path(found) if found else None
 
 
@@ -399,6 +403,7 @@ def main(argv: Sequence[str] | None = None, verb: str | None = None) -> int:
     parser = verb_parser(verb) if verb else build_parser()
     prog = parser.prog
     args = parser.parse_args(argv)
+    args.environ = dict(os.environ)  # the environment is read here, once; the verbs get it from args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

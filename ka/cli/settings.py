@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ class Settings:
 
 
 def resolve(repo: str | None, kernel_tree: str | None, out_dir: str | None, rev: str | None,
-            cwd: Path, environ: Mapping[str, str] = os.environ) -> Settings:
+            cwd: Path, environ: Mapping[str, str]) -> Settings:
     """Find the kernel-agent repository and the kernel tree.
 
     With ``rev`` the repository only has to be a git repository (a bare

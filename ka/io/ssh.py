@@ -90,7 +90,7 @@ class SshSettings:
     connect_timeout: float = CONNECT_TIMEOUT
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, config: str | None = None,
+    def from_env(cls, environ: Mapping[str, str], config: str | None = None,
                  known_hosts: str | None = None) -> SshSettings:
         home = Path(environ.get("HOME") or Path.home())
         return cls(config=Path(config or environ.get("KA_SSH_CONFIG") or home / ".ssh" / "config"),
