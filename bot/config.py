@@ -77,7 +77,7 @@ class Config:
     ssh_config: Path | None = None  # ka-build, parity.canonical HOST:PATH: default ~/.ssh/config
     known_hosts: Path | None = None  # default ~/.ssh/known_hosts
     gnupghome: Path | None = None  # the keyring ka-build signs packages with
-    packager: str | None = None  # makepkg's PACKAGER
+    packager: str | None = None  # the packages' packager (makepkg's PACKAGER, Debian's Maintainer)
     local_permissions: str = "*=write"  # local mode only: "alice=admin,bob=read,*=write"
     live_timeout: float = 10.0  # seconds each host has to answer /ka status and the fleet page's refresh
     live_interval: float = 300.0  # the fleet page asks the hosts again after this; 0: only on /ka status

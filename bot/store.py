@@ -252,10 +252,10 @@ def host_state_counts(db: sqlite3.Connection, job_id: int) -> dict[str, int]:
                                            (job_id,))}
 
 
-def first_hosts(db: sqlite3.Connection, job_id: int, limit: int) -> list[HostResult]:
-    """A job's first ``limit`` hosts by name, with their results."""
+def host_results(db: sqlite3.Connection, job_id: int, offset: int = 0, limit: int = -1) -> list[HostResult]:
+    """A job's hosts by name with their results, from ``offset`` (``limit`` -1: all)."""
     rows = db.execute("SELECT host, state, description, detail FROM job_hosts WHERE job_id = ? ORDER BY host "
-                      "LIMIT ?", (job_id, limit))
+                      "LIMIT ? OFFSET ?", (job_id, limit, offset))
     return [HostResult(r[0], r[1], r[2] or "", _detail(r[3])) for r in rows]
 
 
@@ -493,14 +493,11 @@ class Store:
 
     def host_results(self, job_id: int, offset: int = 0, limit: int = -1) -> list[HostResult]:
         """Per-host outcomes in host order (``limit`` -1: all)."""
-        rows = self._rows("SELECT host, state, description, detail FROM job_hosts WHERE job_id = ? "
-                          "ORDER BY host LIMIT ? OFFSET ?", job_id, limit, offset)
-        return [HostResult(r[0], r[1], r[2] or "", json.loads(r[3] or "{}")) for r in rows]
+        return host_results(self._conn(), job_id, offset, limit)
 
     def host_counts(self, job_id: int) -> dict[str, int]:
         """How many hosts of a job are in each state."""
-        rows = self._rows("SELECT state, COUNT(*) FROM job_hosts WHERE job_id = ? GROUP BY state", job_id)
-        return {r[0]: r[1] for r in rows}
+        return host_state_counts(self._conn(), job_id)
 
     # --- ending jobs ------------------------------------------------------------------------
 
@@ -595,9 +592,7 @@ class Store:
 
     def prs_at(self, sha: str) -> list[int]:
         """Pull requests whose latest head is ``sha``."""
-        rows = self._rows("SELECT number, sha FROM pr_heads p WHERE at = (SELECT MAX(at) FROM pr_heads q "
-                          "WHERE q.number = p.number) AND sha = ?", sha)
-        return [int(r[0]) for r in rows]
+        return prs_headed_at(self._conn(), sha)
 
     def summary_comment(self, number: int) -> int | None:
         """The id of a pull request's summary comment, once it exists."""

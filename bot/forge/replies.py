@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bot.config import Config
 from bot.forge.links import job_url
-from bot.store import HostResult, Job, Store, first_hosts
+from bot.store import HostResult, Job, Store, host_results
 from ka.text import cap, encodable
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "comments"
@@ -96,7 +96,7 @@ def host_rows(results: list[HostResult]) -> list[dict[str, Any]]:
 def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: Path) -> str:
     """The terminal reply of a job a command asked for."""
     req = job.requester
-    rows = first_hosts(db, job.id, TABLE_ROWS)
+    rows = host_results(db, job.id, 0, TABLE_ROWS)
     failed = job.state != "succeeded"
     return render("result.md.j2", job=job, command=req.get("command") or job.verb, mention=mention(req.get("who")),
                   outcome=OUTCOME.get(job.state, job.state), duration=duration(job), job_url=job_url(config, job.id),

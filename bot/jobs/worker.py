@@ -99,9 +99,6 @@ class Tasks:
             log.exception("commands job %s", job_id)
         self.flusher.kick()
 
-    def flush_outbox(self) -> None:
-        self.flusher.kick()
-
 
 def build_tasks(services: Services) -> Tasks:
     """Register the tasks (the web app only enqueues them; the worker runs them)."""

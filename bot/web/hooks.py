@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from bot.jobs.intake import receive
 from bot.web.context import services
-from bot.web.intake import receive
 from bot.web.serving import RequestTimeout
 from handlers import router
 

@@ -4,10 +4,11 @@ Phases: promote (the cumulative patch must apply and match its parity reference,
 built), render (the PKGBUILD and its sources, the same bytes for the same inputs), connect (the
 first build host of ``infra.yaml`` that answers; one that does not is logged and the next is
 tried), upload (into a folder named after the inputs, so the build path, and with it the
-package, is the same for the same inputs), makepkg (a fixed ``SOURCE_DATE_EPOCH`` and
-``PACKAGER``; its output streamed), fetch, check (the headers' ``build`` link is relative and
-resolves; no absolute link dangles), sign (verified at once), publish (``repo-add`` under a
-lock, then the database must list the version).  A build that fails on a reachable host is a
+package, is the same for the same inputs), the build tool (makepkg, or dpkg-buildpackage in the
+unpacked source: ``BUILD``; a fixed ``SOURCE_DATE_EPOCH`` and packager; its output streamed),
+fetch, check (the headers' ``build`` link is relative and resolves; no absolute link dangles),
+sign (verified at once), publish (``PUBLISH``: ``repo-add`` or reprepro under a lock, then the
+repository must list the version).  A build that fails on a reachable host is a
 failure of the inputs: no fallback, and the remote folder is kept for inspection.
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 
 from ka.build.render import BuildFolder, render, spec_of
 from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
+from ka.fleet.formats import PACMAN
 from ka.fleet.infra import BuildHost, Infra, Repository
 from ka.fleet.repo import RepoView
 from ka.io.outputs import Outputs
@@ -34,7 +36,8 @@ from ka.io.ssh import Remote, RemoteFailed, SshSettings, Unreachable, connect
 from ka.packages.aptrepo import publish_deb
 from ka.packages.diff import PkgDiff, compare
 from ka.packages.files import members
-from ka.packages.pacmanrepo import Published, publish
+from ka.packages.pacmanrepo import publish
+from ka.packages.published import Published
 from ka.packages.sign import sign
 from ka.promote.baseline import KernelTree
 from ka.promote.canonical import references
@@ -210,17 +213,17 @@ def _promote(view: RepoView, host: str, kernel: KernelTree | None, infra: Infra,
 
 def _write_env(folder: Path, build: BuildFolder, opts: BuildOptions, epoch: int) -> None:
     """``ka-build.env``: the environment ka-build gives makepkg, for building by hand the same way."""
-    env = _makepkg_env(build, opts, epoch, None)
+    env = _build_env(build, opts, epoch, None)
     (folder / "ka-build.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
     (folder / "ka-build.folder").write_text(build.name + "\n")
 
 
-def _makepkg_env(folder: BuildFolder, opts: BuildOptions, epoch: int, bh: BuildHost | None) -> dict[str, str]:
+def _build_env(folder: BuildFolder, opts: BuildOptions, epoch: int, bh: BuildHost | None) -> dict[str, str]:
     """The build's environment: a fixed time, builder and packager, so the same inputs give the same bytes."""
     env = {"SOURCE_DATE_EPOCH": str(epoch), "KBUILD_BUILD_TIMESTAMP": time.strftime("%a %b %d %H:%M:%S UTC %Y",
                                                                                   time.gmtime(epoch)),
            "KBUILD_BUILD_USER": "kernel-agent", "KBUILD_BUILD_HOST": "kernel-agent", "KBUILD_BUILD_VERSION": "1"}
-    env.update(folder.spec.kind.build_env(folder.spec.arch, opts.packager))
+    env.update(BUILD[folder.spec.kind.name].env(folder.spec.arch, opts.packager))
     if bh is not None:
         env["SRCDEST"] = posixpath.join(bh.workdir, "sources")  # the kernel's git clone, kept between builds
         if bh.cross_compile:
@@ -286,12 +289,13 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
             log(text)
         tool = folder.spec.kind.build_tool
         try:
-            if folder.spec.kind.name in SOURCE_FIRST:
+            source_first = BUILD[folder.spec.kind.name].source_first
+            if source_first is not None:
                 phases("source")
-                SOURCE_FIRST[folder.spec.kind.name](remote, folder, bh, where, line)
+                source_first(remote, folder, bh, where, line)
             phases(tool)
             argv, cwd = _build_command(folder, where)
-            env = {**_makepkg_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
+            env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
             remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
         except RemoteFailed as exc:
             result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
@@ -309,8 +313,8 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
 
 def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:
     """The build's command line and folder: makepkg in the build folder, dpkg-buildpackage in the source."""
-    argv, sub = folder.spec.kind.build_command(folder.spec.arch)
-    return argv, posixpath.join(where, sub) if sub else where
+    build = BUILD[folder.spec.kind.name]
+    return build.command(folder.spec.arch), posixpath.join(where, build.folder) if build.folder else where
 
 
 def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, log: Log) -> None:
@@ -423,5 +427,23 @@ def _publish_deb(opts: BuildOptions, repo: Repository, packages: list[Path], fol
     return publish_deb(opts.ssh, repo, packages, folder.spec.arch, log)
 
 
+@dataclass(frozen=True)
+class FormatBuild:
+    """How the build tool of a format runs."""
+
+    command: Callable[[str], list[str]]  # the command line, for an architecture
+    folder: str  # the subfolder of the build folder it runs in ("": the folder itself)
+    env: Callable[[str, str], dict[str, str]]  # what it reads from its environment, for (arch, packager)
+    source_first: Callable[[Remote, BuildFolder, BuildHost, str, Log], None] | None = None  # unpack the source
+
+
+BUILD = {
+    "pacman": FormatBuild(
+        command=lambda arch: ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"],
+        folder="", env=lambda arch, packager: {"PKGEXT": PACMAN.extension, "CARCH": arch, "PACKAGER": packager}),
+    "deb": FormatBuild(  # dpkg-buildpackage reads debian/ in the unpacked source, not its environment
+        command=lambda arch: ["dpkg-buildpackage", "--build=binary", "--no-sign", "--no-check-builddeps",
+                              f"--host-arch={arch}"],
+        folder="linux", env=lambda arch, packager: {}, source_first=_deb_source),
+}
 PUBLISH = {"pacman": _publish_pacman, "deb": _publish_deb}  # into its repository, signed
-SOURCE_FIRST = {"deb": _deb_source}  # the kernel source unpacked into the build folder before the build tool runs

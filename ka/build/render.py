@@ -1,8 +1,9 @@
-"""The build folder of a host's kernel package: the PKGBUILD and its sources, rendered.
+"""The build folder of a host's kernel package, rendered: a PKGBUILD and its sources (pacman), or the
+source's ``debian/`` folder (deb); ``RENDER`` holds each format's renderer.
 
-``templates/package/PKGBUILD.j2`` (Jinja2, ``StrictUndefined``) is filled from the manifest's
-``package`` section, the baseline, the cumulative patch ka-promote made and the host's kernel
-config; b2sums are computed here.  The same inputs render the same bytes: nothing in it
+``templates/package/`` (Jinja2, ``StrictUndefined``: ``PKGBUILD.j2``, or ``debian/``) is filled
+from the manifest's ``package`` section, the baseline, the cumulative patch ka-promote made and
+the host's kernel config; b2sums are computed here.  The same inputs render the same bytes: nothing in it
 depends on the time, the machine or the build host (the cross-compiler prefix comes from the
 build host's environment at build time, not from the PKGBUILD).
 """
@@ -25,7 +26,6 @@ from ka.promote.flow import HostPlan
 from ka.text import shown
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "package"
-PKGEXT = ".pkg.tar.zst"
 DEB_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
 _LOCALVERSION = re.compile(r"^CONFIG_LOCALVERSION=(.*)$", re.M)
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]+")

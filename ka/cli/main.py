@@ -69,13 +69,15 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rev", metavar="REV", help="build this commit's fleet/ and patches/ (no checkout)")
     p.add_argument("--kernel-tree", metavar="PATH", help="kernel git tree for the baseline check (KA_KERNEL_TREE)")
     p.add_argument("--out-dir", metavar="DIR", help="where out/<host>/ goes (default: out/)")
-    p.add_argument("--render-only", metavar="DIR", help="write the PKGBUILD and its sources here, build nothing")
+    p.add_argument("--render-only", metavar="DIR",
+                   help="write the build folder (PKGBUILD and sources, or debian/) here, build nothing")
     p.add_argument("--no-publish", action="store_true", help="stop after signing")
     p.add_argument("--check-against", metavar="FILE", help="compare the kernel package with this one (ka pkgdiff)")
     p.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")
     p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
     p.add_argument("--gnupghome", metavar="DIR", help="the signing keyring (default: $KA_GNUPGHOME, $GNUPGHOME)")
-    p.add_argument("--timeout", type=float, default=4 * 3600, metavar="SECONDS", help="makepkg's time limit")
+    p.add_argument("--timeout", type=float, default=4 * 3600, metavar="SECONDS",
+                   help="the build's time limit (makepkg or dpkg-buildpackage)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_build)
 
@@ -99,7 +101,7 @@ def _install_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pkgdiff_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("a", metavar="A", help="a package (.pkg.tar.zst)")
+    p.add_argument("a", metavar="A", help="a package (.pkg.tar.zst or .deb)")
     p.add_argument("b", metavar="B", help="another package")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_pkgdiff)

@@ -74,7 +74,8 @@ def print_promote(results: list[PromoteResult], brief: bool, printed: bool) -> N
     print(f"{len(results)} hosts, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""))
 
 
-def _status_cells(r: HostStatus) -> list[str]:
+def status_cells(r: HostStatus) -> list[str]:
+    """A host's row of the fleet table, as text cells."""
     if r.error:
         return [r.host, "-", "-", "-", "-", "-", "-", f"manifest error: {r.error}"]
     promoted = (r.promoted_at or "never").replace("+00:00", "Z")
@@ -87,25 +88,22 @@ def _status_cells(r: HostStatus) -> list[str]:
 STATUS_HEAD = ["HOST", "BASELINE", "SERIES", "PATCHES", "B2SUM", "PARITY", "APPLIES", "PROMOTED"]
 
 
-def status_table(rows: list[HostStatus]) -> Table:
-    """The fleet table for a terminal; every cell is plain text (a host name is not rich markup)."""
-    table = Table(*STATUS_HEAD)
-    for row in rows:
-        table.add_row(*(Text(cell) for cell in _status_cells(row)))
-    return table
-
-
 def print_status(rows: list[HostStatus]) -> None:
     """The fleet table: rich on a terminal, plain aligned text otherwise."""
-    _print_table(STATUS_HEAD, [_status_cells(r) for r in rows])
+    _print_table(STATUS_HEAD, [status_cells(r) for r in rows])
+
+
+def rich_table(head: list[str], cells: list[list[str]]) -> Table:
+    """A table for a terminal; every cell is plain text (a host name is not rich markup)."""
+    table = Table(*head)
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
 
 
 def _print_table(head: list[str], cells: list[list[str]]) -> None:
     if sys.stdout.isatty():
-        table = Table(*head)
-        for row in cells:
-            table.add_row(*(Text(cell) for cell in row))
-        Console().print(table)
+        Console().print(rich_table(head, cells))
         return
     widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
     for row in [head, *cells]:

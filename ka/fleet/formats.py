@@ -3,10 +3,11 @@
 One vocabulary: ``package.format`` names the format (``pacman``, ``deb``); ``install.format``
 names the package manager that installs it on the host (``pacman``, ``apt``), and each word maps
 to one :class:`PackageFormat` here.  What a format is (its names, files, default architecture,
-initramfs maker, repository, build tool, whether a kernel goes in beside the running one) lives
-in these objects; what each verb does with it (render, build, publish, install, the way back)
-lives in that verb's own per-format table, keyed by the format's name.  No other module compares
-a format's name.
+initramfs maker, repository, build tool, file ending, whether a kernel goes in beside the running
+one) lives in these objects; what each verb does with it (render, build, publish, read, install,
+the way back) lives in that verb's own per-format table, keyed by the format's name
+(tests/unit/test_formats.py checks that every table has every format).  No other module compares
+a format's name or a package file's ending.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ class PackageFormat:
 
     name: str  # package.format
     installer: str  # install.format: the package manager on the host
-    manager: str  # what answers "which version is installed": pacman, dpkg
     arch: str  # the default architecture name (pacman's CARCH, dpkg's)
     initramfs: str  # the initramfs maker its hosts use by default
     repository_key: str  # the section of fleet/infra.yaml that names its repository
@@ -44,23 +44,16 @@ class PackageFormat:
             return f"{name}_{version}_{arch}{self.extension}"
         return f"{name}-{version}-{arch}{self.extension}"
 
-    def build_env(self, arch: str, packager: str) -> dict[str, str]:
-        """What the build tool reads from its environment (makepkg; dpkg-buildpackage reads debian/)."""
-        if self.build_tool == "makepkg":
-            return {"PKGEXT": self.extension, "CARCH": arch, "PACKAGER": packager}
-        return {}
 
-    def build_command(self, arch: str) -> tuple[list[str], str]:
-        """The build's command line, and the subfolder of the build folder it runs in ("" for the folder)."""
-        if self.build_tool == "makepkg":
-            return ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"], ""
-        return (["dpkg-buildpackage", "--build=binary", "--no-sign", "--no-check-builddeps", f"--host-arch={arch}"],
-                "linux")
-
-
-PACMAN = PackageFormat(name="pacman", installer="pacman", manager="pacman", arch="aarch64", initramfs="mkinitcpio",
+PACMAN = PackageFormat(name="pacman", installer="pacman", arch="aarch64", initramfs="mkinitcpio",
                        repository_key="repository", build_tool="makepkg", beside=False, extension=".pkg.tar.zst")
-DEB = PackageFormat(name="deb", installer="apt", manager="dpkg", arch="arm64", initramfs="initramfs-tools",
+DEB = PackageFormat(name="deb", installer="apt", arch="arm64", initramfs="initramfs-tools",
                     repository_key="apt_repository", build_tool="dpkg-buildpackage", beside=True, extension=".deb")
 FORMATS = {f.name: f for f in (PACMAN, DEB)}  # by package.format
 INSTALLERS = {f.installer: f for f in (PACMAN, DEB)}  # by install.format
+
+
+def of_file(name: str) -> PackageFormat:
+    """The format of a package file, by its name: a ``.deb``, else pacman's (whose reader says so when the
+    file is not a zstd tar)."""
+    return next((f for f in (DEB,) if name.endswith(f.extension)), PACMAN)

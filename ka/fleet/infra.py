@@ -67,7 +67,7 @@ DB_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 @dataclass(frozen=True)
 class BuildHost:
-    """A machine makepkg runs on."""
+    """A machine the builds run on (makepkg, dpkg-buildpackage)."""
 
     ssh: str
     workdir: str

@@ -164,9 +164,10 @@ def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSp
                          ("initramfs", ("mkinitcpio", "initramfs-tools", "none")),
                          ("trial_boot", ("none", "uboot-script"))):
         got[key] = _choice(doc, node, value, key, choices, getattr(base, key))
-    if got["format"] != base.format and value.get("initramfs") is None:  # the format's own initramfs maker
-        got["initramfs"] = INSTALLERS[got["format"]].initramfs
-    if package is not None and INSTALLERS[got["format"]].name != package.format:
+    kind = INSTALLERS[got["format"]]
+    if kind is not base.kind and value.get("initramfs") is None:  # the format's own initramfs maker
+        got["initramfs"] = kind.initramfs
+    if package is not None and kind is not package.kind:
         doc.add(child(node, "format"), "install.format", f"{got['format']} does not install the {package.format} "
                 "packages package.format makes (pacman takes pacman's, apt takes deb)")
     got["panic"] = _int(doc, node, value, "panic", 1, 3600, base.panic, "install.panic")

@@ -29,6 +29,7 @@ from typing import Any
 from ka.errors import EXIT_BAD_INPUT
 from ka.install import extlinux, trial
 from ka.install.device import now
+from ka.install.extlinux import menu
 from ka.install.installer import MARGIN, Installer, InstallError, InstallResult, Preflight, Step
 from ka.packages import aptrepo
 from ka.packages.facts import PackageFacts
@@ -56,7 +57,6 @@ class AptInstall:
         self.labels: tuple[str, str] = (extlinux.LABEL, extlinux.PREVIOUS)  # named by u-boot-update, read back
         self.started = 0  # the host's clock when apt-get install started: the new initramfs is younger
         self.removed = False  # a rollback removed the newer package
-
 
     def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
         self.check_new_release(pre, facts)
@@ -300,10 +300,3 @@ class AptInstall:
             self.default_after_removal(back)
         return Step(f"apt-get remove {name}: u-boot-update makes {back} ({image}) the default again",
                     [(self.host, argv)], run)
-
-
-def menu(text: str, boot: str) -> tuple[str | None, dict[str, str]]:
-    """An extlinux.conf's default label, and label → the image it boots (a path on the host)."""
-    config = extlinux.parse(text)
-    return config.default, {entry.name: extlinux.on_host(extlinux.booted(entry)[0], extlinux.boot_dir(entry), boot)
-                            for entry in config.entries if entry.kernel}

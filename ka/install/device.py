@@ -69,7 +69,7 @@ class Device:
 
     def installed(self, name: str | None = None) -> str | None:
         """The version pacman (or dpkg, on an apt host) has installed of ``name`` (the kernel package), or None."""
-        ask = {"pacman": self._pacman_version, "dpkg": self._dpkg_version}[self.spec.kind.manager]
+        ask = {"pacman": self._pacman_version, "deb": self._dpkg_version}[self.spec.kind.name]
         return ask(name or self.spec.pkgbase)
 
     def _pacman_version(self, name: str) -> str | None:

@@ -309,3 +309,10 @@ def rewrite(text: str, image: str, initramfs: str | None, panic: int, titles: tu
     config = parse(text)
     new, prev = layout(config, image, initramfs, panic, titles)
     return render(config, new, prev, default)
+
+
+def menu(text: str, boot: str) -> tuple[str | None, dict[str, str]]:
+    """An extlinux.conf's default label, and label → the image it boots (a path on the host)."""
+    config = parse(text)
+    return config.default, {entry.name: on_host(booted(entry)[0], boot_dir(entry), boot)
+                            for entry in config.entries if entry.kernel}

@@ -22,7 +22,7 @@ from ka.install.apt import AptInstall
 from ka.install.extlinux import PREVIOUS
 from ka.install.installer import Installer, InstallError, InstallOptions, InstallResult, Log, Preflight, run_installer
 from ka.install.pacman import PacmanInstall
-from ka.install.rollback import Restore
+from ka.install.restore import Restore
 from ka.packages.facts import PackageFacts
 
 HostFormat = PacmanInstall | AptInstall

@@ -151,7 +151,6 @@ class Installer:
         self.backup_remote: Remote | None = None
         self.locked = False
         self.got = Progress()
-        self.remote_package = ""
         self.work = opts.out_dir / host / "install"
 
     @property

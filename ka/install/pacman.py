@@ -1,5 +1,6 @@
-"""ka-install: back up, keep a way back, install, reboot, and take only "ssh came back on the new
-kernel" as success.
+"""ka-install on a pacman host: what :class:`PacmanInstall` does its own way, in the flow
+(ka/install/flow.py) that backs up, keeps a way back, installs, reboots, and takes only "ssh came
+back on the new kernel" as success.
 
 Order of an install, each step only after the one before it succeeded, so that an entry that
 boots a known kernel is the default at every moment until the new kernel is complete:
@@ -68,7 +69,6 @@ class PacmanInstall:
     def check_room(self, pre: Preflight, facts: PackageFacts) -> None:
         """Room for the new kernel's files and the kept copies of the running one's."""
         self.s.check_room(pre, facts.boot_bytes, keeping=True)
-
 
     def titles(self, pre: Preflight, facts: PackageFacts) -> tuple[str, str]:
         """The menu labels of kernel-agent's two entries."""
@@ -154,7 +154,7 @@ class PacmanInstall:
     def _modules_back(self, pre: Preflight, aside: str | None) -> None:
         """pacman removed the running release's modules (they were the old package's): put them back at once."""
         device = self.s.device
-        if device is None or aside is None or pre.modules is None:
+        if aside is None or pre.modules is None:
             return
         if device.exists(pre.modules):
             device.root(["rm", "-rf", "--", aside])

@@ -35,8 +35,13 @@ def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, n
     if not got.changed:
         return [f"nothing on {host} was changed"]
     saved = f"the backup of {running}: {backup}" if backup else "no backup was made"
-    if spec.kind.beside:  # the running kernel kept its package and entry: the way back is removing the new one
-        return apt_way_back(host, spec, got, running, new, saved)
+    return WAYS[spec.kind.name](host, spec, got, running, new, saved)
+
+
+def pacman_way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, new: str | None,
+                    saved: str) -> list[str]:
+    """On a pacman host the new kernel took the default entry's files; the running one's are kept as
+    ``*.ka-prev`` and boot as the fallback entry."""
     if got.never_back:
         lines = console(host, spec, running, saved)
     elif got.back_on is not None and got.back_on == running and got.default == PREVIOUS:
@@ -84,6 +89,9 @@ def apt_way_back(host: str, spec: InstallSpec, got: Progress, running: str | Non
     if got.trial_armed:
         lines.append(armed(spec, "the new entry once"))
     return lines
+
+
+WAYS = {"pacman": pacman_way_back, "deb": apt_way_back}  # each package format's way back, in words
 
 
 def armed(spec: InstallSpec, tries: str) -> str:

@@ -76,10 +76,6 @@ class Target:
     identity_files: tuple[str, ...] = ()
     proxy_jump: str | None = None
 
-    @property
-    def known_hosts_name(self) -> str:
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-
 
 @dataclass(frozen=True)
 class SshSettings:

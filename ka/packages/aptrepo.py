@@ -28,9 +28,10 @@ from functools import cmp_to_key
 from pathlib import Path
 
 from ka.errors import EXIT_ENVIRONMENT, KaError
+from ka.fleet.formats import DEB
 from ka.fleet.infra import Repository
 from ka.io.ssh import Remote, RemoteFailed, SshSettings, connect
-from ka.packages.pacmanrepo import Log, Published, PublishError
+from ka.packages.published import Log, Published, PublishError
 
 PUBLISHED = "ka"  # the published packages and their signatures, beside reprepro's pool
 LIST_FORMAT = "${package} ${version} ${$source} ${$architecture}\\n"
@@ -54,7 +55,7 @@ class DebEntry:
 
     @property
     def filename(self) -> str:
-        return f"{self.name}_{self.version.split(':', 1)[-1]}_{self.arch}.deb"
+        return DEB.file_name(self.name, self.version.split(":", 1)[-1], self.arch)
 
 
 def distributions(repo: Repository, arch: str) -> str:
@@ -113,7 +114,7 @@ def publish_deb(ssh: SshSettings, repo: Repository, packages: list[Path], arch: 
 
 
 def _name_version(filename: str) -> tuple[str, str]:
-    name, version, _ = filename[:-len(".deb")].split("_")
+    name, version, _ = filename.removesuffix(DEB.extension).split("_")
     return name, version
 
 

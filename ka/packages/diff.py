@@ -2,8 +2,8 @@
 
 Ignored: member mtimes, ``builddate`` in ``.PKGINFO``, ``builddate``, ``builddir`` and
 ``startdir`` in ``.BUILDINFO``, and in ``.MTREE`` the ``time=`` fields and the entries of those
-two files (whose digests change with them).  Everything else counts: the members, their
-content, mode, owner and link target.
+two files (whose digests change with them); of a ``.deb``, member mtimes only.  Everything else
+counts: the members, their content, mode, owner and link target.
 """
 
 from __future__ import annotations

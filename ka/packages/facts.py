@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, KaError
 from ka.fleet.installspec import InstallSpec
-from ka.packages.files import deb_control, is_deb, members, pkginfo
+from ka.packages.files import deb_control, members, pkginfo
 from ka.packages.sign import verify
 
 _RELEASE = re.compile(r"[A-Za-z0-9._+~-]{1,100}")
@@ -49,6 +49,9 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
         signer = verify(path, sig, key, gnupghome).signer
     except KaError as exc:
         raise PackageRefused(f"{path.name}: refused: {exc}") from None
+    if not path.name.endswith(spec.kind.extension):
+        raise PackageRefused(f"{path.name}: not a {spec.kind.extension} package, and {spec.ssh} installs with "
+                             f"{spec.format} (install.format)", exit_code=EXIT_BAD_INPUT)
     return READERS[spec.kind.name](path, spec, signer)
 
 
@@ -79,12 +82,8 @@ def _pacman_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
     return PackageFacts(path, name, version, releases.pop(), image, boot_bytes, signer, inputs)
 
 
-
 def _deb_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
     """A Debian kernel package: exactly one ``boot/vmlinuz-<release>``, named ``linux-image-<release>``."""
-    if not is_deb(path):
-        raise PackageRefused(f"{path.name}: not a .deb, and {spec.ssh} installs with apt (install.format)",
-                             exit_code=EXIT_BAD_INPUT)
     images: dict[str, str] = {}
     boot_bytes, inputs = 0, {}
     for m in members(path, keep=lambda name: name.endswith("/kernel-agent")):

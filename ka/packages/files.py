@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from ka.errors import BadInput
+from ka.fleet.formats import of_file
 from ka.io.runner import reading
 
 AR_MAGIC = b"!<arch>\n"
@@ -65,11 +66,6 @@ def _normalised(name: str, data: bytes) -> bytes:
     if name == ".MTREE":
         return _MTREE_META.sub(b"", _MTREE_TIME.sub(b"", gzip.decompress(data)))
     return data
-
-
-def is_deb(path: Path) -> bool:
-    """A Debian package (by its name)."""
-    return path.name.endswith(".deb")
 
 
 class _Slice(io.RawIOBase):
@@ -130,9 +126,10 @@ def _deb_members(path: Path, keep: Callable[[str], bool]) -> Iterator[Member]:
 
 def members(path: Path, keep: Callable[[str], bool] = lambda name: False) -> Iterator[Member]:
     """Every member of a package, in archive order; with the content of the small files ``keep`` names."""
-    if is_deb(path):
-        yield from _deb_members(path, keep)
-        return
+    yield from MEMBERS[of_file(path.name).name](path, keep)
+
+
+def _pacman_members(path: Path, keep: Callable[[str], bool]) -> Iterator[Member]:
     with reading(["zstd", "-dcq", "--", path]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for info in tar:
             yield _member(tar, info, info.name, keep)
@@ -157,12 +154,7 @@ def _member(tar: tarfile.TarFile, info: tarfile.TarInfo, name: str, keep: Callab
 
 
 def pkginfo(path: Path) -> dict[str, list[str]]:
-    """The ``.PKGINFO`` of a package: key → values (of a ``.deb``: its control fields, with ``pkgname`` and
-    ``pkgver`` for Package and Version)."""
-    if is_deb(path):
-        control = deb_control(path)
-        return {**{k: [v] for k, v in control.items()},
-                "pkgname": [control.get("Package", "")], "pkgver": [control.get("Version", "")]}
+    """The ``.PKGINFO`` of a pacman package: key → values (a ``.deb``'s fields: :func:`deb_control`)."""
     with reading(["zstd", "-dcq", "--", path]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for info in tar:
             if info.name == ".PKGINFO":
@@ -191,3 +183,6 @@ def deb_control(path: Path) -> dict[str, str]:
                     fields[key.strip()] = value.strip()
             return fields
     return {}
+
+
+MEMBERS = {"pacman": _pacman_members, "deb": _deb_members}  # each package format's archive, member by member

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ka.errors import EXIT_ENVIRONMENT, KaError
+from ka.fleet.formats import PACMAN
 from ka.fleet.infra import Repository
 from ka.io.ssh import Remote, SshSettings, connect
 
@@ -77,7 +78,7 @@ def newest(ssh: SshSettings, repo: Repository, pkgname: str) -> Entry:
 
 def fetch(ssh: SshSettings, repo: Repository, entry: Entry, folder: Path) -> Path:
     """Download ``entry``'s package and signature into ``folder``; the sha256 must be the database's."""
-    if "/" in entry.filename or entry.filename.startswith(".") or not entry.filename.endswith(".pkg.tar.zst"):
+    if "/" in entry.filename or entry.filename.startswith(".") or not entry.filename.endswith(PACMAN.extension):
         raise NotPublished(f"{repo.name}.db.tar.zst: {entry.name} has the file name {entry.filename!r}, "
                            "which is not a package file's name")
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,32 +9,11 @@ the database must list the new version, or the publish failed.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from ka.errors import EXIT_ENVIRONMENT, KaError
 from ka.fleet.infra import Repository
 from ka.io.ssh import SshSettings, connect
-
-Log = Callable[[str], None]
-
-
-class PublishError(KaError):
-    """The repository did not take the packages."""
-
-    exit_code = EXIT_ENVIRONMENT
-
-
-@dataclass(frozen=True)
-class Published:
-    """Where the packages now are."""
-
-    host: str
-    path: str
-    database: str
-    url: str
-    entries: tuple[str, ...]  # <pkgname>-<pkgver>-<pkgrel>, as the database lists them
+from ka.packages.published import Log, Published, PublishError
 
 
 def publish(ssh: SshSettings, repo: Repository, packages: list[Path], versions: list[str], log: Log) -> Published:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config
+from bot.jobs.intake import receive
 from bot.store import Store
-from bot.web.intake import receive
 from handlers import router
 from tests.support.botkit import REPO, delivery, push_payload
 

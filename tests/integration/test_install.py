@@ -1,5 +1,5 @@
 """ka-install against real sshd hosts whose root is a per-test folder, a real backup host, real
-pacman, packages built by ka-build; reboots by the hosts' power controller (tests/targets.py)."""
+pacman, packages built by ka-build; reboots by the hosts' power controller (tests/support/targets.py)."""
 
 from __future__ import annotations
 

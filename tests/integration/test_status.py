@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from ka.cli.main import main
+from ka.cli.report import STATUS_HEAD, rich_table, status_cells
+from ka.status.offline import HostStatus
 from tests.support.fleet import AMPERE, MakeRepo, fleet_files, manifest
 from tests.support.kernel import SmallKernel
 
@@ -64,13 +67,8 @@ def test_unknown_host(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_rich_markup_in_a_host_name_is_shown_as_text(make_repo: MakeRepo, small_kernel: SmallKernel) -> None:
-    from ka.cli.report import status_table
-    from ka.status.offline import HostStatus
-
     row = HostStatus("[reverse]evil", error="fleet/[bold]x.yaml: [link=http://x]bad[/link]")
-    from rich.console import Console
-
     console = Console(record=True, width=200, color_system=None)
-    console.print(status_table([row]))
+    console.print(rich_table(STATUS_HEAD, [status_cells(row)]))
     text = console.export_text()
     assert "[reverse]evil" in text and "[link=http://x]bad[/link]" in text

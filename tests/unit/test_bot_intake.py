@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config
+from bot.jobs.intake import receive
 from bot.store import Store
-from bot.web.intake import receive
 from handlers import router
 from tests.support.botkit import REPO, delivery, pr_payload, push_payload, sample
 from tests.support.db import sql

@@ -129,12 +129,13 @@ def test_sql_only_in_the_store() -> None:
     assert "def query(" not in (PROJECT / "bot" / "store.py").read_text()
 
 
-FORMAT_TEST = re.compile(r"""[=!]=\s*["'](pacman|deb|apt|dpkg)["']|["'](pacman|deb|apt|dpkg)["']\s*[=!]=""")
+FORMAT_TEST = re.compile(r"""[=!]=\s*["'](pacman|deb|apt|dpkg)["']|["'](pacman|deb|apt|dpkg)["']\s*[=!]="""
+                         r"""|["']\.(deb|pkg\.tar\.zst)["']|\.beside\b|\.installer\s*[=!]=""")
 
 
 def test_no_package_format_compared_outside_the_format_objects() -> None:
     """What differs between pacman and deb is asked of ka/fleet/formats.py's objects, or of a verb's table keyed
-    by the format's name; nothing else tests which format it has."""
+    by the format's name; nothing else tests which format it has, its capabilities, or a file's ending."""
     found = [f"{_module(p)}:{n}: {line.strip()}" for pkg in PACKAGES for p in sorted((PROJECT / pkg).rglob("*.py"))
              if p != PROJECT / "ka" / "fleet" / "formats.py"
              for n, line in enumerate(p.read_text().splitlines(), 1) if FORMAT_TEST.search(line)]

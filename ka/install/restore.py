@@ -1,11 +1,9 @@
-"""``ka-install HOST --rollback [RELEASE]``: boot the previous kernel again.
+"""``ka-install HOST --rollback RELEASE``: a release from the backup host, on a pacman host.
 
-Without a release, the kept ``*.ka-prev`` files (checked against the sums the install recorded
-when it kept them) are copied back over the default entry's, while extlinux.conf boots the kept
-entry; then the default entry is the kept kernel again.  With a release, that backup is verified
-on the backup host, downloaded and verified again, and put in place of the default entry's files
-the same way, after the running kernel was kept (when the default entry holds it).  Both end as
-an install does: extlinux.conf, the record, reboot, heartbeat.
+The backup is verified on the backup host, downloaded and verified again, and put in place of
+the default entry's files, after the running kernel was kept (when the default entry holds it);
+then, as an install ends: extlinux.conf, the record, reboot, heartbeat.  (``--rollback`` without a
+release is the format's own way back: ``PacmanInstall.roll_back``, ``AptInstall.roll_back``.)
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ class Restore:
             raise InstallError(f"--rollback {release!r}: not a kernel release", exit_code=EXIT_BAD_INPUT)
         self.s, self.release = session, release
         self.spec, self.host = session.spec, session.host
-
 
     def run(self) -> InstallResult:
         self.s.phase("preflight")
