@@ -37,7 +37,7 @@ from ka.packages.aptrepo import publish_deb
 from ka.packages.diff import PkgDiff, compare
 from ka.packages.files import members
 from ka.packages.pacmanrepo import publish
-from ka.packages.published import Published
+from ka.packages.published import Published, PublishError
 from ka.packages.sign import sign
 from ka.promote.baseline import KernelTree
 from ka.promote.canonical import references
@@ -74,6 +74,7 @@ class BuildOptions:
     packager: str = DEFAULT_PACKAGER
     gnupghome: Path | None = None
     publish: bool = True
+    replace: bool = False  # publish over a version published with other bytes (else refused)
     timeout: float = 4 * 3600.0
     check_against: Path | None = None
     canonical_cache: Path | None = None  # parity.canonical: HOST:PATH, re-read only when it changed
@@ -419,11 +420,15 @@ def check_links(kernel: Path, headers: Path) -> None:
 
 def _publish_pacman(opts: BuildOptions, repo: Repository, packages: list[Path], folder: BuildFolder, version: str,
                     log: Log) -> Published:
-    return publish(opts.ssh, repo, packages, [f"{name}-{version}" for name in folder.names()], log)
+    return publish(opts.ssh, repo, packages, [f"{name}-{version}" for name in folder.names()], log,
+                   replace=opts.replace)
 
 
 def _publish_deb(opts: BuildOptions, repo: Repository, packages: list[Path], folder: BuildFolder, version: str,
                  log: Log) -> Published:
+    if opts.replace:
+        raise PublishError("--replace: reprepro keeps a published version's bytes for good; raise package.pkgrel "
+                           "and build again; nothing was published")
     return publish_deb(opts.ssh, repo, packages, folder.spec.arch, log)
 
 

@@ -72,6 +72,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-only", metavar="DIR",
                    help="write the build folder (PKGBUILD and sources, or debian/) here, build nothing")
     p.add_argument("--no-publish", action="store_true", help="stop after signing")
+    p.add_argument("--replace", action="store_true",
+                   help="publish over a version already published with other bytes (a pacman repository; say it only "
+                        "when nothing installed that version)")
     p.add_argument("--check-against", metavar="FILE", help="compare the kernel package with this one (ka pkgdiff)")
     p.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")
     p.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
@@ -300,7 +303,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                                                                         known_hosts=args.known_hosts),
                         packager=args.environ.get("KA_PACKAGER") or BuildOptions.packager,
                         gnupghome=_gnupghome(args.gnupghome, args.environ), publish=not args.no_publish,
-                        timeout=args.timeout,
+                        replace=args.replace, timeout=args.timeout,
                         check_against=Path(args.check_against) if args.check_against else None, trusted=trusted,
                         named_references=None if trusted else frozenset(named_references(checkout)))
     if not trusted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -13,7 +14,7 @@ from typing import Any
 
 from ka.packages.files import members, pkginfo
 from tests.support import PROJECT
-from tests.support.buildlab import BuildLab
+from tests.support.buildlab import BuildLab, stop_gpg_agent
 from tests.support.fleet import AMPERE, fleet_files
 from tests.support.kernel import git, write_fleet
 from tests.support.sshhosts import USER, Tripwire, run
@@ -393,3 +394,46 @@ def test_the_sample_fleet_renders_for_makepkg(build_lab: BuildLab, tmp_path: Pat
                                  cwd=_shared(tmp_path / host), capture_output=True, text=True)
         assert srcinfo.returncode == 0, srcinfo.stderr
         assert f"pkgbase = linux-{host}" in srcinfo.stdout and "pkgver = 6.12.117" in srcinfo.stdout
+
+
+def _repository(build_lab: BuildLab, tag: str) -> dict[str, str]:
+    """Every file of a repository folder and its sha256 (symlinks by target): the repository byte for byte."""
+    root = build_lab.ssh.user_folder(tag, "repo")
+    return {str(p.relative_to(root)): (f"-> {os.readlink(p)}" if p.is_symlink() else
+                                       hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(root.rglob("*")) if not p.is_dir() and p.name != ".ka-repo.lock"}
+
+
+def test_a_published_versions_bytes_never_change(built: tuple[Path, dict[str, Any]], build_lab: BuildLab,
+                                                 tmp_path: Path) -> None:
+    """The same version with other bytes (another config, pkgrel unchanged) is refused, and the repository is
+    byte for byte as before; the same bytes again publish as a no-op (the published signature stays)."""
+    before = _repository(build_lab, "built")
+    assert any(name.endswith(".pkg.tar.zst") for name in before), before
+    other = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\nCONFIG_OPTION_2=y\n'
+    repo = build_lab.fleet(tmp_path / "other", "built", files={"fleet/configs/ampere.config": other})
+    code, _, err = build_lab.build(repo)
+    assert code == 3 and "is published with other bytes" in err and "raise package.pkgrel" in err, err
+    assert "the repository is unchanged" in err
+    assert _repository(build_lab, "built") == before
+    same = build_lab.fleet(tmp_path / "same", "built")  # the same inputs: the same bytes
+    code, _, err = build_lab.build(same)
+    assert code == 0, err
+    assert _repository(build_lab, "built") == before
+
+
+def test_a_publish_that_fails_leaves_the_repository_as_it_was(built: tuple[Path, dict[str, Any]],
+                                                               build_lab: BuildLab, tmp_path: Path) -> None:
+    """--replace with other bytes, and repo-add cannot sign (the repository host's keyring lacks the key): the
+    replaced packages, their signatures and the database all come back; nothing half-published stays."""
+    before = _repository(build_lab, "built")
+    keyless = build_lab.ssh.user_folder("keyless-gnupg")
+    infra = build_lab.infra("built").replace(str(build_lab.repo_gnupghome), str(keyless))
+    other = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\nCONFIG_OPTION_2=y\n'
+    repo = build_lab.fleet(tmp_path / "fleet", "built", infra=infra, files={"fleet/configs/ampere.config": other})
+    try:
+        code, _, err = build_lab.build(repo, "--replace")
+    finally:
+        stop_gpg_agent(keyless, user=USER)
+    assert code == 3 and "did not take the packages" in err and "the repository is unchanged" in err, err
+    assert _repository(build_lab, "built") == before
