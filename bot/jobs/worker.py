@@ -12,7 +12,6 @@ import fcntl
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from bot.jobs.parity import ParityRun
 from bot.jobs.trusted import default_head
 from bot.services import Services
 from bot.store import Job, StateError
+from ka.errors import KaError
 
 log = logging.getLogger(__name__)
 BUSY_RETRY = 5.0
@@ -276,10 +276,14 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
     except JobCancelled as exc:
         state, error = "cancelled", str(exc)
         log_line(f"job {job.id} {error}")
-    except Exception as exc:
+    except KaError as exc:  # a failure the verb explains in words: the job's log ends with them, not our stack
+        error = f"{type(exc).__name__}: {exc}"
+        log.info("job %s failed: %s", job_id, error)
+        log_line(f"job {job.id} failed: {error}")
+    except Exception as exc:  # a bug: its traceback goes to the bot's own log, not to a page anyone may read
         error = f"{type(exc).__name__}: {exc}"
         log.exception("job %s failed", job_id)
-        log_line("".join(traceback.format_exception(exc)).rstrip())
+        log_line(f"job {job.id} failed: {error} (the bot's log has the traceback)")
     finally:
         end_job(services, job, state, error or None)
     return services.store.job(job_id)
