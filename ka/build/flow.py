@@ -19,8 +19,8 @@ import posixpath
 import shlex
 import shutil
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from ka.fleet.repo import RepoView
 from ka.io.outputs import Outputs
 from ka.io.runner import run
 from ka.io.ssh import Remote, RemoteFailed, SshSettings, Unreachable, connect
+from ka.io.who import who
 from ka.packages.aptrepo import publish_deb
 from ka.packages.diff import PkgDiff, compare
 from ka.packages.files import members
@@ -77,6 +78,7 @@ class BuildOptions:
     replace: bool = False  # publish over a version published with other bytes (else refused)
     timeout: float = 4 * 3600.0
     check_against: Path | None = None
+    who: str = field(default_factory=who)  # the owner a build folder's lock names
     canonical_cache: Path | None = None  # parity.canonical: HOST:PATH, re-read only when it changed
     #: False for a pull request's commit: its code runs on the build host, so it builds on
     #: infra.yaml's pull_request_build_hosts and is neither signed nor published
@@ -273,43 +275,70 @@ def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: 
     with remote:
         where = posixpath.join(bh.workdir, folder.name)
         result.remote_folder = f"{bh.ssh}:{where}"
-        jobs = remote.run(["nproc"], timeout=60, check=False).output.strip()
-        phases("upload")
-        local = opts.out_dir / folder.host / "build" / folder.name
-        _fresh(local)
-        folder.write(local)
-        remote.run(["rm", "-rf", "--", where], timeout=300)
-        remote.run(["mkdir", "-p", "--", posixpath.join(bh.workdir, "sources")], timeout=60)
-        sent = remote.put_tree(local, where)
-        log(f"uploaded {sent} bytes to {bh.ssh}:{where}")
-        lines: list[str] = []
-
-        def line(text: str) -> None:
-            lines.append(text)
-            del lines[:-40]
-            log(text)
-        tool = folder.spec.kind.build_tool
-        try:
-            source_first = BUILD[folder.spec.kind.name].source_first
-            if source_first is not None:
-                phases("source")
-                source_first(remote, folder, bh, where, line)
-            phases(tool)
-            argv, cwd = _build_command(folder, where)
-            env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
-            remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
-        except RemoteFailed as exc:
-            result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
-            what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])
-            raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
-                             f"at {result.remote_folder}", result) from None
-        phases("fetch")
-        out = opts.out_dir / folder.host
-        for name in folder.packages():
-            remote.get(posixpath.join(where, name), out / name)
-            result.artifacts.append(_artifact(out / name))
-        remote.run(["rm", "-rf", "--", where], timeout=300)
+        with _folder_lock(remote, bh, where, opts.who):
+            _build_there(remote, bh, where, folder, opts, epoch, result, phases, log)
     log(f"built {', '.join(a.file for a in result.artifacts)} on {bh.ssh}")
+
+
+@contextmanager
+def _folder_lock(remote: Remote, bh: BuildHost, where: str, owner: str) -> Iterator[None]:
+    """One build of these inputs at a time on this host: they share the folder named after them (an atomic
+    ``mkdir`` of ``<folder>.lock``, with who holds it since when)."""
+    lock = where + ".lock"
+    remote.run(["mkdir", "-p", "--", bh.workdir], timeout=60)
+    if not remote.run(["mkdir", "--", lock], timeout=60, check=False).ok:
+        held = remote.run(["cat", "--", posixpath.join(lock, "owner")], timeout=60, check=False).output.strip()
+        raise BuildError(f"another build of these inputs is running on {bh.ssh} ({held or 'owner unknown'}): it "
+                         f"uses {where}; wait for it to end.  If none runs (a crash), remove {lock} there",
+                         exit_code=EXIT_ENVIRONMENT)
+    try:
+        with remote.sftp.open(posixpath.join(lock, "owner"), "w") as fh:
+            fh.write(f"{owner} since {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n")
+        yield
+    finally:
+        with suppress(KaError):  # the connection dropped: the next build names the lock left behind
+            remote.run(["rm", "-rf", "--", lock], timeout=60, check=False)
+
+
+def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder, opts: BuildOptions, epoch: int,
+                 result: BuildResult, phases: _Phases, log: Log) -> None:
+    """Upload, build, fetch, in the folder ``where`` on the build host (its lock held)."""
+    jobs = remote.run(["nproc"], timeout=60, check=False).output.strip()
+    phases("upload")
+    local = opts.out_dir / folder.host / "build" / folder.name
+    _fresh(local)
+    folder.write(local)
+    remote.run(["rm", "-rf", "--", where], timeout=300)
+    remote.run(["mkdir", "-p", "--", posixpath.join(bh.workdir, "sources")], timeout=60)
+    sent = remote.put_tree(local, where)
+    log(f"uploaded {sent} bytes to {bh.ssh}:{where}")
+    lines: list[str] = []
+
+    def line(text: str) -> None:
+        lines.append(text)
+        del lines[:-40]
+        log(text)
+    tool = folder.spec.kind.build_tool
+    try:
+        source_first = BUILD[folder.spec.kind.name].source_first
+        if source_first is not None:
+            phases("source")
+            source_first(remote, folder, bh, where, line)
+        phases(tool)
+        argv, cwd = _build_command(folder, where)
+        env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
+        remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
+    except RemoteFailed as exc:
+        result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
+        what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])
+        raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
+                         f"at {result.remote_folder}", result) from None
+    phases("fetch")
+    out = opts.out_dir / folder.host
+    for name in folder.packages():
+        remote.get(posixpath.join(where, name), out / name)
+        result.artifacts.append(_artifact(out / name))
+    remote.run(["rm", "-rf", "--", where], timeout=300)
 
 
 def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:

@@ -12,12 +12,9 @@ kernel that runs: that is what it keeps as the way back.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
-import os
 import posixpath
 import shlex
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +32,7 @@ from ka.install.device import Device, FileInfo, LockHeld, now
 from ka.install.heartbeat import Beat, reboot
 from ka.install.recovery import Progress, way_back
 from ka.io.ssh import Remote, SshSettings, Unreachable, connect
+from ka.io.who import who
 from ka.packages import aptrepo, pacmandb
 from ka.packages.facts import PackageFacts, package_facts
 
@@ -54,14 +52,6 @@ class InstallError(KaError):
         self.result = result
 
 
-def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
-
-
 @dataclass(frozen=True)
 class InstallOptions:
     """Settings resolved once by the caller (the CLI, the bot)."""
@@ -72,7 +62,7 @@ class InstallOptions:
     package: Path | None = None
     dry_run: bool = False
     reboot: bool = True
-    who: str = field(default_factory=_who)
+    who: str = field(default_factory=who)
 
 
 @dataclass(frozen=True)

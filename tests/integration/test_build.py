@@ -437,3 +437,25 @@ def test_a_publish_that_fails_leaves_the_repository_as_it_was(built: tuple[Path,
         stop_gpg_agent(keyless, user=USER)
     assert code == 3 and "did not take the packages" in err and "the repository is unchanged" in err, err
     assert _repository(build_lab, "built") == before
+
+
+def test_a_second_build_of_the_same_inputs_waits_for_none_and_says_who_builds(build_lab: BuildLab,
+                                                                              tmp_path: Path) -> None:
+    """Builds of the same inputs share a folder on the build host: while one holds its lock, another is refused
+    with who holds it since when, and leaves the folder and the lock alone (it used to fail inside makepkg)."""
+    repo = build_lab.fleet(tmp_path / "fleet", "locked")
+    code, _, err = build_lab.build(repo, "--render-only", str(tmp_path / "rendered"))
+    assert code == 0, err
+    name = (tmp_path / "rendered" / "ka-build.folder").read_text().strip()
+    lock = build_lab.ssh.user_folder("locked", "boltzmann") / f"{name}.lock"
+    run("mkdir", str(lock), user=USER)
+    run("sh", "-c", f"echo 'maintainer@desk pid 42 since 2026-12-03 10:00:00 UTC' > {lock}/owner", user=USER)
+    code, _, err = build_lab.build(repo, "--no-publish")
+    assert code == 3, err
+    assert "another build of these inputs is running on boltzmann (maintainer@desk pid 42 since 2026-12-03" in err
+    assert f"remove {lock} there" in err and "makepkg" not in err.split("ka-build: connect")[-1]
+    assert (lock / "owner").read_text().startswith("maintainer@desk pid 42")
+    run("rm", "-rf", str(lock), user=USER)
+    code, _, err = build_lab.build(repo, "--no-publish")
+    assert code == 0, err
+    assert not lock.exists()  # taken and let go
