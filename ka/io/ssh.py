@@ -229,14 +229,24 @@ class Remote:
             raise RemoteFailed(self.name, list(argv), 124 if code == 124 else code, tail[-500:])
         return result
 
-    def _exec(self, full: list[str], deadline_s: float, on_line: Callable[[str], None] | None) -> tuple[int, str]:
+    def _session(self, argv: list[str], combine: bool) -> paramiko.Channel:
+        """A new channel running ``argv``; a connection that is gone, or goes while the channel opens (a host
+        rebooting under us: paramiko says EOFError then), is :class:`Unreachable`, never a raw exception."""
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise Unreachable(f"{self.name}: the connection is gone")
-        channel = transport.open_session(timeout=self.settings.connect_timeout)
-        channel.set_combine_stderr(True)
-        channel.settimeout(1.0)
-        channel.exec_command(shlex.join(full))
+        try:
+            channel = transport.open_session(timeout=self.settings.connect_timeout)
+            channel.set_combine_stderr(combine)
+            channel.settimeout(1.0)
+            channel.exec_command(shlex.join(argv))
+        except (EOFError, OSError, paramiko.SSHException) as exc:
+            raise Unreachable(f"{self.name}: the connection was lost ({type(exc).__name__}"
+                              f"{': ' + str(exc) if str(exc) else ''})") from None
+        return channel
+
+    def _exec(self, full: list[str], deadline_s: float, on_line: Callable[[str], None] | None) -> tuple[int, str]:
+        channel = self._session(full, combine=True)
         deadline = time.monotonic() + deadline_s
         chunks: list[bytes] = []
         pending = b""
@@ -270,12 +280,7 @@ class Remote:
         bytes fail too.
         """
         full = ["timeout", "--kill-after=10", str(max(1, int(timeout))), *argv]
-        transport = self.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise Unreachable(f"{self.name}: the connection is gone")
-        channel = transport.open_session(timeout=self.settings.connect_timeout)
-        channel.settimeout(1.0)
-        channel.exec_command(shlex.join(full))
+        channel = self._session(full, combine=False)
         deadline, written, errors = time.monotonic() + timeout + 15, 0, b""
         while True:
             try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from ka.errors import KaError
 from ka.io.ssh import HostKeyRefused, RemoteFailed, SshError, SshSettings, Unreachable, connect
 from tests.support.sshhosts import SshLab
 
@@ -100,3 +102,22 @@ def test_proxy_jump(ssh_lab: SshLab, tmp_path: Path) -> None:
                       f"  User kabuild\n  IdentityFile {ssh_lab.key}\n  ProxyJump boltzmann\n")
     with connect(SshSettings(config=config, known_hosts=ssh_lab.known_hosts), "behind") as remote:
         assert remote.run(["id", "-un"]).output.strip() == "kabuild"
+
+
+def test_a_connection_dropped_under_a_command_is_unreachable_never_a_raw_error(ssh_lab: SshLab) -> None:
+    """A host that reboots takes the connection with it, at any moment: before a command (the transport knows),
+    or while a channel opens (paramiko raises EOFError then). Both are Unreachable, a KaError every caller
+    handles; the EOFError once escaped a rollback's reboot and crashed the CLI."""
+    seen = set()
+    for delay in (0.0, 0.0, 0.001, 0.002, 0.005, 0.01) * 3:
+        with connect(settings(ssh_lab), "boltzmann") as remote:
+            assert remote.run(["true"]).ok
+            transport = remote.client.get_transport()
+            assert transport is not None
+            transport.sock.shutdown(socket.SHUT_RDWR)  # the connection goes, as with a host that reboots
+            time.sleep(delay)
+            with pytest.raises(Unreachable) as err:
+                remote.run(["true"])
+            assert isinstance(err.value, KaError)
+            seen.add(str(err.value).split(": ", 1)[1].split(" (")[0])
+    assert seen <= {"the connection is gone", "the connection was lost"}, seen
