@@ -37,11 +37,6 @@ def add(store: Store, job_id: int | None, write: Write) -> None:
         insert_writes(db, job_id, [write])
 
 
-def backlog(store: Store) -> int:
-    """How many writes wait to be sent."""
-    return store.backlog()
-
-
 def _lease(store: Store, holder: str, take: bool) -> bool:
     """Take (or renew) the outbox lease for ``holder``, or let it go; False when someone else holds it."""
     now = time.time()

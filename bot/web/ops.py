@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from bot.forge import outbox
 from bot.web import metrics
 from bot.web.context import services
 
@@ -16,7 +15,7 @@ ops = Blueprint("ops", __name__)
 @ops.get("/healthz")
 def healthz() -> Any:
     services().store.ping()
-    return jsonify({"ok": True, "outbox_backlog": outbox.backlog(services().store),
+    return jsonify({"ok": True, "outbox_backlog": services().store.backlog(),
                     "local_mode": services().config.local_mode})
 
 

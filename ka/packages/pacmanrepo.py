@@ -33,9 +33,17 @@ shift 4
 name=${db%.db.tar.zst}
 keep=$staging/.before
 mkdir -p -- "$keep" || exit 3
-for f in "$name.db" "$db" "$db.sig" "$name.files" "$name.files.tar.zst" "$name.files.tar.zst.sig"; do
-    if [ -e "$f" ] || [ -L "$f" ]; then cp -a -- "$f" "$keep/" || exit 3; fi
-done
+each_db_file() {
+    for f in "$name.db" "$db" "$db.sig" "$name.files" "$name.files.tar.zst" "$name.files.tar.zst.sig"; do
+        "$1" "$f" || return 1
+    done
+}
+set_aside() { if [ -e "$1" ] || [ -L "$1" ]; then cp -a -- "$1" "$keep/"; fi; }
+put_back() {
+    rm -f -- "$1"
+    if [ -e "$keep/$1" ] || [ -L "$keep/$1" ]; then cp -a -- "$keep/$1" "$1"; fi
+}
+each_db_file set_aside || exit 3
 for p in "$@"; do
     if [ -e "$p" ]; then
         if cmp -s -- "$staging/$p" "$p"; then continue; fi
@@ -56,10 +64,7 @@ undo() {
             if [ -e "$keep/$p.sig" ]; then mv -f -- "$keep/$p.sig" "$p.sig"; fi
         fi
     done
-    for f in "$name.db" "$db" "$db.sig" "$name.files" "$name.files.tar.zst" "$name.files.tar.zst.sig"; do
-        rm -f -- "$f"
-        if [ -e "$keep/$f" ] || [ -L "$keep/$f" ]; then cp -a -- "$keep/$f" "$f"; fi
-    done
+    each_db_file put_back
 }
 new=0
 for p in "$@"; do

@@ -8,23 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Config
-from bot.jobs.intake import receive
 from bot.store import Store
-from handlers import router
-from tests.support.botkit import REPO, delivery, push_payload
+from tests.support.botkit import delivery, push_payload, send
 
 SHA = "a" * 40
-CONFIG = Config(repo=REPO, webhook_secret="kernel-agent-test-secret")
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "ka-bot.db")
-
-
-def send(store: Store, d, config: Config = CONFIG):  # type: ignore[no-untyped-def]
-    return receive(store, router, config, d.headers, d.body)
 
 
 

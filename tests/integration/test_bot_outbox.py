@@ -44,10 +44,10 @@ def status(n: int, state: str = "pending") -> forge.Write:
 def test_writes_land_in_order(fake: FakeForgejo, store: Store) -> None:
     for n in range(5):
         outbox.add(store, 1, status(n))
-    assert outbox.backlog(store) == 5
+    assert store.backlog() == 5
     assert outbox.flush(store, client(fake)) is None
     assert [s["context"] for s in fake.statuses()] == [f"ka/parity/h{n}" for n in range(5)]
-    assert outbox.backlog(store) == 0
+    assert store.backlog() == 0
 
 
 @pytest.mark.parametrize(("busy", "answered"), [(0, True), (2, True), (3, False)])
@@ -158,7 +158,7 @@ def test_lease_lost_mid_flush_stops_sending(fake: FakeForgejo, store: Store) -> 
     thief = Thief()
     assert outbox.flush(store, thief) is None  # type: ignore[arg-type]
     assert thief.sent == 1
-    assert outbox.backlog(store) == 2
+    assert store.backlog() == 2
 
 
 def test_lease_of_a_dead_process_is_taken_over(fake: FakeForgejo, store: Store) -> None:

@@ -18,7 +18,11 @@ from typing import Any
 import requests
 
 from bot.cli import go_json
+from bot.config import Config
 from bot.events.delivery import sign
+from bot.jobs.intake import Reply, receive
+from bot.store import Store
+from handlers import router
 from tests.support.fakeforgejo import FakeForgejo
 from tests.support.kernel import SmallKernel, git, write_fleet
 
@@ -47,6 +51,14 @@ class Delivery:
     @property
     def id(self) -> str:
         return self.headers["X-Forgejo-Delivery"]
+
+
+INTAKE = Config(repo=REPO, webhook_secret=SECRET)  # the settings intake runs with in-process tests
+
+
+def send(store: Store, d: Delivery, config: Config = INTAKE) -> Reply:
+    """Hand a delivery to intake in this process, as the web app does."""
+    return receive(store, router, config, d.headers, d.body)
 
 
 def delivery(name: str, payload: dict[str, Any] | None = None, secret: str | None = SECRET,

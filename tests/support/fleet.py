@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ka.fleet.manifest import load_manifest
+from ka.fleet.repo import GitTree, WorkTree
+from ka.fleet.series import resolve_series
 from tests.support.kernel import BASE_TAG, SmallKernel
 
 MakeRepo = Callable[..., Path]
@@ -56,3 +59,12 @@ baseline: {ref: v6.12.117}
 apply_order: [soc]
 includes: *g
 """
+
+
+PATCH = "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n"  # one small patch, for series tests
+
+
+def resolved(root: Path, host: str = "h", rev: str | None = None) -> list[str]:
+    """The patch files of ``host``'s series, in order, from the work tree (or the commit ``rev``)."""
+    view = GitTree(root, rev) if rev else WorkTree(root)
+    return [p.path for s in resolve_series(view, load_manifest(view, host)) for p in s.patches]

@@ -10,7 +10,7 @@ from bot.config import Config
 from bot.jobs.intake import receive
 from bot.store import Store
 from handlers import router
-from tests.support.botkit import REPO, delivery, pr_payload, push_payload, sample
+from tests.support.botkit import REPO, delivery, pr_payload, push_payload, sample, send
 from tests.support.db import sql
 
 SHA = "a" * 40
@@ -21,11 +21,6 @@ def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "ka-bot.db")
 
 
-CONFIG = Config(repo=REPO, webhook_secret="kernel-agent-test-secret")
-
-
-def send(store: Store, d, config: Config = CONFIG):  # type: ignore[no-untyped-def]
-    return receive(store, router, config, d.headers, d.body)
 
 
 def count(store: Store, table: str) -> int:

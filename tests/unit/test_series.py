@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -11,9 +10,9 @@ from hypothesis import strategies as st
 
 from ka.errors import ManifestError
 from ka.fleet.manifest import load_manifest
-from ka.fleet.repo import GitTree, WorkTree
+from ka.fleet.repo import WorkTree
 from ka.fleet.series import natural_key, parse_series_file, resolve_series
-from tests.support.fleet import MakeRepo, manifest
+from tests.support.fleet import PATCH, MakeRepo, manifest, resolved
 from tests.support.fuzz import examples
 
 
@@ -38,13 +37,7 @@ def test_natural_order(names: list[str], ordered: list[str]) -> None:
     assert sorted(names, key=natural_key) == ordered
 
 
-P = "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1 +1 @@\n-a\n+b\n"
 
-
-def _resolve(root: Path, host: str = "h", rev: str | None = None) -> list[str]:
-    view = GitTree(root, rev) if rev else WorkTree(root)
-    series = resolve_series(view, load_manifest(view, host))
-    return [p.path for s in series for p in s.patches]
 
 
 
@@ -56,13 +49,13 @@ BAD = [
     ({"patches/driver/d/readme": "x"}, "series 'driver/d' is empty", "fleet/h.yaml:6"),
     ({"patches/driver/d.patch": ""}, "series 'driver/d' is empty", "fleet/h.yaml:6"),
     ({"patches/driver/d/series": "# nothing\n"}, "series 'driver/d' is empty", "fleet/h.yaml:6"),
-    ({"patches/driver/d/series": "a.patch\nmissing.patch\n", "patches/driver/d/a.patch": P},
+    ({"patches/driver/d/series": "a.patch\nmissing.patch\n", "patches/driver/d/a.patch": PATCH},
      "'missing.patch' is listed but patches/driver/d/missing.patch does not exist", "patches/driver/d/series:2"),
     ({"patches/driver/d/series": "../../../etc/passwd\n"}, "leaves the series folder", "patches/driver/d/series:1"),
     ({"patches/driver/d/series": "/etc/passwd\n"}, "leaves the series folder", "patches/driver/d/series:1"),
-    ({"patches/driver/d/series": "a.patch -R\n", "patches/driver/d/a.patch": P}, "option -R", "series:1"),
-    ({"patches/driver/d/series": "a.patch -p0\n", "patches/driver/d/a.patch": P}, "option -p0", "series:1"),
-    ({"patches/driver/d/a.patch": P, "patches/driver/d.patch": P}, "ambiguous", "fleet/h.yaml:6"),
+    ({"patches/driver/d/series": "a.patch -R\n", "patches/driver/d/a.patch": PATCH}, "option -R", "series:1"),
+    ({"patches/driver/d/series": "a.patch -p0\n", "patches/driver/d/a.patch": PATCH}, "option -p0", "series:1"),
+    ({"patches/driver/d/a.patch": PATCH, "patches/driver/d.patch": PATCH}, "ambiguous", "fleet/h.yaml:6"),
 ]
 
 
@@ -70,26 +63,26 @@ BAD = [
 def test_bad_series(make_repo: MakeRepo, files: dict[str, str], fragment: str, where: str) -> None:
     root = make_repo({"h": manifest(["driver/d"])}, files, commit=False)
     with pytest.raises(ManifestError) as err:
-        _resolve(root)
+        resolved(root)
     assert fragment in str(err.value)
     assert where in str(err.value)
 
 
 @pytest.mark.parametrize("link", ["../../../outside.patch", "/etc/hostname"])
 def test_symlink_leaving_patches_is_refused(make_repo: MakeRepo, link: str) -> None:
-    root = make_repo({"h": manifest(["driver/d"])}, {"outside.patch": P}, commit=False)
+    root = make_repo({"h": manifest(["driver/d"])}, {"outside.patch": PATCH}, commit=False)
     (root / "patches/driver/d").mkdir(parents=True)
     os.symlink(link, root / "patches/driver/d/0001.patch")
     with pytest.raises(ManifestError, match="symlink that leaves patches/"):
-        _resolve(root)
+        resolved(root)
 
 
 def test_symlink_series_folder_leaving_patches_is_refused(make_repo: MakeRepo) -> None:
-    root = make_repo({"h": manifest(["driver/d"])}, {"elsewhere/1.patch": P}, commit=False)
+    root = make_repo({"h": manifest(["driver/d"])}, {"elsewhere/1.patch": PATCH}, commit=False)
     (root / "patches/driver").mkdir()
     os.symlink("../../elsewhere", root / "patches/driver/d")
     with pytest.raises(ManifestError, match="symlink that leaves patches/"):
-        _resolve(root)
+        resolved(root)
 
 
 
@@ -122,7 +115,7 @@ def test_any_series_resolves_or_names_the_line(tmp_path_factory: pytest.TempPath
     (root / "fleet/h.yaml").write_text(manifest(["driver/s"]))
     for name in files:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text("" if name == "empty.patch" else P)
+        (folder / name).write_text("" if name == "empty.patch" else PATCH)
     if with_series:
         (folder / "series").write_text("\n".join(lines), errors="surrogateescape")
     view = WorkTree(root)
