@@ -12,6 +12,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM: stopped where it was safe, with the way back
 
 
 class KaError(Exception):

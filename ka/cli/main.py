@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from ka import __version__
 from ka.cli.progress import Progress
 from ka.cli.report import print_build, print_install, print_live, print_promote, print_status, promote_line
 from ka.cli.settings import resolve
-from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, BadInput, KaError
+from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, KaError
 from ka.fleet.manifest import check_host_name, list_hosts
 from ka.fleet.repo import GitTree, RepoView, WorkTree
 from ka.io import runner
@@ -337,7 +338,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_install(args: argparse.Namespace) -> int:
     """``ka install``: 0 installed and booted (or pending a reboot, or a dry run), 1 refused or failed."""
     from ka.fleet.infra import load_infra
-    from ka.install.flow import install, rollback
     from ka.install.installer import InstallError, InstallOptions
     from ka.io.ssh import SshSettings
 
@@ -362,10 +362,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             log_file.flush()
             progress.line(line)
         try:
-            if args.rollback is not None:
-                result = rollback(view, args.host, infra, opts, args.rollback or None, log=log, phase=progress.phase)
-            else:
-                result = install(view, args.host, infra, opts, log=log, phase=progress.phase)
+            result = _install_or_rollback(args, view, infra, opts, log, progress.phase)
         except InstallError as exc:
             progress.close()
             if exc.result is not None:
@@ -379,6 +376,17 @@ def cmd_install(args: argparse.Namespace) -> int:
     else:
         print_install(result, log_path)
     return EXIT_OK
+
+
+def _install_or_rollback(args: argparse.Namespace, view: RepoView, infra: Any, opts: Any,
+                         log: Callable[[str], None], phase: Callable[[str], None]) -> Any:
+    from ka.install.flow import install, rollback
+    from ka.io import stopping
+
+    with stopping.deferred():  # a signal stops the install where that is safe, with the way back
+        if args.rollback is not None:
+            return rollback(view, args.host, infra, opts, args.rollback or None, log=log, phase=phase)
+        return install(view, args.host, infra, opts, log=log, phase=phase)
 
 
 def _gnupghome(given: str | None, environ: Mapping[str, str]) -> Path | None:
@@ -418,17 +426,23 @@ def main(argv: Sequence[str] | None = None, verb: str | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _verb(verb: str) -> Callable[[], int]:
     def entry() -> int:
+        signal.signal(signal.SIGTERM, _terminated)  # a stop by systemd or kill: cleaned up as Ctrl-C is
         return main(sys.argv[1:], verb=verb)
     return entry
 
 
 def run() -> None:
     """Console script ``ka``."""
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(main())
 
 

@@ -124,10 +124,13 @@ class Device:
             cmds.append(self.spec.root("sync", "--", path))
         return cmds
 
-    def reconnected(self, remote: Remote) -> None:
-        """Go on over a new connection (after a reboot: the private folder went with the old boot)."""
+    def reconnected(self, remote: Remote, keep_tmp: bool = False) -> None:
+        """Go on over a new connection (after a reboot the private folder went with the old boot; after a
+        dropped connection, ``keep_tmp``, it is still there)."""
         self.remote.close()
-        self.remote, self._tmp = remote, None
+        self.remote = remote
+        if not keep_tmp:
+            self._tmp = None
 
     def cleanup(self) -> None:
         """Remove the private folder (best effort: the host may be gone)."""

@@ -11,8 +11,10 @@ kernel that runs: that is what it keeps as the way back.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
+import logging
 import posixpath
 import shlex
 import time
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
+from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, KaError
 from ka.fleet.infra import Infra
 from ka.fleet.installspec import InstallSpec
 from ka.fleet.manifest import load_manifest
@@ -31,6 +33,7 @@ from ka.install import extlinux, trial
 from ka.install.device import Device, FileInfo, LockHeld, now
 from ka.install.heartbeat import Beat, reboot
 from ka.install.recovery import Progress, way_back
+from ka.io import stopping
 from ka.io.ssh import Remote, SshSettings, Unreachable, connect
 from ka.io.who import who
 from ka.packages import aptrepo, pacmandb
@@ -134,14 +137,20 @@ class Installer:
                  phase: Callable[[str], None], action: str) -> None:
         manifest = load_manifest(view, host)
         assert manifest.install is not None
-        self.view, self.host, self.infra, self.opts, self.log, self.phase = view, host, infra, opts, log, phase
+        self.view, self.host, self.infra, self.opts, self.log, self.show = view, host, infra, opts, log, phase
         self.spec: InstallSpec = manifest.install
         self.result = InstallResult(host, action)
         self._device: Device | None = None
         self.backup_remote: Remote | None = None
         self.locked = False
         self.got = Progress()
+        self.current = "preflight"  # the step that runs, for an interrupt's message
         self.work = opts.out_dir / host / "install"
+
+    def phase(self, name: str) -> None:
+        """A new phase begins: a safe point to stop at, when a signal asked for it."""
+        stopping.check()
+        self.show(name)
 
     @property
     def device(self) -> Device:
@@ -225,8 +234,9 @@ class Installer:
         self.result.package, self.result.version, self.result.new_release = str(path), facts.version, facts.release
         return facts
 
-    def preflight(self) -> Preflight:
-        """The host as it is (read only)."""
+    def preflight(self, default_files: bool = True) -> Preflight:
+        """The host as it is (read only); with ``default_files`` the default entry's files must be there
+        (they are kept as the way back; a rollback replaces them instead)."""
         device = self._device or self.connect()
         running, record = device.release(), device.record()
         installed = device.installed(self.spec.kernel_package(running))
@@ -240,7 +250,7 @@ class Installer:
             kept = extlinux.kept(config, self.spec.boot)
         except extlinux.ExtlinuxError as exc:
             raise InstallError(f"{self.host}:{self.spec.extlinux}: {exc}; refused", exit_code=EXIT_BAD_INPUT) from None
-        missing = [src for _, src, _ in kept if not device.exists(src)]
+        missing = [src for _, src, _ in kept if not device.exists(src)] if default_files else []
         if missing:
             raise InstallError(f"{self.host}: the default entry names {', '.join(missing)}, which is not there; "
                                "refused (fix extlinux.conf first)", exit_code=EXIT_BAD_INPUT)
@@ -395,6 +405,7 @@ class Installer:
 
         def run() -> None:
             for argv in cmds:
+                stopping.check()
                 self.got.changed = True
                 device.remote.run(argv, timeout=timeout)
         return Step(text, [(self.host, argv) for argv in cmds], run)
@@ -405,6 +416,7 @@ class Installer:
         """Reboot, wait, and judge by the running release; the record says how it went."""
         device = self.device
         reboot_argv = shlex.join(self.spec.root(*self.spec.commands.reboot))
+        self.got.rebooting = True
         beat = reboot(device.remote, self.spec, self.opts.ssh, self.log, lambda r: Device(r, self.spec).release(),
                       self.phase)
         self.result.heartbeat = beat.as_dict()
@@ -453,6 +465,7 @@ class Installer:
             self.result.state, self.result.message = "dry-run", "dry run: nothing was changed"
             return
         for step in steps:
+            self.current = step.text
             self.phase(step.text)
             start = time.monotonic()
             step.action()
@@ -463,9 +476,30 @@ class Installer:
         res = self.result
         res.state = "failed" if self.got.changed else "refused"
         res.message = str(exc)
+        self.observe()
         res.recovery += way_back(self.host, self.spec, self.got, res.old_release, res.new_release, res.backup)
         if self.got.changed and self.got.back_on is None and not self.got.never_back:
             self._mark_failed(exc)
+
+    def observe(self) -> None:
+        """Read back what the next boot boots (best effort: the host may be gone), so that the way back says
+        what is on the host, not what this run believes it wrote."""
+        device = self._device
+        if device is None or not self.got.changed or self.got.rebooting:
+            return
+        try:
+            config = extlinux.parse(device.read(self.spec.extlinux, 1 << 20).decode("utf-8", "replace"))
+        except Exception:  # the way back is said without it
+            return
+        self.got.default = config.default
+        entry = config.entry(config.default) if config.default else None
+        menu = (entry.get("menu") or "") if entry else ""
+        self.got.default_title = menu[len("label "):].strip() if menu.lower().startswith("label ") else None
+        with contextlib.suppress(Exception):
+            if self.got.modules_aside and not device.exists(self.got.modules_aside):
+                self.got.modules_aside = None  # the detached transaction put them back
+            if self.got.transaction and device.exists(posixpath.join(self.got.transaction, "rc")):
+                self.got.transaction = None
 
     def _mark_failed(self, exc: BaseException) -> None:
         """Say in the host's record that this run failed (best effort: the host may be gone)."""
@@ -494,7 +528,7 @@ class Installer:
                 self.result.recovery.append(f"the install lock {device.lock_path} stays on {self.host} ({exc}); "
                                             f"remove it once the host is back: "
                                             f"{shlex.join(self.spec.root('rm', '-rf', device.lock_path))}")
-        if device is not None:
+        if device is not None and self.got.transaction is None:  # a detached transaction still uses it
             device.cleanup()
         self.close()
         if not self.opts.dry_run:
@@ -539,10 +573,15 @@ def run_installer(installer: Installer, work: Callable[[], InstallResult]) -> In
     try:
         held = _local_lock(installer)
         return work()
+    except KeyboardInterrupt:
+        stopped = InstallError(f"{installer.host}: interrupted ({stopping.name()}) during: {installer.current}")
+        installer.failed(stopped)
+        raise InstallError(str(stopped), installer.result, EXIT_INTERRUPTED) from None
     except Exception as exc:
         installer.failed(exc)
         if isinstance(exc, KaError):
             raise InstallError(str(exc), installer.result, exc.exit_code) from None
+        logging.getLogger(__name__).debug("%s: unexpected failure", installer.host, exc_info=True)  # ka -v
         raise InstallError(f"{installer.host}: {type(exc).__name__}: {exc}", installer.result,
                            EXIT_ENVIRONMENT) from None
     finally:

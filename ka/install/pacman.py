@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from typing import Any
 
-from ka.errors import EXIT_BAD_INPUT
+from ka.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
 from ka.install import extlinux, trial
 from ka.install.device import now
 from ka.install.extlinux import LABEL, PREVIOUS
@@ -38,8 +39,12 @@ from ka.install.installer import (
     Preflight,
     Step,
 )
+from ka.install.transaction import Transaction
 from ka.packages.facts import PackageFacts
 
+_NOT_REPLACED = re.compile(r"installed as \S+\.pacnew|cannot remove file|could not remove|warning: could not "
+                           r"(?:extract|rename)", re.IGNORECASE)
+_BUILD = re.compile(r"Starting build: '([^']+)'")  # mkinitcpio, once per image it builds
 _FAILED = re.compile(r"(\[ALPM\] error: .*|error: command failed to execute correctly.*|.*scriptlet.*failed.*)",
                      re.IGNORECASE)
 
@@ -90,16 +95,42 @@ class PacmanInstall:
                 self.s.keep_step(pre, facts.release),
                 self.s.extlinux_step(pre, titles, PREVIOUS),
                 self.s.record_step("installing", lambda: {"kept": self.s.kept_sums(pre)}),
-                self.upload_step(facts), self.pacman_step(pre, facts.release), self.image_step(pre, facts),
-                *self.initramfs_steps(),
+                self.upload_step(facts), self.pacman_step(pre, facts), self.image_step(pre, facts),
+                *self.initramfs_steps(facts.release),
                 self.s.extlinux_step(pre, titles, LABEL),
                 self.s.record_step("installed", lambda: {"last": {"action": "install", "at": now(),
                                                                 "result": "installed, reboot pending"}}),
                 *self.s.trial_steps()]
 
     def check_host(self, pre: Preflight, facts: PackageFacts) -> None:
-        """What the host's package manager would refuse: another package owning the image."""
+        """What the host's package manager would refuse (another package owning the image, its database
+        locked), and modules an interrupted install left set aside."""
         self.check_owner()
+        self.check_idle()
+        aside = self.s.modules_copy(pre.running)
+        if pre.modules is None and self.s.device.exists(aside):
+            raise InstallError(f"{self.host}: the modules of {pre.running} are not in {self.spec.modules} but set "
+                               f"aside at {aside}: an earlier install did not end.  Run ka-install {self.host} "
+                               "--rollback to put them back; refused, nothing was changed")
+
+    def check_idle(self) -> None:
+        """pacman's database lock: a transaction runs (one an interrupted install left goes on by itself), or a
+        killed pacman left the lock; checked before anything changes, as pacman would refuse after."""
+        lock = posixpath.join(self._dbpath(), "db.lck")
+        if self.s.device.exists(lock):
+            remove = shlex.join(self.spec.root("rm", "--", lock))
+            raise InstallError(f"{self.host}:{lock} is there: pacman is running (an interrupted install's "
+                               "transaction goes on by itself until it ends), or a pacman that was killed left it. "
+                               f" Wait for pacman to end; if none runs (pgrep -x pacman), remove the stale lock: "
+                               f"{remove}; refused, nothing was changed", exit_code=EXIT_ENVIRONMENT)
+
+    def _dbpath(self) -> str:
+        """pacman's DBPath, as its configuration says (``pacman-conf`` with the options pacman is run with)."""
+        pacman = self.spec.commands.pacman
+        conf = posixpath.join(posixpath.dirname(pacman[0]), "pacman-conf") if "/" in pacman[0] else "pacman-conf"
+        res = self.s.device.remote.run([conf, *pacman[1:], "DBPath"], timeout=60, check=False)
+        lines = res.output.strip().splitlines()
+        return lines[0] if res.ok and lines and lines[0].startswith("/") else "/var/lib/pacman/"
 
     def check_owner(self) -> None:
         """pacman refuses to overwrite a file another package owns (a distribution kernel's /boot/Image)."""
@@ -122,46 +153,50 @@ class PacmanInstall:
             self.remote_package = posixpath.join(tmp, facts.path.name)
         return Step(f"upload {facts.path.name} and its signature to {self.host}:<tmp> (sftp)", [], run)
 
-    def pacman_step(self, pre: Preflight, release: str) -> Step:
+    def pacman_step(self, pre: Preflight, facts: PackageFacts) -> Step:
+        """``pacman -U``, detached from the ssh channel: an interrupt or a dropped connection never
+        half-kills a transaction; the running release's modules go back when it ends (on the host)."""
         device = self.s.device
-        argv = self.spec.root(*self.spec.commands.pacman, "-U", "--noconfirm", "--noprogressbar", "<tmp>/<package>")
+        release = facts.release
         aside = self.s.modules_copy(pre.running) if pre.modules and pre.running != release else None
+        pacman = [*self.spec.commands.pacman, "-U", "--noconfirm", "--noprogressbar"]
 
         def run() -> None:
             before = self._log_size()
+            folder = posixpath.join(device.tmp(), "pacman")
+            device.remote.run(["mkdir", "-p", "--", folder], timeout=60)
             self.s.got.modules_aside = aside
-            try:
-                done = device.remote.run([*argv[:-1], self.remote_package], timeout=1800, check=False,
-                                         on_line=self.s.log)
-            finally:
-                self._modules_back(pre, aside)
+            transaction = Transaction(self.s, folder)
+            code, output = transaction.run(self.spec.root(*transaction.argv(aside or "", pre.modules or "",
+                                                                              [*pacman, self.remote_package])))
+            if aside and not device.exists(aside):
+                self.s.got.modules_aside = None
+                self.s.log(f"{pre.modules}: back in place for the kept kernel")
             excerpt = device.remote.output(self.spec.root("tail", "-c", f"+{before + 1}", self.spec.pacman_log),
                                            limit=8 << 20).decode("utf-8", "replace")
-            failures = scriptlet_failures(excerpt) or scriptlet_failures(done.output)
-            if not done.ok:
-                raise InstallError(f"pacman -U failed on {self.host} (exit {done.code}): "
-                                   + " | ".join(done.output.strip().splitlines()[-3:]))
-            if failures:
-                raise InstallError(f"pacman -U exited 0 on {self.host}, but a scriptlet or hook failed "
-                                   f"({self.spec.pacman_log}): " + " | ".join(failures))
-        cmds = [(self.host, argv)]
-        if aside and pre.modules:
-            cmds.append((self.host, self.spec.root("mv", "-T", "--", aside, pre.modules)))
-        cmds.append((self.host, self.spec.root("tail", "-c", "+<size before>", self.spec.pacman_log)))
-        return Step(f"install the package (pacman -U), put the modules of {pre.running} back, check "
-                    f"{self.spec.pacman_log}", cmds, run)
+            self._judge(code, output, excerpt)
+        shown = self.spec.root(*Transaction.argv_shown(aside or "", pre.modules or "",
+                                                       [*pacman, "<tmp>/<package>"]))
+        cmds = [(self.host, shown),
+                (self.host, self.spec.root("tail", "-c", "+<size before>", self.spec.pacman_log))]
+        return Step(f"install the package (pacman -U, detached from the connection), put the modules of "
+                    f"{pre.running} back, check pacman's output and {self.spec.pacman_log}", cmds, run)
 
-    def _modules_back(self, pre: Preflight, aside: str | None) -> None:
-        """pacman removed the running release's modules (they were the old package's): put them back at once."""
-        device = self.s.device
-        if aside is None or pre.modules is None:
-            return
-        if device.exists(pre.modules):
-            device.root(["rm", "-rf", "--", aside])
-        else:
-            device.root(["mv", "-T", "--", aside, pre.modules])
-            self.s.log(f"{pre.modules}: back in place for the kept kernel")
-        self.s.got.modules_aside = None
+    def _judge(self, code: int, output: str, excerpt: str) -> None:
+        """pacman's exit, its output (.pacnew, files it could not remove) and its log (failed scriptlets)."""
+        if code != 0:
+            raise InstallError(f"pacman -U failed on {self.host} (exit {code}): "
+                               + " | ".join(output.strip().splitlines()[-3:]))
+        failures = scriptlet_failures(excerpt) or scriptlet_failures(output)
+        if failures:
+            raise InstallError(f"pacman -U exited 0 on {self.host}, but a scriptlet or hook failed "
+                               f"({self.spec.pacman_log}): " + " | ".join(failures))
+        kept = [ln.strip() for ln in output.splitlines() if _NOT_REPLACED.search(ln)]
+        if kept:
+            raise InstallError(f"pacman -U exited 0 on {self.host}, but did not put every file of the package in "
+                               f"place: {' | '.join(kept[:5])}; the initramfs and the boot would use the old "
+                               "files (a NoUpgrade line in pacman.conf, or a file it could not replace): merge "
+                               "the .pacnew or fix the file, then ka-install again")
 
     def _log_size(self) -> int:
         device = self.s.device
@@ -192,8 +227,9 @@ class PacmanInstall:
                     [(self.host, self.spec.root("find", self.spec.boot, "-maxdepth", "1", "-type", "f", "-exec",
                                                 "sha256sum", "--", "{}", "+"))], run)
 
-    def initramfs_steps(self) -> list[Step]:
-        """mkinitcpio for the new release; the image it writes must be new (written now, after the kernel)."""
+    def initramfs_steps(self, release: str) -> list[Step]:
+        """mkinitcpio for the new release: the image it writes must be new (written now, after the kernel) and
+        built for ``release`` (mkinitcpio names the release of each build: an old preset builds the old one)."""
         path = self.spec.initramfs_path
         if path is None:
             return []
@@ -202,15 +238,21 @@ class PacmanInstall:
 
         def run() -> None:
             started = int(device.remote.run(["date", "+%s"], timeout=30).output.strip())
-            device.remote.run(argv, timeout=900, on_line=self.s.log)
+            made = device.remote.run(argv, timeout=900, on_line=self.s.log)
             times = device.root(["stat", "-c", "%Y", "--", self.spec.image_path, path], timeout=60,
                                 check=False).output.split()
             if len(times) != 2 or int(times[1]) < max(started, int(times[0])):
                 raise InstallError(f"{self.host}:{path} was not written by {' '.join(self.spec.commands.mkinitcpio)}"
                                    f" -p {self.spec.pkgbase} (missing, or older than the run): the new kernel would "
                                    "boot with a stale initramfs")
-        return [Step(f"make the initramfs ({' '.join(self.spec.commands.mkinitcpio)} -p {self.spec.pkgbase})",
-                     [(self.host, argv)], run)]
+            built = set(_BUILD.findall(made.output))
+            if built - {release}:
+                raise InstallError(f"{self.host}: {' '.join(self.spec.commands.mkinitcpio)} -p {self.spec.pkgbase} "
+                                   f"built the initramfs for {', '.join(sorted(built))}, not {release}: the preset "
+                                   f"in place is not the package's (a NoUpgrade line, or a hook that rewrote it); "
+                                   f"{release} would boot with another release's modules")
+        return [Step(f"make the initramfs for {release} ({' '.join(self.spec.commands.mkinitcpio)} -p "
+                     f"{self.spec.pkgbase}) and check the release it was built for", [(self.host, argv)], run)]
 
     def fell_back(self, pre: Preflight, facts: PackageFacts, why: str) -> str:
         """The trial took the host back to the kept kernel by itself: it boots that one until told otherwise."""
@@ -231,7 +273,8 @@ class PacmanInstall:
         self.s.phase("preflight")
         self.s.connect()
         self.s.lock()
-        pre = self.s.preflight()
+        pre = self.s.preflight(default_files=False)  # the default entry's files are what it replaces
+        self.check_idle()
         previous = (pre.record.get("previous") or {}).get("release")
         if not previous:
             raise InstallError(f"{self.host}: its install record names no kept kernel; roll back from a backup "
@@ -240,8 +283,9 @@ class PacmanInstall:
         self.s.result.new_release = previous
         holds = (pre.record.get("installed") or {}).get("release")
         titles = (f"{self.spec.pkgbase} {previous} (kernel-agent, rolled back)", f"previous: {previous}")
+        modules = self.modules_back_step(previous)
         self.s.execute([*self.s.trial_clear_steps(), self.s.extlinux_step(pre, titles, extlinux.PREVIOUS),
-                      self.copy_back_step(pairs),
+                      self.copy_back_step(pairs), *modules,
                       self.s.extlinux_step(pre, titles, extlinux.LABEL),
                       self.s.record_step("installed", lambda: {
                           "installed": {**(pre.record.get("previous") or {}), "at": now(), "by": self.s.opts.who},
@@ -260,12 +304,33 @@ class PacmanInstall:
             raise InstallError(f"{self.host}:{self.spec.extlinux}: {exc}", exit_code=EXIT_BAD_INPUT) from None
         kept = pre.record.get("kept") or {}
         device = self.s.device
+        gone = [prev for _, _, prev in pairs if not device.exists(prev)]
+        if gone:
+            raise InstallError(f"{self.host}: the kept files {', '.join(gone)} are gone, so there is nothing to "
+                               f"copy back; restore {previous} from the backup instead: ka-install {self.host} "
+                               f"--rollback {previous}; refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
         now_sums = device.sums([prev for _, _, prev in pairs])
         if not kept or any(now_sums.get(path) != digest for path, digest in kept.items()) or set(now_sums) - set(kept):
             raise InstallError(f"{self.host}: the kept files (*{extlinux.PREV_SUFFIX}) are not the ones the install "
                                f"kept (or it did not record them); roll back from the backup instead: ka-install "
                                f"{self.host} --rollback {previous}")
         return pairs
+
+    def modules_back_step(self, release: str) -> list[Step]:
+        """The modules of ``release`` in place: the copy an install set aside (complete, hard-linked before
+        pacman ran) replaces whatever an interrupted transaction left; refused when neither is there."""
+        device = self.s.device
+        place, aside = posixpath.join(self.spec.modules, release), self.s.modules_copy(release)
+        if device.exists(aside):
+            cmds = [self.spec.root("rm", "-rf", "--", place), self.spec.root("mv", "-T", "--", aside, place),
+                    self.spec.root("sync")]
+            return [self.s.commands_step(f"put the modules of {release} back in place ({aside})", cmds)]
+        if not device.exists(place):
+            raise InstallError(f"{self.host}: the modules of {release} are gone ({place}, and no copy at {aside}): "
+                               f"the kept kernel would boot without them; restore {release} from the backup "
+                               f"instead: ka-install {self.host} --rollback {release}; refused, nothing was changed",
+                               exit_code=EXIT_BAD_INPUT)
+        return []
 
     def copy_back_step(self, pairs: list[tuple[str, str, str]]) -> Step:
         """The kept files copied over the default entry's (which does not boot meanwhile), then synced."""

@@ -27,6 +27,9 @@ class Progress:
     modules_aside: str | None = None  # the kept kernel's modules, set aside and not yet back in place
     trial_armed: bool = False  # the boot-once trial's files are on the host, not yet cleared
     apt_package: str | None = None  # apt hosts: the kernel package this run installs (or removes)
+    transaction: str | None = None  # the folder of a detached package transaction not seen ending
+    rebooting: bool = False  # the reboot was asked for
+    default_title: str | None = None  # the menu title of the default entry, as read back from the host
 
 
 def way_back(host: str, spec: InstallSpec, got: Progress, running: str | None, new: str | None,
@@ -57,6 +60,9 @@ def pacman_way_back(host: str, spec: InstallSpec, got: Progress, running: str | 
     elif got.back_on is not None:
         lines = [f"{host} is up on {got.back_on}, which is neither {running} nor {new}: look at the host before "
                  f"anything else; {saved}"]
+    elif got.rebooting:
+        lines = [f"{host} was told to reboot when this run stopped: see what it runs (ka-status --live {host}) before "
+                 f"anything else; {_next_boot(host, got, running, new)}", saved]
     elif got.rebooted:
         lines = [f"{host} came back, but its kernel could not be told: ka-status --live {host}, or the console",
                  *console(host, spec, running, saved)[1:]]
@@ -64,7 +70,11 @@ def pacman_way_back(host: str, spec: InstallSpec, got: Progress, running: str | 
         lines = [f"{host} still runs {running}; nothing was rebooted", _next_boot(host, got, running, new), saved]
     if got.trial_armed:
         lines.append(armed(spec, f"{LABEL} once and a failed one comes back on {PREVIOUS}"))
-    if got.modules_aside:
+    if got.transaction:
+        lines.append(f"pacman goes on by itself on {host} (its output: {got.transaction}/out); when it ends it puts "
+                     f"the modules of {running} back; wait for it to end (pacman's db.lck gone), then: ka-install "
+                     f"{host} --rollback")
+    elif got.modules_aside:
         lines.append(f"the modules of {running} are at {got.modules_aside}: move them back to "
                      f"{spec.modules}/{running} (mv -T) before booting {running} again")
     return lines
@@ -102,6 +112,12 @@ def armed(spec: InstallSpec, tries: str) -> str:
 
 
 def _next_boot(host: str, got: Progress, running: str | None, new: str | None) -> str:
+    if got.default_title and got.default == PREVIOUS:
+        return (f"the next boot boots entry {PREVIOUS} ({got.default_title}, the kept files *{PREV_SUFFIX}); put it "
+                f"back under its own names with ka-install {host} --rollback")
+    if got.default_title and got.default == LABEL:
+        return (f"the next boot boots entry {LABEL} ({got.default_title}), {PREVIOUS} is the fallback; to make the "
+                f"kept kernel the default again: ka-install {host} --rollback")
     if got.default == LABEL:
         return (f"the next boot boots the new kernel {new} (entry {LABEL}), {running} is the fallback "
                 f"({PREVIOUS}, files *{PREV_SUFFIX}); to make {running} the default again: ka-install {host} "

@@ -318,8 +318,13 @@ class Remote:
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session (opened once); a connection that is gone is :class:`Unreachable`."""
         if self._sftp is None:
-            self._sftp = self.client.open_sftp()
+            try:
+                self._sftp = self.client.open_sftp()
+            except (EOFError, OSError, paramiko.SSHException) as exc:
+                raise Unreachable(f"{self.name}: the connection was lost ({type(exc).__name__}"
+                                  f"{': ' + str(exc) if str(exc) else ''})") from None
         return self._sftp
 
     def home(self) -> str:

@@ -69,9 +69,10 @@ class InstallLab:
         return res.returncode, data, res.stderr
 
     def popen(self, repo: Path, *args: str) -> subprocess.Popen[str]:
+        """``ka install ampere --json`` started (faulthandler on: SIGABRT shows where a hung one is)."""
+        env = {**self.build.env(), "PYTHONFAULTHANDLER": "1"}
         return subprocess.Popen([sys.executable, "-m", "ka", "install", "ampere", "--repo", str(repo), "--json",
-                                 *args], env=self.build.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                 *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def make_install_lab(build: BuildLab, work: Path) -> InstallLab:

@@ -56,7 +56,8 @@ preset="$root/etc/mkinitcpio.d/$2.preset"
 ALL_kver=; default_image=
 . "$preset"
 [ -d "$root/usr/lib/modules/$ALL_kver" ] || {{ echo "==> ERROR: no modules for $ALL_kver" >&2; exit 1; }}
-echo "==> Building image from preset: $2: 'default' ($ALL_kver)"
+echo "==> Building image from preset: /etc/mkinitcpio.d/$2.preset: 'default'"
+echo "==> Starting build: '$ALL_kver'"
 printf 'initramfs for %s\\n' "$ALL_kver" > "$root$default_image.tmp"
 ls "$root/usr/lib/modules/$ALL_kver" >> "$root$default_image.tmp"
 mv "$root$default_image.tmp" "$root$default_image"
@@ -194,6 +195,7 @@ class Target:
     down_for: float = 0.3
     boots: list[str | None] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
+    cycling: bool = False  # the power controller is rebooting it
 
     def __post_init__(self) -> None:
         self.thread = threading.Thread(target=self._watch, name=f"power-{self.name}", daemon=True)
@@ -227,8 +229,10 @@ class Target:
         request = self.root / "run/reboot-requested"
         while not self.stopping.is_set():
             if request.exists():
+                self.cycling = True
                 request.unlink()
                 self.power_cycle()
+                self.cycling = False
             time.sleep(0.05)
 
     def power_cycle(self) -> None:
@@ -241,6 +245,14 @@ class Target:
         if self.mode == "dead" or self.boot() is None:
             return
         self.host.start()
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait for a reboot that was asked for to end (the controller looks every 50 ms)."""
+        end = time.monotonic() + timeout
+        time.sleep(0.2)
+        while self.cycling or (self.root / "run/reboot-requested").exists():
+            assert time.monotonic() < end, f"{self.name} never came back from its reboot"
+            time.sleep(0.05)
 
     def snapshot(self) -> dict[str, bytes]:
         """Every file under the root (path → bytes), to show that nothing changed."""

@@ -1,0 +1,142 @@
+"""A package transaction on the host, detached from the ssh channel, and waited for.
+
+``pacman -U`` (or ``apt-get``) killed half-way leaves a host with neither kernel complete: files of
+the old package removed, the new one's not all in place.  A channel that closes (Ctrl-C of
+ka-install, a dropped connection) would do exactly that to a command run in it.  So the
+transaction runs under ``setsid -f`` with its output in a file, and ka-install polls for its end:
+
+- an interrupt (Ctrl-C, SIGTERM) waits for the transaction to end, then stops the install; a second
+  one leaves it running on its own and says so;
+- a dropped connection is reconnected and waited on; the install then stops (it does not go on
+  after losing the host once);
+- when the transaction ends, whatever way, the script on the host puts the running kernel's
+  modules (set aside before it, as a hard-linked copy) back in place: the way back never depends
+  on ka-install being there to do it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from typing import TYPE_CHECKING
+
+from ka.io import stopping
+from ka.io.ssh import Unreachable, connect
+
+if TYPE_CHECKING:
+    from ka.install.installer import Installer
+
+#: runs detached: ``$1`` its folder, ``$2`` a copy set aside (or ""), ``$3`` where the copy goes back; then
+#: the command.  The copy always replaces what the command left in its place: it is the complete one.
+SCRIPT = r"""exec </dev/null >/dev/null 2>&1
+dir=$1 aside=$2 place=$3; shift 3
+"$@" >"$dir/out" 2>&1
+code=$?
+if [ -n "$aside" ] && [ -e "$aside" ]; then
+  rm -rf -- "$place" && mv -T -- "$aside" "$place"
+fi
+sync
+echo "$code" >"$dir/rc.new" && mv -f -- "$dir/rc.new" "$dir/rc"
+"""
+#: the end (its exit code, or "running"), then the output from byte ``$2`` on
+POLL = r"""cat -- "$1/rc" 2>/dev/null || echo running; tail -c "+$2" -- "$1/out" 2>/dev/null; exit 0"""
+POLL_EVERY = 0.5
+RECONNECT_FOR = 60.0
+OUTPUT_LIMIT = 8 << 20
+
+
+class Transaction:
+    """One detached command in ``folder`` (a folder of the ssh user on the host) of an install session."""
+
+    def __init__(self, session: Installer, folder: str) -> None:
+        self.s, self.folder = session, folder
+        self.output = b""
+        self.dropped = False
+
+    def argv(self, aside: str, place: str, command: list[str]) -> list[str]:
+        """The command line that starts it (to run as root): it returns at once."""
+        return ["setsid", "-f", "sh", "-c", SCRIPT, "ka-transaction", self.folder, aside, place, *command]
+
+    @staticmethod
+    def argv_shown(aside: str, place: str, command: list[str]) -> list[str]:
+        """The same, for ``--dry-run`` (the script's folder not known yet)."""
+        return ["setsid", "-f", "sh", "-c", "<detached: run, put the modules back>", "ka-transaction",
+                "<tmp>/pacman", aside, place, *command]
+
+    def run(self, argv: list[str]) -> tuple[int, str]:
+        """Start it, wait for its end; (exit code, output)."""
+        self.s.got.transaction = self.folder
+        self.s.device.remote.run(argv, timeout=120)
+        code = self._wait()
+        self.s.got.transaction = None
+        text = self.output.decode("utf-8", "replace")
+        if self.dropped:
+            raise Unreachable(f"{self.s.host}: the connection dropped while the package manager ran; it went on "
+                              f"on the host and ended with exit {code}; the install stops here")
+        return code, text
+
+    def _wait(self) -> int:
+        """Poll until it ends.  A first stop signal waits for the end (then stops); a second leaves it running
+        on its own (see ka/io/stopping.py; without deferred signals, each Ctrl-C counts)."""
+        raw, said = 0, False
+        while True:
+            try:
+                code = self._poll()
+                if code is not None:
+                    break
+                time.sleep(POLL_EVERY)
+            except KeyboardInterrupt:
+                raw += 1
+            told = stopping.asked() + raw
+            if told >= 2:
+                raise KeyboardInterrupt(stopping.name())
+            if told and not said:
+                said = self._waiting()
+        if stopping.asked() + raw:
+            raise KeyboardInterrupt(stopping.name())
+        return code
+
+    def _waiting(self) -> bool:
+        self.s.show(f"interrupted: the package manager is changing {self.s.host} and is not stopped half-way; "
+                    "waiting for it to end (interrupt again to leave it running on its own)")
+        return True
+
+    def _poll(self) -> int | None:
+        """One look: the output so far, and the exit code once it ended; reconnects a dropped connection."""
+        try:
+            got = self.s.device.remote.output(["sh", "-c", POLL, "ka-poll", self.folder, str(len(self.output) + 1)],
+                                              timeout=60, limit=OUTPUT_LIMIT)
+        except Unreachable:
+            self._reconnect()
+            return None
+        head, _, new = got.partition(b"\n")
+        done = new.rfind(b"\n") + 1
+        for line in (self.output[self.output.rfind(b"\n") + 1:] + new[:done]).splitlines():
+            self.s.log(line.decode("utf-8", "replace"))
+        self.output += new
+        status = head.decode("ascii", "replace").strip()
+        if not status.lstrip("-").isdigit():
+            return None
+        if not self.output.endswith(b"\n") and self.output:
+            self.s.log(self.output[self.output.rfind(b"\n") + 1:].decode("utf-8", "replace"))
+        return int(status)
+
+    def _reconnect(self) -> None:
+        """The connection is gone: the transaction is not.  Connect again (the host did not reboot)."""
+        self.dropped = True
+        self.s.log(f"the connection to {self.s.host} dropped while the package manager ran; reconnecting to wait "
+                   "for it")
+        give_up = time.monotonic() + RECONNECT_FOR
+        while True:
+            try:
+                self.s.device.reconnected(connect(self.s.opts.ssh, self.s.spec.ssh), keep_tmp=True)
+                return
+            except Unreachable:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(2)
+
+
+def output_of(folder: str) -> str:
+    """Where a detached transaction writes its output (for the way back)."""
+    return posixpath.join(folder, "out")

@@ -1,0 +1,205 @@
+"""ka-install under faults: interrupts (SIGINT, SIGTERM) and dropped connections at every stage, odd
+hosts (presets kept by NoUpgrade, a stale pacman lock, a deleted way back).  After each, the device
+boots a kernel with its modules, and the way back ka-install printed gets it to the previous release.
+The rows of docs/faults.md, one test (or one parameter) each."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.installlab import NEW, OLD, InstallLab
+from tests.support.sshhosts import USER
+from tests.support.targets import Firmware, Target, kill_tree
+
+#: a pre-transaction hook that says pacman runs, then holds it until the test opens the gate
+GATE_HOOK = """[Trigger]
+Type = Path
+Operation = Install
+Operation = Upgrade
+Target = usr/lib/modules/*
+
+[Action]
+Description = Waiting for the test's gate...
+When = PreTransaction
+Exec = /bin/sh -c '/bin/busybox touch /run/in-pacman; while [ ! -e /run/gate ]; do /bin/busybox sleep 0.1; done'
+"""
+
+
+def gate(target: Target) -> None:
+    (target.root / "etc/pacman.d/hooks/10-gate.hook").write_text(GATE_HOOK)
+    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(target.root / "etc")], check=True)
+
+
+def wait_for(path: Path, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def finished(proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
+    out, err = proc.communicate(timeout=300)
+    try:
+        data = json.loads(out)
+    except ValueError:
+        data = {}
+    return proc.returncode, data, err
+
+
+def boots_with_modules(target: Target) -> str:
+    """The release the host's firmware would boot now; its modules must be in place (its package's)."""
+    release = Firmware(target.root / "boot").choose(target.bad)
+    assert release is not None, "nothing on the host boots"
+    assert (target.root / f"usr/lib/modules/{release}/pkgbase").is_file(), f"{release} would boot without modules"
+    return release
+
+
+def pacman_idle(target: Target, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while (target.root / "var/lib/pacman/db.lck").exists():
+        assert time.monotonic() < end, "pacman never ended"
+        time.sleep(0.1)
+
+
+def back_to_old_and_again(lab: InstallLab, repo: Path, target: Target, recovery: list[str]) -> None:
+    """The way back (when anything changed) brings the previous release with its modules; then an install goes
+    through: nothing an interruption left stands in the way."""
+    said = "\n".join(recovery)
+    assert "--rollback" in said or "install again" in said or said == "nothing on ampere was changed", said
+    if "--rollback" in said:
+        code, _, err = lab.install(repo, "--rollback")
+        assert code == 0, err
+        assert target.boots[-1] == OLD and boots_with_modules(target) == OLD
+        assert not (target.root / f"usr/lib/modules/.ka-prev-{OLD}").exists()
+    code, _, err = lab.install(repo)
+    assert code == 0, err
+    assert target.boots[-1] == NEW and boots_with_modules(target) == NEW
+    assert (target.root / f"usr/lib/modules/{OLD}/pkgbase").is_file()  # the kept kernel's, for its entry
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_an_interrupt_during_pacman_waits_for_it_and_leaves_the_way_back(install_lab: InstallLab, tmp_path: Path,
+                                                                         signum: int) -> None:
+    target = install_lab.targets.target(f"int-pacman-{signum}")
+    gate(target)
+    repo = install_lab.fleet(tmp_path / "fleet", f"int-pacman-{signum}", target)
+    proc = install_lab.popen(repo)
+    wait_for(target.root / "run/in-pacman")
+    proc.send_signal(signum)
+    time.sleep(1.5)
+    assert proc.poll() is None, "ka-install left while pacman was changing the host"
+    (target.root / "run/gate").touch()
+    code, data, err = finished(proc)
+    assert code == 130, err
+    assert "interrupted during: install the package" in err and "waiting for it to end" in err
+    assert target.boots == [OLD]  # never rebooted
+    assert boots_with_modules(target) == OLD  # the kept entry, and the modules pacman removed are back
+    assert not (target.root / "var/lib/kernel-agent/install.lock").exists()
+    assert any("kernel-agent-previous" in line for line in data["recovery"]), data["recovery"]
+    gate_hook = target.root / "etc/pacman.d/hooks/10-gate.hook"
+    gate_hook.unlink()
+    back_to_old_and_again(install_lab, repo, target, data["recovery"])
+
+
+def test_a_second_interrupt_leaves_pacman_running_on_its_own(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("int-twice")
+    gate(target)
+    repo = install_lab.fleet(tmp_path / "fleet", "int-twice", target)
+    proc = install_lab.popen(repo)
+    wait_for(target.root / "run/in-pacman")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    code, data, err = finished(proc)
+    assert code == 130, err
+    assert any("pacman goes on by itself" in line for line in data["recovery"]), data["recovery"]
+    # pacman still holds its lock: a rollback now is refused before it changes anything
+    before = target.snapshot()
+    code, _, err = install_lab.install(repo, "--rollback")
+    assert code == 3 and "db.lck is there: pacman is running" in err and "nothing was changed" in err
+    assert {k: v for k, v in target.snapshot().items() if "kernel-agent" not in k} == \
+        {k: v for k, v in before.items() if "kernel-agent" not in k}
+    (target.root / "run/gate").touch()
+    pacman_idle(target)
+    time.sleep(0.5)  # the detached script puts the modules back after pacman
+    assert boots_with_modules(target) == OLD
+    (target.root / "etc/pacman.d/hooks/10-gate.hook").unlink()
+    back_to_old_and_again(install_lab, repo, target, data["recovery"])
+
+
+def test_a_dropped_connection_during_pacman_is_waited_out_and_the_modules_come_back(install_lab: InstallLab,
+                                                                                   tmp_path: Path) -> None:
+    target = install_lab.targets.target("drop-pacman")
+    gate(target)
+    repo = install_lab.fleet(tmp_path / "fleet", "drop-pacman", target)
+    proc = install_lab.popen(repo)
+    wait_for(target.root / "run/in-pacman")
+    assert target.host.proc is not None
+    kill_tree(target.host.proc.pid)  # sshd and every session under it: the connection drops
+    target.host.proc.wait()
+    target.host.start()
+    (target.root / "run/gate").touch()
+    code, data, err = finished(proc)
+    assert code == 3 and data["state"] == "failed", err
+    assert "the connection dropped while the package manager ran" in err and "ended with exit 0" in err
+    assert target.boots == [OLD] and boots_with_modules(target) == OLD
+    (target.root / "etc/pacman.d/hooks/10-gate.hook").unlink()
+    back_to_old_and_again(install_lab, repo, target, data["recovery"])
+
+
+#: the stages of an install, as ka-install names them on standard error, in order
+STAGES = ["back up", "keep ", "default kernel-agent-previous", "upload ", "make the initramfs",
+          "kernel-agent (linux-ampere", "reboot"]
+
+
+def interrupted_at(lab: InstallLab, repo: Path, stage: str, fault: Any) -> tuple[int, dict[str, Any], str]:
+    """Run an install; when ``stage`` begins, do ``fault``; the result."""
+    proc = lab.popen(repo)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if stage in line:
+            fault(proc)
+            break
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is
+        out, err = proc.communicate()
+        raise AssertionError("ka-install hung after the fault:\n" + "".join(seen) + err) from None
+    try:
+        data = json.loads(out)
+    except ValueError:
+        data = {}
+    return proc.returncode, data, "".join(seen) + err
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_an_interrupt_at_any_stage_leaves_a_booting_kernel_and_the_way_back(install_lab: InstallLab, tmp_path: Path,
+                                                                           stage: str, signum: int) -> None:
+    tag = f"int-{STAGES.index(stage)}-{int(signum)}"
+    target = install_lab.targets.target(tag)
+    repo = install_lab.fleet(tmp_path / "fleet", tag, target)
+    code, data, err = interrupted_at(install_lab, repo, stage, lambda proc: proc.send_signal(signum))
+    assert code in (130, 0), err  # 0: the heartbeat had seen the new kernel already
+    target.settle()
+    assert boots_with_modules(target) in (OLD, NEW)
+    if code == 0:
+        return
+    assert f"interrupted ({signal.Signals(signum).name}) during:" in err and data["recovery"], err
+    assert not (target.root / "var/lib/kernel-agent/install.lock").exists() or \
+        any("install lock" in line for line in data["recovery"])
+    lock = target.root / "var/lib/kernel-agent/install.lock"
+    if lock.exists():  # the way back says to remove it once the host is back (it was rebooting)
+        shutil.rmtree(lock)
+    back_to_old_and_again(install_lab, repo, target, data["recovery"])
