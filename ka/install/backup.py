@@ -140,22 +140,52 @@ def store(remote: Remote, backup: Folder, host: str, release: str, stage: Path, 
     final = folder(backup, host, release)
     incoming = posixpath.join(backup.path, host, f".incoming-{release}")
     remote.run(["rm", "-rf", "--", incoming], timeout=600)
-    sent = remote.put_tree(stage, incoming)
+    try:
+        sent = remote.put_tree(stage, incoming)
+    except (OSError, KaError) as exc:
+        remote.run(["rm", "-rf", "--", incoming], timeout=600, check=False)
+        raise _upload_failed(remote, backup, host, release, stage, exc) from None
     try:
         remote.run(["sha256sum", "--quiet", "--strict", "-c", SUMS], cwd=incoming, timeout=1800)
     except RemoteFailed as exc:
         raise BackupError(f"{backup.ssh}:{incoming}: the backup does not verify there (sha256sum -c: {exc.tail}); "
                           "nothing on the host was changed") from None
     if remote.stat(final) is not None:
-        if _same(remote, final, stage):
-            remote.run(["rm", "-rf", "--", final], timeout=600)
-        else:  # another backup of this release (an initramfs made again, say): kept beside, never lost
-            aside = f"{final}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-            remote.run(["mv", "-T", "--", final, aside], timeout=60)
-            log(f"the earlier backup of {release} differs: kept as {backup.ssh}:{aside}")
+        for there in _backups_of(remote, backup, host, release):
+            if _same(remote, there, stage):
+                remote.run(["rm", "-rf", "--", incoming], timeout=600)
+                log(f"backup of {release}: {backup.ssh}:{there} already holds these files (same sha256 sums); kept")
+                return there
+        # another backup of this release (an initramfs made again, or one made with its modules missing): it
+        # goes beside the one that has the name, never over it, so --rollback RELEASE gets the first one
+        final = f"{final}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        log(f"an earlier, different backup of {release} keeps its name; this one goes beside it")
     remote.run(["mv", "-T", "--", incoming, final], timeout=60)
     log(f"backup of {release}: {sent} bytes in {backup.ssh}:{final}, verified there (sha256sum -c)")
     return final
+
+
+def _upload_failed(remote: Remote, backup: Folder, host: str, release: str, stage: Path, exc: BaseException
+                   ) -> BackupError:
+    """Why the upload failed, in the backup host's terms: most often it is full."""
+    need = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
+    res = remote.run(["df", "-Pk", "--", backup.path], timeout=60, check=False)
+    rows = res.output.splitlines()
+    free = int(rows[-1].split()[3]) << 10 if res.ok and len(rows) > 1 and rows[-1].split()[3:4] != [] else None
+    if free is not None and free < need:
+        return BackupError(f"the backup host {backup.ssh} is full: {free >> 10} KiB free in {backup.path}, the "
+                           f"backup of {release} needs {need >> 10} KiB; the partial upload was removed, nothing on "
+                           f"{host} was changed; make room there (older backups: {backup.path}/{host}/) and install "
+                           "again")
+    return BackupError(f"{backup.ssh}: the backup upload into {backup.path}/{host} failed ({type(exc).__name__}: "
+                       f"{exc}); the partial upload was removed, nothing on {host} was changed")
+
+
+def _backups_of(remote: Remote, backup: Folder, host: str, release: str) -> list[str]:
+    """The backups of ``release`` of ``host``: the one that has its name first, then those kept beside it."""
+    names = remote.listdir(posixpath.join(backup.path, host))
+    return [folder(backup, host, n) for n in sorted(names, key=lambda n: (n != release, n))
+            if n == release or n.startswith(release + ".")]
 
 
 def _same(remote: Remote, folder: str, stage: Path) -> bool:

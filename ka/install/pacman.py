@@ -217,10 +217,15 @@ class PacmanInstall:
                 raise InstallError(f"{self.host}:{self.spec.image_path} is not the package's boot/{self.spec.image} "
                                    "after the install: the bootloader would not load the new kernel")
             others = [p for p in changed if p != self.spec.image_path]
-            if others:
-                raise InstallError(f"the package changed {', '.join(others)} in {self.spec.boot} besides "
+            theirs = [p for p in others if posixpath.relpath(p, self.spec.boot) in facts.boot_files]
+            if theirs:
+                raise InstallError(f"the package changed {', '.join(theirs)} in {self.spec.boot} besides "
                                    f"{self.spec.image}, which the bootloader loads; check install.image and "
                                    "package.image")
+            if others:
+                raise InstallError(f"{', '.join(others)} changed in {self.spec.boot} while the package went in, "
+                                   "but the package has no such file: something else on the host wrote there "
+                                   "(a pacman hook, another program); look at it before installing again")
             self.s.log(f"{self.spec.image_path}: the package's image (sha256 {facts.image_sha256[:16]}…); nothing "
                      f"else in {self.spec.boot} changed")
         return Step(f"check that only {self.spec.image_path} changed in {self.spec.boot}",

@@ -33,6 +33,7 @@ class PackageFacts:
     boot_bytes: int
     signer: str
     inputs: dict[str, str] = field(default_factory=dict)  # usr/lib/modules/<release>/kernel-agent, from ka-build
+    boot_files: frozenset[str] = frozenset()  # what the package puts in the boot folder (paths inside it)
 
 
 def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Path | None) -> PackageFacts:
@@ -58,7 +59,7 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
 def _pacman_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
     """A pacman kernel package: ``boot/<install.image>``, one release under usr/lib/modules, named pkgbase."""
     info = pkginfo(path)
-    image, releases, boot_bytes, inputs = None, set(), 0, {}
+    image, releases, boot_bytes, inputs, boot = None, set(), 0, {}, set()
     for m in members(path, keep=lambda name: name.endswith("/kernel-agent")):
         if re.fullmatch(r"usr/lib/modules/[^/]+/kernel-agent", m.name) and m.data is not None:
             inputs = dict(ln.split("=", 1) for ln in m.data.decode("utf-8", "replace").splitlines() if "=" in ln)
@@ -66,6 +67,7 @@ def _pacman_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
             image = m.digest
         if m.name.startswith("boot/") and m.kind == "file":
             boot_bytes += m.size
+            boot.add(m.name.removeprefix("boot/"))
         found = re.fullmatch(r"usr/lib/modules/([^/]+)/pkgbase", m.name)
         if found:
             releases.add(found.group(1))
@@ -79,7 +81,7 @@ def _pacman_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:
     if name != spec.pkgbase:
         raise PackageRefused(f"{path.name}: is {name}, not the host's kernel package {spec.pkgbase}; refused",
                              exit_code=EXIT_BAD_INPUT)
-    return PackageFacts(path, name, version, releases.pop(), image, boot_bytes, signer, inputs)
+    return PackageFacts(path, name, version, releases.pop(), image, boot_bytes, signer, inputs, frozenset(boot))
 
 
 def _deb_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:

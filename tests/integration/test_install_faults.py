@@ -203,3 +203,116 @@ def test_an_interrupt_at_any_stage_leaves_a_booting_kernel_and_the_way_back(inst
     if lock.exists():  # the way back says to remove it once the host is back (it was rebooting)
         shutil.rmtree(lock)
     back_to_old_and_again(install_lab, repo, target, data["recovery"])
+
+
+def hook(target: Target, name: str, when: str, command: str) -> None:
+    """A pacman hook on the host (run by pacman, chrooted into the host's root)."""
+    (target.root / f"etc/pacman.d/hooks/{name}.hook").write_text(
+        "[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\nTarget = usr/lib/modules/*\n\n"
+        f"[Action]\nDescription = {name}\nWhen = {when}\nExec = /bin/sh -c '{command}'\n")
+    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(target.root / "etc")], check=True)
+
+
+def test_a_preset_kept_by_noupgrade_stops_the_install_before_the_reboot(install_lab: InstallLab,
+                                                                        tmp_path: Path) -> None:
+    target = install_lab.targets.target("noupgrade")
+    conf = target.root / "etc/pacman.conf"
+    conf.write_text(conf.read_text() + "NoUpgrade = etc/mkinitcpio.d/*\n")  # owners keeping their presets
+    repo = install_lab.fleet(tmp_path / "fleet", "noupgrade", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and data["state"] == "failed", err
+    assert "did not put every file of the package in place" in err and "linux-ampere.preset.pacnew" in err
+    assert target.boots == [OLD] and boots_with_modules(target) == OLD
+    conf.write_text(conf.read_text().replace("NoUpgrade = etc/mkinitcpio.d/*\n", ""))
+    back_to_old_and_again(install_lab, repo, target, data["recovery"])
+
+
+def test_an_initramfs_built_for_the_old_release_stops_the_install_before_the_reboot(install_lab: InstallLab,
+                                                                                    tmp_path: Path) -> None:
+    target = install_lab.targets.target("oldpreset")
+    # a preset that cannot be replaced, without a word from pacman: a hook puts the old release back in it
+    hook(target, "50-keep-preset", "PostTransaction",
+         f"/bin/busybox sed -i s/{NEW}/{OLD}/ /etc/mkinitcpio.d/linux-ampere.preset")
+    repo = install_lab.fleet(tmp_path / "fleet", "oldpreset", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and data["state"] == "failed", err
+    assert f"built the initramfs for {OLD}, not {NEW}" in err
+    assert target.boots == [OLD] and boots_with_modules(target) == OLD
+    (target.root / "etc/pacman.d/hooks/50-keep-preset.hook").unlink()
+    back_to_old_and_again(install_lab, repo, target, data["recovery"])
+
+
+def test_a_file_another_program_writes_in_boot_is_not_blamed_on_the_manifest(install_lab: InstallLab,
+                                                                            tmp_path: Path) -> None:
+    target = install_lab.targets.target("foreign")
+    hook(target, "50-writes-boot", "PostTransaction", "echo hello > /boot/splash.bmp")
+    repo = install_lab.fleet(tmp_path / "fleet", "foreign", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 1 and data["state"] == "failed", err
+    assert "splash.bmp changed in" in err and "something else on the host wrote there" in err
+    assert "check install.image" not in err
+    assert target.boots == [OLD] and boots_with_modules(target) == OLD
+
+
+def test_a_stale_pacman_lock_is_found_before_anything_changes(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("dblck")
+    (target.root / "var/lib/pacman/db.lck").touch()
+    repo = install_lab.fleet(tmp_path / "fleet", "dblck", target)
+    before = target.snapshot()
+    code, data, err = install_lab.install(repo)
+    assert code == 3 and data["state"] == "refused", err
+    assert "db.lck is there" in err and "remove the stale lock: unshare -r rm --" in err
+    assert target.snapshot() == before
+
+
+def test_a_deleted_kept_image_points_at_the_backup(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("noprev")
+    repo = install_lab.fleet(tmp_path / "fleet", "noprev", target)
+    code, _, err = install_lab.install(repo)
+    assert code == 0, err
+    (target.root / "boot/Image.ka-prev").unlink()
+    before = target.snapshot()
+    code, data, err = install_lab.install(repo, "--rollback")
+    assert code == 2 and data["state"] == "refused", err
+    assert "Image.ka-prev are gone" in err and f"ka-install ampere --rollback {OLD}" in err
+    assert "find:" not in err and target.snapshot() == before
+    code, _, err = install_lab.install(repo, "--rollback", OLD)
+    assert code == 0 and target.boots[-1] == OLD and boots_with_modules(target) == OLD, err
+
+
+def test_a_second_backup_of_a_release_never_takes_the_first_ones_name(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("twobackups")
+    repo = install_lab.fleet(tmp_path / "fleet", "twobackups", target)
+    code, data, err = install_lab.install(repo)
+    assert code == 0, err
+    first = Path(data["backup"].split(":", 1)[1])
+    sums = (first / "SHA256SUMS").read_text()
+    assert install_lab.install(repo, "--rollback")[0] == 0
+    # the same release again, but not the same bytes (extlinux.conf now has kernel-agent's entries)
+    code, data, err = install_lab.install(repo)
+    assert code == 0, err
+    beside = Path(data["backup"].split(":", 1)[1])
+    assert beside.parent == first.parent and beside.name.startswith(f"{OLD}.") and beside != first
+    assert (first / "SHA256SUMS").read_text() == sums  # the first one keeps its name and its bytes
+    assert install_lab.install(repo, "--rollback")[0] == 0
+    code, data, err = install_lab.install(repo)  # the same bytes as the one beside: it is kept as it is
+    assert code == 0 and data["backup"].endswith(f"/ampere/{beside.name}"), err
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, beside.name])
+
+
+def test_a_full_backup_host_is_named_and_its_partial_upload_removed(install_lab: InstallLab, tmp_path: Path) -> None:
+    target = install_lab.targets.target("bfull")
+    backups = install_lab.build.ssh.user_folder("bfull", "backups")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k,mode=0755", "tmpfs", str(backups)], check=True)
+    try:
+        subprocess.run(["chown", f"{USER}:{USER}", str(backups)], check=True)
+        repo = install_lab.fleet(tmp_path / "fleet", "bfull", target)
+        before = target.snapshot()
+        code, data, err = install_lab.install(repo)
+        left = [p.name for p in (backups / "ampere").iterdir()] if (backups / "ampere").exists() else []
+    finally:
+        subprocess.run(["umount", str(backups)], check=True)
+    assert code == 3 and data["state"] == "refused", err
+    assert "the backup host hertz is full" in err and "KiB free" in err and "nothing on ampere was changed" in err
+    assert "OSError" not in err and left == []
+    assert target.snapshot() == before
