@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ka.build.render import BuildFolder, render, spec_of
+from ka.build.wanted import Wanted, wanted
 from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
 from ka.fleet.formats import PACMAN
 from ka.fleet.infra import BuildHost, Infra, Repository
@@ -39,7 +40,7 @@ from ka.packages.diff import PkgDiff, compare
 from ka.packages.files import members
 from ka.packages.pacmanrepo import publish
 from ka.packages.published import Published, PublishError
-from ka.packages.sign import sign
+from ka.packages.sign import sign, verify
 from ka.promote.baseline import KernelTree
 from ka.promote.canonical import references
 from ka.promote.cumulative import b2sum
@@ -76,6 +77,7 @@ class BuildOptions:
     gnupghome: Path | None = None
     publish: bool = True
     replace: bool = False  # publish over a version published with other bytes (else refused)
+    publish_only: bool = False  # publish what an earlier build of these inputs made and signed; build nothing
     timeout: float = 4 * 3600.0
     check_against: Path | None = None
     who: str = field(default_factory=who)  # the owner a build folder's lock names
@@ -182,6 +184,9 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
             folder.write(render_only)
             _write_env(render_only, folder, opts, epoch)
             log(f"rendered {len(folder.files)} files into {render_only}")
+            return result
+        if opts.publish_only:
+            _publish_only(folder, wanted(view, host), infra, opts, result, phases, log)
             return result
         _remote_build(folder, infra, opts, epoch, result, phases, log)
         _finish(folder, infra, opts, result, phases, log)
@@ -420,11 +425,56 @@ def _finish(folder: BuildFolder, infra: Infra, opts: BuildOptions, result: Build
         artifact.signer = sign(pkg, repo.key, opts.gnupghome).signer
     log(f"signed with {result.artifacts[0].signer}")
     if opts.publish:
-        phases("publish")
-        result.published = PUBLISH[folder.spec.kind.name](opts, repo, packages, folder, result.version, log)
+        _publish(folder, repo, opts, result, phases, log)
     if result.diff is not None and not result.diff.same:
         raise BuildError(f"built, but not the same as {opts.check_against}: " + "; ".join(result.diff.differences[:10]),
                          result)
+
+
+def _publish(folder: BuildFolder, repo: Repository, opts: BuildOptions, result: BuildResult, phases: _Phases,
+             log: Log) -> None:
+    """Publish the signed packages; when the repository cannot take them, say where they are and how to
+    publish them later (they were built and signed: a second build is not needed)."""
+    phases("publish")
+    packages = [Path(a.path) for a in result.artifacts]
+    try:
+        result.published = PUBLISH[folder.spec.kind.name](opts, repo, packages, folder, result.version, log)
+    except KaError as exc:
+        where = ", ".join(str(p) for p in packages)
+        raise BuildError(f"built and signed, but not published: {exc}.  The signed packages are {where}; once "
+                         f"the repository takes them: ka-build {folder.host} --publish-only", result,
+                         exc.exit_code) from None
+
+
+def _publish_only(folder: BuildFolder, want: Wanted, infra: Infra, opts: BuildOptions, result: BuildResult,
+                  phases: _Phases, log: Log) -> None:
+    """``--publish-only``: the packages an earlier ka-build of these same inputs left in out/<host>/, their
+    signatures checked with the repository's key and their inputs with the manifest's, then published."""
+    repo = infra.repository_for(folder.spec.kind)
+    if repo is None:
+        raise BuildError(f"{infra.path}: no {folder.spec.kind.repository_key} to publish to", result, 2)
+    phases("check")
+    out = opts.out_dir / folder.host
+    for name in folder.packages():
+        path = out / name
+        if not path.is_file() or not path.with_name(name + ".sig").is_file():
+            raise BuildError(f"{path}: not there, or not signed ({name}.sig): --publish-only publishes what a "
+                             f"ka-build of these inputs made and signed; build first: ka-build {folder.host}",
+                             result, 2)
+        artifact = _artifact(path)
+        artifact.signer = verify(path, path.with_name(name + ".sig"), repo.key, opts.gnupghome).signer
+        result.artifacts.append(artifact)
+    record = next((m.data for m in members(Path(result.artifacts[0].path), keep=lambda n: n.endswith(
+        "/kernel-agent")) if m.name.endswith("/kernel-agent") and m.data is not None), b"")
+    got = dict(ln.split("=", 1) for ln in record.decode("utf-8", "replace").splitlines() if "=" in ln)
+    inputs = (("the cumulative patch", "patch_b2sum", want.patch_b2sum), ("the config", "config_b2sum",
+                                                                          want.config_b2sum))
+    differs = [what for what, key, value in inputs if got.get(key) != value]
+    if differs:
+        raise BuildError(f"{result.artifacts[0].path}: {' and '.join(differs)} of that build differ from what "
+                         f"fleet/{folder.host}.yaml gives now: build it: ka-build {folder.host}", result, 1)
+    log(f"{len(result.artifacts)} packages from an earlier build, signed by {result.artifacts[0].signer}")
+    _publish(folder, repo, opts, result, phases, log)
 
 
 def check_links(kernel: Path, headers: Path) -> None:

@@ -73,6 +73,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--render-only", metavar="DIR",
                    help="write the build folder (PKGBUILD and sources, or debian/) here, build nothing")
     p.add_argument("--no-publish", action="store_true", help="stop after signing")
+    p.add_argument("--publish-only", action="store_true",
+                   help="publish the packages an earlier build of these inputs made and signed (out/HOST/); build "
+                        "nothing")
     p.add_argument("--replace", action="store_true",
                    help="publish over a version already published with other bytes (a pacman repository; say it only "
                         "when nothing installed that version)")
@@ -304,7 +307,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                                                                         known_hosts=args.known_hosts),
                         packager=args.environ.get("KA_PACKAGER") or BuildOptions.packager,
                         gnupghome=_gnupghome(args.gnupghome, args.environ), publish=not args.no_publish,
-                        replace=args.replace, timeout=args.timeout,
+                        replace=args.replace, publish_only=args.publish_only, timeout=args.timeout,
                         check_against=Path(args.check_against) if args.check_against else None, trusted=trusted,
                         named_references=None if trusted else frozenset(named_references(checkout)))
     if not trusted:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ka.packages.files import members, pkginfo
 from tests.support import PROJECT
-from tests.support.buildlab import BuildLab, stop_gpg_agent
+from tests.support.buildlab import CONFIG, BuildLab, stop_gpg_agent
 from tests.support.fleet import AMPERE, fleet_files
 from tests.support.kernel import git, write_fleet
 from tests.support.sshhosts import USER, Tripwire, run
@@ -459,3 +459,33 @@ def test_a_second_build_of_the_same_inputs_waits_for_none_and_says_who_builds(bu
     code, _, err = build_lab.build(repo, "--no-publish")
     assert code == 0, err
     assert not lock.exists()  # taken and let go
+
+
+def test_a_repository_down_at_publish_says_where_the_packages_are_and_publish_only_publishes_them(
+        build_lab: BuildLab, tmp_path: Path) -> None:
+    """The packages were built and signed: the failure says where they are, and --publish-only publishes those
+    very files later (their signature and inputs checked) without building again."""
+    down = build_lab.ssh.add("repo-down", 27)
+    down.stop()
+    infra = build_lab.infra("pubdown")
+    repo = build_lab.fleet(tmp_path / "fleet", "pubdown",
+                           infra=infra.replace("repository:\n  ssh: hertz", "repository:\n  ssh: repo-down"))
+    code, data, err = build_lab.build(repo)
+    assert code == 3, err
+    assert "built and signed, but not published: " in err and "repo-down" in err
+    assert "ka-build ampere --publish-only" in err
+    packages = [Path(a["path"]) for a in data["artifacts"]]
+    assert all(p.is_file() and p.with_name(p.name + ".sig").is_file() for p in packages)
+    assert all(str(p) in err for p in packages)
+    assert _repository(build_lab, "pubdown") == {}
+    (repo / "fleet/infra.yaml").write_text(infra)  # the repository is reachable again
+    code, data, err = build_lab.build(repo, "--publish-only")
+    assert code == 0, err
+    assert "makepkg" not in (repo / "out/ampere/build.log").read_text()  # nothing was built again
+    published = _repository(build_lab, "pubdown")
+    for p in packages:
+        assert published[p.name] == hashlib.sha256(p.read_bytes()).hexdigest()
+    # a package of other inputs is not published under today's manifest
+    (repo / "fleet/configs/ampere.config").write_text(CONFIG + "CONFIG_SOMETHING_ELSE=y\n")
+    code, _, err = build_lab.build(repo, "--publish-only")
+    assert code == 1 and "the config of that build differ" in err and "build it: ka-build ampere" in err
