@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 import shlex
 import shutil
 import time
@@ -315,13 +316,19 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
     folder.write(local)
     remote.run(["rm", "-rf", "--", where], timeout=300)
     remote.run(["mkdir", "-p", "--", posixpath.join(bh.workdir, "sources")], timeout=60)
-    sent = remote.put_tree(local, where)
+    try:
+        sent = remote.put_tree(local, where)
+    except OSError as exc:
+        raise _out_of_space(remote, bh, where, f"the upload failed ({exc})", result) from None
     log(f"uploaded {sent} bytes to {bh.ssh}:{where}")
     lines: list[str] = []
+    full: list[str] = []
 
     def line(text: str) -> None:
         lines.append(text)
         del lines[:-40]
+        if _FULL.search(text):
+            full.append(text)
         log(text)
     tool = folder.spec.kind.build_tool
     try:
@@ -334,6 +341,8 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
         remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
     except RemoteFailed as exc:
+        if full:
+            raise _out_of_space(remote, bh, where, f"{tool} stopped: {full[-1].strip()[-200:]}", result) from None
         result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
         what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])
         raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
@@ -344,6 +353,20 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         remote.get(posixpath.join(where, name), out / name)
         result.artifacts.append(_artifact(out / name))
     remote.run(["rm", "-rf", "--", where], timeout=300)
+
+
+def _out_of_space(remote: Remote, bh: BuildHost, where: str, why: str, result: BuildResult) -> BuildError:
+    """The build host's disk filled up: its folder goes (it holds the space), and the message says so; an
+    upload that failed for another reason says that instead."""
+    remote.run(["rm", "-rf", "--", where], timeout=600, check=False)
+    res = remote.run(["df", "-Pk", "--", bh.workdir], timeout=60, check=False)
+    rows = res.output.split("\n")[1:2]
+    free = rows[0].split()[3] if res.ok and rows and len(rows[0].split()) > 3 else "?"
+    if not why.startswith("the upload") or (free.isdigit() and int(free) < 1024):
+        return BuildError(f"the build host {bh.ssh} ran out of disk space in {bh.workdir} ({why}); its build "
+                          f"folder was removed to give the space back ({free} KiB free now): make room there, "
+                          "or build on another host", result, EXIT_ENVIRONMENT)
+    return BuildError(f"{bh.ssh}:{where}: {why}; the folder was removed", result, EXIT_ENVIRONMENT)
 
 
 def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:
@@ -388,6 +411,9 @@ def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, 
         remote.run(["mkdir", "--", src], timeout=60)
         remote.run(["tar", "-xf", kept, "-C", src, "--strip-components=1"], timeout=3600)
     remote.run(["cp", "-a", "--", posixpath.join(where, "debian"), posixpath.join(src, "debian")], timeout=60)
+
+
+_FULL = re.compile(r"No space left on device|Disk quota exceeded")
 
 
 def _fresh(folder: Path) -> None:

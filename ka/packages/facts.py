@@ -4,6 +4,7 @@ the bootloader loads, for exactly one kernel release, and named as the host's ke
 from __future__ import annotations
 
 import re
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,13 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
     if not path.name.endswith(spec.kind.extension):
         raise PackageRefused(f"{path.name}: not a {spec.kind.extension} package, and {spec.ssh} installs with "
                              f"{spec.format} (install.format)", exit_code=EXIT_BAD_INPUT)
-    return READERS[spec.kind.name](path, spec, signer)
+    try:
+        return READERS[spec.kind.name](path, spec, signer)
+    except PackageRefused:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError, KaError) as exc:
+        raise PackageRefused(f"{path.name}: cannot be read as a {spec.kind.extension} package ({type(exc).__name__}: "
+                             f"{exc}): a corrupt or cut-short file (it was signed that way); refused") from None
 
 
 def _pacman_facts(path: Path, spec: InstallSpec, signer: str) -> PackageFacts:

@@ -8,6 +8,9 @@ from pathlib import Path
 from ka.errors import EXIT_ENVIRONMENT, KaError
 from ka.io.runner import run
 
+#: what gpg says when a key needs a passphrase it was not given (--pinentry-mode error), or a wrong one
+_PASSPHRASE = ("No pinentry", "Bad passphrase", "Operation cancelled", "Inappropriate ioctl", "No passphrase given")
+
 
 class SignError(KaError):
     """gpg could not sign, or the signature does not verify with the expected key."""
@@ -33,8 +36,16 @@ def sign(path: Path, key: str, gnupghome: Path | None) -> Signature:
     res = run(["gpg", "--batch", "--yes", "--no-tty", "--pinentry-mode", "error", "--detach-sign", "--no-armor",
                "--local-user", key, "--output", sig, path], env=_env(gnupghome), check=False, timeout=120)
     if not res.ok:
-        raise SignError(f"gpg cannot sign {path.name} with {key}: {res.err().strip()[-300:]} "
-                        f"(GNUPGHOME={gnupghome or '~/.gnupg'}: is the secret key there, without a passphrase?)")
+        sig.unlink(missing_ok=True)
+        said = res.err().strip()
+        home = gnupghome or "~/.gnupg"
+        if any(word in said for word in _PASSPHRASE):
+            raise SignError(f"gpg cannot sign {path.name} with {key}: the key needs a passphrase and gpg-agent has "
+                            f"none for it (ka-build never asks for one): unlock it once in that agent (GNUPGHOME="
+                            f"{home} gpg --sign on any file) or sign with a subkey kept without one; gpg said: "
+                            f"{said[-200:]}")
+        raise SignError(f"gpg cannot sign {path.name} with {key}: {said[-300:]} (GNUPGHOME={home}: is the secret "
+                        "key there?)")
     return verify(path, sig, key, gnupghome)
 
 

@@ -489,3 +489,19 @@ def test_a_repository_down_at_publish_says_where_the_packages_are_and_publish_on
     (repo / "fleet/configs/ampere.config").write_text(CONFIG + "CONFIG_SOMETHING_ELSE=y\n")
     code, _, err = build_lab.build(repo, "--publish-only")
     assert code == 1 and "the config of that build differ" in err and "build it: ka-build ampere" in err
+
+
+def test_a_build_host_whose_disk_fills_is_named_and_its_folder_removed(build_lab: BuildLab, tmp_path: Path) -> None:
+    workdir = build_lab.ssh.user_folder("diskfull", "boltzmann")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(workdir)], check=True)
+    try:
+        subprocess.run(["chown", f"{USER}:{USER}", str(workdir)], check=True)
+        repo = build_lab.fleet(tmp_path / "fleet", "diskfull")
+        code, _, err = build_lab.build(repo, "--no-publish")
+        left = sorted(p.name for p in workdir.iterdir())
+    finally:
+        subprocess.run(["umount", str(workdir)], check=True)
+    assert code == 3, err
+    assert "the build host boltzmann ran out of disk space" in err and "No space left on device" in err
+    assert "its build folder was removed" in err and "KiB free now" in err and "kept for inspection" not in err
+    assert left == ["sources"], left  # the shared source cache stays; the build's own folder and lock are gone

@@ -316,3 +316,24 @@ def test_a_full_backup_host_is_named_and_its_partial_upload_removed(install_lab:
     assert "the backup host hertz is full" in err and "KiB free" in err and "nothing on ampere was changed" in err
     assert "OSError" not in err and left == []
     assert target.snapshot() == before
+
+
+@pytest.mark.parametrize("signed_again", [False, True], ids=["its-signature", "signed-again"])
+def test_a_corrupt_package_file_is_refused_before_anything_changes(install_lab: InstallLab, tmp_path: Path,
+                                                                   signed_again: bool) -> None:
+    target = install_lab.targets.target(f"corrupt-{int(signed_again)}")
+    repo = install_lab.fleet(tmp_path / "fleet", f"corrupt-{int(signed_again)}", target)
+    package = tmp_path / install_lab.new.name
+    data = install_lab.new.read_bytes()
+    package.write_bytes(data[: len(data) // 2])  # a download cut short
+    if signed_again:  # what a signing key cannot vouch for: the bytes were already broken when signed
+        install_lab.targets.sign(package)
+    else:
+        Path(f"{package}.sig").write_bytes(Path(f"{install_lab.new}.sig").read_bytes())
+    before = target.snapshot()
+    code, result, err = install_lab.install(repo, "--package", str(package))
+    assert code in (1, 2) and result["state"] == "refused", err
+    assert ("the signature does not verify" in err) != signed_again, err
+    if signed_again:
+        assert f"{package.name}: cannot be read as a .pkg.tar.zst package" in err and "corrupt or cut-short" in err
+    assert target.snapshot() == before
