@@ -43,6 +43,7 @@ Log = Callable[[str], None]
 REPOSITORIES: dict[str, Any] = {"pacman": pacmandb, "deb": aptrepo}  # each package format's newest() and fetch()
 MARGIN = 1.1  # room asked for in the boot folder, over the estimate
 SAFE_STAGES = ("keeping",)  # the default entry was not touched yet
+RECONNECT_FOR = 20.0  # seconds to get the connection back to let go of the lock, after it dropped
 
 
 class InstallError(KaError):
@@ -481,6 +482,24 @@ class Installer:
         if self.got.changed and self.got.back_on is None and not self.got.never_back:
             self._mark_failed(exc)
 
+    def _unlock(self, device: Device) -> None:
+        """Let go of the host's lock, over a new connection when the one we have went away (a dropped
+        connection can look alive until it is used)."""
+        patience = 0.0 if self.got.rebooting else RECONNECT_FOR  # a host that reboots is not waited for here
+        give_up = time.monotonic() + patience
+        while True:
+            try:
+                if not device.remote.alive():
+                    device.reconnected(connect(self.opts.ssh, self.spec.ssh), keep_tmp=True)
+                device.unlock()
+                self.locked = False
+                return
+            except KaError:
+                if time.monotonic() >= give_up:
+                    raise
+                device.remote.close()  # it may look alive until used: connect anew
+                time.sleep(1)
+
     def observe(self) -> None:
         """Read back what the next boot boots (best effort: the host may be gone), so that the way back says
         what is on the host, not what this run believes it wrote."""
@@ -520,10 +539,7 @@ class Installer:
         device = self._device
         if device is not None and self.locked:
             try:
-                if not device.remote.alive():
-                    device.reconnected(connect(self.opts.ssh, self.spec.ssh))
-                device.unlock()
-                self.locked = False
+                self._unlock(device)
             except Exception as exc:
                 self.result.recovery.append(f"the install lock {device.lock_path} stays on {self.host} ({exc}); "
                                             f"remove it once the host is back: "
@@ -581,7 +597,8 @@ def run_installer(installer: Installer, work: Callable[[], InstallResult]) -> In
         installer.failed(exc)
         if isinstance(exc, KaError):
             raise InstallError(str(exc), installer.result, exc.exit_code) from None
-        logging.getLogger(__name__).debug("%s: unexpected failure", installer.host, exc_info=True)  # ka -v
+        # a bug, not a fault of the host: where it happened goes to the operator's log (stderr, the bot's journal)
+        logging.getLogger(__name__).warning("%s: unexpected failure", installer.host, exc_info=True)
         raise InstallError(f"{installer.host}: {type(exc).__name__}: {exc}", installer.result,
                            EXIT_ENVIRONMENT) from None
     finally:

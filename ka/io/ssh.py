@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import paramiko
 
@@ -241,8 +241,7 @@ class Remote:
             channel.settimeout(1.0)
             channel.exec_command(shlex.join(argv))
         except (EOFError, OSError, paramiko.SSHException) as exc:
-            raise Unreachable(f"{self.name}: the connection was lost ({type(exc).__name__}"
-                              f"{': ' + str(exc) if str(exc) else ''})") from None
+            raise lost(self.name, exc) from None
         return channel
 
     def _exec(self, full: list[str], deadline_s: float, on_line: Callable[[str], None] | None) -> tuple[int, str]:
@@ -318,14 +317,14 @@ class Remote:
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
-        """The connection's SFTP session (opened once); a connection that is gone is :class:`Unreachable`."""
+        """The connection's SFTP session (opened once), every call of which turns a connection that went away
+        (paramiko's EOFError mid-transfer) into :class:`Unreachable`."""
         if self._sftp is None:
             try:
                 self._sftp = self.client.open_sftp()
             except (EOFError, OSError, paramiko.SSHException) as exc:
-                raise Unreachable(f"{self.name}: the connection was lost ({type(exc).__name__}"
-                                  f"{': ' + str(exc) if str(exc) else ''})") from None
-        return self._sftp
+                raise lost(self.name, exc) from None
+        return cast(paramiko.SFTPClient, _Guarded(self._sftp, self))
 
     def home(self) -> str:
         """The remote user's home (relative remote paths are taken from it)."""
@@ -406,6 +405,41 @@ class Remote:
     def listdir(self, remote: str) -> list[str]:
         """Names in a remote folder."""
         return sorted(self.sftp.listdir(remote))
+
+
+def lost(name: str, exc: BaseException, during: str = "") -> Unreachable:
+    """A connection that went away under a command or a transfer, said once for all of them."""
+    return Unreachable(f"{name}: the connection was lost{during} ({type(exc).__name__}"
+                       f"{': ' + str(exc) if str(exc) else ''})")
+
+
+class _Guarded:
+    """An SFTP client or file whose calls say :class:`Unreachable` when the connection goes away under them;
+    an error of the file itself (no such file, no room) stays the OSError it is."""
+
+    def __init__(self, target: Any, remote: Remote) -> None:
+        self._target, self._remote = target, remote
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self._target, attr)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                out = value(*args, **kwargs)
+            except (EOFError, paramiko.SSHException, OSError) as exc:
+                if isinstance(exc, OSError) and self._remote.alive():
+                    raise
+                raise lost(self._remote.name, exc, f" during sftp {attr}") from None
+            return _Guarded(out, self._remote) if isinstance(out, paramiko.SFTPFile) else out
+        return call
+
+    def __enter__(self) -> _Guarded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def connect(settings: SshSettings, name: str) -> Remote:

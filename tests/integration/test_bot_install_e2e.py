@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 
 from tests.support.botkit import Rig, wait_for
+from tests.support.installfaults import gate, wait_file
 from tests.support.installlab import CONFIG, NEW, OLD, InstallLab, fleet_files
 from tests.support.threads import say, wait_replies
 
@@ -70,3 +71,26 @@ def test_ka_status_asks_the_hosts_and_rollback_goes_back(rig: Callable[..., Rig]
     back = wait_replies(r, 5, number=ISSUE)[4]
     assert "`/ka rollback ampere` asked by @alice" in back and "**succeeded**" in back, back
     assert (root / "boot/Image").read_bytes().startswith(f"Linux version {OLD} ".encode())
+
+
+def test_an_install_from_the_bot_while_one_from_the_cli_runs_is_refused_and_says_by_whom(
+        rig: Callable[..., Rig], install_lab: InstallLab, tmp_path: Path) -> None:
+    """The host's own lock decides between a maintainer's terminal and the bot (two machines, two out folders)."""
+    r, root = install_rig(rig, install_lab, "bot-cli")
+    target = next(t for t in install_lab.targets.made if t.root == root)
+    gate(target)
+    proc = install_lab.popen(install_lab.fleet(tmp_path / "fleet", "bot-cli", target))
+    try:
+        wait_file(root / "run/in-pacman")
+        say(r, "/ka install ampere", who="alice", number=ISSUE, pull=False)
+        job = int(wait_replies(r, 1, number=ISSUE)[0].split("job [")[1].split("]")[0])
+        record = r.bot.wait_job(job, timeout=180)
+        result = wait_replies(r, 2, number=ISSUE)[1]
+    finally:
+        (root / "run/gate").touch()
+        _, err = proc.communicate(timeout=300)
+    assert record["state"] == "failed", record
+    assert "another install holds" in result and "install.lock" in result and "nothing was changed" in result
+    assert proc.returncode == 0, err
+    assert target.boots == [OLD, NEW]
+    assert (root / "var/log/pacman.log").read_text().count("upgraded linux-ampere") == 1

@@ -15,34 +15,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.installfaults import gate, hook, wait_file
 from tests.support.installlab import NEW, OLD, InstallLab
 from tests.support.sshhosts import USER
 from tests.support.targets import Firmware, Target, kill_tree
-
-#: a pre-transaction hook that says pacman runs, then holds it until the test opens the gate
-GATE_HOOK = """[Trigger]
-Type = Path
-Operation = Install
-Operation = Upgrade
-Target = usr/lib/modules/*
-
-[Action]
-Description = Waiting for the test's gate...
-When = PreTransaction
-Exec = /bin/sh -c '/bin/busybox touch /run/in-pacman; while [ ! -e /run/gate ]; do /bin/busybox sleep 0.1; done'
-"""
-
-
-def gate(target: Target) -> None:
-    (target.root / "etc/pacman.d/hooks/10-gate.hook").write_text(GATE_HOOK)
-    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(target.root / "etc")], check=True)
-
-
-def wait_for(path: Path, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < end, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def finished(proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
@@ -92,14 +68,15 @@ def test_an_interrupt_during_pacman_waits_for_it_and_leaves_the_way_back(install
     gate(target)
     repo = install_lab.fleet(tmp_path / "fleet", f"int-pacman-{signum}", target)
     proc = install_lab.popen(repo)
-    wait_for(target.root / "run/in-pacman")
+    wait_file(target.root / "run/in-pacman")
     proc.send_signal(signum)
     time.sleep(1.5)
     assert proc.poll() is None, "ka-install left while pacman was changing the host"
     (target.root / "run/gate").touch()
     code, data, err = finished(proc)
     assert code == 130, err
-    assert "interrupted during: install the package" in err and "waiting for it to end" in err
+    assert f"interrupted ({signal.Signals(signum).name}) during: install the package" in err
+    assert "waiting for it to end" in err
     assert target.boots == [OLD]  # never rebooted
     assert boots_with_modules(target) == OLD  # the kept entry, and the modules pacman removed are back
     assert not (target.root / "var/lib/kernel-agent/install.lock").exists()
@@ -114,7 +91,7 @@ def test_a_second_interrupt_leaves_pacman_running_on_its_own(install_lab: Instal
     gate(target)
     repo = install_lab.fleet(tmp_path / "fleet", "int-twice", target)
     proc = install_lab.popen(repo)
-    wait_for(target.root / "run/in-pacman")
+    wait_file(target.root / "run/in-pacman")
     proc.send_signal(signal.SIGINT)
     time.sleep(1.5)
     proc.send_signal(signal.SIGINT)
@@ -141,7 +118,7 @@ def test_a_dropped_connection_during_pacman_is_waited_out_and_the_modules_come_b
     gate(target)
     repo = install_lab.fleet(tmp_path / "fleet", "drop-pacman", target)
     proc = install_lab.popen(repo)
-    wait_for(target.root / "run/in-pacman")
+    wait_file(target.root / "run/in-pacman")
     assert target.host.proc is not None
     kill_tree(target.host.proc.pid)  # sshd and every session under it: the connection drops
     target.host.proc.wait()
@@ -203,14 +180,6 @@ def test_an_interrupt_at_any_stage_leaves_a_booting_kernel_and_the_way_back(inst
     if lock.exists():  # the way back says to remove it once the host is back (it was rebooting)
         shutil.rmtree(lock)
     back_to_old_and_again(install_lab, repo, target, data["recovery"])
-
-
-def hook(target: Target, name: str, when: str, command: str) -> None:
-    """A pacman hook on the host (run by pacman, chrooted into the host's root)."""
-    (target.root / f"etc/pacman.d/hooks/{name}.hook").write_text(
-        "[Trigger]\nType = Path\nOperation = Install\nOperation = Upgrade\nTarget = usr/lib/modules/*\n\n"
-        f"[Action]\nDescription = {name}\nWhen = {when}\nExec = /bin/sh -c '{command}'\n")
-    subprocess.run(["chown", "-R", f"{USER}:{USER}", str(target.root / "etc")], check=True)
 
 
 def test_a_preset_kept_by_noupgrade_stops_the_install_before_the_reboot(install_lab: InstallLab,
@@ -337,3 +306,30 @@ def test_a_corrupt_package_file_is_refused_before_anything_changes(install_lab: 
     if signed_again:
         assert f"{package.name}: cannot be read as a .pkg.tar.zst package" in err and "corrupt or cut-short" in err
     assert target.snapshot() == before
+
+
+def drop(target: Target) -> Any:
+    """The fault that drops every ssh connection to the host at once (sshd and its sessions killed, sshd back)."""
+    def fault(proc: subprocess.Popen[str]) -> None:
+        assert target.host.proc is not None
+        kill_tree(target.host.proc.pid)
+        target.host.proc.wait()
+        target.host.start()
+    return fault
+
+
+@pytest.mark.parametrize("stage", STAGES[:-1])
+def test_a_dropped_connection_at_any_stage_leaves_a_booting_kernel_and_the_way_back(install_lab: InstallLab,
+                                                                                   tmp_path: Path, stage: str) -> None:
+    tag = f"drop-{STAGES.index(stage)}"
+    target = install_lab.targets.target(tag)
+    repo = install_lab.fleet(tmp_path / "fleet", tag, target)
+    code, data, err = interrupted_at(install_lab, repo, stage, drop(target))
+    assert code in (0, 1, 3), err  # 0: the drop fell between two commands of a step that had none left
+    target.settle()
+    assert boots_with_modules(target) in (OLD, NEW)
+    if code == 0:
+        return
+    assert "Traceback" not in err and data["recovery"], err
+    assert not (target.root / "var/lib/kernel-agent/install.lock").exists(), data["recovery"][-1]  # let go anew
+    back_to_old_and_again(install_lab, repo, target, data["recovery"])
