@@ -31,6 +31,7 @@ from ka.install import extlinux, trial
 from ka.install.device import now
 from ka.install.extlinux import menu
 from ka.install.installer import MARGIN, Installer, InstallError, InstallResult, Preflight, Step
+from ka.install.transaction import Transaction
 from ka.packages import aptrepo
 from ka.packages.facts import PackageFacts
 from ka.packages.sign import SignError, public_key
@@ -159,11 +160,13 @@ class AptInstall:
         return self.spec.root(*NONINTERACTIVE, *self.spec.commands.apt_get, LOCK_WAIT, *args)
 
     def _apt_run(self, argv: list[str], what: str) -> None:
-        device = self.s.device
-        done = device.remote.run(argv, timeout=1800, check=False, on_line=self.s.log)
-        if not done.ok:
-            raise InstallError(f"apt-get {what} failed on {self.host} (exit {done.code}): "
-                               + " | ".join(done.output.strip().splitlines()[-3:]))
+        """apt-get detached from the ssh channel (ka/install/transaction.py): a dropped connection or an
+        interrupt never leaves dpkg half-way through configuring a kernel."""
+        command = argv[len(self.spec.commands.prefix):]  # the transaction runs it as root
+        code, output = Transaction(self.s, "apt-get").run(command)
+        if code != 0:
+            raise InstallError(f"apt-get {what} failed on {self.host} (exit {code}): "
+                               + " | ".join(output.strip().splitlines()[-3:]))
 
     def update_step(self) -> Step:
         """apt-get update of the fleet's source alone (the host's other sources are not read)."""

@@ -163,12 +163,9 @@ class PacmanInstall:
 
         def run() -> None:
             before = self._log_size()
-            folder = posixpath.join(device.tmp(), "pacman")
-            device.remote.run(["mkdir", "-p", "--", folder], timeout=60)
             self.s.got.modules_aside = aside
-            transaction = Transaction(self.s, folder)
-            code, output = transaction.run(self.spec.root(*transaction.argv(aside or "", pre.modules or "",
-                                                                              [*pacman, self.remote_package])))
+            code, output = Transaction(self.s, "pacman").run([*pacman, self.remote_package], aside or "",
+                                                              pre.modules or "")
             if aside and not device.exists(aside):
                 self.s.got.modules_aside = None
                 self.s.log(f"{pre.modules}: back in place for the kept kernel")

@@ -98,6 +98,9 @@ def apt_way_back(host: str, spec: InstallSpec, got: Progress, running: str | Non
                  f"entry may be the default: {remove}", saved]
     if got.trial_armed:
         lines.append(armed(spec, "the new entry once"))
+    if got.transaction:
+        lines.append(f"apt-get goes on by itself on {host} (its output: {got.transaction}/out); wait for it to end "
+                     f"before anything else (dpkg's lock free, dpkg -l {package}), then look again")
     return lines
 
 

@@ -16,7 +16,6 @@ transaction runs under ``setsid -f`` with its output in a file, and ka-install p
 
 from __future__ import annotations
 
-import posixpath
 import time
 from typing import TYPE_CHECKING
 
@@ -46,27 +45,34 @@ OUTPUT_LIMIT = 8 << 20
 
 
 class Transaction:
-    """One detached command in ``folder`` (a folder of the ssh user on the host) of an install session."""
+    """One detached command of an install session, in a fresh folder of the ssh user's on the host (its
+    output and exit code are never taken for another's)."""
 
-    def __init__(self, session: Installer, folder: str) -> None:
-        self.s, self.folder = session, folder
+    def __init__(self, session: Installer, name: str) -> None:
+        self.s, self.name = session, name
+        self.folder = ""
         self.output = b""
         self.dropped = False
 
-    def argv(self, aside: str, place: str, command: list[str]) -> list[str]:
+    @staticmethod
+    def argv(folder: str, aside: str, place: str, command: list[str]) -> list[str]:
         """The command line that starts it (to run as root): it returns at once."""
-        return ["setsid", "-f", "sh", "-c", SCRIPT, "ka-transaction", self.folder, aside, place, *command]
+        return ["setsid", "-f", "sh", "-c", SCRIPT, "ka-transaction", folder, aside, place, *command]
 
     @staticmethod
     def argv_shown(aside: str, place: str, command: list[str]) -> list[str]:
-        """The same, for ``--dry-run`` (the script's folder not known yet)."""
-        return ["setsid", "-f", "sh", "-c", "<detached: run, put the modules back>", "ka-transaction",
-                "<tmp>/pacman", aside, place, *command]
+        """The same, for ``--dry-run`` (the script and its folder left out)."""
+        return ["setsid", "-f", "sh", "-c", "<detached: run, then put the set-aside copy back>", "ka-transaction",
+                "<tmp>/<folder>", aside, place, *command]
 
-    def run(self, argv: list[str]) -> tuple[int, str]:
-        """Start it, wait for its end; (exit code, output)."""
+    def run(self, command: list[str], aside: str = "", place: str = "") -> tuple[int, str]:
+        """Start ``command`` as root, detached; wait for its end; (exit code, output).  ``aside`` (a copy set
+        aside) goes back to ``place`` when it ends."""
+        device = self.s.device
+        self.folder = device.remote.run(["mktemp", "-d", "-p", device.tmp(), f"{self.name}.XXXXXX"],
+                                        timeout=60).output.strip()
         self.s.got.transaction = self.folder
-        self.s.device.remote.run(argv, timeout=120)
+        device.remote.run(self.s.spec.root(*self.argv(self.folder, aside, place, command)), timeout=120)
         code = self._wait()
         self.s.got.transaction = None
         text = self.output.decode("utf-8", "replace")
@@ -136,7 +142,3 @@ class Transaction:
                     raise
                 time.sleep(2)
 
-
-def output_of(folder: str) -> str:
-    """Where a detached transaction writes its output (for the way back)."""
-    return posixpath.join(folder, "out")
