@@ -358,15 +358,17 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
 def _out_of_space(remote: Remote, bh: BuildHost, where: str, why: str, result: BuildResult) -> BuildError:
     """The build host's disk filled up: its folder goes (it holds the space), and the message says so; an
     upload that failed for another reason says that instead."""
-    remote.run(["rm", "-rf", "--", where], timeout=600, check=False)
-    res = remote.run(["df", "-Pk", "--", bh.workdir], timeout=60, check=False)
+    res = remote.run(["df", "-Pk", "--", bh.workdir], timeout=60, check=False)  # before anything is removed
     rows = res.output.split("\n")[1:2]
     free = rows[0].split()[3] if res.ok and rows and len(rows[0].split()) > 3 else "?"
-    if not why.startswith("the upload") or (free.isdigit() and int(free) < 1024):
-        return BuildError(f"the build host {bh.ssh} ran out of disk space in {bh.workdir} ({why}); its build "
-                          f"folder was removed to give the space back ({free} KiB free now): make room there, "
-                          "or build on another host", result, EXIT_ENVIRONMENT)
-    return BuildError(f"{bh.ssh}:{where}: {why}; the folder was removed", result, EXIT_ENVIRONMENT)
+    if not (free.isdigit() and int(free) < FULL_KIB):  # the space ran out elsewhere (/tmp), or not at all
+        result.kept = result.remote_folder
+        return BuildError(f"{bh.ssh}:{where}: {why}; {free} KiB free in {bh.workdir}, so not there (a full /tmp?); "
+                          f"the folder is kept for inspection at {result.remote_folder}", result, EXIT_ENVIRONMENT)
+    remote.run(["rm", "-rf", "--", where], timeout=600, check=False)
+    return BuildError(f"the build host {bh.ssh} ran out of disk space in {bh.workdir} ({why}; {free} KiB free); "
+                      "its build folder was removed to give the space back: make room there, or build on another "
+                      "host", result, EXIT_ENVIRONMENT)
 
 
 def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:
@@ -414,6 +416,7 @@ def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, 
 
 
 _FULL = re.compile(r"No space left on device|Disk quota exceeded")
+FULL_KIB = 64 << 10  # under this much free in the work folder, "No space left on device" was about it
 
 
 def _fresh(folder: Path) -> None:

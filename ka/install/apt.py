@@ -31,7 +31,7 @@ from ka.install import extlinux, trial
 from ka.install.device import now
 from ka.install.extlinux import menu
 from ka.install.installer import MARGIN, Installer, InstallError, InstallResult, Preflight, Step
-from ka.install.transaction import Transaction
+from ka.install.transaction import Transaction, check_detachable
 from ka.packages import aptrepo
 from ka.packages.facts import PackageFacts
 from ka.packages.sign import SignError, public_key
@@ -63,6 +63,7 @@ class AptInstall:
         self.check_new_release(pre, facts)
         self.check_default(pre, facts)
         self.check_published(facts)
+        check_detachable(self.s)
 
     def check_default(self, pre: Preflight, facts: PackageFacts) -> None:
         """The default entry boots the running kernel (it is what the backup saves and the way back keeps), and

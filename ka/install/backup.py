@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import posixpath
+import re
 import shutil
 import tarfile
 import time
@@ -185,7 +186,7 @@ def _backups_of(remote: Remote, backup: Folder, host: str, release: str) -> list
     """The backups of ``release`` of ``host``: the one that has its name first, then those kept beside it."""
     names = remote.listdir(posixpath.join(backup.path, host))
     return [folder(backup, host, n) for n in sorted(names, key=lambda n: (n != release, n))
-            if n == release or n.startswith(release + ".")]
+            if n == release or re.fullmatch(re.escape(release) + r"\.\d{8}T\d{6}Z", n)]
 
 
 def _same(remote: Remote, folder: str, stage: Path) -> bool:

@@ -30,7 +30,7 @@ from ka.fleet.manifest import load_manifest
 from ka.fleet.repo import RepoView
 from ka.install import backup as backups
 from ka.install import extlinux, trial
-from ka.install.device import Device, FileInfo, LockHeld, now
+from ka.install.device import Device, FileInfo, LockHeld, dropped, now
 from ka.install.heartbeat import Beat, reboot
 from ka.install.recovery import Progress, way_back
 from ka.io import stopping
@@ -420,6 +420,7 @@ class Installer:
         self.got.rebooting = True
         beat = reboot(device.remote, self.spec, self.opts.ssh, self.log, lambda r: Device(r, self.spec).release(),
                       self.phase)
+        self.got.rebooting = False  # what became of the reboot is known now (beat)
         self.result.heartbeat = beat.as_dict()
         if beat.problem == "reboot-failed":
             raise InstallError(f"the reboot command failed on {self.host} ({reboot_argv}: {beat.detail}); "
@@ -494,8 +495,8 @@ class Installer:
                 device.unlock()
                 self.locked = False
                 return
-            except KaError:
-                if time.monotonic() >= give_up:
+            except KaError as exc:
+                if not (isinstance(exc, Unreachable) or dropped(exc)) or time.monotonic() >= give_up:
                     raise
                 device.remote.close()  # it may look alive until used: connect anew
                 time.sleep(1)

@@ -39,10 +39,10 @@ from ka.install.installer import (
     Preflight,
     Step,
 )
-from ka.install.transaction import Transaction
+from ka.install.transaction import Transaction, check_detachable
 from ka.packages.facts import PackageFacts
 
-_NOT_REPLACED = re.compile(r"installed as \S+\.pacnew|cannot remove file|could not remove|warning: could not "
+_NOT_REPLACED = re.compile(r"installed as \S+\.pacnew|cannot remove \S+|could not remove|could not "
                            r"(?:extract|rename)", re.IGNORECASE)
 _BUILD = re.compile(r"Starting build: '([^']+)'")  # mkinitcpio, once per image it builds
 _FAILED = re.compile(r"(\[ALPM\] error: .*|error: command failed to execute correctly.*|.*scriptlet.*failed.*)",
@@ -107,6 +107,7 @@ class PacmanInstall:
         locked), and modules an interrupted install left set aside."""
         self.check_owner()
         self.check_idle()
+        check_detachable(self.s)
         aside = self.s.modules_copy(pre.running)
         if pre.modules is None and self.s.device.exists(aside):
             raise InstallError(f"{self.host}: the modules of {pre.running} are not in {self.spec.modules} but set "
@@ -248,6 +249,9 @@ class PacmanInstall:
                                    f" -p {self.spec.pkgbase} (missing, or older than the run): the new kernel would "
                                    "boot with a stale initramfs")
             built = set(_BUILD.findall(made.output))
+            if not built:
+                self.s.log(f"note: {' '.join(self.spec.commands.mkinitcpio)} did not name the release it built for "
+                           "(no 'Starting build' line): only the image's time was checked")
             if built - {release}:
                 raise InstallError(f"{self.host}: {' '.join(self.spec.commands.mkinitcpio)} -p {self.spec.pkgbase} "
                                    f"built the initramfs for {', '.join(sorted(built))}, not {release}: the preset "
@@ -323,9 +327,10 @@ class PacmanInstall:
         pacman ran) replaces whatever an interrupted transaction left; refused when neither is there."""
         device = self.s.device
         place, aside = posixpath.join(self.spec.modules, release), self.s.modules_copy(release)
-        if device.exists(aside):
-            cmds = [self.spec.root("rm", "-rf", "--", place), self.spec.root("mv", "-T", "--", aside, place),
-                    self.spec.root("sync")]
+        if device.exists(aside):  # one command: a stop between the removal and the move would lose both
+            self.s.got.modules_aside = aside
+            cmds = [self.spec.root("sh", "-c", 'rm -rf -- "$1" && mv -T -- "$2" "$1" && sync', "ka-modules-back",
+                                   place, aside)]
             return [self.s.commands_step(f"put the modules of {release} back in place ({aside})", cmds)]
         if not device.exists(place):
             raise InstallError(f"{self.host}: the modules of {release} are gone ({place}, and no copy at {aside}): "

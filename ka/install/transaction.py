@@ -17,18 +17,16 @@ transaction runs under ``setsid -f`` with its output in a file, and ka-install p
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
+from ka.install.installer import Installer, InstallError
 from ka.io import stopping
-from ka.io.ssh import Unreachable, connect
-
-if TYPE_CHECKING:
-    from ka.install.installer import Installer
+from ka.io.ssh import RemoteFailed, SshError, Unreachable, connect
 
 #: runs detached: ``$1`` its folder, ``$2`` a copy set aside (or ""), ``$3`` where the copy goes back; then
 #: the command.  The copy always replaces what the command left in its place: it is the complete one.
 SCRIPT = r"""exec </dev/null >/dev/null 2>&1
 dir=$1 aside=$2 place=$3; shift 3
+echo $$ >"$dir/pid"
 "$@" >"$dir/out" 2>&1
 code=$?
 if [ -n "$aside" ] && [ -e "$aside" ]; then
@@ -37,11 +35,28 @@ fi
 sync
 echo "$code" >"$dir/rc.new" && mv -f -- "$dir/rc.new" "$dir/rc"
 """
-#: the end (its exit code, or "running"), then the output from byte ``$2`` on
-POLL = r"""cat -- "$1/rc" 2>/dev/null || echo running; tail -c "+$2" -- "$1/out" 2>/dev/null; exit 0"""
+#: the end (its exit code; "running"; "starting" before it wrote its pid; "gone" when its process is gone
+#: without an exit code, killed), then the output from byte ``$2`` on; rc is read again after the pid, so
+#: that an end between the two looks is not taken for a death
+POLL = r"""cat -- "$1/rc" 2>/dev/null || {
+  pid=$(cat -- "$1/pid" 2>/dev/null)
+  if [ -z "$pid" ]; then echo starting
+  elif [ -d "/proc/$pid" ]; then echo running
+  else cat -- "$1/rc" 2>/dev/null || echo gone; fi
+}
+tail -c "+$2" -- "$1/out" 2>/dev/null; exit 0"""
+STARTING_FOR = 60.0  # seconds a transaction may take to write its pid before it counts as never started
+DEADLINE = 4 * 3600.0  # a package manager still running after this is not waited for any longer
 POLL_EVERY = 0.5
 RECONNECT_FOR = 60.0
 OUTPUT_LIMIT = 8 << 20
+
+
+def check_detachable(session: Installer) -> None:
+    """The host can start a transaction detached (``setsid``, util-linux): checked before anything changes."""
+    if not session.device.remote.run(["sh", "-c", "command -v setsid"], timeout=60, check=False).ok:
+        raise InstallError(f"{session.host}: has no setsid (util-linux), which ka-install starts the package manager "
+                           "with, detached from the connection; install util-linux; refused, nothing was changed")
 
 
 class Transaction:
@@ -53,6 +68,8 @@ class Transaction:
         self.folder = ""
         self.output = b""
         self.dropped = False
+        self.ended = False  # its exit code was read, or its process is known to be gone
+        self.started = 0.0
 
     @staticmethod
     def argv(folder: str, aside: str, place: str, command: list[str]) -> list[str]:
@@ -72,9 +89,13 @@ class Transaction:
         self.folder = device.remote.run(["mktemp", "-d", "-p", device.tmp(), f"{self.name}.XXXXXX"],
                                         timeout=60).output.strip()
         self.s.got.transaction = self.folder
-        device.remote.run(self.s.spec.root(*self.argv(self.folder, aside, place, command)), timeout=120)
-        code = self._wait()
-        self.s.got.transaction = None
+        self.ended = False
+        try:
+            device.remote.run(self.s.spec.root(*self.argv(self.folder, aside, place, command)), timeout=120)
+            code = self._wait()
+        finally:
+            if self.ended:
+                self.s.got.transaction = None
         text = self.output.decode("utf-8", "replace")
         if self.dropped:
             raise Unreachable(f"{self.s.host}: the connection dropped while the package manager ran; it went on "
@@ -85,6 +106,7 @@ class Transaction:
         """Poll until it ends.  A first stop signal waits for the end (then stops); a second leaves it running
         on its own (see ka/io/stopping.py; without deferred signals, each Ctrl-C counts)."""
         raw, said = 0, False
+        self.started = time.monotonic()
         while True:
             try:
                 code = self._poll()
@@ -112,20 +134,38 @@ class Transaction:
         try:
             got = self.s.device.remote.output(["sh", "-c", POLL, "ka-poll", self.folder, str(len(self.output) + 1)],
                                               timeout=60, limit=OUTPUT_LIMIT)
-        except Unreachable:
+        except SshError as exc:
+            if not (isinstance(exc, Unreachable) or not self.s.device.remote.alive()
+                    or (isinstance(exc, RemoteFailed) and exc.code in (-1, 124))):
+                raise
             self._reconnect()
             return None
         head, _, new = got.partition(b"\n")
         done = new.rfind(b"\n") + 1
-        for line in (self.output[self.output.rfind(b"\n") + 1:] + new[:done]).splitlines():
-            self.s.log(line.decode("utf-8", "replace"))
+        if done:  # complete lines only: an unfinished one waits for its end
+            for line in (self.output[self.output.rfind(b"\n") + 1:] + new[:done]).splitlines():
+                self.s.log(line.decode("utf-8", "replace"))
         self.output += new
         status = head.decode("ascii", "replace").strip()
         if not status.lstrip("-").isdigit():
+            self._still_there(status)
             return None
+        self.ended = True
         if not self.output.endswith(b"\n") and self.output:
             self.s.log(self.output[self.output.rfind(b"\n") + 1:].decode("utf-8", "replace"))
         return int(status)
+
+    def _still_there(self, status: str) -> None:
+        """A transaction whose process is gone without an exit code (killed), that never started, or that runs
+        past the deadline is not waited for."""
+        waited = time.monotonic() - self.started
+        if status == "gone" or (status == "starting" and waited > STARTING_FOR):
+            self.ended = True  # nothing runs there any more
+            raise InstallError(f"{self.s.host}: the package manager's process ended without an exit code (killed?) "
+                               f"or never started; its output: {self.folder}/out")
+        if waited > DEADLINE:
+            raise InstallError(f"{self.s.host}: the package manager still runs after {DEADLINE / 3600:.0f} h; it "
+                               f"goes on by itself (its output: {self.folder}/out)")
 
     def _reconnect(self) -> None:
         """The connection is gone: the transaction is not.  Connect again (the host did not reboot)."""

@@ -8,7 +8,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, KaError
+from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, KaError, ToolMissing
 from ka.fleet.installspec import InstallSpec
 from ka.packages.files import deb_control, members, pkginfo
 from ka.packages.sign import verify
@@ -56,7 +56,7 @@ def package_facts(path: Path, spec: InstallSpec, key: str | None, gnupghome: Pat
                              f"{spec.format} (install.format)", exit_code=EXIT_BAD_INPUT)
     try:
         return READERS[spec.kind.name](path, spec, signer)
-    except PackageRefused:
+    except (PackageRefused, ToolMissing):  # not the package's fault
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError, KaError) as exc:
         raise PackageRefused(f"{path.name}: cannot be read as a {spec.kind.extension} package ({type(exc).__name__}: "

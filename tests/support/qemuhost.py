@@ -50,7 +50,7 @@ SOURCES = [f"deb [signed-by={KEYRING}] http://deb.debian.org/debian {SUITE} main
 #: what a fleet host needs for ka-install's pacman path, and a shell to look around with
 PACKAGES = ["linux-image-arm64", "busybox-static", "dash", "coreutils", "tar", "findutils", "grep", "sed",
             "gzip", "zstd", "kmod", "openssh-server", "openssh-sftp-server", "pacman-package-manager", "gpg",
-            "gpgv", "gpg-agent", "bash"]
+            "gpgv", "gpg-agent", "bash", "util-linux"]  # util-linux: setsid, as on every Arch (base) host
 #: the modules the initramfs loads (with what they need) to mount the root file system
 ROOT_MODULES = ["virtio_pci", "virtio_blk", "ext4", "crc32c_generic"]
 #: bookworm's Essential: yes packages, which maintainer scripts take as given (linux-version is perl)
