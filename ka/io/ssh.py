@@ -10,6 +10,7 @@ shell unquoted.  One connection per job and host: open a :class:`Remote`, use it
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import logging
@@ -153,10 +154,12 @@ class Remote:
         return transport is not None and transport.is_active()
 
     def close(self) -> None:
-        """Close the connection (and a jump host's)."""
+        """Close the connection (and a jump host's).  Closing one that already went away (a host that reboots
+        under it) is done, not an error: paramiko says EOFError when it tries to tell the dead peer."""
         for thing in (self._sftp, self.client, self._jump):
             if thing is not None:
-                thing.close()
+                with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+                    thing.close()
 
     def _client(self, target: Target) -> paramiko.SSHClient:
         client = paramiko.SSHClient()

@@ -121,3 +121,20 @@ def test_a_connection_dropped_under_a_command_is_unreachable_never_a_raw_error(s
             assert isinstance(err.value, KaError)
             seen.add(str(err.value).split(": ", 1)[1].split(" (")[0])
     assert seen <= {"the connection is gone", "the connection was lost"}, seen
+
+
+def test_a_connection_dropped_under_sftp_is_unreachable_and_closes_quietly(ssh_lab: SshLab, tmp_path: Path) -> None:
+    """A transfer cut by a host that reboots says Unreachable (paramiko's bare EOFError, once seen as
+    "ampere: EOFError:"), and closing that connection afterwards is no error (its SFTP channel cannot tell
+    the dead peer it closes: paramiko raised EOFError from close() in a rollback's reboot)."""
+    local = tmp_path / "big"
+    local.write_bytes(b"x" * (8 << 20))
+    remote = connect(settings(ssh_lab), "boltzmann")
+    sftp = remote.sftp
+    assert sftp.normalize(".")
+    transport = remote.client.get_transport()
+    assert transport is not None
+    transport.sock.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(Unreachable):
+        sftp.put(str(local), "big")
+    remote.close()  # no EOFError
