@@ -10,7 +10,8 @@ from pathlib import Path
 from tests.support.sshhosts import USER
 from tests.support.targets import Target
 
-#: a pre-transaction hook that says pacman runs, then holds it until the test opens the gate
+#: a pre-transaction hook that says pacman runs, then holds it until the test opens the gate (two minutes at
+#: most: a test that fails before opening it leaves nothing waiting)
 GATE_HOOK = """[Trigger]
 Type = Path
 Operation = Install
@@ -20,7 +21,8 @@ Target = usr/lib/modules/*
 [Action]
 Description = Waiting for the test's gate...
 When = PreTransaction
-Exec = /bin/sh -c '/bin/busybox touch /run/in-pacman; while [ ! -e /run/gate ]; do /bin/busybox sleep 0.1; done'
+Exec = /bin/sh -c '/bin/busybox touch /run/in-pacman; i=0; while [ ! -e /run/gate ] && [ $i -lt 1200 ]; do \
+/bin/busybox sleep 0.1; i=$((i+1)); done'
 """
 
 

@@ -14,6 +14,7 @@ other's hosts, whose keys they do not know.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import pwd
@@ -91,6 +92,13 @@ def run(*argv: str, user: str | None = None, **kw: object) -> subprocess.Complet
     return res  # type: ignore[no-any-return]
 
 
+def _die_with_tests() -> None:
+    """In sshd's child before exec: SIGTERM when the test process ends, even by SIGKILL (Linux prctl), so that
+    a killed run leaves no sshd listening."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 @dataclass
 class SshHost:
     """One sshd on its own loopback address."""
@@ -104,7 +112,7 @@ class SshHost:
         """Start sshd and wait until it accepts connections."""
         self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.folder / "sshd_config")],
                                      stdout=subprocess.DEVNULL, stderr=open(self.folder / "sshd.log", "ab"),  # noqa: SIM115
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_tests)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection((self.address, PORT), timeout=1):
