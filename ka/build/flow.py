@@ -358,10 +358,9 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
 def _out_of_space(remote: Remote, bh: BuildHost, where: str, why: str, result: BuildResult) -> BuildError:
     """The build host's disk filled up: its folder goes (it holds the space), and the message says so; an
     upload that failed for another reason says that instead."""
-    res = remote.run(["df", "-Pk", "--", bh.workdir], timeout=60, check=False)  # before anything is removed
-    rows = res.output.split("\n")[1:2]
-    free = rows[0].split()[3] if res.ok and rows and len(rows[0].split()) > 3 else "?"
-    if not (free.isdigit() and int(free) < FULL_KIB):  # the space ran out elsewhere (/tmp), or not at all
+    left = remote.free(bh.workdir)  # before anything is removed
+    free = "?" if left is None else str(left >> 10)
+    if left is None or left >= FULL_KIB << 10:  # the space ran out elsewhere (/tmp), or not at all
         result.kept = result.remote_folder
         return BuildError(f"{bh.ssh}:{where}: {why}; {free} KiB free in {bh.workdir}, so not there (a full /tmp?); "
                           f"the folder is kept for inspection at {result.remote_folder}", result, EXIT_ENVIRONMENT)

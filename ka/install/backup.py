@@ -170,9 +170,7 @@ def _upload_failed(remote: Remote, backup: Folder, host: str, release: str, stag
                    ) -> BackupError:
     """Why the upload failed, in the backup host's terms: most often it is full."""
     need = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
-    res = remote.run(["df", "-Pk", "--", backup.path], timeout=60, check=False)
-    rows = res.output.splitlines()
-    free = int(rows[-1].split()[3]) << 10 if res.ok and len(rows) > 1 and rows[-1].split()[3:4] != [] else None
+    free = remote.free(backup.path)
     if free is not None and free < need:
         return BackupError(f"the backup host {backup.ssh} is full: {free >> 10} KiB free in {backup.path}, the "
                            f"backup of {release} needs {need >> 10} KiB; the partial upload was removed, nothing on "

@@ -166,8 +166,10 @@ class Device:
 
     def free(self, path: str) -> int:
         """Bytes free for new files in the filesystem of ``path``."""
-        out = self.remote.run(["stat", "-f", "-c", "%a %S", path], timeout=60).output.split()
-        return int(out[0]) * int(out[1])
+        free = self.remote.free(path)
+        if free is None:
+            raise KaError(f"{self.name}: cannot tell the free space of {path} (stat -f)")
+        return free
 
     def size(self, paths: list[str]) -> int:
         """Bytes used by ``paths`` (``du``), 0 for those that do not exist."""

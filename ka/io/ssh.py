@@ -161,6 +161,12 @@ class Remote:
                 with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
                     thing.close()
 
+    def free(self, path: str) -> int | None:
+        """Bytes free for new files (of this user) in the file system of ``path``; None when it cannot be told."""
+        res = self.run(["stat", "-f", "-c", "%a %S", "--", path], timeout=60, check=False)
+        words = res.output.split()
+        return int(words[0]) * int(words[1]) if res.ok and len(words) == 2 and all(map(str.isdigit, words)) else None
+
     def _client(self, target: Target) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         if self.settings.known_hosts.is_file():
