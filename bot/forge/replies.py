@@ -106,6 +106,7 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
                   artifacts=job.result.get("artifacts") or [], build_host=job.result.get("build_host"),
                   build_fallback=job.result.get("fallback") or [], repository=job.result.get("repository"),
                   kept=job.result.get("kept"), unpublished=job.result.get("unpublished"),
+                  audit=job.result.get("audit") or [],
                   install=job.result if job.verb in ("install", "rollback") else None)
 
 

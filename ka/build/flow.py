@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ka.build.kconfig import audit_locally
 from ka.build.render import BuildFolder, render, spec_of
 from ka.build.wanted import Wanted, wanted
-from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError
+from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError, ToolMissing
 from ka.fleet.formats import PACMAN
 from ka.fleet.infra import BuildHost, Infra, Repository
 from ka.fleet.repo import RepoView
@@ -126,6 +127,7 @@ class BuildResult:
     log: str = ""
     diff: PkgDiff | None = None
     unpublished: str = ""  # why the packages were neither signed nor published
+    audit: list[str] = field(default_factory=list)  # the config audit's lines (ka/build/kconfig.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "commit": self.commit, "patch_b2sum": self.patch_b2sum, "baseline": self.baseline,
@@ -135,7 +137,7 @@ class BuildResult:
                 "artifacts": [a.as_dict() for a in self.artifacts],
                 "repository": None if self.published is None else self.published.__dict__,
                 "kept": self.kept, "log": self.log, "pkgdiff": self.diff.as_dict() if self.diff else None,
-                "unpublished": self.unpublished}
+                "unpublished": self.unpublished, "audit": self.audit}
 
 
 class _Phases:
@@ -185,6 +187,7 @@ def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, op
             folder.write(render_only)
             _write_env(render_only, folder, opts, epoch)
             log(f"rendered {len(folder.files)} files into {render_only}")
+            _audit_here(folder, plan, promoted, kernel, result, phases, log)
             return result
         if opts.publish_only:
             _publish_only(folder, wanted(view, host), infra, opts, result, phases, log)
@@ -218,6 +221,36 @@ def _promote(view: RepoView, host: str, kernel: KernelTree | None, infra: Infra,
     checked = "applies on " + promoted.baseline if promoted.applies else "baseline not checked (no kernel tree)"
     log(f"promote: {promoted.b2sum[:16]} {checked}, parity {promoted.parity.state}")
     return plan, promoted
+
+
+def _audit_here(folder: BuildFolder, plan: HostPlan, promoted: PromoteResult, kernel: KernelTree | None,
+                result: BuildResult, phases: _Phases, log: Log) -> None:
+    """``--render-only``: configure the patched baseline here and audit the config, as the build host will."""
+    if kernel is None or promoted.baseline_commit is None:
+        log("config audit: not run here (no kernel tree); the build host runs it before compiling")
+        return
+    phases("config audit")
+    try:
+        audit = audit_locally(kernel, promoted.baseline_commit, plan.cumulative.data, folder.files,
+                              folder.spec.kernel_arch)
+    except ToolMissing as exc:
+        log(f"config audit: not run here: {exc}; the build host runs it before compiling")
+        return
+    result.audit = audit.findings
+    for line in audit.findings:
+        log(line)
+    if not audit.ok:
+        raise _audit_failed(folder.host, audit.findings, audit.lines, result)
+
+
+def _audit_failed(host: str, findings: list[str], lines: list[str], result: BuildResult) -> BuildError:
+    """The config does not hold what the manifest asks for (or could not be made): nothing is compiled."""
+    if not findings or findings[-1].startswith("config audit: all "):
+        tail = "\n".join(lines[-15:])
+        return BuildError(f"{host}: the kernel config could not be made (base, merge or olddefconfig failed):\n{tail}",
+                          result)
+    return BuildError(f"{host}: the final .config does not hold what fleet/{host}.yaml's package.config asks for; "
+                      "nothing was compiled:\n" + "\n".join(findings), result)
 
 
 def _write_env(folder: Path, build: BuildFolder, opts: BuildOptions, epoch: int) -> None:
@@ -329,6 +362,8 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         del lines[:-40]
         if _FULL.search(text):
             full.append(text)
+        if text.startswith("config audit:"):
+            result.audit.append(text.strip())
         log(text)
     tool = folder.spec.kind.build_tool
     try:
@@ -344,6 +379,8 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         if full:
             raise _out_of_space(remote, bh, where, f"{tool} stopped: {full[-1].strip()[-200:]}", result) from None
         result.kept, result.log = result.remote_folder, "\n".join(lines[-20:])
+        if result.audit and not result.audit[-1].startswith("config audit: all "):
+            raise _audit_failed(folder.host, result.audit, lines, result) from None
         what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])
         raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
                          f"at {result.remote_folder}", result) from None

@@ -18,16 +18,16 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from ka.build.kconfig import ConfigInput, read_config
 from ka.errors import BadInput, ManifestError, Problem
 from ka.fleet.packagespec import PackageSpec, kernel_version, pkgver
-from ka.fleet.repo import FILE, PathEscapes, RepoView
+from ka.fleet.repo import RepoView
 from ka.promote.cumulative import b2sum
 from ka.promote.flow import HostPlan
 from ka.text import shown
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "package"
 DEB_SCRIPTS = ("preinst", "postinst", "prerm", "postrm")
-_LOCALVERSION = re.compile(r"^CONFIG_LOCALVERSION=(.*)$", re.M)
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9.+-]+")
 _TARBALL_DIR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,100}")
 _RELEASE_PART = re.compile(r'"[A-Za-z0-9._+~-]{0,64}"')
@@ -35,6 +35,7 @@ _PACKAGER = re.compile(r"[^\x00-\x1f\x7f<>$`\\]{1,100} <[A-Za-z0-9._+-]{1,64}@[A
 _ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, autoescape=False,  # noqa: S701 - a shell file: values are quoted by the shell filter or validated
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 _ENV.filters["shell"] = shlex.quote
+_ENV.filters["b2sum"] = b2sum
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def spec_of(plan: HostPlan) -> PackageSpec:
     if spec is None:
         raise ManifestError([Problem(plan.manifest.path, None, "package",
                                      "missing: ka-build needs a package section (at least package.config)")])
-    if spec.config is None:
+    if not spec.config_files:
         raise ManifestError([Problem(plan.manifest.path, None, "package.config", "missing (required)")])
     return spec
 
@@ -111,13 +112,13 @@ def render(view: RepoView, plan: HostPlan, commit: str | None, *, epoch: int = 1
     if not _PACKAGER.fullmatch(packager):
         raise BadInput(f"KA_PACKAGER {shown(packager)} is not 'Name <address>' (one line; it becomes the "
                        "packages' PACKAGER and Debian's Maintainer field)")
-    config = _config(view, m.path, spec)
+    config = read_config(view, m.path, spec)
     if source_commit is not None and not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", source_commit):
         raise BadInput(f"the baseline's commit {shown(source_commit)} is not a full commit id")
     return RENDER[spec.kind.name](plan, commit, config, epoch, packager, source_commit)
 
 
-def _render_pacman(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str,
+def _render_pacman(plan: HostPlan, commit: str | None, config: ConfigInput, epoch: int, packager: str,
                    source_commit: str | None) -> BuildFolder:
     """A PKGBUILD, the patch, the config and the mkinitcpio preset (makepkg reads the packager from its
     environment, so ``epoch`` and ``packager`` are not written here)."""
@@ -126,6 +127,7 @@ def _render_pacman(plan: HostPlan, commit: str | None, config: bytes, epoch: int
     patch_name = f"{m.host}-cumulative.patch"
     preset_name = f"{spec.pkgbase}.preset"
     preset = _ENV.get_template("preset.j2").render(pkgbase=spec.pkgbase).encode()
+    kconfig = _config_files(m.host, config)
     version = pkgver(m.baseline_ref)
     srcdir = "linux" if spec.git else _tarball_dir(spec.tarball or "")
     pkgbuild = _ENV.get_template("PKGBUILD.j2").render(
@@ -134,24 +136,35 @@ def _render_pacman(plan: HostPlan, commit: str | None, config: bytes, epoch: int
         description=f"{m.host}: {m.description}" if m.description else m.host,
         arch=spec.arch, kernel_arch=spec.kernel_arch, image=spec.image, git=spec.git, tarball=spec.tarball,
         tarball_b2sum=spec.tarball_b2sum, srcdir=srcdir, patch_name=patch_name, preset_name=preset_name,
-        patch_b2sum=plan.cumulative.b2sum, config_b2sum=b2sum(config), preset_b2sum=b2sum(preset)).encode()
-    files = {"PKGBUILD": pkgbuild, patch_name: plan.cumulative.data, "config": config, preset_name: preset}
+        patch_b2sum=plan.cumulative.b2sum, config_b2sum=b2sum(config.data), preset_b2sum=b2sum(preset),
+        kconfig=kconfig, kconfig_base=config.base).encode()
+    files = {"PKGBUILD": pkgbuild, patch_name: plan.cumulative.data, preset_name: preset, **kconfig}
     return BuildFolder(m.host, spec, version, files, baseline=m.baseline_ref, source_commit=source_commit)
 
 
-def deb_release(plan: HostPlan, config: bytes) -> str:
+def _config_files(host: str, config: ConfigInput) -> dict[str, bytes]:
+    """The config, what it asks for, and the script that makes and audits the final .config."""
+    script = _ENV.get_template("kconfig.sh.j2").render(host=host, base=config.base).encode()
+    return {"config": config.data, "config.requested": config.requested(), "kconfig.sh": script}
+
+
+def deb_release(plan: HostPlan, config: ConfigInput) -> str:
     """The kernel release a deb build makes: the baseline's version, CONFIG_LOCALVERSION, ``-<pkgrel>``.
     The packages are named after it, before the build; the build checks that the kernel agrees."""
     spec = spec_of(plan)
-    text = config.decode("utf-8", "replace")
-    if re.search(r"^CONFIG_LOCALVERSION_AUTO=y$", text, re.M):
+    auto = config.request("CONFIG_LOCALVERSION_AUTO")
+    if (auto.value if auto else "n" if config.base is None else "y") != "n":
+        why = (f"{auto.where} sets CONFIG_LOCALVERSION_AUTO={auto.value}" if auto else
+               f"CONFIG_LOCALVERSION_AUTO is on after `make {config.base}` and no fragment turns it off")
         raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
-                                     f"{spec.config} sets CONFIG_LOCALVERSION_AUTO=y: the kernel release would "
-                                     "depend on the git tree, and a .deb is named after its release; unset it")])
+                                     f"{why}: the kernel release would depend on the git tree, and a .deb is named "
+                                     "after its release; add '# CONFIG_LOCALVERSION_AUTO is not set' to the config")])
     release = f"{kernel_version(plan.manifest.baseline_ref)}{localversion(plan, config)}-{spec.pkgrel}"
     if not _DEB_NAME.fullmatch(f"linux-image-{release}"):
+        asked = config.request("CONFIG_LOCALVERSION")
         raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
-                                     f"CONFIG_LOCALVERSION in {spec.config} gives the release {release}, and "
+                                     f"CONFIG_LOCALVERSION ({asked.where if asked else 'unset'}) gives the release "
+                                     f"{release}, and "
                                      f"linux-image-{release} is not a Debian package name (lowercase letters, digits, "
                                      "'.', '+', '-')")])
     if not _DEB_NAME.fullmatch(spec.pkgbase):
@@ -161,21 +174,21 @@ def deb_release(plan: HostPlan, config: bytes) -> str:
     return release
 
 
-def localversion(plan: HostPlan, config: bytes) -> str:
+def localversion(plan: HostPlan, config: ConfigInput) -> str:
     """The config's ``CONFIG_LOCALVERSION``: part of the kernel release, which names files and packages on the
     build host and the device, so only letters, digits and ``. _ + ~ -``."""
-    found = _LOCALVERSION.search(config.decode("utf-8", "replace"))
-    value = found.group(1) if found else '""'
+    asked = config.request("CONFIG_LOCALVERSION")
+    value = asked.value if asked and asked.value != "n" else '""'
     if not _RELEASE_PART.fullmatch(value):
         spec = spec_of(plan)
         raise ManifestError([Problem(plan.manifest.path, spec.config_line, "package.config",
-                                     f"{spec.config}: CONFIG_LOCALVERSION={shown(value)}: the quoted value may "
-                                     "hold only letters, digits and '.', '_', '+', '~', '-' (it becomes part of the "
-                                     "kernel release)")])
+                                     f"{asked.where if asked else ''}: CONFIG_LOCALVERSION={shown(value)}: the "
+                                     "quoted value may hold only letters, digits and '.', '_', '+', '~', '-' (it "
+                                     "becomes part of the kernel release)")])
     return value[1:-1]
 
 
-def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, packager: str,
+def _render_deb(plan: HostPlan, commit: str | None, config: ConfigInput, epoch: int, packager: str,
                 source_commit: str | None) -> BuildFolder:
     spec, m = spec_of(plan), plan.manifest
     release, version = deb_release(plan, config), f"{pkgver(m.baseline_ref)}-{spec.pkgrel}"
@@ -184,30 +197,18 @@ def _render_deb(plan: HostPlan, commit: str | None, config: bytes, epoch: int, p
     values = dict(host=m.host, commit=commit, pkgbase=spec.pkgbase, release=release, version=version,
                   pkgrel=spec.pkgrel, arch=spec.arch, kernel_arch=spec.kernel_arch, image_target=spec.image,
                   baseline=m.baseline_ref, patch_name=patch_name, patch_b2sum=plan.cumulative.b2sum,
-                  config_b2sum=b2sum(config), maintainer=packager, description=description[:72],
+                  config_b2sum=b2sum(config.data), maintainer=packager, description=description[:72],
                   date=time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(epoch)))
     files = {f"debian/{name}": _ENV.get_template(f"debian/{name}.j2").render(**values).encode()
              for name in ("control", "changelog", "rules")}
     for script in DEB_SCRIPTS:
         files[f"debian/maint/{script}"] = _ENV.get_template("debian/maintscript.j2").render(
             script=script, release=release).encode()
-    files.update({patch_name: plan.cumulative.data, "config": config})
+    files.update({patch_name: plan.cumulative.data, **_config_files(m.host, config)})
     return BuildFolder(m.host, spec, pkgver(m.baseline_ref), files, release, m.baseline_ref, source_commit)
 
 
 RENDER = {"pacman": _render_pacman, "deb": _render_deb}  # each package format's build folder
-
-
-def _config(view: RepoView, manifest_path: str, spec: PackageSpec) -> bytes:
-    path = spec.config or ""
-    try:
-        found = view.kind(path) == FILE
-    except PathEscapes:
-        found = False
-    if not found or not view.tracked(path):
-        raise ManifestError([Problem(manifest_path, spec.config_line, "package.config",
-                                     f"{path} is not a file git tracks in the repository")])
-    return view.read(path)
 
 
 def _tarball_dir(url: str) -> str:

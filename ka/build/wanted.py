@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ka.build.kconfig import read_config
 from ka.errors import KaError
 from ka.fleet.packagespec import pkgver
 from ka.fleet.repo import RepoView
@@ -32,7 +33,7 @@ def wanted(view: RepoView, host: str) -> Wanted:
         spec = plan.manifest.package
         if spec is None:
             return Wanted(None, plan.cumulative.b2sum, None, "no package section")
-        config = b2sum(view.read(spec.config)) if spec.config else None
+        config = b2sum(read_config(view, plan.manifest.path, spec).data) if spec.config_files else None
         return Wanted(f"{pkgver(plan.manifest.baseline_ref)}-{spec.pkgrel}", plan.cumulative.b2sum, config)
     except KaError as exc:
         return Wanted(None, None, None, str(exc).splitlines()[0])

@@ -119,6 +119,8 @@ def print_build(result: Any, rendered: str | None, log_path: Path) -> None:
     """What ka-build made, where, and how long each phase took."""
     if rendered:
         print(f"{result.host}: rendered {result.pkgbase} {result.version} into {rendered} (see ka-build.env)")
+        for line in result.audit:
+            print(f"  {line}")
         return
     how = f"on {result.build_host}" + (f" (fallback: {'; '.join(result.fallback)})" if result.fallback else "")
     print(f"{result.host}: {result.pkgbase} {result.version} built {how}")
@@ -128,6 +130,8 @@ def print_build(result: Any, rendered: str | None, log_path: Path) -> None:
     if result.published:
         p = result.published
         print(f"published to {p.host}:{p.path} ({p.database}; {p.url})")
+    for line in result.audit[-1:]:
+        print(f"  {line}")
     if result.diff is not None:
         print(f"same as {result.diff.a.name}, modulo when and where it was built")
     print("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()) + f"; log: {_rel(str(log_path))}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -175,6 +176,25 @@ def check_applies(kernel: KernelTree, commit: str, series: list[Series], cumulat
             return ApplyResult(True, commit, offsets=_offsets(whole))
         failure = _attribute(scratch, series)
     return ApplyResult(False, commit, failure=failure)
+
+
+def patched_tree(kernel: KernelTree, commit: str, cumulative: bytes, dest: Path,
+                 keep: Callable[[str], bool]) -> int:
+    """Write the files of ``commit`` with ``cumulative`` applied for which ``keep(path)`` holds into ``dest``
+    (the kernel tree is only read); the number of files written."""
+    with tempfile.TemporaryDirectory(prefix="ka-patched-") as tmp:
+        scratch = _Scratch(kernel, Path(tmp))
+        for step in (("read-tree", commit), _APPLY):
+            res = scratch.git(*step, data=cumulative if step is _APPLY else None)
+            if not res.ok:
+                raise KernelTreeError(f"kernel tree {kernel.path}: {' '.join(step[:2])} on {commit[:12]}: "
+                                      f"{res.err().strip()[-300:]}")
+        names = [n for n in scratch.git("ls-files", "-z").stdout.split(b"\0") if n and keep(n.decode(errors="replace"))]
+        res = run(["git", "-C", kernel.path, "--work-tree", dest, "checkout-index", "-z", "--stdin"],
+                  env=scratch.env, input=b"\0".join(names) + b"\0", check=False)
+        if not res.ok:
+            raise KernelTreeError(f"kernel tree {kernel.path}: cannot write the patched files: {res.err().strip()}")
+        return len(names)
 
 
 def _creates_twice(series: list[Series]) -> bool:

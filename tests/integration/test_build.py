@@ -153,6 +153,40 @@ def test_a_source_that_does_not_compile_fails_without_fallback(build_lab: BuildL
     assert "fermi" not in (repo / "out/ampere/build.log").read_text()
 
 
+def test_a_config_the_tree_does_not_hold_stops_before_compiling(build_lab: BuildLab, tmp_path: Path) -> None:
+    config = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\nCONFIG_NOT_IN_KCONFIG=y\n'
+    repo = build_lab.fleet(tmp_path / "fleet", "audit", files={"fleet/configs/ampere.config": config})
+    code, data, err = build_lab.build(repo)
+    assert code == 1, err
+    assert ("ampere: the final .config does not hold what fleet/ampere.yaml's package.config asks for; nothing was "
+            "compiled") in data["error"]
+    finding = "config audit: CONFIG_NOT_IN_KCONFIG: asked y, but no Kconfig defines it (fleet/configs/ampere.config:3)"
+    assert finding in data["error"] and data["audit"][0] == finding
+    assert "1 of 3 requested options" in data["audit"][-1]
+    assert data["artifacts"] == [] and "makepkg failed" not in data["error"]
+    log = (repo / "out/ampere/build.log").read_text()
+    assert "==> Starting prepare()" in log and "==> Starting build()" not in log  # stopped before compiling
+
+
+def test_fragments_are_merged_onto_the_trees_defconfig(build_lab: BuildLab, tmp_path: Path) -> None:
+    """``make defconfig`` of the patched tree (the arch/defconfig series turns option 10 into a module), then
+    the fragments in order: the later one's value wins; the packaged .config is the merge."""
+    files = {"fleet/configs/fleet.config": "CONFIG_OPTION_2=m\nCONFIG_OPTION_3=m\n"
+                                           "# CONFIG_LOCALVERSION_AUTO is not set\n",
+             "fleet/configs/ampere.config": 'CONFIG_LOCALVERSION="-ampere"\n# CONFIG_OPTION_3 is not set\n'}
+    repo = build_lab.fleet(tmp_path / "fleet", "frag", files=files, config="{base: defconfig, fragments: "
+                           "[fleet/configs/fleet.config, fleet/configs/ampere.config]}")
+    code, data, err = build_lab.build(repo, "--no-publish")
+    assert code == 0, err
+    assert data["audit"] == ["config audit: all 4 requested options hold in the final .config"]
+    headers = next(Path(a["path"]) for a in data["artifacts"] if "-headers-" in a["file"])
+    config = subprocess.run(["bsdtar", "-xOf", str(headers), "usr/src/linux-ampere/.config"], capture_output=True,
+                            check=True, text=True).stdout.splitlines()
+    assert "CONFIG_OPTION_10=m" in config and "CONFIG_OPTION_1=y" in config  # the patched defconfig
+    assert "CONFIG_OPTION_2=m" in config and "# CONFIG_OPTION_3 is not set" in config
+    assert "CONFIG_OPTION_3=m" not in config and "CONFIG_OPTION_2=y" not in config
+
+
 def test_a_patch_that_does_not_apply_is_refused_before_any_ssh(build_lab: BuildLab, tmp_path: Path) -> None:
     nowhere = "build_hosts:\n  - ssh: nowhere.invalid\n    workdir: w\n"
     repo = build_lab.fleet(tmp_path / "fleet", "refused", includes=("soc/base", "module/bad"), infra=nowhere)
@@ -171,8 +205,8 @@ def test_render_only_is_stable_and_makepkg_reads_it(build_lab: BuildLab, tmp_pat
         assert res.returncode == 0, res.stderr
         outs.append({p.name: p.read_bytes() for p in sorted((tmp_path / f"r{n}").iterdir())})
     assert outs[0] == outs[1]
-    assert set(outs[0]) == {"PKGBUILD", "ampere-cumulative.patch", "config", "linux-ampere.preset", "ka-build.env",
-                            "ka-build.folder"}
+    assert set(outs[0]) == {"PKGBUILD", "ampere-cumulative.patch", "config", "config.requested", "kconfig.sh",
+                            "linux-ampere.preset", "ka-build.env", "ka-build.folder"}
     srcinfo = subprocess.run(["runuser", "-u", "kabuild", "--", "makepkg", "--printsrcinfo"], cwd=_shared(
         tmp_path / "r1"), capture_output=True, text=True)
     assert srcinfo.returncode == 0, srcinfo.stderr

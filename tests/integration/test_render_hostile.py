@@ -163,7 +163,11 @@ def test_a_hostile_localversion_in_the_config_is_refused(fmt: str, value: str, t
     with pytest.raises(ManifestError) as refused:
         render(WorkTree(root), plan_host(WorkTree(root), "h"), None)
     (problem,) = refused.value.problems
-    assert (problem.file, problem.field) == ("fleet/h.yaml", "package.config") and problem.line is not None
+    # a value no config line can hold is refused where it is written; one that parses, by the manifest's field
+    where = (problem.file, problem.line) if problem.file == "fleet/h.yaml" else (problem.file, problem.line) == (
+        "fleet/configs/h.config", 1)
+    assert problem.field == "package.config" and problem.line is not None and where
+    assert "CONFIG_LOCALVERSION" in problem.message
 
 
 @pytest.mark.parametrize("packager", ["x\nDepends: evil", "ka <a@b>\nEssential: yes", "$(id) <a@b>", "nobody"])

@@ -44,9 +44,11 @@ class BuildLab:
 
     def parts(self, tag: str, files: dict[str, bytes | str] | None = None,
               includes: tuple[str, ...] = ("board/pinetab2", "driver/bes2600", "soc/base", "arch/defconfig"),
-              infra: str | None = None) -> tuple[dict[str, str], dict[str, bytes | str]]:
-        """The manifests and files of a fleet with host ampere, buildable in this lab."""
-        package = f"package:\n  config: fleet/configs/ampere.config\n  source:\n    git: {self.source}\n"
+              infra: str | None = None, config: str = "fleet/configs/ampere.config",
+              ) -> tuple[dict[str, str], dict[str, bytes | str]]:
+        """The manifests and files of a fleet with host ampere, buildable in this lab (``config``: the manifest's
+        package.config, as YAML)."""
+        package = f"package:\n  config: {config}\n  source:\n    git: {self.source}\n"
         return ({"ampere": manifest(list(includes)) + package},
                 {**fleet_files(self.kernel), "fleet/configs/ampere.config": CONFIG,
                  "fleet/infra.yaml": infra if infra is not None else self.infra(tag), **(files or {})})

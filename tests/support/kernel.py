@@ -43,9 +43,11 @@ BOOT := arch/$(ARCH)/boot
 MODULE := drivers/input/touchscreen/goodix.ko
 DTB := arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtb
 
-.PHONY: kernelrelease olddefconfig Image modules dtbs modules_install dtbs_install
+.PHONY: kernelrelease defconfig olddefconfig Image modules dtbs modules_install dtbs_install
 kernelrelease:
 \t@echo $(KERNELRELEASE)
+defconfig:
+\tcp arch/arm64/configs/defconfig .config
 olddefconfig:
 \t@test -f .config || cp arch/arm64/configs/defconfig .config
 \t@grep -q '^CONFIG_' .config
@@ -67,8 +69,30 @@ dtbs_install:
 \tinstall -Dm644 $(DTB) $(INSTALL_DTBS_PATH)/rockchip/rk3566-pinetab2.dtb
 """
 
+#: merge_config.sh -m as the kernel's does it: a fragment's value for a symbol replaces the base's
+MERGE_CONFIG = """#!/bin/sh
+while [ "${1#-}" != "$1" ]; do shift; done
+base=$1; shift
+tmp=$(mktemp)
+cp "$base" "$tmp"
+for f in "$@"; do
+    for sym in $(sed -n 's/^\\(CONFIG_[A-Za-z0-9_]*\\)=.*/\\1/p' "$f") \\
+               $(sed -n 's/^# \\(CONFIG_[A-Za-z0-9_]*\\) is not set$/\\1/p' "$f"); do
+        sed -i "/^$sym=/d; /^# $sym is not set$/d" "$tmp"
+    done
+    cat "$f" >> "$tmp"
+done
+mv "$tmp" .config
+"""
+
+#: the symbols the test configs ask for, as the kernel's Kconfig files define them
+KCONFIG = "config LOCALVERSION\n\tstring \"Local version\"\n\nconfig LOCALVERSION_AUTO\n\tbool\n" + "".join(
+    f"\nconfig OPTION_{i}\n\ttristate \"option {i}\"\n" for i in range(1, 51))
+
 BASE_FILES = {
     "Makefile": MAKEFILE,
+    "Kconfig": KCONFIG,
+    "scripts/kconfig/merge_config.sh": MERGE_CONFIG,
     "arch/arm64/configs/defconfig": "".join(f"CONFIG_OPTION_{i}=y\n" for i in range(1, 51)),
     "arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtsi": _lines("\tdts", 40),
     "drivers/staging/Kconfig": _lines("# staging kconfig", 20),

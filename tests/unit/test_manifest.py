@@ -46,6 +46,15 @@ def test_later_verbs_keys_are_accepted() -> None:
 PACKAGE = "package:\n  config: fleet/configs/h.config\n"
 
 
+def test_a_config_of_fragments_on_a_base() -> None:
+    text = GOOD + "package:\n  config:\n    fragments: [fleet/configs/fleet.config, fleet/configs/h.config]\n"
+    spec = parse_manifest("h", "fleet/h.yaml", text).package
+    assert spec is not None and spec.config is None and spec.config_base == "defconfig"  # the default base
+    assert spec.config_files == ("fleet/configs/fleet.config", "fleet/configs/h.config")
+    spec = parse_manifest("h", "fleet/h.yaml", GOOD + PACKAGE).package
+    assert spec is not None and (spec.config_base, spec.config_files) == (None, ("fleet/configs/h.config",))
+
+
 @pytest.mark.parametrize(("extra", "line", "field", "fragment"), [
     ("package: yes\n", 10, "package", "must be a mapping"),
     ("package:\n  pkgrel: 2\n", 10, "package.config", "missing (required)"),
@@ -58,6 +67,14 @@ PACKAGE = "package:\n  config: fleet/configs/h.config\n"
     (PACKAGE + "  source:\n    git: ftp://x\n", 13, "package.source.git", "is not a URL"),
     (PACKAGE + "  source:\n    tarball: https://x/l.tar.xz\n", 12, "package.source.b2sum", "needs its b2sum"),
     (PACKAGE + "  source:\n    git: https://a\n    tarball: https://b\n", 12, "package.source", "one of git"),
+    ("package:\n  config: {base: defconfig}\n", 11, "package.config.fragments", "a list of one or more"),
+    ("package:\n  config: {fragments: []}\n", 11, "package.config.fragments", "a list of one or more"),
+    ("package:\n  config:\n    base: make -j9\n    fragments: [a.config]\n", 12, "package.config.base",
+     "is not a make target"),
+    ("package:\n  config:\n    fragments: [a.config, ../b.config]\n", 12, "package.config.fragments[1]",
+     "must be a path inside the repository"),
+    ("package:\n  config:\n    fragments: [a.config]\n    bsae: defconfig\n", 13, "package.config.bsae",
+     "did you mean 'base'"),
 ])
 def test_bad_package_sections(extra: str, line: int, field: str, fragment: str) -> None:
     with pytest.raises(ManifestError) as err:
