@@ -30,7 +30,7 @@ def test_ka_build_of_the_default_branch_builds_signs_publishes_and_answers(rig: 
     result = wait_replies(r, 2, number=ISSUE)[1]
     assert f"`/ka build ampere` asked by @writer on `{sha[:12]}`: **succeeded**" in result
     assert "Built on `boltzmann`; published to `hertz` `fleet.db.tar.zst`" in result
-    assert "- `config audit: all 2 requested options hold in the final .config`" in result
+    assert "- `config audit: all 3 requested options hold in the final .config`" in result
     assert "| `linux-ampere-6.12.0-1-aarch64.pkg.tar.zst` |" in result
     assert f"`{build_lab.fingerprint}`" in result and "ka-build ampere --rev " + sha in result
     status = r.fake.latest(sha)["ka/build/ampere"]

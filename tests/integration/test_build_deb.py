@@ -69,7 +69,8 @@ def test_what_the_image_package_holds(deb_built: tuple[Path, dict[str, Any], str
     image, headers = paths(deb_built[1])
     found = {m.name: m for m in members(image, keep=lambda n: n in ("DEBIAN/postinst", "DEBIAN/postrm"))}
     modules = f"usr/lib/modules/{RELEASE}"
-    assert {f"boot/vmlinuz-{RELEASE}", f"boot/config-{RELEASE}", f"{modules}/kernel-agent",
+    assert {f"boot/vmlinuz-{RELEASE}", f"boot/config-{RELEASE}", f"boot/System.map-{RELEASE}",
+            f"{modules}/kernel-agent",
             f"{modules}/kernel/drivers/input/touchscreen/goodix.ko",
             f"usr/lib/linux-image-{RELEASE}/rockchip/rk3566-pinetab2.dtb"} <= set(found)
     assert not [m for m in found.values() if m.kind == "link"]
@@ -80,6 +81,9 @@ def test_what_the_image_package_holds(deb_built: tuple[Path, dict[str, Any], str
     assert found["DEBIAN/postinst"].mode == 0o755 and found["DEBIAN/postrm"].data
     link = next(m for m in members(headers) if m.name == f"{modules}/build")
     assert (link.kind, link.link) == ("link", f"../../../src/linux-headers-{RELEASE}")
+    held = {m.name for m in members(headers)}
+    assert {f"usr/src/linux-headers-{RELEASE}/{name}" for name in ("Makefile", "Module.symvers", "System.map",
+                                                                   ".config", "arch/arm64/Makefile")} <= held
 
 
 def test_two_deb_builds_of_the_same_inputs_are_byte_identical(deb_built: tuple[Path, dict[str, Any], str],

@@ -16,7 +16,7 @@ from tests.support.fleet import fleet_files, manifest
 from tests.support.kernel import SmallKernel, write_fleet
 from tests.support.sshhosts import PR_USER, USER, SshLab, run
 
-CONFIG = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\n'
+CONFIG = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\nCONFIG_MODULES=y\n'
 
 
 @dataclass

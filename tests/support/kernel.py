@@ -56,8 +56,10 @@ Image:
 \tmkdir -p $(BOOT)
 \tprintf 'Linux version %s (kernel-agent test build)\\n' $(KERNELRELEASE) > $(BOOT)/Image
 \tcat .config arch/arm64/configs/defconfig drivers/staging/Kconfig >> $(BOOT)/Image
+\tprintf 'ffffffc080000000 T _text\\n' > System.map
 modules:
 \tcat drivers/input/touchscreen/goodix.c include/linux/mmc/sdio_ids.h > $(MODULE)
+\tprintf '0x00000000\\tprintk\\tvmlinux\\tEXPORT_SYMBOL\\t\\n' > Module.symvers
 dtbs:
 \tcat arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtsi > $(DTB)
 modules_install:
@@ -85,14 +87,28 @@ done
 mv "$tmp" .config
 """
 
+#: install-extmod-build as the kernel's does it, for this tree: what building a module needs, into $1
+INSTALL_EXTMOD_BUILD = """#!/bin/sh
+set -eu
+destdir=$1
+mkdir -p "$destdir"
+{ echo Makefile; find "arch/${SRCARCH}" -maxdepth 1 -name 'Makefile*'; find include scripts -type f
+  echo Module.symvers; } |
+    tar -c -f - -T - | tar -xf - -C "$destdir"
+[ "${CC}" = "${HOSTCC}" ] || echo "Rebuilding host programs with ${CC}..."
+"""
+
 #: the symbols the test configs ask for, as the kernel's Kconfig files define them
-KCONFIG = "config LOCALVERSION\n\tstring \"Local version\"\n\nconfig LOCALVERSION_AUTO\n\tbool\n" + "".join(
+KCONFIG = "config LOCALVERSION\n\tstring \"Local version\"\n\nconfig LOCALVERSION_AUTO\n\tbool\n" + (
+    "\nconfig MODULES\n\tbool \"modules\"\n") + "".join(
     f"\nconfig OPTION_{i}\n\ttristate \"option {i}\"\n" for i in range(1, 51))
 
 BASE_FILES = {
     "Makefile": MAKEFILE,
     "Kconfig": KCONFIG,
     "scripts/kconfig/merge_config.sh": MERGE_CONFIG,
+    "scripts/package/install-extmod-build": INSTALL_EXTMOD_BUILD,
+    "arch/arm64/Makefile": "# arm64 make\n",
     "arch/arm64/configs/defconfig": "".join(f"CONFIG_OPTION_{i}=y\n" for i in range(1, 51)),
     "arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtsi": _lines("\tdts", 40),
     "drivers/staging/Kconfig": _lines("# staging kconfig", 20),
