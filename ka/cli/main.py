@@ -20,7 +20,15 @@ from typing import Any
 
 from ka import __version__
 from ka.cli.progress import Progress
-from ka.cli.report import print_build, print_install, print_live, print_promote, print_status, promote_line
+from ka.cli.report import (
+    print_build,
+    print_bump,
+    print_install,
+    print_live,
+    print_promote,
+    print_status,
+    promote_line,
+)
 from ka.cli.settings import resolve
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, KaError
 from ka.fleet.manifest import check_host_name, list_hosts
@@ -31,7 +39,7 @@ from ka.limits import Limits
 from ka.promote import flow as promote
 from ka.promote.baseline import KernelTree
 from ka.promote.flow import PromoteResult
-from ka.promote.kernel_import import import_tarball
+from ka.promote.kernel_import import fetch_tag, import_tarball
 from ka.status.offline import fleet_status
 
 log = logging.getLogger("ka")
@@ -121,6 +129,19 @@ def _baseline_args(p: argparse.ArgumentParser) -> None:
     imp.add_argument("--tree", required=True, metavar="PATH", help="git tree to create or add to")
     imp.add_argument("--ref", metavar="TAG", help="tag name (default: from the Makefile, e.g. v6.12.117)")
     imp.set_defaults(func=cmd_baseline_import)
+    bump = bsub.add_parser("bump", help="move hosts to a new baseline where their cumulative patch still applies")
+    bump.add_argument("hosts", nargs="*", metavar="HOST")
+    bump.add_argument("--all", action="store_true", help="every host in fleet/")
+    bump.add_argument("--to", required=True, metavar="TAG", help="the new baseline, e.g. v6.12.118")
+    bump.add_argument("--tarball", metavar="FILE", help="import the new baseline from this source tarball first "
+                      "(when the kernel tree lacks it)")
+    bump.add_argument("--fetch", metavar="REMOTE", help="fetch the tag from this git remote first (when the kernel "
+                      "tree lacks it), e.g. https://git.kernel.org/pub/scm/linux/kernel/git/stable/linux.git")
+    bump.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    bump.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: the current one)")
+    bump.add_argument("--kernel-tree", metavar="PATH", help="the kernel git tree (KA_KERNEL_TREE)")
+    bump.add_argument("--json", action="store_true", help="print JSON")
+    bump.set_defaults(func=cmd_baseline_bump)
 
 
 def build_parser(prog: str = "ka") -> argparse.ArgumentParser:
@@ -287,6 +308,36 @@ def cmd_baseline_import(args: argparse.Namespace) -> int:
     result = import_tarball(Path(args.tarball), Path(args.tree), args.ref, progress)
     print(f"{result.tree}: tag {result.ref} -> {result.commit} ({result.files} files)")
     return EXIT_OK
+
+
+def cmd_baseline_bump(args: argparse.Namespace) -> int:
+    """``ka baseline bump``: 0 every selected host moved (or already there), 1 one or more no longer apply."""
+    from ka.promote import bump
+
+    if bool(args.hosts) == bool(args.all):
+        raise BadInput("name one or more hosts, or give --all")
+    to = bump.check_ref(args.to)
+    settings = resolve(args.repo, args.kernel_tree, None, None, Path.cwd(), args.environ)
+    if settings.kernel_tree is None:
+        raise BadInput("ka baseline bump checks each host's patch on the new baseline: give --kernel-tree or "
+                       "KA_KERNEL_TREE")
+    if args.tarball:
+        print(f"importing {args.tarball} into {settings.kernel_tree} as {to}", file=sys.stderr)
+        import_tarball(Path(args.tarball), settings.kernel_tree, to)
+    elif args.fetch:
+        fetch_tag(settings.kernel_tree, args.fetch, to)
+    view = WorkTree(settings.repo, settings.limits)
+    hosts = list_hosts(view) if args.all else args.hosts
+    for host in hosts:
+        check_host_name(view, host)
+    rows, edits = bump.plan_bump(view, hosts, to, KernelTree(settings.kernel_tree))
+    if not args.dry_run:
+        bump.write(settings.repo, edits)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    else:
+        print_bump(rows, to, args.dry_run)
+    return EXIT_CHECK_FAILED if any(r.state == bump.FAILS for r in rows) else EXIT_OK
 
 
 def cmd_build(args: argparse.Namespace) -> int:

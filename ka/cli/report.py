@@ -115,6 +115,21 @@ def print_live(rows: list[Any]) -> None:
     _print_table(LIVE_HEAD, [live_cells(r) for r in rows])
 
 
+def print_bump(rows: list[Any], to: str, dry_run: bool) -> None:
+    """Per host: moved to ``to`` (or would be), already there, or the first patch that no longer applies."""
+    for r in rows:
+        if r.state == "moved":
+            reset = f"; package.pkgrel {r.pkgrel} -> 1" if r.pkgrel else ""
+            print(f"{r.host}: {'would move' if dry_run else 'moved'} {r.old} -> {to}{reset}")
+        elif r.state == "current":
+            print(f"{r.host}: already on {to}")
+        else:
+            print(f"{r.host}: stays on {r.old}: {r.failure.patch} does not apply on {to}: {r.failure.detail}")
+    moved = sum(r.state == "moved" for r in rows)
+    print(f"{moved} of {len(rows)} hosts {'would move' if dry_run else 'moved'} to {to}"
+          + ("; nothing was changed (--dry-run)" if dry_run else "; review and commit fleet/*.yaml" if moved else ""))
+
+
 def print_build(result: Any, rendered: str | None, log_path: Path) -> None:
     """What ka-build made, where, and how long each phase took."""
     if rendered:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ka.errors import BadInput
+from ka.errors import BadInput, KernelTreeError
 from ka.io.runner import feed, run
 
 #: Fixed identity and date, so the same tarball always gives the same commit.
@@ -157,3 +157,12 @@ def _finish(tree: Path, branch: str, ref: str | None, files: int, tarball: Path)
     if listed != files:
         raise BadInput(f"{tarball}: imported {files} members but the commit holds {listed} files")
     return ImportResult(tree=tree, ref=ref, commit=commit, files=files)
+
+
+def fetch_tag(tree: Path, remote: str, tag: str) -> None:
+    """Fetch ``tag`` (its commit alone: ``--depth=1``) from ``remote`` into the kernel tree."""
+    _ensure_repo(tree)
+    res = run(["git", "-C", tree, "fetch", "--quiet", "--no-tags", "--depth=1", "--", remote,
+               f"refs/tags/{tag}:refs/tags/{tag}"], check=False, timeout=3600)
+    if not res.ok:
+        raise KernelTreeError(f"cannot fetch tag {tag} from {remote} into {tree}: {res.err().strip()[-300:]}")
