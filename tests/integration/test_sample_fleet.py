@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,65 @@ def test_an_option_kconfig_drops_fails_before_compiling(real_kernel: tuple[Path,
     assert "CONFIG_NO_SUCH_OPTION: asked m, but no Kconfig defines it (fleet/configs/ampere.config:5)" in res.stderr
     assert "2 of 5 requested options are not in the final .config" in res.stderr
     assert "CONFIG_MODULES" not in res.stderr and "CONFIG_MMC:" not in res.stderr  # those hold
+
+
+def _retagged(tree: Path, ref: str, root: Path, tag: str, path: str, edit: Callable[[str], str]) -> Path:
+    """A shared clone of ``tree`` (the real tree is not touched) where ``tag`` names ``ref`` with ``path``
+    edited, and ``ref`` itself is gone when it is not ``tag``: how Debian's next linux-source-6.12 looks."""
+    newer = root / f"linux-{tag}.git"
+    subprocess.run(["git", "clone", "-q", "--bare", "--shared", str(tree), str(newer)], check=True)
+    env = {**os.environ, "GIT_INDEX_FILE": str(root / f"index-{tag}"), "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def g(*argv: str, data: bytes | None = None) -> str:
+        return subprocess.run(["git", "--git-dir", str(newer), *argv], input=data, env=env, capture_output=True,
+                              check=True).stdout.decode().strip()
+    g("read-tree", ref)
+    blob = g("hash-object", "-w", "--stdin", data=edit(g("show", f"{ref}:{path}") + "\n").encode())
+    g("update-index", "--cacheinfo", f"100644,{blob},{path}")
+    commit = g("commit-tree", g("write-tree"), "-p", f"{ref}^{{commit}}", "-m", f"Linux {tag[1:]}")
+    g("tag", "-d", ref)
+    g("tag", tag, commit)
+    return newer
+
+
+def _next(ref: str) -> str:
+    major, minor, sub = ref.removeprefix("v").split(".")
+    return f"v{major}.{minor}.{int(sub) + 1}"
+
+
+def test_run_moves_the_sample_fleet_to_the_release_debian_serves(real_kernel: tuple[Path, str],
+                                                                  tmp_path: Path) -> None:
+    """Debian's linux-source-6.12 moved past the release the sample manifests name: ./run moves the sample
+    fleet with ka baseline bump in a clone, says so and which baseline it used, and every host is green."""
+    tree, ref = real_kernel
+    tag = _next(ref)
+    sub = ref.rsplit(".", 1)[1]
+    newer = _retagged(tree, ref, tmp_path, tag, "Makefile",
+                      lambda text: text.replace(f"SUBLEVEL = {sub}", f"SUBLEVEL = {int(sub) + 1}", 1))
+    before = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout
+    env = {**os.environ, "KA_KERNEL_TREE": str(newer), "KA_STATE_DIR": str(tmp_path / "state")}
+    res = subprocess.run([str(ROOT / "run"), "promote"], env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"has {tag}, not {ref}, which the sample manifests name: moving the sample fleet to {tag}" in res.stderr
+    assert f"checking the sample fleet against Linux {tag} from {newer}" in res.stderr
+    moved = tmp_path / "state/sample-fleet"
+    for host in ("ampere", "fresnel", "ohm"):
+        assert f"{host}: moved {ref} -> {tag}" in res.stderr
+        assert f"  ref: {tag}\n" in (moved / f"fleet/{host}.yaml").read_text()
+    assert "error" not in res.stdout.lower() and "3 hosts" in res.stdout + res.stderr, res.stdout + res.stderr
+    after = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert after == before  # this checkout is not changed
+
+
+def test_run_shows_a_promote_failure(real_kernel: tuple[Path, str], tmp_path: Path) -> None:
+    """A baseline on which a sample host's patches do not apply ends ./run with the failure and its exit
+    code, not a warning that scrolls past before the bot starts."""
+    tree, ref = real_kernel
+    broken = _retagged(tree, ref, tmp_path, ref, "drivers/staging/Kconfig",
+                       lambda text: text.replace('source "drivers/staging/vme_user/Kconfig"', "# vme_user gone"))
+    env = {**os.environ, "KA_KERNEL_TREE": str(broken), "KA_STATE_DIR": str(tmp_path / "state")}
+    res = subprocess.run([str(ROOT / "run"), "promote"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "patches/driver/bes2600/staging-build.patch" in res.stdout + res.stderr
+    assert "run: ka-promote --all failed (exit 1): the sample fleet is not green" in res.stderr
