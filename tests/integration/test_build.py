@@ -192,6 +192,19 @@ def test_fragments_are_merged_onto_the_trees_defconfig(build_lab: BuildLab, tmp_
     assert "CONFIG_OPTION_3=m" not in config and "CONFIG_OPTION_2=y" not in config
 
 
+def test_a_cross_compiling_build_host_rebuilds_the_headers_host_programs(build_lab: BuildLab,
+                                                                        tmp_path: Path) -> None:
+    """With cross_compile set, install-extmod-build gets CC=<prefix>gcc beside HOSTCC=gcc, and rebuilds
+    fixdep, modpost and the rest with it (the stand-in says so), so that they run on the device."""
+    infra = build_lab.infra("cross", hosts=("boltzmann",))
+    infra = infra.replace("\n    workdir: ", "\n    cross_compile: aarch64-linux-gnu-\n    workdir: ", 1)
+    repo = build_lab.fleet(tmp_path / "fleet", "cross", infra=infra)
+    code, data, err = build_lab.build(repo, "--no-publish")
+    assert code == 0, err
+    log = (repo / "out/ampere/build.log").read_text()
+    assert "Rebuilding host programs with aarch64-linux-gnu-gcc..." in log
+
+
 def test_a_patch_that_does_not_apply_is_refused_before_any_ssh(build_lab: BuildLab, tmp_path: Path) -> None:
     nowhere = "build_hosts:\n  - ssh: nowhere.invalid\n    workdir: w\n"
     repo = build_lab.fleet(tmp_path / "fleet", "refused", includes=("soc/base", "module/bad"), infra=nowhere)
