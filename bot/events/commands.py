@@ -32,7 +32,7 @@ class Spec:
     """One verb: how it is written, who may run it, what it does."""
 
     verb: str
-    args: str  # "" | "verb?" | "hosts*" | "hosts+" | "host" | "job"
+    args: str  # "" | "verb?" | "hosts*" | "hosts+" | "host" | "job" | "tag hosts*"
     role: str  # "anyone", "write", or "admin" (admin, owner, or an operator of the host)
     help: str
     commit: bool = False  # takes @SHA
@@ -42,7 +42,7 @@ class Spec:
     @property
     def usage(self) -> str:
         words = {"": "", "verb?": " [VERB]", "hosts*": " [HOST…]", "hosts+": " HOST…|all", "host": " HOST",
-                 "job": " JOB"}[self.args]
+                 "job": " JOB", "tag hosts*": " TAG [HOST…]"}[self.args]
         return (f"/ka {self.verb}{words}" + "".join(f" [{f}]" for f in self.flags)
                 + (" [@SHA]" if self.commit else ""))
 
@@ -63,6 +63,9 @@ COMMANDS: dict[str, Spec] = {s.verb: s for s in (
     Spec("install", "host", "admin", "back up, install the published package, reboot, wait for the new kernel "
                                      "(ka-install)", flags=("--no-reboot",), job=True),
     Spec("rollback", "host", "admin", "boot the host's previous kernel again (ka-install --rollback)", job=True),
+    Spec("bump", "tag hosts*", "admin", "move hosts (all when none is named) to a new baseline where their "
+                                         "patches still apply: a pull request with the manifests' change and a "
+                                         "table per host (ka baseline bump)", job=True),
     Spec("cancel", "job", "write", "stop a queued job (or a running one where it can stop safely)"),
     Spec("retry", "job", "write", "queue a new job with the same verb, host and commit", job=True),
 )}
@@ -76,6 +79,7 @@ _CODE_SPAN = re.compile(r"(`+)(?:(?!\1)[\s\S])+?\1|`+")
 _HOST = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 _SHA = re.compile(r"@([0-9a-fA-F]{7,64})")
 _JOB = re.compile(r"#?([0-9]{1,18})")
+_TAG_NAME = re.compile(r"v?[0-9][A-Za-z0-9._+-]{0,60}")  # a kernel release tag: v6.12.118, v6.13-rc3
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class Command:
     flags: tuple[str, ...] = ()
     topic: str | None = None  # help VERB
     line: int = 0
+    to: str | None = None  # bump TAG
 
     @property
     def spec(self) -> Spec:
@@ -98,7 +103,7 @@ class Command:
     @property
     def text(self) -> str:
         """The command written out canonically (what replies quote)."""
-        parts = [f"/ka {self.verb}"]
+        parts = [f"/ka {self.verb}"] + ([self.to] if self.to else [])
         parts += ["all"] if self.all_hosts else list(self.hosts)
         parts += [f"{self.job}"] if self.job is not None else []
         parts += [self.topic] if self.topic else []
@@ -108,13 +113,14 @@ class Command:
     def as_dict(self) -> dict[str, object]:
         """JSON shape, for the job record."""
         return {"verb": self.verb, "hosts": list(self.hosts), "all_hosts": self.all_hosts, "job": self.job,
-                "commit": self.commit, "flags": list(self.flags), "topic": self.topic, "line": self.line}
+                "commit": self.commit, "flags": list(self.flags), "topic": self.topic, "line": self.line,
+                "to": self.to}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Command:
         return cls(verb=str(data["verb"]), hosts=tuple(data.get("hosts") or ()), all_hosts=bool(data.get("all_hosts")),
                    job=data.get("job"), commit=data.get("commit"), flags=tuple(data.get("flags") or ()),
-                   topic=data.get("topic"), line=int(data.get("line") or 0))
+                   topic=data.get("topic"), line=int(data.get("line") or 0), to=data.get("to"))
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,12 @@ def _shape(spec: Spec, words: list[str], base: Command, written: str) -> Command
     if spec.args == "job":
         m = _JOB.fullmatch(words[0]) if len(words) == 1 else None
         return _with(base, job=int(m.group(1))) if m else invalid(f"`{spec.verb}` takes one job number")
+    if spec.args == "tag hosts*":
+        if not words or not _TAG_NAME.fullmatch(words[0]) or ".." in words[0]:
+            return invalid(f"`{spec.verb}` needs the new baseline's tag first (v6.12.118)")
+        base, words = _with(base, to=words[0]), words[1:]
+        if any(w.lower() == "all" for w in words):
+            return invalid("name hosts, or none for every host")
     hosts = [w for w in words if w.lower() != "all"]
     bad = [h for h in hosts if not _HOST.fullmatch(h)]
     if bad:

@@ -104,6 +104,12 @@ def reaction(repo: str, comment_id: int, content: str) -> Write:
                  summary=f"react {content} to comment {comment_id}")
 
 
+def pull_request(repo: str, head: str, base: str, title: str, body: str) -> Write:
+    """Open a pull request of branch ``head`` against ``base``."""
+    return Write("POST", f"{_repo_path(repo)}/pulls", {"head": head, "base": base, "title": title, "body": body},
+                 summary=f"pull request {head} -> {base}: {title}")
+
+
 READ_RETRIES = (0.5, 2.0)  # pauses before a read's second and third try: a busy forge, a restarting proxy
 
 

@@ -106,7 +106,7 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
                   artifacts=job.result.get("artifacts") or [], build_host=job.result.get("build_host"),
                   build_fallback=job.result.get("fallback") or [], repository=job.result.get("repository"),
                   kept=job.result.get("kept"), unpublished=job.result.get("unpublished"),
-                  audit=job.result.get("audit") or [],
+                  audit=job.result.get("audit") or [], bump=job.result.get("bump"),
                   install=job.result if job.verb in ("install", "rollback") else None)
 
 
@@ -119,6 +119,10 @@ def fallback(job: Job) -> str:
         return f"ka-promote {who} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
     if job.verb == "build":
         return f"ka-build {job.host} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
+    if job.verb == "bump":
+        hosts = job.args.get("hosts")
+        return (f"ka baseline bump --to {job.args.get('to')} {' '.join(hosts) if hosts else '--all'}   # in a "
+                "clone of the fleet repository, then commit and open the pull request")
     if job.verb in ("install", "rollback"):
         flags = " --rollback" if job.verb == "rollback" else (" --no-reboot" if job.args.get("no_reboot") else "")
         return f"ka-install {job.host}{flags} --rev {sha}   # in a clone of the fleet repository"

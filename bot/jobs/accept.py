@@ -174,7 +174,8 @@ class Acceptor:
         if spec.role == "anyone":
             return
         role = self.role()
-        operator = spec.role == "admin" and bool(cmd.hosts) and self.req["who"] in self.operators(cmd.hosts[0])
+        operator = spec.role == "admin" and bool(cmd.hosts) and all(self.req["who"] in self.operators(h)
+                                                                      for h in cmd.hosts)
         # read alone proves nothing on a public repository: ask whether the login was added as a collaborator
         collaborator = operator and role == "read" and self.services.forge.collaborator(self.req["who"])
         if not allowed(spec, role, operator, collaborator):
@@ -232,6 +233,19 @@ class Acceptor:
                           note=f": {what}, with the settings on `{code(branch)}`")
 
     _rollback = _install
+
+    def _bump(self, cmd: Command, out: Outcome) -> None:
+        """A bump starts from the default branch's head, whatever thread asks; its pull request says the rest."""
+        branch, sha = self.default()
+        ref = f"refs/heads/{branch}"
+        self.fetch(ref, sha)
+        fleet = self.hosts_at(sha)
+        unknown = [h for h in cmd.hosts if h not in fleet]
+        if unknown:
+            raise Refused(f"not in the fleet on `{code(branch)}` (`{sha[:12]}`): "
+                          f"{', '.join(f'`{code(h)}`' for h in unknown)}")
+        out.job = Planned(cmd, "bump", sha, ref, list(cmd.hosts) or None, args={"to": cmd.to, "branch": branch},
+                          note=f": a pull request against `{code(branch)}` moving them to `{code(cmd.to or '')}`")
 
     def _cancel(self, cmd: Command, out: Outcome) -> None:
         target = self._target(cmd)

@@ -27,6 +27,7 @@ from bot.forge.summary import Summaries
 from bot.jobs import live
 from bot.jobs.accept import Acceptor
 from bot.jobs.build import run_build
+from bot.jobs.bump import run_bump
 from bot.jobs.endings import end_job
 from bot.jobs.install import run_install
 from bot.jobs.parity import ParityRun
@@ -297,6 +298,8 @@ def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],
         return run_build(services, job, log_line, kick)
     if job.verb in ("install", "rollback"):
         return run_install(services, job, log_line, kick)
+    if job.verb == "bump":
+        return run_bump(services, job, log_line, kick)
     if job.verb != "parity":
         raise RuntimeError(f"job {job.id}: no such verb {job.verb!r}")
 

@@ -10,10 +10,9 @@ import pytest
 
 from ka.cli.main import main
 from tests.support.fleet import fleet_files, manifest
-from tests.support.kernel import BASE_TAG, SmallKernel, git, write_fleet
+from tests.support.kernel import BASE_TAG, GOODIX, NEXT_TAG, SmallKernel, git, point_release, write_fleet
 
-NEW = "v6.12.1"
-GOODIX = "drivers/input/touchscreen/goodix.c"
+NEW = NEXT_TAG
 #: a manifest as people write them: comments, a quoted ref, flow style, a pkgrel of its third build
 FRESNEL = f"""# fresnel: the board on the desk
 description: test host   # keep me
@@ -26,23 +25,6 @@ package: {{config: fleet/configs/h.config, pkgrel: 3}}
 """
 
 
-def _point_release(k: SmallKernel, root: Path) -> Path:
-    """A copy of the small tree with ``v6.12.1``: line 30 of goodix.c (which the goodix patch changes)
-    fixed upstream, so that patch no longer applies; everything else as in v6.12.0."""
-    tree, work = root / "kernel.git", root / "work"
-    git(root, "clone", "-q", "--bare", str(k.bare), str(tree))
-    git(root, "clone", "-q", str(tree), str(work))
-    git(work, "checkout", "-q", "--detach", BASE_TAG)
-    lines = (work / GOODIX).read_text().splitlines(keepends=True)
-    lines[29] = "/* goodix */ line 30 fixed upstream\n"
-    (work / GOODIX).write_text("".join(lines))
-    (work / "Makefile").write_text((work / "Makefile").read_text().replace("SUBLEVEL = 0", "SUBLEVEL = 1"))
-    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "Linux 6.12.1")
-    git(work, "tag", NEW)
-    git(work, "push", "-q", "origin", NEW)
-    return tree
-
-
 def _fleet(k: SmallKernel, root: Path) -> Path:
     hosts = {"ampere": manifest(["soc/base", "board/pinetab2"]), "fresnel": FRESNEL}
     return write_fleet(root, hosts, {**fleet_files(k), "fleet/configs/h.config": "CONFIG_A=y\n"})
@@ -50,7 +32,7 @@ def _fleet(k: SmallKernel, root: Path) -> Path:
 
 def test_hosts_that_apply_move_and_the_others_are_named(small_kernel: SmallKernel, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    tree = _point_release(small_kernel, tmp_path)
+    tree = point_release(small_kernel, tmp_path)
     repo = _fleet(small_kernel, tmp_path / "repo")
     before = {h: (repo / f"fleet/{h}.yaml").read_text() for h in ("ampere", "fresnel")}
     code = main(["baseline", "bump", "--to", NEW, "--all", "--repo", str(repo), "--kernel-tree", str(tree)])
@@ -71,7 +53,7 @@ def test_hosts_that_apply_move_and_the_others_are_named(small_kernel: SmallKerne
 
 def test_dry_run_prints_the_plan_and_changes_nothing(small_kernel: SmallKernel, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    tree = _point_release(small_kernel, tmp_path)
+    tree = point_release(small_kernel, tmp_path)
     repo = _fleet(small_kernel, tmp_path / "repo")
     code = main(["baseline", "bump", "--to", NEW, "fresnel", "--dry-run", "--json", "--repo", str(repo),
                  "--kernel-tree", str(tree)])
@@ -83,7 +65,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(small_kernel: SmallKernel, 
 
 def test_the_new_baseline_comes_from_a_tarball_when_the_tree_lacks_it(small_kernel: SmallKernel, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    _point_release(small_kernel, tmp_path)
+    point_release(small_kernel, tmp_path)
     tarball = tmp_path / "linux-6.12.1.tar.xz"
     with tarfile.open(tarball, "w:xz") as tar:
         for path in sorted((tmp_path / "work").rglob("*")):
@@ -107,7 +89,7 @@ def test_the_new_baseline_comes_from_a_tarball_when_the_tree_lacks_it(small_kern
 ])
 def test_bad_requests_change_nothing(small_kernel: SmallKernel, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      argv: list[str], fragment: str) -> None:
-    tree = _point_release(small_kernel, tmp_path)
+    tree = point_release(small_kernel, tmp_path)
     repo = _fleet(small_kernel, tmp_path / "repo")
     assert main(["baseline", "bump", *argv, "--repo", str(repo), "--kernel-tree", str(tree)]) == 2
     assert fragment in capsys.readouterr().err

@@ -128,6 +128,7 @@ class FakeForgejo:
     #: collaborators added to the repository; None: everyone with an entry in ``permissions``
     collaborators: set[str] | None = None
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    opened: list[dict[str, Any]] = field(default_factory=list)  # pull requests the bot opened
     branches: dict[str, str] = field(default_factory=dict)  # name → head commit
     default_branch: str = "main"
     login: str = "ka-bot"
@@ -299,6 +300,14 @@ class FakeForgejo:
         if key == ("GET", "/collaborators/{collaborator}"):
             known = self.collaborators if self.collaborators is not None else set(self.permissions)
             return (204, None) if params["collaborator"] in known else (404, {"message": "user is not a collaborator"})
+        if key == ("POST", "/pulls"):
+            with self._lock:
+                number = max([*self.pulls, *(p["number"] for p in self.opened)], default=0) + 1
+                pr = {"number": number, "state": "open", "title": body.get("title"), "body": body.get("body"),
+                      "html_url": f"{self.url}/{self.repo}/pulls/{number}", "head": {"ref": body.get("head")},
+                      "base": {"ref": body.get("base")}, "created_at": now}
+                self.opened.append(pr)
+            return 201, pr
         if key == ("GET", "/pulls/{index}"):
             pr = self.pulls.get(int(params["index"]))
             return (200, pr) if pr else (404, {"message": "pull request does not exist", "errors": []})

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BASE_TAG = "v6.12.0"
+NEXT_TAG = "v6.12.1"  # point_release(): goodix.c fixed upstream where the goodix patch changes it
+GOODIX = "drivers/input/touchscreen/goodix.c"
 ENV = {
     "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.invalid",
     "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.invalid",
@@ -208,6 +210,25 @@ def _standard_patches(k: SmallKernel) -> None:
     # Applies, but does not build (the stand-in Makefile stops at an #error).
     p["broken-build"] = k.diff("goodix: a change that does not compile", {
         "drivers/input/touchscreen/goodix.c": lambda t: _insert_after(t, 3, "#error broken\n")})
+
+
+def point_release(k: SmallKernel, root: Path) -> Path:
+    """A copy of the small tree (``<root>/kernel.git``, its work tree ``<root>/work``) with ``v6.12.1``: line
+    30 of goodix.c (which the goodix patch changes) fixed upstream, so that patch no longer applies;
+    everything else as in v6.12.0."""
+    tree, work = root / "kernel.git", root / "work"
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "clone", "-q", "--bare", str(k.bare), str(tree))
+    git(root, "clone", "-q", str(tree), str(work))
+    git(work, "checkout", "-q", "--detach", BASE_TAG)
+    lines = (work / GOODIX).read_text().splitlines(keepends=True)
+    lines[29] = "/* goodix */ line 30 fixed upstream\n"
+    (work / GOODIX).write_text("".join(lines))
+    (work / "Makefile").write_text((work / "Makefile").read_text().replace("SUBLEVEL = 0", "SUBLEVEL = 1"))
+    git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "Linux 6.12.1")
+    git(work, "tag", NEXT_TAG)
+    git(work, "push", "-q", "origin", NEXT_TAG)
+    return tree
 
 
 def write_fleet(root: Path, hosts: dict[str, str], files: dict[str, bytes | str], commit: bool = True) -> Path:

@@ -104,6 +104,14 @@ CASES = [
     ("/ka build `rm -rf /`", [("invalid", "`build` takes one host")]),
     ("/ka promote " + " ".join(f"h{n}" for n in range(60)), [("invalid", "at most 50 hosts")]),
     ("/ka b\u00fcild ampere", [("invalid", "unknown command `b\u00fcild`")]),
+    # bump: the new baseline's tag first, then hosts or none for all
+    ("/ka bump v6.12.118", [Command("bump", to="v6.12.118")]),
+    ("/ka bump v6.12.118 ampere ohm", [Command("bump", hosts=("ampere", "ohm"), to="v6.12.118")]),
+    ("/ka bump", [("invalid", "`bump` needs the new baseline's tag first (v6.12.118); usage: `/ka bump TAG [HOST…]`")]),
+    ("/ka bump ampere", [("invalid", "`bump` needs the new baseline's tag first")]),
+    ("/ka bump v6..12", [("invalid", "`bump` needs the new baseline's tag first")]),
+    ("/ka bump v6.12.118 all", [("invalid", "name hosts, or none for every host")]),
+    ("/ka bump v6.12.118 @abcdef1", [("invalid", "`bump` takes no @SHA")]),
 ]
 
 
