@@ -199,7 +199,7 @@ def test_a_cross_compiling_build_host_rebuilds_the_headers_host_programs(build_l
     infra = build_lab.infra("cross", hosts=("boltzmann",))
     infra = infra.replace("\n    workdir: ", "\n    cross_compile: aarch64-linux-gnu-\n    workdir: ", 1)
     repo = build_lab.fleet(tmp_path / "fleet", "cross", infra=infra)
-    code, data, err = build_lab.build(repo, "--no-publish")
+    code, _, err = build_lab.build(repo, "--no-publish")
     assert code == 0, err
     log = (repo / "out/ampere/build.log").read_text()
     assert "Rebuilding host programs with aarch64-linux-gnu-gcc..." in log
