@@ -34,13 +34,33 @@ sys.path.insert(0, str(TESTS.parent))  # run as a script: the project root, for 
 
 from ka.io.ssh import SshSettings, connect  # noqa: E402
 from tests.support import qemuhost, sshhosts  # noqa: E402
-from tests.support.buildlab import BuildLab, make_build_lab  # noqa: E402
+from tests.support.buildlab import BuildLab, make_build_lab, stop_gpg_agent  # noqa: E402
+from tests.support.upstreampkg import compare  # noqa: E402
 
 HOST = "virt"
 CONFIG = TESTS / "samples/qemu/virt.config"
 INCLUDES = ["arch/arm64-defconfig-fleet", "soc/rk356x-base", "subsystem/mmc-sdio-ids-bes2600", "driver/bes2600",
             "module/goodix-t5-delay", "board/pinetab2"]  # the sample host ampere's series
 RELEASE = "6.12.117-virt-1"
+#: an out-of-tree module, built on the host against the headers package as DKMS builds one
+HELLO_C = """#include <linux/module.h>
+#include <linux/init.h>
+
+static int __init hello_init(void)
+{
+\tpr_info("ka-hello: built against the headers package, loaded on %s\\n", THIS_MODULE->name);
+\treturn 0;
+}
+
+static void __exit hello_exit(void)
+{
+}
+
+module_init(hello_init);
+module_exit(hello_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("kernel-agent's out-of-tree module check");
+"""
 
 
 def manifest(source: str) -> str:
@@ -110,6 +130,66 @@ class Phases:
         return got
 
 
+def module_on_host(lab: BuildLab, repo: Path) -> str:
+    """Install the headers package on the host, build an out-of-tree module there with the host's own gcc
+    against ``/usr/lib/modules/$(uname -r)/build``, load it and return its line from the kernel log."""
+    headers = next((repo / "out" / HOST).glob("linux-virt-headers-*.pkg.tar.zst"))
+    with connect(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST) as host:
+        for path in (headers, headers.with_name(headers.name + ".sig")):  # pacman checks the signature
+            host.sftp.put(str(path), f"/root/{path.name}")
+        host.run(["pacman", "-U", "--noconfirm", f"/root/{headers.name}"], timeout=900)
+        host.run(["mkdir", "-p", "/root/hello"])
+        for name, text in (("hello.c", HELLO_C), ("Kbuild", "obj-m := hello.o\n")):
+            with host.sftp.open(f"/root/hello/{name}", "w") as fh:
+                fh.write(text)
+        release = host.run(["uname", "-r"]).output.strip()
+        build = f"/usr/lib/modules/{release}/build"
+        made = host.run(["make", "-C", build, "M=/root/hello", "modules"], timeout=3600, check=False)
+        print(made.output[-3000:], flush=True)
+        if not made.ok:
+            raise SystemExit(f"fullloop: the module did not build against {build} on {HOST}")
+        host.run(["insmod", "/root/hello/hello.ko"], timeout=120)
+        line = next((ln for ln in host.run(["dmesg"]).output.splitlines() if "ka-hello:" in ln), "")
+    if "loaded on hello" not in line:
+        raise SystemExit(f"fullloop: hello.ko loaded, but its line is not in the kernel log on {HOST}")
+    print(f"fullloop: {line.strip()}")
+    return line.strip()
+
+
+def upstream_pacman_pkg(lab: BuildLab, repo: Path) -> dict[str, list[str]]:
+    """The kernel's own ``make pacman-pkg`` (headers too) of the same patched tree and final .config, built
+    as the build user; its file list against ours (``tests/support/upstreampkg.py``)."""
+    out = repo / "out" / HOST
+    ours = {p: p for p in out.glob("linux-virt-*.pkg.tar.zst")}
+    headers = next(p for p in ours if "-headers-" in p.name)
+    config = subprocess.run(["bsdtar", "-xOf", str(headers), "usr/src/linux-virt/.config"], capture_output=True,
+                            check=True).stdout
+    folder = lab.ssh.user_folder("loop", "upstream")
+    src = folder / "linux"
+    shutil.copy(out / f"{HOST}-cumulative.patch", folder / "cumulative.patch")
+    (folder / "config").write_bytes(config)
+    subprocess.run(["chown", "-R", "kabuild:kabuild", str(folder)], check=True)
+    script = (f"set -e; mkdir -p {src}; git --git-dir={lab.source.removeprefix('file://')} archive v6.12.117 | "
+              f"tar -x -C {src}; cd {src}; patch -Np1 -F0 -s < ../cumulative.patch; cp ../config .config; "
+              "make -s ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- LOCALVERSION=-1 PACMAN_EXTRAPACKAGES=headers "
+              "MAKEPKGOPTS='--nodeps --noprogressbar' -j$(nproc) pacman-pkg")
+    res = subprocess.run(["runuser", "-u", "kabuild", "--", "sh", "-c", script], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"fullloop: make pacman-pkg failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+    theirs = list(src.glob("linux-upstream-*.pkg.tar.zst"))
+    listing = [subprocess.run(["bsdtar", "-tf", str(p)], capture_output=True, text=True, check=True).stdout.split("\n")
+               for p in (*ours, *theirs)]
+    mine = {n for names in listing[:len(ours)] for n in names if n}
+    upstream = {n for names in listing[len(ours):] for n in names if n}
+    missing, extra = compare(mine, upstream, "linux-virt", "linux-upstream", RELEASE)
+    print(f"fullloop: make pacman-pkg made {', '.join(p.name for p in theirs)}: {len(upstream)} entries, ours "
+          f"{len(mine)}; theirs missing from ours: {missing or 'none'}; ours beyond the documented list: "
+          f"{extra or 'none'}", flush=True)
+    if missing or extra:
+        raise SystemExit("fullloop: our packages and make pacman-pkg's differ beyond the documented list")
+    return {"missing": missing, "extra": extra}
+
+
 def check_tools(tree: Path) -> None:
     missing = [t for t in ("aarch64-linux-gnu-gcc", "flex", "bison", "bc", "makepkg", "qemu-system-aarch64")
                if shutil.which(t) is None]
@@ -126,9 +206,10 @@ def check_tools(tree: Path) -> None:
 def loop(work: Path, tree: Path) -> dict[str, float]:
     """Run the whole loop in ``work``; the time of each phase."""
     phase = Phases()
-    img = phase("image", qemuhost.image)
+    img = phase("image", lambda: qemuhost.image(flavour="pacman-gcc"))
     vm = qemuhost.Vm(img, work / "vm")
     lab_ssh = sshhosts.make_lab()
+    lab: BuildLab | None = None
     try:
         phase("boot the host", lambda: vm.start().wait_ssh())
         for number, name in ((31, "builder"), (32, "hertz")):
@@ -146,11 +227,17 @@ def loop(work: Path, tree: Path) -> dict[str, float]:
         print(f"fullloop: {HOST} runs {running}")
         if running != RELEASE:
             raise SystemExit(f"fullloop: {HOST} runs {running}, not {RELEASE}, the kernel ka-build made")
+        phase("module built on the host against the headers, loaded", lambda: module_on_host(lab, repo))
+        phase("make pacman-pkg of the same tree and config, compared", lambda: upstream_pacman_pkg(lab, repo))
         return phase.times
     finally:
         vm.stop()
         shutil.copy(vm.serial, work / "serial.log") if vm.serial.exists() else None
         lab_ssh.stop()
+        if lab is not None:  # gpg started an agent for each keyring: they would outlive the loop
+            for home in (lab.gnupghome, lab.pacman_keyring):
+                stop_gpg_agent(home)
+            stop_gpg_agent(lab.repo_gnupghome, user=sshhosts.USER)
 
 
 def main(argv: list[str] | None = None) -> int:

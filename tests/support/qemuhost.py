@@ -62,6 +62,9 @@ ESSENTIAL = ["base-files", "base-passwd", "bash", "bsdutils", "coreutils", "dash
 FLAVOURS = {"pacman": PACKAGES,
             "deb": [*(p for p in PACKAGES if p != "pacman-package-manager"), "apt", "linux-base", "initramfs-tools",
                     "u-boot-menu", "usr-is-merged", "e2fsprogs", *ESSENTIAL]}
+#: the "pacman-gcc" flavour: the pacman host with a compiler, to build a module against the headers package
+#: on the device as DKMS does (cached in a folder of its own: the other tests' image stays as small)
+FLAVOURS["pacman-gcc"] = [*PACKAGES, "gcc", "make", "libc6-dev", "mawk"]
 #: u-boot-menu's settings: u-boot-update writes extlinux.conf as write_extlinux does
 U_BOOT_DEFAULTS = """\
 ## written by the owner of this host (u-boot-update(8) reads it)
@@ -241,6 +244,8 @@ def _build(out: Path, versions: list[str], log: Log, flavour: str = "pacman") ->
         debian(root, release)
     else:
         tools(root)
+    if "mawk" in FLAVOURS[flavour]:  # awk is an alternative, which mawk's postinst (not run here) makes
+        (root / "usr/bin/awk").symlink_to("mawk")
     (root / f"boot/initrd.img-{release}").write_bytes(initramfs(root, release, out / "initramfs"))
     log("qemu host image: disk (ext4 root, FAT state)")
     make_disk(root, out / "disk.raw", out)
@@ -421,8 +426,15 @@ def tools(root: Path) -> None:
     (root / "usr/share/ka-qemu/init").write_text(INIT)
     os.chmod(root / "usr/share/ka-qemu/init", 0o755)
     # the keyring's own key, made here (gpg's files are the same on arm64): the guest only adds the
-    # repository's key to it, which takes seconds under emulation instead of a key generation
-    run(["pacman-key", "--gpgdir", str(root / "etc/pacman.d/gnupg"), "--init"])
+    # repository's key to it, which takes seconds under emulation instead of a key generation.  Made in a
+    # short folder: gpg-agent's socket in the image's own (a long cache path) passes the 108-byte limit
+    # of a socket's path, and pacman-key then leaves an empty keyring without failing.
+    with tempfile.TemporaryDirectory(prefix="ka-pk-") as tmp:
+        run(["pacman-key", "--gpgdir", tmp, "--init"])
+        run(["gpgconf", "--homedir", tmp, "--kill", "all"])  # its agent would outlive the build
+        if not any(Path(tmp, "private-keys-v1.d").iterdir()):
+            raise RuntimeError("pacman-key --init made no key")
+        shutil.copytree(tmp, root / "etc/pacman.d/gnupg", ignore=shutil.ignore_patterns("S.*"), dirs_exist_ok=True)
 
 
 #: what a kernel package ka-build makes depends on, which Debian's packages give this host
