@@ -177,6 +177,8 @@ def upstream_pacman_pkg(lab: BuildLab, repo: Path) -> dict[str, list[str]]:
     if res.returncode != 0:
         raise SystemExit(f"fullloop: make pacman-pkg failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
     theirs = list(src.glob("linux-upstream-*.pkg.tar.zst"))
+    if not theirs:
+        raise SystemExit(f"fullloop: make pacman-pkg exited 0 but left no linux-upstream-*.pkg.tar.zst in {src}")
     listing = [subprocess.run(["bsdtar", "-tf", str(p)], capture_output=True, text=True, check=True).stdout.split("\n")
                for p in (*ours, *theirs)]
     mine = {n for names in listing[:len(ours)] for n in names if n}
