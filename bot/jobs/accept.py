@@ -220,30 +220,29 @@ class Acceptor:
 
     def _install(self, cmd: Command, out: Outcome) -> None:
         """Installs act with the settings at the default branch's head, whatever thread asks."""
-        branch, sha = self.default()
-        ref = f"refs/heads/{branch}"
-        self.fetch(ref, sha)
-        fleet = self.hosts_at(sha)
-        host = cmd.hosts[0]
-        if host not in fleet:
-            raise Refused(f"`{code(host)}` is not in the fleet on `{code(branch)}` (`{sha[:12]}`); "
-                          f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
+        branch, sha, ref = self._default_with(list(cmd.hosts))
         what = "the newest published package" if cmd.verb == "install" else "the kept previous kernel"
-        out.job = Planned(cmd, cmd.verb, sha, ref, [host], args={"no_reboot": "--no-reboot" in cmd.flags},
+        out.job = Planned(cmd, cmd.verb, sha, ref, [cmd.hosts[0]], args={"no_reboot": "--no-reboot" in cmd.flags},
                           note=f": {what}, with the settings on `{code(branch)}`")
 
     _rollback = _install
 
-    def _bump(self, cmd: Command, out: Outcome) -> None:
-        """A bump starts from the default branch's head, whatever thread asks; its pull request says the rest."""
+    def _default_with(self, hosts: list[str]) -> tuple[str, str, str]:
+        """The default branch, its head (fetched) and ref; :class:`Refused` when a host is not in its fleet."""
         branch, sha = self.default()
         ref = f"refs/heads/{branch}"
         self.fetch(ref, sha)
         fleet = self.hosts_at(sha)
-        unknown = [h for h in cmd.hosts if h not in fleet]
+        unknown = [h for h in hosts if h not in fleet]
         if unknown:
-            raise Refused(f"not in the fleet on `{code(branch)}` (`{sha[:12]}`): "
-                          f"{', '.join(f'`{code(h)}`' for h in unknown)}")
+            raise Refused(f"{', '.join(f'`{code(h)}`' for h in unknown)} {'is' if len(unknown) == 1 else 'are'} not "
+                          f"in the fleet on `{code(branch)}` (`{sha[:12]}`); "
+                          f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
+        return branch, sha, ref
+
+    def _bump(self, cmd: Command, out: Outcome) -> None:
+        """A bump starts from the default branch's head, whatever thread asks; its pull request says the rest."""
+        branch, sha, ref = self._default_with(list(cmd.hosts))
         out.job = Planned(cmd, "bump", sha, ref, list(cmd.hosts) or None, args={"to": cmd.to, "branch": branch},
                           note=f": a pull request against `{code(branch)}` moving them to `{code(cmd.to or '')}`")
 

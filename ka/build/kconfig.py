@@ -145,8 +145,8 @@ class Audit:
         return [ln for ln in self.lines if ln.startswith("config audit:")]
 
 
-def audit_locally(kernel: KernelTree, commit: str, patch: bytes, files: dict[str, bytes], kernel_arch: str,
-                  cross_compile: str | None = None) -> Audit:
+def audit_locally(kernel: KernelTree, commit: str, patch: bytes, files: dict[str, bytes],
+                  kernel_arch: str) -> Audit:
     """Configure the patched baseline here as the build host will (``kconfig.sh`` of the build folder
     ``files``) and audit it: only the files configuring needs are taken from the tree (a few seconds)."""
     missing = [t for t in ("make", "gcc", "flex", "bison", "awk") if shutil.which(t) is None]
@@ -163,7 +163,7 @@ def audit_locally(kernel: KernelTree, commit: str, patch: bytes, files: dict[str
         for name in ("kconfig.sh", "config", "config.requested"):
             (inputs / name).write_bytes(files[name])
         argv = ["sh", str(inputs / "kconfig.sh"), str(inputs), f"ARCH={kernel_arch}"]
-        cross = cross_compile if cross_compile is not None else _cross(kernel_arch)
+        cross = _cross(kernel_arch)
         if cross:
             argv.append(f"CROSS_COMPILE={cross}")
         res = run(argv, cwd=src, check=False, timeout=600)

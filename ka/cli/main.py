@@ -174,6 +174,16 @@ def verb_parser(verb: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _selected_hosts(view: RepoView, args: argparse.Namespace) -> list[str]:
+    """The hosts a command names (``HOST…``, or every one with ``--all``), each checked to be the fleet's."""
+    hosts = list_hosts(view) if args.all else list(args.hosts)
+    if not hosts:
+        raise BadInput(f"{view.display('fleet/')}: no host manifests")
+    for host in hosts:
+        check_host_name(view, host)
+    return hosts
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     """``ka promote``."""
     if bool(args.hosts) == bool(args.all):
@@ -184,11 +194,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     output = _output_path(args.output, settings.repo) if args.output else None
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
-    hosts = list_hosts(view) if args.all else args.hosts
-    if not hosts:
-        raise BadInput(f"{view.display('fleet/')}: no host manifests")
-    for host in hosts:
-        check_host_name(view, host)
+    hosts = _selected_hosts(view, args)
     remote = _RemoteFiles(args.ssh_config, args.known_hosts, settings.limits, WorkTree(settings.repo, settings.limits),
                           args.environ)
     try:
@@ -327,10 +333,7 @@ def cmd_baseline_bump(args: argparse.Namespace) -> int:
     elif args.fetch:
         fetch_tag(settings.kernel_tree, args.fetch, to)
     view = WorkTree(settings.repo, settings.limits)
-    hosts = list_hosts(view) if args.all else args.hosts
-    for host in hosts:
-        check_host_name(view, host)
-    rows, edits = bump.plan_bump(view, hosts, to, KernelTree(settings.kernel_tree))
+    rows, edits = bump.plan_bump(view, _selected_hosts(view, args), to, KernelTree(settings.kernel_tree))
     if not args.dry_run:
         bump.write(settings.repo, edits)
     if args.json:

@@ -184,11 +184,12 @@ def patched_tree(kernel: KernelTree, commit: str, cumulative: bytes, dest: Path,
     (the kernel tree is only read); the number of files written."""
     with tempfile.TemporaryDirectory(prefix="ka-patched-") as tmp:
         scratch = _Scratch(kernel, Path(tmp))
-        for step in (("read-tree", commit), _APPLY):
-            res = scratch.git(*step, data=cumulative if step is _APPLY else None)
-            if not res.ok:
-                raise KernelTreeError(f"kernel tree {kernel.path}: {' '.join(step[:2])} on {commit[:12]}: "
-                                      f"{res.err().strip()[-300:]}")
+        res = scratch.git("read-tree", commit)
+        if res.ok:
+            res = scratch.git(*_APPLY, data=cumulative)
+        if not res.ok:
+            raise KernelTreeError(f"kernel tree {kernel.path}: the cumulative patch on {commit[:12]}: "
+                                  f"{res.err().strip()[-300:]}")
         names = [n for n in scratch.git("ls-files", "-z").stdout.split(b"\0") if n and keep(n.decode(errors="replace"))]
         res = run(["git", "-C", kernel.path, "--work-tree", dest, "checkout-index", "-z", "--stdin"],
                   env=scratch.env, input=b"\0".join(names) + b"\0", check=False)

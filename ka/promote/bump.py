@@ -11,8 +11,6 @@ is left as it is and reported with the first patch that fails and its hunk.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from ka.errors import BadInput
 from ka.fleet.manifest import REF_RE, host_path, parse_manifest
 from ka.fleet.repo import RepoView
 from ka.fleet.yamldoc import child
+from ka.io.outputs import Outputs
 from ka.promote.baseline import ApplyFailure, KernelTree, check_applies
 from ka.promote.flow import plan_host
 from ka.text import shown
@@ -91,8 +90,9 @@ def edited(host: str, text: str, to: str) -> tuple[Edit, str | None]:
     assert isinstance(ref, yaml.ScalarNode)  # plan_host validated the manifest
     spans.append((ref, to))
     pkgrel = child(child(root, "package"), "pkgrel")
-    was = str(pkgrel.value) if isinstance(pkgrel, yaml.ScalarNode) and str(pkgrel.value) != "1" else None
-    if was is not None and pkgrel is not None:
+    was = None
+    if isinstance(pkgrel, yaml.ScalarNode) and str(pkgrel.value) != "1":
+        was = str(pkgrel.value)
         spans.append((pkgrel, "1"))
     for node, value in sorted(spans, key=lambda s: -s[0].start_mark.index):
         text = text[:node.start_mark.index] + value + text[node.end_mark.index:]
@@ -102,11 +102,8 @@ def edited(host: str, text: str, to: str) -> tuple[Edit, str | None]:
 
 
 def write(root: Path, edits: list[Edit]) -> None:
-    """Write the edited manifests, each replaced at once (a temporary file renamed over it)."""
+    """Write the edited manifests: every one lands, or none does (:class:`ka.io.outputs.Outputs`)."""
+    outputs = Outputs()
     for edit in edits:
-        target = root / edit.path
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(edit.text)
-        os.chmod(tmp, target.stat().st_mode & 0o7777)
-        os.replace(tmp, target)
+        outputs.add(root / edit.path, edit.text.encode())
+    outputs.commit()

@@ -221,9 +221,7 @@ def point_release(k: SmallKernel, root: Path) -> Path:
     git(root, "clone", "-q", "--bare", str(k.bare), str(tree))
     git(root, "clone", "-q", str(tree), str(work))
     git(work, "checkout", "-q", "--detach", BASE_TAG)
-    lines = (work / GOODIX).read_text().splitlines(keepends=True)
-    lines[29] = "/* goodix */ line 30 fixed upstream\n"
-    (work / GOODIX).write_text("".join(lines))
+    (work / GOODIX).write_text(_replace_line((work / GOODIX).read_text(), 30, "/* goodix */ line 30 fixed upstream\n"))
     (work / "Makefile").write_text((work / "Makefile").read_text().replace("SUBLEVEL = 0", "SUBLEVEL = 1"))
     git(work, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "Linux 6.12.1")
     git(work, "tag", NEXT_TAG)
