@@ -32,8 +32,9 @@ from ka.text import shown
 _SET = re.compile(r'(CONFIG_[A-Za-z0-9_]+)=("(?:[^"\\\x00-\x1f]|\\.)*"|[A-Za-z0-9_+-]+)')
 _UNSET = re.compile(r"# (CONFIG_[A-Za-z0-9_]+) is not set")
 #: what the configuration step needs of the tree: the top Makefile, scripts/, the architecture's
-#: folder (its Makefile and configs/) and every Kconfig file
-_NEEDED = ("Makefile", "scripts/", "arch/{arch}/")
+#: folder (its Makefile and configs/), kernel/configs/ (tinyconfig's seeds, fragments such as
+#: kvm_guest.config that a base may name) and every Kconfig file
+_NEEDED = ("Makefile", "scripts/", "arch/{arch}/", "kernel/configs/")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: Debian's linux-source-6.12: the real Linux 6.12 tests import (``ka baseline import``)
+TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 BASE_TAG = "v6.12.0"
 NEXT_TAG = "v6.12.1"  # point_release(): goodix.c fixed upstream where the goodix patch changes it
 GOODIX = "drivers/input/touchscreen/goodix.c"
@@ -45,7 +47,7 @@ BOOT := arch/$(ARCH)/boot
 MODULE := drivers/input/touchscreen/goodix.ko
 DTB := arch/arm64/boot/dts/rockchip/rk3566-pinetab2.dtb
 
-.PHONY: kernelrelease defconfig olddefconfig Image modules dtbs modules_install dtbs_install
+.PHONY: kernelrelease defconfig olddefconfig syncconfig Image modules dtbs modules_install dtbs_install
 kernelrelease:
 \t@echo $(KERNELRELEASE)
 defconfig:
