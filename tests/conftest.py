@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from tests.support.botkit import STARTED, Rig, kill_group
 from tests.support.buildlab import BuildLab, make_build_lab, stop_gpg_agent
 from tests.support.fleet import MakeRepo, fleet_files
 from tests.support.installlab import InstallLab, make_install_lab
-from tests.support.kernel import SmallKernel, build_small_kernel, write_fleet
+from tests.support.kernel import TARBALL, SmallKernel, build_small_kernel, write_fleet
 from tests.support.needs import require
 from tests.support.sshhosts import SshLab
 
@@ -25,6 +26,17 @@ from tests.support.sshhosts import SshLab
 def small_kernel(tmp_path_factory: pytest.TempPathFactory) -> SmallKernel:
     """A bare kernel tree tagged v6.12.0 and named patches against it (built once)."""
     return build_small_kernel(tmp_path_factory.mktemp("kernel"))
+
+
+@pytest.fixture(scope="session")
+def real_kernel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Debian's 6.12 source imported once per test session (about a minute)."""
+    require(TARBALL.is_file(), f"{TARBALL} (apt-get install linux-source-6.12)")
+    tree = tmp_path_factory.mktemp("linux") / "linux-6.12.git"
+    out = subprocess.run([sys.executable, "-m", "ka", "baseline", "import", str(TARBALL), "--tree", str(tree)],
+                         capture_output=True, text=True, check=True).stdout
+    ref = out.split(" tag ", 1)[1].split()[0]
+    return tree, ref
 
 
 @pytest.fixture

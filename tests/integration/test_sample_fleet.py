@@ -13,25 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.support import PROJECT
-from tests.support.kernel import git
+from tests.support.kernel import TARBALL, git
 from tests.support.needs import require
 
 ROOT = PROJECT
-TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 SAMPLE_REF = "v6.12.117"
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(scope="session")
-def real_kernel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """Debian's 6.12 source imported once per test session (about a minute)."""
-    require(TARBALL.is_file(), f"{TARBALL} (apt-get install linux-source-6.12)")
-    tree = tmp_path_factory.mktemp("linux") / "linux-6.12.git"
-    out = subprocess.run([sys.executable, "-m", "ka", "baseline", "import", str(TARBALL), "--tree", str(tree)],
-                         capture_output=True, text=True, check=True).stdout
-    ref = out.split(" tag ", 1)[1].split()[0]
-    return tree, ref
 
 
 def test_import_has_every_file(real_kernel: tuple[Path, str]) -> None:

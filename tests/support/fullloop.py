@@ -35,7 +35,7 @@ sys.path.insert(0, str(TESTS.parent))  # run as a script: the project root, for 
 from ka.io.ssh import SshSettings, connect  # noqa: E402
 from tests.support import qemuhost, sshhosts  # noqa: E402
 from tests.support.buildlab import BuildLab, make_build_lab, stop_gpg_agent  # noqa: E402
-from tests.support.upstreampkg import compare  # noqa: E402
+from tests.support.upstreampkg import compare, listing, make_pacman_pkg  # noqa: E402
 
 HOST = "virt"
 CONFIG = TESTS / "samples/qemu/virt.config"
@@ -160,29 +160,18 @@ def upstream_pacman_pkg(lab: BuildLab, repo: Path) -> dict[str, list[str]]:
     """The kernel's own ``make pacman-pkg`` (headers too) of the same patched tree and final .config, built
     as the build user; its file list against ours (``tests/support/upstreampkg.py``)."""
     out = repo / "out" / HOST
-    ours = {p: p for p in out.glob("linux-virt-*.pkg.tar.zst")}
+    ours = sorted(out.glob("linux-virt-*.pkg.tar.zst"))
     headers = next(p for p in ours if "-headers-" in p.name)
     config = subprocess.run(["bsdtar", "-xOf", str(headers), "usr/src/linux-virt/.config"], capture_output=True,
                             check=True).stdout
-    folder = lab.ssh.user_folder("loop", "upstream")
-    src = folder / "linux"
-    shutil.copy(out / f"{HOST}-cumulative.patch", folder / "cumulative.patch")
-    (folder / "config").write_bytes(config)
-    subprocess.run(["chown", "-R", "kabuild:kabuild", str(folder)], check=True)
-    script = (f"set -e; mkdir -p {src}; git --git-dir={lab.source.removeprefix('file://')} archive v6.12.117 | "
-              f"tar -x -C {src}; cd {src}; patch -Np1 -F0 -s < ../cumulative.patch; cp ../config .config; "
-              "make -s ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- LOCALVERSION=-1 PACMAN_EXTRAPACKAGES=headers "
-              "MAKEPKGOPTS='--nodeps --noprogressbar' -j$(nproc) pacman-pkg")
-    res = subprocess.run(["runuser", "-u", "kabuild", "--", "sh", "-c", script], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise SystemExit(f"fullloop: make pacman-pkg failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
-    theirs = list(src.glob("linux-upstream-*.pkg.tar.zst"))
-    if not theirs:
-        raise SystemExit(f"fullloop: make pacman-pkg exited 0 but left no linux-upstream-*.pkg.tar.zst in {src}")
-    listing = [subprocess.run(["bsdtar", "-tf", str(p)], capture_output=True, text=True, check=True).stdout.split("\n")
-               for p in (*ours, *theirs)]
-    mine = {n for names in listing[:len(ours)] for n in names if n}
-    upstream = {n for names in listing[len(ours):] for n in names if n}
+    try:
+        theirs = make_pacman_pkg(Path(lab.source.removeprefix("file://")), "v6.12.117",
+                                 out / f"{HOST}-cumulative.patch", config, lab.ssh.user_folder("loop", "upstream"),
+                                 sshhosts.USER)
+    except RuntimeError as exc:
+        raise SystemExit(f"fullloop: {exc}") from None
+    mine = {n for p in ours for n in listing(p)}
+    upstream = {n for p in theirs for n in listing(p)}
     missing, extra = compare(mine, upstream, "linux-virt", "linux-upstream", RELEASE)
     print(f"fullloop: make pacman-pkg made {', '.join(p.name for p in theirs)}: {len(upstream)} entries, ours "
           f"{len(mine)}; theirs missing from ours: {missing or 'none'}; ours beyond the documented list: "

@@ -16,6 +16,8 @@ what kernel-agent does on purpose, each a documented difference (README, "Header
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 #: package metadata, not files
 _META = {".PKGINFO", ".BUILDINFO", ".MTREE", ".INSTALL"}
@@ -49,3 +51,31 @@ def compare(ours: set[str], theirs: set[str], pkgbase: str, upstream: str, relea
     missing = sorted(mapped - ours)
     extra = sorted(n for n in ours - mapped if not ours_only_on_purpose(n, pkgbase, release))
     return missing, extra
+
+
+def listing(package: Path) -> set[str]:
+    """A package's member names, as bsdtar lists them."""
+    out = subprocess.run(["bsdtar", "-tf", str(package)], capture_output=True, text=True, check=True).stdout
+    return {n for n in out.split("\n") if n}
+
+
+def make_pacman_pkg(git_dir: Path, ref: str, patch: Path, config: bytes, folder: Path, user: str,
+                    localversion: str = "-1") -> list[Path]:
+    """The kernel's own ``make pacman-pkg`` (headers too) of ``ref`` with ``patch`` and the final ``config``,
+    cross-built for arm64 in ``folder`` as ``user`` (makepkg refuses root): the packages it made."""
+    src = folder / "linux"
+    (folder / "cumulative.patch").write_bytes(patch.read_bytes())
+    (folder / "config").write_bytes(config)
+    subprocess.run(["chown", "-R", f"{user}:{user}", str(folder)], check=True)
+    script = (f"set -e; mkdir -p {src}; git --git-dir={git_dir} archive {ref} | tar -x -C {src}; cd {src}; "
+              "patch -Np1 -F0 -s < ../cumulative.patch; cp ../config .config; "
+              f"make -s ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- LOCALVERSION={localversion} "
+              "PACMAN_EXTRAPACKAGES=headers MAKEPKGOPTS='--nodeps --noprogressbar' -j$(nproc) pacman-pkg")
+    res = subprocess.run(["runuser", "-u", user, "--", "sh", "-c", script], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"make pacman-pkg failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+    # makepkg's PKGEXT comes from the build machine's makepkg.conf (Debian's: .pkg.tar.gz)
+    made = sorted(src.glob("linux-upstream*.pkg.tar*"))
+    if not made:
+        raise RuntimeError(f"make pacman-pkg exited 0 but left no linux-upstream package in {src}")
+    return made
