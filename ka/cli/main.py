@@ -31,6 +31,7 @@ from ka.cli.report import (
 )
 from ka.cli.settings import resolve
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, BadInput, KaError
+from ka.fleet.formats import PackageFormat, named
 from ka.fleet.manifest import check_host_name, list_hosts
 from ka.fleet.repo import GitTree, RepoView, WorkTree
 from ka.io import runner
@@ -116,8 +117,8 @@ def _install_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pkgdiff_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("a", metavar="A", help="a package (.pkg.tar.zst or .deb)")
-    p.add_argument("b", metavar="B", help="another package")
+    p.add_argument("a", metavar="A", help="a package: pacman's (.pkg.tar.zst) or Debian's (.deb)")
+    p.add_argument("b", metavar="B", help="another package of the same format")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_pkgdiff)
 
@@ -451,13 +452,24 @@ def _gnupghome(given: str | None, environ: Mapping[str, str]) -> Path | None:
     return Path(found) if found else None
 
 
+def _package_format(given: str) -> PackageFormat:
+    if not Path(given).is_file():
+        raise BadInput(f"{given}: no such package file")
+    kind = named(Path(given).name)
+    if kind is None:
+        raise BadInput(f"{given}: not a package file: ka pkgdiff compares two pacman packages (.pkg.tar.zst) "
+                       "or two Debian packages (.deb)")
+    return kind
+
+
 def cmd_pkgdiff(args: argparse.Namespace) -> int:
     """``ka pkgdiff``: 0 the same (modulo build time and place), 1 different."""
     from ka.packages.diff import compare
 
-    for given in (args.a, args.b):
-        if not Path(given).is_file():
-            raise BadInput(f"{given}: no such package file")
+    kinds = [_package_format(given) for given in (args.a, args.b)]
+    if kinds[0] != kinds[1]:
+        raise BadInput(f"{args.a} is a {kinds[0].name} package and {args.b} a {kinds[1].name} one: ka pkgdiff "
+                       "compares two packages of one format (two .pkg.tar.zst, or two .deb)")
     diff = compare(Path(args.a), Path(args.b))
     if args.json:
         print(json.dumps(diff.as_dict(), indent=2))

@@ -56,4 +56,9 @@ INSTALLERS = {f.installer: f for f in (PACMAN, DEB)}  # by install.format
 def of_file(name: str) -> PackageFormat:
     """The format of a package file, by its name: a ``.deb``, else pacman's (whose reader says so when the
     file is not a zstd tar)."""
-    return next((f for f in (DEB,) if name.endswith(f.extension)), PACMAN)
+    return named(name) or PACMAN
+
+
+def named(name: str) -> PackageFormat | None:
+    """The format a file name ends in (``.pkg.tar.zst``, ``.deb``); None when it names no package."""
+    return next((f for f in (PACMAN, DEB) if name.endswith(f.extension)), None)

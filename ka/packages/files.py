@@ -130,9 +130,12 @@ def members(path: Path, keep: Callable[[str], bool] = lambda name: False) -> Ite
 
 
 def _pacman_members(path: Path, keep: Callable[[str], bool]) -> Iterator[Member]:
-    with reading(["zstd", "-dcq", "--", path]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for info in tar:
-            yield _member(tar, info, info.name, keep)
+    try:
+        with reading(["zstd", "-dcq", "--", path]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for info in tar:
+                yield _member(tar, info, info.name, keep)
+    except tarfile.ReadError as exc:
+        raise BadInput(f"{path}: not a pacman package (not a zstd-compressed tar archive: {exc})") from None
 
 
 def _member(tar: tarfile.TarFile, info: tarfile.TarInfo, name: str, keep: Callable[[str], bool]) -> Member:

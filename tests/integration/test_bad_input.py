@@ -78,3 +78,30 @@ def test_outside_any_repository(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["promote", "ampere"]) == 2
     assert "no kernel-agent repository here or above" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ka pkgdiff: (file A and its content, file B and its content, expected message fragments)
+PKGDIFF_CASES = [
+    (("a.deb", b"!<arch>\n"), ("README.md", b"# hi\n"), ["README.md: not a package file", ".pkg.tar.zst", ".deb"]),
+    (("a.deb", b"!<arch>\n"), ("b.pkg.tar.zst", b"x"), ["is a deb package and", "a pacman one",
+                                                        "two packages of one format"]),
+    (("a.pkg.tar.zst", b"junk"), ("b.pkg.tar.zst", b"junk"), ["a.pkg.tar.zst: not a pacman package"]),
+    (("a.deb", b"junk"), ("b.deb", b"junk"), ["a.deb: not a Debian package"]),
+    (("a.deb", None), ("b.deb", b"junk"), ["a.deb: no such package file"]),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "fragments"), PKGDIFF_CASES)
+def test_pkgdiff_refuses_what_it_cannot_compare(a: tuple[str, bytes | None], b: tuple[str, bytes | None],
+                                                fragments: list[str], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    paths = []
+    for name, content in (a, b):
+        paths.append(tmp_path / name)
+        if content is not None:
+            paths[-1].write_bytes(content)
+    assert main(["pkgdiff", *map(str, paths)]) == 2  # bad input, not "different" (1)
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("ka: error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
