@@ -66,6 +66,16 @@ def settings(vm: qemuhost.Vm, folder: Path, host_key: str | None = None) -> SshS
     return SshSettings(config=folder / "ssh_config", known_hosts=folder / "known_hosts")
 
 
+def test_the_readmes_build_command_runs_as_written(qemu_image: qemuhost.Image) -> None:
+    """``.venv/bin/python tests/support/qemuhost.py build``, as the README gives it: it prints the cached image
+    (built by then: seconds).  That its main runs after the whole module is read is test_layout's check."""
+    res = subprocess.run([sys.executable, "tests/support/qemuhost.py", "build"], cwd=PROJECT, capture_output=True,
+                         text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    printed = json.loads(res.stdout.strip().splitlines()[-1])
+    assert printed == {k: v for k, v in qemu_image.info.items() if k not in ("versions", "builder")}
+
+
 def test_the_host_boots_through_uboot_and_extlinux_and_reboots_on_command(vm: qemuhost.Vm, tmp_path: Path) -> None:
     vm.start()
     first = vm.wait_ssh()

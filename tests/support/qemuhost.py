@@ -883,9 +883,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # --- a real kernel for the host, as a fleet kernel package ----------------------------------------
 
@@ -986,3 +983,7 @@ package() {{
   bsdtar -xf "$srcdir/{files.tarball.name}" -C "$pkgdir"
 }}
 """
+
+
+if __name__ == "__main__":
+    sys.exit(main())

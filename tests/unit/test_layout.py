@@ -147,3 +147,25 @@ def test_no_optional_device_in_the_install_steps() -> None:
     text = "\n".join(p.read_text() for p in sorted((PROJECT / "ka" / "install").glob("*.py")))
     assert "assert device is not None" not in text and "assert self.device" not in text
     assert "type: ignore[union-attr]" not in text
+
+
+def _main_guards(body: list[ast.stmt]) -> list[int]:
+    return [i for i, node in enumerate(body) if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
+
+
+def _documented_scripts() -> list[Path]:
+    """The scripts of tests/ the README tells a user to run (the ones with a ``__main__`` guard)."""
+    text = (PROJECT / "README.md").read_text()
+    named = {PROJECT / m for m in re.findall(r"\b(tests/[\w/]+\.py)\b", text)}
+    return sorted(p for p in named if p.is_file() and _main_guards(ast.parse(p.read_text()).body))
+
+
+def test_every_documented_script_runs_its_main_after_the_whole_module() -> None:
+    """A script whose ``if __name__ == "__main__"`` is not its last statement runs main() before the rest
+    of the module is defined (qemuhost.py's build crashed on a NameError that way)."""
+    scripts = _documented_scripts()
+    assert len(scripts) >= 5, scripts  # qemuhost.py, fullloop.py and the benchmarks
+    for path in scripts:
+        body = ast.parse(path.read_text()).body
+        where = path.relative_to(PROJECT)
+        assert _main_guards(body) == [len(body) - 1], f"{where}: the __main__ guard is not the last statement"
