@@ -6,7 +6,7 @@ for it; :func:`ka.cli.main.main` is the one place that turns them into output.
 
 from __future__ import annotations
 
-from ka.text import cap, encodable
+from ka.text import cap, did_you_mean, encodable
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -36,7 +36,7 @@ class UnknownHost(BadInput):
     """A host name that has no manifest."""
 
     def __init__(self, host: str, known: list[str]) -> None:
-        hint = ", ".join(known) if known else "none: fleet/ holds no manifests"
+        hint = (", ".join(known) if known else "none: fleet/ holds no manifests") + did_you_mean(host, known)
         super().__init__(f"unknown host '{host}' (no fleet/{host}.yaml); known hosts: {hint}")
         self.host = host
 

@@ -3,6 +3,9 @@ a commit status or a terminal, nor carry bytes that do not encode."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 ECHO_MAX = 200
 
 
@@ -29,3 +32,9 @@ def printable(text: str, limit: int = ECHO_MAX) -> str:
     raw = text.encode("utf-8", "surrogateescape")
     out = "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02x}" for b in raw[: limit * 4])
     return cap(out, limit)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'X'?"`` when one of ``choices`` is close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(word[:60], list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -6,7 +6,6 @@ manifest are reported together, so one run shows everything to fix.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from ka.fleet.packagespec import PackageSpec, parse_package
 from ka.fleet.repo import DIR, FILE, PathEscapes, RepoView, clean_relpath
 from ka.fleet.yamldoc import Doc, child, key_node
 from ka.limits import MANIFEST_MAX, human
-from ka.text import printable, shown
+from ka.text import did_you_mean, printable, shown
 
 SCOPES = ("arch", "soc", "subsystem", "driver", "module", "board")
 FLEET = "fleet"
@@ -197,8 +196,7 @@ def _apply_order(doc: Doc) -> tuple[str, ...]:
     for i, (item, item_node) in enumerate(zip(value, node.value, strict=False)):
         fld = f"apply_order[{i}]"
         if item not in SCOPES:
-            close = difflib.get_close_matches(str(item)[:60], SCOPES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(str(item), SCOPES)
             doc.add(item_node, fld, f"{shown(item)} is not a scope (one of {', '.join(SCOPES)}){hint}")
         elif item in order:
             doc.add(item_node, fld, f"scope '{item}' listed twice")
@@ -242,9 +240,7 @@ def _include(doc: Doc, item: object, node: yaml.Node, fld: str,
         doc.add(node, fld, f"{shown(item)} must be a plain path inside patches/<scope>/ (no '..', no absolute path)")
         return None
     if scope not in SCOPES:
-        close = difflib.get_close_matches(scope[:60], SCOPES, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        doc.add(node, fld, f"{shown(scope)} is not a scope (one of {', '.join(SCOPES)}){hint}")
+        doc.add(node, fld, f"{shown(scope)} is not a scope (one of {', '.join(SCOPES)}){did_you_mean(scope, SCOPES)}")
         return None
     if order and scope not in order:
         doc.add(node, fld, f"scope '{scope}' of {shown(item)} is not in apply_order ({', '.join(order)})")

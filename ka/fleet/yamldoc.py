@@ -9,14 +9,13 @@ gigabytes: "billion laughs"), merge keys, explicit tags, and nesting deeper than
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import yaml
 from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 
 from ka.errors import ManifestError, Problem
-from ka.text import cap, printable
+from ka.text import cap, did_you_mean, printable
 
 MAX_DEPTH = 32
 MAX_FINDINGS = 10
@@ -157,8 +156,7 @@ class Doc:
                 self.add(key_node, name, "duplicate key")
             seen.add(key)
             if key not in allowed:
-                close = difflib.get_close_matches(key[:60], allowed, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
+                hint = did_you_mean(key, allowed) or f"; allowed: {', '.join(allowed)}"
                 self.add(key_node, name, f"unknown key{hint}")
 
 

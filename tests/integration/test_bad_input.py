@@ -42,6 +42,21 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("argv", [["promote"], ["build"], ["install"], ["install", "--dry-run"], ["status"],
+                                  ["baseline", "bump", "--to", "v6.12.1"]])
+def test_every_verb_suggests_the_host_meant(argv: list[str], make_repo: MakeRepo, small_kernel: SmallKernel,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_repo({"ampere": AMPERE, "ohm": AMPERE}, fleet_files(small_kernel))
+    monkeypatch.chdir(root)
+    before = snapshot(root)
+    tree = ["--kernel-tree", str(small_kernel.bare)] if argv[0] == "baseline" else []
+    assert main([*argv, "amper", "--repo", str(root), *tree]) == 2
+    err = capsys.readouterr().err
+    assert "unknown host 'amper' (no fleet/amper.yaml); known hosts: ampere, ohm; did you mean 'ampere'?" in err, err
+    assert snapshot(root) == before
+
+
 @pytest.mark.parametrize(("edits", "argv", "fragments"), CASES)
 def test_bad_input(make_repo: MakeRepo, small_kernel: SmallKernel, capsys: pytest.CaptureFixture[str],
                    edits: dict[str, str], argv: list[str], fragments: list[str]) -> None:
