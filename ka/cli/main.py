@@ -47,7 +47,7 @@ log = logging.getLogger("ka")
 
 
 def _promote_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("hosts", nargs="*", metavar="HOST")
+    p.add_argument("hosts", nargs="*", metavar="HOST", help="a host of fleet/ (one or more, or --all)")
     p.add_argument("--all", action="store_true", help="every host in fleet/")
     p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
     p.add_argument("--rev", metavar="REV", help="read fleet/ and patches/ from this commit, no checkout")
@@ -61,10 +61,10 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("hosts", nargs="*", metavar="HOST")
-    p.add_argument("--repo", metavar="DIR")
-    p.add_argument("--out-dir", metavar="DIR")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("hosts", nargs="*", metavar="HOST", help="only these hosts (default: every host in fleet/)")
+    p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    p.add_argument("--out-dir", metavar="DIR", help="where the verbs' records are, out/<host>/ (default: out/)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--live", action="store_true", help="ask every host over ssh: running kernel, installed package, "
                    "newest built, last install")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per host, with --live")
@@ -74,7 +74,7 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help="the host of fleet/ whose kernel to build")
     p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
     p.add_argument("--rev", metavar="REV", help="build this commit's fleet/ and patches/ (no checkout)")
     p.add_argument("--kernel-tree", metavar="PATH", help="kernel git tree for the baseline check (KA_KERNEL_TREE)")
@@ -99,7 +99,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _install_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("host", metavar="HOST")
+    p.add_argument("host", metavar="HOST", help="the host of fleet/ to install on")
     p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
     p.add_argument("--rev", metavar="REV", help="read the manifest from this commit (no checkout)")
     p.add_argument("--package", metavar="FILE", help="install this package (FILE.sig beside it) instead of the "
@@ -126,12 +126,13 @@ def _pkgdiff_args(p: argparse.ArgumentParser) -> None:
 def _baseline_args(p: argparse.ArgumentParser) -> None:
     bsub = p.add_subparsers(dest="baseline_cmd", required=True)
     imp = bsub.add_parser("import", help="turn a kernel source tarball into a git tree with a tag")
-    imp.add_argument("tarball", metavar="TARBALL")
+    imp.add_argument("tarball", metavar="TARBALL", help="a kernel source tarball (linux-6.12.117.tar.xz, Debian's "
+                     "linux-source-6.12.tar.xz)")
     imp.add_argument("--tree", required=True, metavar="PATH", help="git tree to create or add to")
     imp.add_argument("--ref", metavar="TAG", help="tag name (default: from the Makefile, e.g. v6.12.117)")
     imp.set_defaults(func=cmd_baseline_import)
     bump = bsub.add_parser("bump", help="move hosts to a new baseline where their cumulative patch still applies")
-    bump.add_argument("hosts", nargs="*", metavar="HOST")
+    bump.add_argument("hosts", nargs="*", metavar="HOST", help="a host of fleet/ (one or more, or --all)")
     bump.add_argument("--all", action="store_true", help="every host in fleet/")
     bump.add_argument("--to", required=True, metavar="TAG", help="the new baseline, e.g. v6.12.118")
     bump.add_argument("--tarball", metavar="FILE", help="import the new baseline from this source tarball first "
