@@ -124,8 +124,9 @@ def import_tarball(tarball: Path, tree: Path, ref: str | None = None,
     if not tarball.is_file():
         raise BadInput(f"{tarball}: no such tarball (Debian: apt-get install linux-source-6.12; it lands in /usr/src)")
     _ensure_repo(tree)
-    if ref and _tag_exists(tree, ref):
-        raise BadInput(f"{tree}: tag '{ref}' exists already; it is never moved")
+    named = ref or _peek_version(tarball)  # a tag that exists stops the import before 86,000 files are read
+    if named and _tag_exists(tree, named):
+        raise BadInput(f"{tree}: tag '{named}' exists already; it is never moved")
     branch = "refs/ka-import/incoming"
     child = feed(["git", "-C", tree, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--done"])
     try:
@@ -138,6 +139,21 @@ def import_tarball(tarball: Path, tree: Path, ref: str | None = None,
     if child.finish() != 0:
         raise BadInput(f"{tarball}: git fast-import failed")
     return _finish(tree, branch, ref or version, files, tarball)
+
+
+def _peek_version(tarball: Path) -> str | None:
+    """The version in the tarball's top Makefile, reading members only as far as it (Debian's 6.12: the
+    10,866th of 86,000, a tenth of the work); None when there is none or the tarball cannot be read (the
+    import then says why)."""
+    try:
+        with tarfile.open(tarball, mode="r|*") as tar:
+            for member in tar:
+                if _strip_top(member.name) == "Makefile" and member.isfile():
+                    fh = tar.extractfile(member)
+                    return version_from_makefile(fh.read(65536)) if fh else None
+    except (tarfile.TarError, OSError, EOFError):
+        return None
+    return None
 
 
 def _tag_exists(tree: Path, ref: str) -> bool:

@@ -63,6 +63,25 @@ def test_second_baseline_into_the_same_tree(tmp_path: Path, capsys: pytest.Captu
     assert "tag 'v6.12.8' exists already" in capsys.readouterr().err
 
 
+def test_a_tag_that_exists_stops_the_import_at_the_makefile(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    tree = tmp_path / "kernel.git"
+    assert main(["baseline", "import", str(_tarball(tmp_path / "a.tar.xz", "8")), "--tree", str(tree)]) == 0
+    # the same release again, cut short after its Makefile: read to the end, it could not be imported
+    whole = tmp_path / "whole.tar"
+    with tarfile.open(whole, "w") as tar:
+        for name, data in (("linux-6.12.8/Makefile", b"VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 8\n"),
+                           ("linux-6.12.8/big.bin", bytes(range(256)) * 4096)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:len(whole.read_bytes()) // 2])
+    assert main(["baseline", "import", str(cut), "--tree", str(tree)]) == 2
+    err = capsys.readouterr().err
+    assert "tag 'v6.12.8' exists already" in err and "cannot read" not in err, err
+
+
 @pytest.mark.parametrize(("argv", "fragment"), [
     (["{tmp}/none.tar.xz", "--tree", "{tmp}/t"], "no such tarball"),
     (["{tmp}/bad.tar.xz", "--tree", "{tmp}/t"], "cannot read the tarball"),
