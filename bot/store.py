@@ -214,11 +214,17 @@ def insert_delivery(db: sqlite3.Connection, delivery_id: str, event: str, action
     return cur.rowcount == 1
 
 
-def event_key_job(db: sqlite3.Connection, key: str) -> tuple[int, str | None] | None:
-    """The job an event key points at, and that job's state (None when the job row is gone)."""
-    row = db.execute("SELECT k.job_id, j.state FROM event_keys k LEFT JOIN jobs j ON j.id = k.job_id "
+#: a job that gave its answer: it is queued, running or succeeded, or it failed because its hosts failed (its
+#: result counts their states); not one that crashed, was cancelled or interrupted: that one runs again
+ANSWERS = ("(j.state IN ('queued', 'running', 'succeeded') OR (j.state = 'failed' "
+           "AND json_extract(COALESCE(j.result, '{}'), '$.states') IS NOT NULL))")
+
+
+def event_key_job(db: sqlite3.Connection, key: str) -> tuple[int, bool] | None:
+    """The job an event key points at, and whether that job answers the event (:data:`ANSWERS`)."""
+    row = db.execute(f"SELECT k.job_id, {ANSWERS} FROM event_keys k LEFT JOIN jobs j ON j.id = k.job_id "  # noqa: S608
                      "WHERE k.key = ?", (key,)).fetchone()
-    return (int(row[0]), row[1]) if row else None
+    return (int(row[0]), bool(row[1])) if row else None
 
 
 def set_event_key(db: sqlite3.Connection, key: str, job_id: int, delivery_id: str) -> None:
@@ -226,12 +232,11 @@ def set_event_key(db: sqlite3.Connection, key: str, job_id: int, delivery_id: st
     db.execute("INSERT OR REPLACE INTO event_keys VALUES (?, ?, ?, ?)", (key, job_id, delivery_id, time.time()))
 
 
-def fleet_parity_job(db: sqlite3.Connection, sha: str, states: tuple[str, ...]) -> int | None:
-    """The newest fleet-wide parity job of ``sha`` in one of ``states``."""
-    marks = ", ".join("?" * len(states))
-    row = db.execute(f"SELECT id FROM jobs WHERE verb = 'parity' AND commit_sha = ? AND state IN ({marks}) "  # noqa: S608
+def fleet_parity_job(db: sqlite3.Connection, sha: str) -> int | None:
+    """The newest fleet-wide parity job of ``sha`` that answers it (:data:`ANSWERS`)."""
+    row = db.execute(f"SELECT id FROM jobs j WHERE verb = 'parity' AND commit_sha = ? AND {ANSWERS} "  # noqa: S608
                      "AND json_extract(COALESCE(args, '{}'), '$.hosts') IS NULL ORDER BY id DESC LIMIT 1",
-                     (sha, *states)).fetchone()
+                     (sha,)).fetchone()
     return int(row[0]) if row else None
 
 

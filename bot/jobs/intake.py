@@ -33,7 +33,6 @@ from bot.store import (
 )
 
 log = logging.getLogger(__name__)
-REUSABLE = ("queued", "running", "succeeded")
 
 
 @dataclass
@@ -134,9 +133,9 @@ def _queue(store: Store, config: Config, event: Event, runs: list[RunParity | Ru
 def _job_for(db: Any, config: Config, event: Event, run: RunParity) -> tuple[int, bool, str]:
     """The job that answers ``run``: an existing one for the same event or commit, or a new one."""
     seen = event_key_job(db, run.event_key)
-    if seen and seen[1] in REUSABLE:
+    if seen and seen[1]:
         return seen[0], False, f"{run.event_key} already handled by job {seen[0]}"
-    same = fleet_parity_job(db, run.commit, tuple(REUSABLE))
+    same = fleet_parity_job(db, run.commit)
     if same:
         job_id, created, reason = same, False, f"commit {run.commit[:12]} already checked by job {same}"
     else:

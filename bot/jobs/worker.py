@@ -272,8 +272,9 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
         log_line(f"job {job.id} {job.verb} on {job.commit_sha or '-'} started")
         result = _run_verb(services, job, log_line, kick)
         services.store.set_result(job_id, result)
-        state, error = "succeeded", ""
-        log_line(f"job {job.id} succeeded")
+        error = hosts_failed(result)  # the job ran to its end, but it succeeded only if every host did
+        state = "failed" if error else "succeeded"
+        log_line(f"job {job.id} {state}" + (f": {error}" if error else ""))
     except JobCancelled as exc:
         state, error = "cancelled", str(exc)
         log_line(f"job {job.id} {error}")
@@ -288,6 +289,16 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
     finally:
         end_job(services, job, state, error or None)
     return services.store.job(job_id)
+
+
+def hosts_failed(result: dict[str, Any]) -> str:
+    """``"2 of 3 hosts failed"`` when a job's hosts did not all end in success; ``""`` when they did (or the
+    job has no hosts).  A job whose hosts failed is told apart from one that crashed by this wording."""
+    states = result.get("states")
+    if not isinstance(states, dict):
+        return ""
+    bad = sum(n for s, n in states.items() if s != "success")
+    return f"{bad} of {sum(states.values())} hosts failed" if bad else ""
 
 
 def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],

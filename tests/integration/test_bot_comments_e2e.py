@@ -49,6 +49,31 @@ def test_a_writers_promote_on_a_pull_request_is_acknowledged_then_answered(threa
     assert thread.fake.latest(sha)["ka/parity/ampere"]["state"] == "success"
 
 
+def test_a_job_whose_hosts_fail_is_failed_everywhere_with_its_counts(rig: Callable[..., Rig]) -> None:
+    """Green over red was a defect: every host in error, yet "succeeded" and a rocket."""
+    r = rig({"ampere": AMPERE, "ohm": manifest(["soc/no-such-series"])})
+    r.fake.permissions.update({"writer": "write"})
+    sha = open_pr(r)
+    answer = say(r, "/ka promote ampere ohm")
+    ack, result = wait_replies(r, 2)
+    assert "`/ka promote ampere ohm` asked by @writer on `" + sha[:12] + "`: **failed**" in result, result
+    assert "1 of 2 hosts failed" in result and "| `ohm` | `error` |" in result and "| `ampere` | `success` |" in result
+    wait_for(lambda: r.fake.reactions(answer["comment_id"]) == ["eyes", "confused"], 30, "eyes, then confused")
+    job = int(ack.split("job [")[1].split("]")[0])
+    record = r.bot.job(job)
+    assert (record["state"], record["error"]) == ("failed", "1 of 2 hosts failed")
+    page = requests.get(f"{r.bot.url}/jobs/{job}", timeout=10).text
+    assert '<span id="state" class="state-failed">failed</span>' in page
+    assert '<td id="error">1 of 2 hosts failed</td>' in page
+    # the push's own check of the whole fleet: failed too, and its answer stands (a redelivery is a duplicate)
+    first = r.push(sha).json()
+    (fleet_job,) = first["jobs"]
+    ended = r.bot.wait_job(fleet_job)
+    assert (ended["state"], ended["error"]) == ("failed", "1 of 2 hosts failed")
+    again = r.push(sha).json()
+    assert (again["outcome"], again["jobs"]) == ("duplicate", [fleet_job]), again
+
+
 def test_a_reader_is_refused_and_nothing_is_queued(thread: Rig) -> None:
     open_pr(thread)
     jobs_before = requests.get(thread.bot.url + "/jobs?format=json", timeout=10).json()["jobs"]

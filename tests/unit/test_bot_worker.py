@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.config import Config
 from bot.forge import client as forge
 from bot.jobs.endings import end_job
+from bot.jobs.worker import hosts_failed
 from bot.services import make_services
 from bot.store import HostResult
 from tests.support.db import sql
@@ -29,3 +32,14 @@ def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -
     contexts = [str(r["body"]) for r in sql(store, "SELECT body FROM outbox")]
     assert not any('"ka/parity"' in c for c in contexts), contexts
     assert store.job(job_id).state == "failed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("result", "error"), [
+    ({"hosts": 3, "states": {"success": 3}}, ""),
+    ({"hosts": 3, "states": {"success": 1, "failure": 1, "error": 1}}, "2 of 3 hosts failed"),
+    ({"hosts": 3, "states": {"error": 3}}, "3 of 3 hosts failed"),
+    ({"hosts": 0, "states": {}}, ""),
+    ({"artifacts": []}, ""),  # a build: no hosts' states, its own success or exception
+])
+def test_a_job_succeeds_only_when_every_host_does(result: dict[str, object], error: str) -> None:
+    assert hosts_failed(result) == error
