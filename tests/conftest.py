@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import sshhosts
 from tests.support.botkit import STARTED, Rig, kill_group
-from tests.support.buildlab import BuildLab, make_build_lab, stop_gpg_agent
+from tests.support.buildlab import BuildLab, make_build_lab
 from tests.support.fleet import MakeRepo, fleet_files
 from tests.support.installlab import InstallLab, make_install_lab
 from tests.support.kernel import TARBALL, SmallKernel, build_small_kernel, write_fleet
@@ -132,9 +132,7 @@ def build_lab(ssh_lab: SshLab, small_kernel: SmallKernel,
         require(shutil.which(tool) is not None, f"{tool} (scripts/setup test installs it)")
     lab = make_build_lab(ssh_lab, small_kernel, tmp_path_factory.mktemp("buildlab"))
     yield lab
-    for home in (lab.gnupghome, lab.pacman_keyring):
-        stop_gpg_agent(home)
-    stop_gpg_agent(lab.repo_gnupghome, user=sshhosts.USER)
+    lab.stop_agents()
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.support import PROJECT
-from tests.support.buildlab import BuildLab, make_build_lab, stop_gpg_agent
+from tests.support.buildlab import BuildLab, make_build_lab
 from tests.support.kernel import ENV
 from tests.support.needs import require
 from tests.support.sshhosts import USER, SshLab
@@ -66,7 +66,7 @@ class Packages:
 
 def _fleet(root: Path, lab: BuildLab, ref: str) -> Path:
     """The sample patches and host small (tinyconfig + FRAGMENT, the sample host ampere's series), committed
-    with a fixed identity and date: the same inputs give the same commit."""
+    (the commit id, which infra.yaml's lab paths change, is left out of the cache key)."""
     shutil.copytree(PROJECT / "patches", root / "patches")
     sample = (PROJECT / "fleet/ampere.yaml").read_text()
     series = sample[sample.index("apply_order:"):sample.index("parity:")]
@@ -143,14 +143,12 @@ def packages(real_kernel: tuple[Path, str], ssh_lab: SshLab,
             fresh.rename(cached)
         made = sorted(cached.glob("*.pkg.tar.zst"))
         headers = next(p for p in made if "-headers-" in p.name)
-        release = next(n.split("/")[3] for n in listing(headers) if n.startswith("usr/lib/modules/") and
-                       n.count("/") >= 3 and n.split("/")[3])
+        release = next(n.split("/")[3] for n in listing(headers)
+                       if n.startswith("usr/lib/modules/") and n.endswith("/build"))
         yield Packages(next(p for p in made if p != headers), headers,
                        set(json.loads((cached / "upstream.json").read_text())), release)
     finally:
-        for home in (lab.gnupghome, lab.pacman_keyring):
-            stop_gpg_agent(home)
-        stop_gpg_agent(lab.repo_gnupghome, user=USER)
+        lab.stop_agents()
 
 
 def _machine(path: Path) -> int | None:

@@ -71,6 +71,12 @@ class BuildLab:
         return subprocess.run([sys.executable, "-m", "ka", *args], env=self.env(), cwd=cwd, capture_output=True,
                               text=True, timeout=timeout)
 
+    def stop_agents(self) -> None:
+        """Stop the agents gpg started for the lab's three keyrings: they would outlive the lab otherwise."""
+        for home in (self.gnupghome, self.pacman_keyring):
+            stop_gpg_agent(home)
+        stop_gpg_agent(self.repo_gnupghome, user=USER)
+
     def build(self, repo: Path, *args: str) -> tuple[int, dict[str, Any], str]:
         """``ka build ampere --json``: exit code, the JSON record, standard error."""
         res = self.ka("build", "ampere", "--repo", str(repo), "--kernel-tree", str(self.kernel.bare), "--json", *args)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(TESTS.parent))  # run as a script: the project root, for 
 
 from ka.io.ssh import SshSettings, connect  # noqa: E402
 from tests.support import qemuhost, sshhosts  # noqa: E402
-from tests.support.buildlab import BuildLab, make_build_lab, stop_gpg_agent  # noqa: E402
+from tests.support.buildlab import BuildLab, make_build_lab  # noqa: E402
 from tests.support.upstreampkg import compare, listing, make_pacman_pkg  # noqa: E402
 
 HOST = "virt"
@@ -225,10 +225,8 @@ def loop(work: Path, tree: Path) -> dict[str, float]:
         vm.stop()
         shutil.copy(vm.serial, work / "serial.log") if vm.serial.exists() else None
         lab_ssh.stop()
-        if lab is not None:  # gpg started an agent for each keyring: they would outlive the loop
-            for home in (lab.gnupghome, lab.pacman_keyring):
-                stop_gpg_agent(home)
-            stop_gpg_agent(lab.repo_gnupghome, user=sshhosts.USER)
+        if lab is not None:
+            lab.stop_agents()
 
 
 def main(argv: list[str] | None = None) -> int:

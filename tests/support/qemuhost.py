@@ -883,7 +883,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-
 # --- a real kernel for the host, as a fleet kernel package ----------------------------------------
 
 #: the fleet's baseline release, as Debian builds it for arm64 (from the security archive)
