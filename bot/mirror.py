@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from ka.errors import KaError
 from ka.io.runner import CommandTimedOut, Completed, run
 
 if TYPE_CHECKING:
@@ -26,8 +27,8 @@ _URL = re.compile(r"^(https?://|ssh://|git://|file://|/|[A-Za-z0-9._-]+@[A-Za-z0
 _REMOTE = re.compile(r"^(https?://|ssh://|git://|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:)")
 
 
-class FetchError(Exception):
-    """The commit could not be fetched."""
+class FetchError(KaError):
+    """The commit could not be fetched (its message says why, in public words: no token, no stack)."""
 
 
 def redact(url: str) -> str:

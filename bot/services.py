@@ -15,6 +15,7 @@ from huey.storage import SqliteStorage
 
 from bot.config import Config
 from bot.forge.client import Forge, ForgejoClient, LocalForge
+from bot.public import Scrubber, scrubber
 from bot.store import StateError, Store
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,11 @@ class Services:
     @property
     def log_dir(self) -> Path:
         return self.config.state_dir / "jobs"
+
+    @property
+    def scrub(self) -> Scrubber:
+        """Rewrites this bot's folders as settings in what goes public (:mod:`bot.public`)."""
+        return scrubber(self.config.state_dir, self.config.kernel_tree)
 
 
 def make_services(config: Config, check: bool = False) -> Services:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import requests
 
 from bot.mirror import git_credentials, redact
+from ka.errors import KaError
 from ka.io.runner import run
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Write:
     summary: str = ""
 
 
-class ForgeError(Exception):
+class ForgeError(KaError):
     """The forge refused or could not be reached; ``status`` is its HTTP answer when it gave one."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

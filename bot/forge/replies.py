@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bot.config import Config
 from bot.forge.links import job_url
+from bot.public import scrubber
 from bot.store import HostResult, Job, Store, host_results
 from ka.text import cap, encodable
 
@@ -98,7 +99,7 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
     req = job.requester
     rows = host_results(db, job.id, 0, TABLE_ROWS)
     failed = job.state != "succeeded"
-    return render("result.md.j2", job=job, command=req.get("command") or job.verb, mention=mention(req.get("who")),
+    text = render("result.md.j2", job=job, command=req.get("command") or job.verb, mention=mention(req.get("who")),
                   outcome=OUTCOME.get(job.state, job.state), duration=duration(job), job_url=job_url(config, job.id),
                   reason=job.error if failed else "", reason_word="why", rows=host_rows(rows),
                   more=max(0, job.host_count - TABLE_ROWS), log=log_tail(log_path),
@@ -108,6 +109,7 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
                   kept=job.result.get("kept"), unpublished=job.result.get("unpublished"),
                   audit=job.result.get("audit") or [], bump=job.result.get("bump"),
                   install=job.result if job.verb in ("install", "rollback") else None)
+    return scrubber(config.state_dir, config.kernel_tree)(text)  # the parts are scrubbed at the source; the net
 
 
 def fallback(job: Job) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import mirror
+from bot import mirror, public
 from bot.events.commands import MAX_COMMANDS, Command, allowed, help_table
 from bot.events.router import get
 from bot.forge import client as forge
@@ -164,8 +164,10 @@ class Acceptor:
         except Refused as exc:
             out.line, out.event = f"`{cmd.text}`: {exc}", "refused"
         except Exception as exc:  # the forge or a fetch failed for this command: the others still count
-            self.log(f"{cmd.text}: {type(exc).__name__}: {exc}")
-            out.line = f"`{cmd.text}`: could not be done: `{code(f'{type(exc).__name__}: {exc}')}`; write it again"
+            log.warning("job %s: %s: %s: %s", self.job.id, cmd.text, type(exc).__name__, exc)
+            why = self.services.scrub(public.reason(exc))
+            self.log(f"{cmd.text}: {why}")
+            out.line = f"`{cmd.text}`: could not be done: `{code(why)}`; write it again"
             out.event, out.job = "error", None
         return out
 
@@ -195,8 +197,10 @@ class Acceptor:
             text += "\n" + render("live.md.j2", head=live.HEAD, rows=[live.cells(r) for r in rows],
                                   timeout=f"{self.config.live_timeout:g}")
         except Exception as exc:  # the forge or the mirror failed: the stored table still answers
-            self.log(f"live status: {type(exc).__name__}: {exc}")
-            text += f"\nThe hosts could not be asked now: `{code(f'{type(exc).__name__}: {exc}')}`\n"
+            log.warning("job %s: live status: %s: %s", self.job.id, type(exc).__name__, exc)
+            why = self.services.scrub(public.reason(exc))
+            self.log(f"live status: {why}")
+            text += f"\nThe hosts could not be asked now: `{code(why)}`\n"
         out.line = "`" + cmd.text + "`:\n\n" + _indent(text)
 
     def _promote(self, cmd: Command, out: Outcome) -> None:

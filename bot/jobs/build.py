@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bot import mirror
+from bot import mirror, public
 from bot.forge.links import host_status
 from bot.jobs.trusted import default_head, named_references
 from bot.services import Services
@@ -53,7 +53,7 @@ def run_build(services: Services, job: Job, log: Log, kick: Callable[[], None]) 
         result = build(view, job.host, head.infra, kernel, opts, log=log, phase=lambda name: log(f"== {name}"))
     except BuildError as exc:
         if exc.result is not None:
-            store.set_result(job.id, exc.result.as_dict())
+            store.set_result(job.id, public.scrub_tree(services.scrub, exc.result.as_dict()))
         raise
     except ReferenceUnavailable as exc:  # which host, path and error: the operator's log, not the thread
         log_.warning("job %s: %s", job.id, exc)

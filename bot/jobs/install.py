@@ -10,10 +10,11 @@ new kernel, the backup and the heartbeat (bot/jobs/endings.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from bot import mirror
+from bot import mirror, public
 from bot.forge.links import host_status
 from bot.jobs import live
 from bot.services import Services
@@ -24,6 +25,7 @@ from ka.install.flow import install, rollback
 from ka.install.installer import InstallError, InstallOptions, InstallResult
 
 Log = Callable[[str], None]
+log_ = logging.getLogger(__name__)
 
 
 def run_install(services: Services, job: Job, log: Log, kick: Callable[[], None]) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def run_install(services: Services, job: Job, log: Log, kick: Callable[[], None]
                                  install(view, job.host, infra, opts, log=log, phase=lambda n: log(f"== {n}")))
     except InstallError as exc:
         if exc.result is not None:
-            store.set_result(job.id, exc.result.as_dict())
+            store.set_result(job.id, public.scrub_tree(services.scrub, exc.result.as_dict()))
             for line in exc.result.recovery:
                 log(f"way back: {line}")
         raise
@@ -63,4 +65,5 @@ def _ask_again(services: Services, job: Job, log: Log) -> None:
     try:
         live.refresh(services, [job.host] if job.host else None, job.clone_url)
     except Exception as exc:  # the install's outcome stands; the page catches up later
-        log(f"could not ask {job.host} for the fleet page: {type(exc).__name__}: {exc}")
+        log_.warning("job %s: fleet page of %s: %s: %s", job.id, job.host, type(exc).__name__, exc)
+        log(f"could not ask {job.host} for the fleet page: {public.reason(exc)}")

@@ -19,6 +19,7 @@ from bot.forge import client as forge
 from bot.forge.links import job_url, repo_of
 from bot.forge.summary import summary_write
 from bot.jobs.trusted import Head, named_references
+from bot.public import scrub_tree, scrubber
 from bot.store import HostResult, Job, Store
 from ka.errors import KaError, ReferenceUnavailable
 from ka.fleet.manifest import list_hosts
@@ -82,6 +83,8 @@ class ParityRun:
 
     def _record(self, name: str, outcome: HostOutcome) -> None:
         host = printable(name)  # a file name that is not a host name still gets its own, readable status
+        scrub = scrubber(self.config.state_dir, self.config.kernel_tree)  # a status is public: no folder of ours
+        outcome = HostOutcome(outcome.state, scrub(outcome.description), scrub_tree(scrub, outcome.detail))
         self.store.record_host(self.job.id, HostResult(host, outcome.state, outcome.description, outcome.detail),
                                status_for(self.config, self.job, host, outcome.state, outcome.description))
         self.log(f"{host}: {outcome.state}: {outcome.description}")

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from huey import crontab
 
-from bot import mirror, owner
+from bot import mirror, owner, public
 from bot.forge import outbox
 from bot.forge.summary import Summaries
 from bot.jobs import live
@@ -238,12 +238,13 @@ class JobLog:
 
     def __init__(self, services: Services, job_id: int) -> None:
         self.path = services.log_dir / f"{job_id}.log"
+        self.scrub = services.scrub  # the job log is a public page: the bot's folders are named as settings
         self.failed = False
 
     def __call__(self, line: str) -> None:
         try:
             with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as fh:
-                fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+                fh.write(f"{time.strftime('%H:%M:%S')} {self.scrub(line)}\n")
         except OSError as exc:
             if not self.failed:
                 log.warning("job log %s: %s; later lines are dropped", self.path, exc)
@@ -271,7 +272,7 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
     try:
         log_line(f"job {job.id} {job.verb} on {job.commit_sha or '-'} started")
         result = _run_verb(services, job, log_line, kick)
-        services.store.set_result(job_id, result)
+        services.store.set_result(job_id, public.scrub_tree(services.scrub, result))
         error = hosts_failed(result)  # the job ran to its end, but it succeeded only if every host did
         state = "failed" if error else "succeeded"
         log_line(f"job {job.id} {state}" + (f": {error}" if error else ""))
@@ -279,13 +280,13 @@ def execute(services: Services, job_id: int, kick: Callable[[], None] = lambda: 
         state, error = "cancelled", str(exc)
         log_line(f"job {job.id} {error}")
     except KaError as exc:  # a failure the verb explains in words: the job's log ends with them, not our stack
-        error = f"{type(exc).__name__}: {exc}"
-        log.info("job %s failed: %s", job_id, error)
+        error = services.scrub(public.reason(exc))
+        log.info("job %s failed: %s: %s", job_id, type(exc).__name__, exc)
         log_line(f"job {job.id} failed: {error}")
     except Exception as exc:  # a bug: its traceback goes to the bot's own log, not to a page anyone may read
-        error = f"{type(exc).__name__}: {exc}"
+        error = services.scrub(public.reason(exc))
         log.exception("job %s failed", job_id)
-        log_line(f"job {job.id} failed: {error} (the bot's log has the traceback)")
+        log_line(f"job {job.id} failed: {error}")
     finally:
         end_job(services, job, state, error or None)
     return services.store.job(job_id)

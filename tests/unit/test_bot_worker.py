@@ -10,7 +10,7 @@ import pytest
 from bot.config import Config
 from bot.forge import client as forge
 from bot.jobs.endings import end_job
-from bot.jobs.worker import hosts_failed
+from bot.jobs.worker import execute, hosts_failed
 from bot.services import make_services
 from bot.store import HostResult
 from tests.support.db import sql
@@ -43,3 +43,24 @@ def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -
 ])
 def test_a_job_succeeds_only_when_every_host_does(result: dict[str, object], error: str) -> None:
     assert hosts_failed(result) == error
+
+
+def test_a_job_that_crashes_says_so_in_public_and_keeps_the_stack_for_the_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = tmp_path / "state"
+    services = make_services(Config(state_dir=state, insecure=True))
+    with services.store.tx() as db:
+        ids = [int(db.execute("INSERT INTO jobs (verb, commit_sha, clone_url, state, created_at, requester) "
+                              "VALUES (?, ?, ?, 'queued', ?, '{}')", (verb, "a" * 40, url, time.time())).lastrowid or 0)
+               for verb, url in (("parity", str(state / "nowhere")), ("frob", "https://forge.example/x.git"))]
+    explained, crashed = (execute(services, i) for i in ids)
+    assert explained is not None and crashed is not None
+    # a failure the tool explains: its words, with the bot's folder named by its setting, and no class name
+    assert explained.error == ("the delivery's clone URL '$KA_STATE_DIR/nowhere' is not a remote URL; "
+                               "set KA_REPO_URL to fetch from a local path")
+    assert crashed.error == "an internal error in the bot (its log has the traceback)"
+    logs = "".join((services.log_dir / f"{i}.log").read_text() for i in ids)
+    assert str(state) not in logs and "Traceback" not in logs and "Error" not in logs
+    assert "RuntimeError: job 2: no such verb 'frob'" in caplog.text and "Traceback" in caplog.text
+    writes = " ".join(str(r["body"]) for r in sql(services.store, "SELECT body FROM outbox"))
+    assert str(state) not in writes and "RuntimeError" not in writes
