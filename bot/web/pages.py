@@ -13,6 +13,7 @@ from flask import Blueprint, abort, jsonify, render_template, request
 from bot.jobs import live as running_fleet
 from bot.store import FINAL, JOB_STATES, HostResult, Job
 from bot.web.context import services
+from bot.web.writes import shown
 from ka.fleet.manifest import HOST_RE
 
 pages = Blueprint("pages", __name__)
@@ -77,7 +78,8 @@ def job(job_id: str) -> Any:
                         "writes": [dict(w) for w in writes]})
     log_path = services().log_dir / f"{record.id}.log"
     text, end = _tail(log_path)
-    return render_template("job.html", job=record, hosts=hosts, offset=offset, limit=limit, writes=writes,
+    return render_template("job.html", job=record, hosts=hosts, offset=offset, limit=limit,
+                           writes=[shown(w) for w in writes],
                            log=text, log_end=end, audit=services().store.audit(job_id=record.id, limit=200),
                            counts=services().store.host_counts(record.id))
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import requests
+from markupsafe import escape
 
+from bot.web.writes import comment_html
 from tests.support.botkit import REPO, SECRET, BotProcess, Rig, commit_and_push, delivery, pr_payload, wait_for
 from tests.support.fleet import AMPERE, manifest
 from tests.support.kernel import git
@@ -47,6 +49,12 @@ def test_a_writers_promote_on_a_pull_request_is_acknowledged_then_answered(threa
     assert record["state"] == "succeeded" and record["requester"]["command"] == "/ka promote ampere"
     assert [h["host"] for h in record["hosts"]] == ["ampere"]  # the command's hosts, not the fleet
     assert thread.fake.latest(sha)["ka/parity/ampere"]["state"] == "success"
+    # the job page shows the reply as the forge renders it, and the statuses with their state and description
+    page = requests.get(f"{thread.bot.url}/jobs/{job}", timeout=10).text
+    assert str(comment_html(result)) in page and "<strong>succeeded</strong>" in page
+    assert "<td><code>ampere</code></td>" in page and "<details><summary>last lines of the log</summary>" in page
+    status = thread.fake.latest(sha)["ka/parity/ampere"]
+    assert '<td class="success">success</td>' in page and f"<td>{escape(status['description'])}</td>" in page
 
 
 def test_a_job_whose_hosts_fail_is_failed_everywhere_with_its_counts(rig: Callable[..., Rig]) -> None:
@@ -368,7 +376,7 @@ def test_one_command_failing_on_the_forge_does_not_sink_the_others(thread: Rig) 
     say(thread, "/ka help build\n/ka promote ampere")
     (reply,) = wait_replies(thread, 1)
     assert "`/ka help build`: see the table below" in reply
-    assert "`/ka promote ampere`: could not be done: `Permanent: GET " in reply and "HTTP 404" in reply
+    assert "`/ka promote ampere`: could not be done: `GET " in reply and "HTTP 404" in reply
     out = subprocess.run([sys.executable, "-m", "bot", "audit", "--json", "--state-dir", str(thread.state_dir)],
                          capture_output=True, text=True, timeout=30)
     events = [json.loads(line)["result"].split(":")[0] for line in out.stdout.splitlines()]
