@@ -286,14 +286,15 @@ def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> t
         _apart(opts.ssh, infra)
     for bh in hosts:
         try:
-            remote = connect(opts.ssh, bh.ssh)
+            remote = connect(opts.ssh, bh.ssh, bh.role)
         except Unreachable as exc:
             result.fallback.append(str(exc))
             log(f"build host {bh.ssh} cannot be reached: {exc}; trying the next")
             continue
         result.build_host = bh.ssh
         return remote, bh
-    raise BuildError("no build host can be reached: " + "; ".join(result.fallback), result, exit_code=EXIT_ENVIRONMENT)
+    raise BuildError("no build host can be reached:" + "".join(f"\n  {why}" for why in result.fallback), result,
+                     exit_code=EXIT_ENVIRONMENT)
 
 
 def _apart(ssh: SshSettings, infra: Infra) -> None:

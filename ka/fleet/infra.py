@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -65,17 +65,30 @@ FPR = re.compile(r"[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
 DB_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
+class _Machine:
+    """A machine of infra.yaml, named in messages with the line that names it."""
+
+    ssh: str
+    place: str
+
+    @property
+    def role(self) -> str:
+        """The ssh name with where it comes from: ``boltzmann (build_hosts[0].ssh, fleet/infra.yaml:4)``."""
+        return f"{self.ssh} ({self.place})" if self.place else self.ssh
+
+
 @dataclass(frozen=True)
-class BuildHost:
+class BuildHost(_Machine):
     """A machine the builds run on (makepkg, dpkg-buildpackage)."""
 
     ssh: str
     workdir: str
     cross_compile: str | None = None
+    place: str = field(default="", compare=False)  # "build_hosts[0].ssh, fleet/infra.yaml:4", for messages
 
 
 @dataclass(frozen=True)
-class Repository:
+class Repository(_Machine):
     """The package repository: where packages are published, and with which key."""
 
     ssh: str
@@ -84,14 +97,16 @@ class Repository:
     url: str
     key: str
     gnupghome: str | None = None
+    place: str = field(default="", compare=False)  # "build_hosts[0].ssh, fleet/infra.yaml:4", for messages
 
 
 @dataclass(frozen=True)
-class Folder:
+class Folder(_Machine):
     """A folder on a host: where ka-install keeps the replaced kernels, where parity references may be read."""
 
     ssh: str
     path: str
+    place: str = field(default="", compare=False)  # "build_hosts[0].ssh, fleet/infra.yaml:4", for messages
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,7 @@ def load_infra(view: RepoView) -> Infra:
     _apart(doc, infra)
     if doc.problems:
         raise ManifestError(doc.problems)
-    return infra
+    return _placed(infra, _lines(doc))
 
 
 def operators(view: RepoView) -> dict[str, list[str]]:
@@ -225,6 +240,36 @@ def _backup(doc: Doc) -> Folder | None:
     path = _text(doc, child(node, "path") or node, value.get("path"), "backup.path", REMOTE_PATH,
                  "a folder on that host")
     return Folder(ssh, path) if ssh and path else None
+
+
+def _lines(doc: Doc) -> dict[str, str]:
+    """``"build_hosts[0]"`` -> ``"fleet/infra.yaml:4"``: the line of each machine's ssh name."""
+    lines: dict[str, str] = {}
+    for section in TOP_KEYS:
+        node = child(doc.node, section)
+        items = (list(enumerate(node.value)) if isinstance(node, yaml.SequenceNode)
+                 else [(None, node)] if isinstance(node, yaml.MappingNode) else [])
+        for i, item in items:
+            ssh = child(item, "ssh")
+            if ssh is not None:
+                lines[section if i is None else f"{section}[{i}]"] = f"{doc.path}:{ssh.start_mark.line + 1}"
+    return lines
+
+
+def _placed(infra: Infra, lines: dict[str, str]) -> Infra:
+    """``infra`` with each machine's place in the file, for the messages about it (a validated file: every
+    machine is where its index says)."""
+    def at(fld: str, obj: Any) -> Any:
+        return replace(obj, place=f"{fld}.ssh, {lines[fld]}") if obj is not None and fld in lines else obj
+
+    def each(section: str, objs: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(at(f"{section}[{i}]", o) for i, o in enumerate(objs))
+
+    return replace(infra, build_hosts=each("build_hosts", infra.build_hosts),
+                   pull_request_build_hosts=each("pull_request_build_hosts", infra.pull_request_build_hosts),
+                   parity_references=each("parity_references", infra.parity_references),
+                   repository=at("repository", infra.repository), backup=at("backup", infra.backup),
+                   apt_repository=at("apt_repository", infra.apt_repository))
 
 
 def _apart(doc: Doc, infra: Infra) -> None:

@@ -165,7 +165,8 @@ class Installer:
     def connect(self) -> Device:
         """The host over ssh, able to become root; refused (nothing changed) when it cannot."""
         try:
-            self._device = Device(connect(self.opts.ssh, self.spec.ssh), self.spec, self.log)
+            role = f"{self.spec.ssh} (install.ssh of fleet/{self.host}.yaml)"
+            self._device = Device(connect(self.opts.ssh, self.spec.ssh, role), self.spec, self.log)
         except Unreachable as exc:
             raise InstallError(f"{self.host}: cannot be reached: {exc}; nothing was changed",
                                exit_code=EXIT_ENVIRONMENT) from None
@@ -202,7 +203,7 @@ class Installer:
                                "first; refused", exit_code=EXIT_BAD_INPUT)
         if self.backup_remote is None:
             try:
-                self.backup_remote = connect(self.opts.ssh, backup.ssh)
+                self.backup_remote = connect(self.opts.ssh, backup.ssh, backup.role)
             except Unreachable as exc:
                 raise InstallError(f"the backup host cannot be reached: {exc}; refused, nothing on {self.host} "
                                    "was changed", exit_code=EXIT_ENVIRONMENT) from None

@@ -93,6 +93,20 @@ class SshSettings:
         return cls(config=Path(config or environ.get("KA_SSH_CONFIG") or home / ".ssh" / "config"),
                    known_hosts=Path(known_hosts or environ.get("KA_KNOWN_HOSTS") or home / ".ssh" / "known_hosts"))
 
+    def explain(self, name: str) -> str:
+        """Which ssh config said where ``name`` is, or why none did, and what to add: for a message about a
+        host that could not be reached."""
+        add = f"add 'Host {name}' with its HostName, User and IdentityFile"
+        if not self.config.is_file():
+            return f"no ssh config: {self.config} does not exist (KA_SSH_CONFIG names another); {add} there"
+        try:
+            found = paramiko.SSHConfig.from_path(str(self.config)).lookup(name)
+        except (OSError, paramiko.SSHException) as exc:
+            return f"{self.config}: cannot read the ssh config: {exc}"
+        if set(found) <= {"hostname"} and found.get("hostname", name) == name:
+            return f"{self.config} has no 'Host {name}'; {add}"
+        return f"from {self.config}"
+
     def target(self, name: str) -> Target:
         """Resolve an ssh name through the config file (a missing file means: the name is the host)."""
         found: dict[str, Any] = {"hostname": name}
@@ -135,8 +149,8 @@ class Completed:
 class Remote:
     """One ssh connection to one host, for one job: commands, SFTP, closed when done."""
 
-    def __init__(self, settings: SshSettings, name: str) -> None:
-        self.settings, self.name = settings, name
+    def __init__(self, settings: SshSettings, name: str, role: str = "") -> None:
+        self.settings, self.name, self.role = settings, name, role or name
         self.target = settings.target(name)
         self._jump: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
@@ -197,7 +211,9 @@ class Remote:
         except (OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
             why = str(exc) or type(exc).__name__
-            raise Unreachable(f"{target.name} ({target.hostname}:{target.port}): {why}") from None
+            role = self.role if target.name == self.name else target.name  # a jump host is named as itself
+            raise Unreachable(f"{role}: {target.hostname}:{target.port}: {why}; "
+                              f"{self.settings.explain(target.name)}") from None
         return client
 
     def _jump_channel(self) -> Any:
@@ -451,6 +467,7 @@ class _Guarded:
         self.close()
 
 
-def connect(settings: SshSettings, name: str) -> Remote:
-    """Open one connection to ``name`` (an ssh name); :class:`Unreachable` when it cannot be made."""
-    return Remote(settings, name)
+def connect(settings: SshSettings, name: str, role: str = "") -> Remote:
+    """Open one connection to ``name`` (an ssh name); :class:`Unreachable` when it cannot be made, naming the host
+    as ``role`` says (where the name comes from: :meth:`ka.fleet.infra.Infra.role`) and the ssh config read."""
+    return Remote(settings, name, role)

@@ -75,7 +75,7 @@ def _env(repo: Repository) -> dict[str, str] | None:
 
 def publish_deb(ssh: SshSettings, repo: Repository, packages: list[Path], arch: str, log: Log) -> Published:
     """Upload ``packages`` (and their ``.sig``), ``reprepro includedeb`` them, check the list names them."""
-    with connect(ssh, repo.ssh) as remote:
+    with connect(ssh, repo.ssh, repo.role) as remote:
         published = posixpath.join(repo.path, PUBLISHED)
         remote.mkdirs(published)
         remote.mkdirs(posixpath.join(repo.path, "conf"))
@@ -169,7 +169,7 @@ def compare_versions(a: str, b: str) -> int:
 
 def newest(ssh: SshSettings, repo: Repository, pkgbase: str) -> DebEntry:
     """The newest ``linux-image-*`` package built from ``pkgbase`` (the Debian source package)."""
-    with connect(ssh, repo.ssh) as remote:
+    with connect(ssh, repo.ssh, repo.role) as remote:
         found = [e for e in entries(remote, repo) if e.source == pkgbase and e.name.startswith("linux-image-")]
     if not found:
         raise NotPublishedDeb(f"{repo.ssh}:{repo.path}: the distribution {repo.name} has no linux-image package built "
@@ -189,7 +189,7 @@ def indexed(remote: Remote, repo: Repository, name: str) -> set[str]:
 
 def published_sum(ssh: SshSettings, repo: Repository, name: str, sha256: str) -> bool:
     """Whether the index lists ``name`` with these bytes (what apt will install is this file)."""
-    with connect(ssh, repo.ssh) as remote:
+    with connect(ssh, repo.ssh, repo.role) as remote:
         return sha256 in indexed(remote, repo, name)
 
 
@@ -199,7 +199,7 @@ def fetch(ssh: SshSettings, repo: Repository, entry: DebEntry, folder: Path) -> 
     if not _DEB.fullmatch(entry.filename):
         raise NotPublishedDeb(f"{entry.name} {entry.version}: {entry.filename!r} is not a package file's name")
     folder.mkdir(parents=True, exist_ok=True)
-    with connect(ssh, repo.ssh) as remote:
+    with connect(ssh, repo.ssh, repo.role) as remote:
         listed = indexed(remote, repo, entry.name)
         for name in (entry.filename, entry.filename + ".sig"):
             where = posixpath.join(repo.path, PUBLISHED, name)

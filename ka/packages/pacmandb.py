@@ -68,7 +68,7 @@ def database(remote: Remote, repo: Repository) -> dict[str, Entry]:
 
 def newest(ssh: SshSettings, repo: Repository, pkgname: str) -> Entry:
     """The entry of ``pkgname``; :class:`NotPublished` when the repository has none."""
-    with connect(ssh, repo.ssh) as remote:
+    with connect(ssh, repo.ssh, repo.role) as remote:
         entry = database(remote, repo).get(pkgname)
     if entry is None:
         raise NotPublished(f"{repo.ssh}:{repo.path}/{repo.name}.db.tar.zst lists no {pkgname}: build and publish "
@@ -83,7 +83,7 @@ def fetch(ssh: SshSettings, repo: Repository, entry: Entry, folder: Path) -> Pat
                            "which is not a package file's name")
     folder.mkdir(parents=True, exist_ok=True)
     local = folder / entry.filename
-    with connect(ssh, repo.ssh) as remote:
+    with connect(ssh, repo.ssh, repo.role) as remote:
         for name in (entry.filename, entry.filename + ".sig"):
             where = posixpath.join(repo.path, name)
             if remote.stat(where) is None:

@@ -91,7 +91,7 @@ def publish(ssh: SshSettings, repo: Repository, packages: list[Path], versions: 
     the same file name with other bytes is refused unless ``replace``; a failure leaves the repository as it
     was."""
     database = f"{repo.name}.db.tar.zst"
-    with connect(ssh, repo.ssh) as remote:
+    with connect(ssh, repo.ssh, repo.role) as remote:
         remote.mkdirs(repo.path)
         staging = f".incoming-{secrets.token_hex(8)}"
         remote.mkdirs(posixpath.join(repo.path, staging))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-LIVE_HEAD = ["HOST", "UP", "RUNNING", "INSTALLED", "NEWEST BUILT", "MANIFEST", "MATCHES", "LAST INSTALL"]
+LIVE_HEAD = ["HOST", "UP", "RUNNING", "INSTALLED", "NEWEST BUILT", "MANIFEST", "MATCHES", "LAST INSTALL", "PROBLEM"]
 
 
 def live_cells(r: Any) -> list[str]:
@@ -16,6 +16,6 @@ def live_cells(r: Any) -> list[str]:
     mark = "" if r.is_newest is None else (" (installed)" if r.is_newest else " (not installed)")
     newest = (r.newest or "-") + mark
     last = f"{r.last_install} {r.last_install_at or ''}".strip() if r.last_install else "-"
-    if r.error:
-        last = f"{last}; {r.error}" if r.last_install else r.error
-    return [r.host, up, r.running or "-", r.installed or "-", newest, r.manifest or "-", r.matches or "-", last]
+    # why the host could not be asked: a column of its own, last, where a long message does not push the others
+    return [r.host, up, r.running or "-", r.installed or "-", newest, r.manifest or "-", r.matches or "-", last,
+            r.error or "-"]

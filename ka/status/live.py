@@ -95,7 +95,7 @@ def _collect(host: str, future: concurrent.futures.Future[LiveRow], deadline: fl
 def _newest(infra: Infra, ssh: SshSettings) -> dict[str, Entry]:
     if infra.repository is None:
         return {}
-    with connect(ssh, infra.repository.ssh) as remote:
+    with connect(ssh, infra.repository.ssh, infra.repository.role) as remote:
         return database(remote, infra.repository)
 
 
@@ -105,7 +105,7 @@ def _ask(host: str, spec: InstallSpec | str, ssh: SshSettings) -> LiveRow:
         row.error = spec
         return row
     try:
-        with connect(ssh, spec.ssh) as remote:
+        with connect(ssh, spec.ssh, f"{spec.ssh} (install.ssh of fleet/{host}.yaml)") as remote:
             row.reachable = True
             device = Device(remote, spec)
             row.running = device.release()

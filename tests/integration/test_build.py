@@ -125,7 +125,9 @@ def test_primary_down_falls_back_and_says_why(build_lab: BuildLab, tmp_path: Pat
         host.start()
     assert code == 0, err
     assert data["build_host"] == "fermi"
-    assert len(data["fallback"]) == 1 and data["fallback"][0].startswith(f"boltzmann ({host.address}:2222): ")
+    assert len(data["fallback"]) == 1
+    assert data["fallback"][0].startswith(f"boltzmann (build_hosts[0].ssh, fleet/infra.yaml:2): {host.address}:2222: ")
+    assert data["fallback"][0].endswith(f"; from {build_lab.ssh.config}")  # the ssh config that said where it is
     assert "build host boltzmann cannot be reached" in (repo / "out/ampere/build.log").read_text()
 
 
@@ -140,8 +142,9 @@ def test_both_build_hosts_down_is_a_clear_failure(build_lab: BuildLab, tmp_path:
             build_lab.ssh.hosts[name].start()
     assert res.returncode == 3
     boltzmann, fermi = (build_lab.ssh.hosts[name].address for name in ("boltzmann", "fermi"))
-    assert f"ka: error: no build host can be reached: boltzmann ({boltzmann}:2222): " in res.stderr
-    assert f"; fermi ({fermi}:2222): " in res.stderr
+    assert ("ka: error: no build host can be reached:\n"
+            f"  boltzmann (build_hosts[0].ssh, fleet/infra.yaml:2): {boltzmann}:2222: ") in res.stderr
+    assert f"\n  fermi (build_hosts[1].ssh, fleet/infra.yaml:4): {fermi}:2222: " in res.stderr
 
 
 def test_a_source_that_does_not_compile_fails_without_fallback(build_lab: BuildLab, tmp_path: Path) -> None:

@@ -89,7 +89,8 @@ def test_a_host_that_is_down_is_unreachable(ssh_lab: SshLab) -> None:
     host = ssh_lab.hosts["fermi"]
     host.stop()
     try:
-        with pytest.raises(Unreachable, match=rf"fermi \({re.escape(host.address)}:2222\)"):
+        with pytest.raises(Unreachable, match=rf"^fermi: {re.escape(host.address)}:2222: .*; from "
+                                              rf"{re.escape(str(ssh_lab.config))}$"):  # the config that said where
             connect(settings(ssh_lab, connect_timeout=2.0), "fermi")
     finally:
         host.start()

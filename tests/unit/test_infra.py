@@ -87,3 +87,13 @@ def test_a_commit_off_the_default_branch_reads_only_the_references_it_names() ->
     with pytest.raises(ReferenceRefused, match="may compare only with the parity references the default branch"):
         only.read("boltzmann", "~/canonical/other.patch")
     assert reader.read_paths == [("boltzmann", "canonical/ampere.patch")]
+
+
+def test_each_machine_is_named_with_the_line_that_names_it(tmp_path: Path) -> None:
+    infra = _load(tmp_path, BUILD + "  - ssh: fermi\n    workdir: b\nbackup:\n  path: /srv/b\n  ssh: hertz\n"
+                                    "parity_references:\n  - ssh: boltzmann\n    path: canonical\n")
+    roles = [m.role for m in (*infra.build_hosts, infra.backup, *infra.parity_references)]  # type: ignore[attr-defined]
+    assert roles == ["boltzmann (build_hosts[0].ssh, fleet/infra.yaml:2)",
+                     "fermi (build_hosts[1].ssh, fleet/infra.yaml:4)", "hertz (backup.ssh, fleet/infra.yaml:8)",
+                     "boltzmann (parity_references[0].ssh, fleet/infra.yaml:10)"]
+    assert infra.build_hosts[0] == BuildHost("boltzmann", "ka-builds")  # type: ignore[attr-defined]  # not compared
