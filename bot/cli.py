@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -59,6 +61,7 @@ def _die_with_parent(signum: int) -> Callable[[], None]:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The web app (gunicorn) and a job worker as two children, supervised: if one dies, both stop."""
     cfg = _config(args)
+    _port_free(args.host, args.port)
     make_services(cfg, check=True)  # the state folder, schema and a quick_check once, before the children start
     env = {**os.environ, "KA_STATE_DIR": str(cfg.state_dir), "KA_WORKERS": str(cfg.workers),
            "KA_BODY_TIMEOUT": str(cfg.body_timeout),
@@ -83,6 +86,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return supervise(children)
 
 
+def _port_free(host: str, port: int) -> None:
+    """Refuse, with the way out, a port that something already listens on (gunicorn would only say it
+    cannot bind, and its supervisor that it exited)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "is in use: another program (another ka-bot?) listens there" if exc.errno == errno.EADDRINUSE \
+                else f"cannot be bound: {exc.strerror}"
+            raise KaError(f"{host}:{port} {why}; stop it, or choose another port: ka-bot serve --port N "
+                          "(./run: KA_PORT=N ./run)") from None
+
+
 def supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
     """Wait for the children; forward SIGTERM/SIGINT; when one exits on its own, stop the others.
 
@@ -103,12 +120,17 @@ def supervise(children: dict[str, subprocess.Popen[bytes]]) -> int:
     name = next((n for n, c in children.items() if c.pid == pid), "?")
     died = not stopping.is_set()
     if died:
-        log.error("%s exited (status %s); stopping the bot so that it is restarted", name, status)
+        log.error("%s exited (%s); stopping the bot so that it is restarted", name, _how(status))
         forward(signal.SIGTERM, None)
     for child in children.values():
         if child.pid != pid:
             _wait(child)
     return EXIT_ENVIRONMENT if died else EXIT_OK
+
+
+def _how(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def _wait(child: subprocess.Popen[bytes]) -> None:

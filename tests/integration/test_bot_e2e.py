@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -247,6 +248,20 @@ def test_refuses_to_start_without_secret(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "bot", "serve", "--state-dir", str(tmp_path / "s")],
                          env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "no webhook secret" in res.stderr
+
+
+def test_a_busy_port_is_named_with_the_way_to_choose_another(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KA_")}, "KA_WEBHOOK_SECRET": "s" * 32,
+           "KA_REPO": "o/r", "KA_REPO_URL": str(tmp_path)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "bot", "serve", "--state-dir", str(tmp_path / "s"),
+                              "--port", str(port)], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 3, res.stderr
+    assert f"127.0.0.1:{port} is in use" in res.stderr and "--port N" in res.stderr and "KA_PORT=N" in res.stderr
+    assert "exited" not in res.stderr and not (tmp_path / "s").exists()  # refused before anything was made
 
 
 def _ppid(proc: Path) -> int | None:
