@@ -27,6 +27,7 @@ from bot import config as config_mod
 from bot.config import Config
 from bot.events.delivery import sign
 from bot.jobs.worker import build_tasks, hold_worker_lock, recover, start_dispatcher
+from bot.local import describe
 from bot.services import make_services, prepare_state_dir
 from bot.store import StateError, Store
 from ka.errors import EXIT_ENVIRONMENT, EXIT_OK, BadInput, KaError
@@ -62,7 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """The web app (gunicorn) and a job worker as two children, supervised: if one dies, both stop."""
     cfg = _config(args)
     _port_free(args.host, args.port)
-    make_services(cfg, check=True)  # the state folder, schema and a quick_check once, before the children start
+    services = make_services(cfg, check=True)  # the state folder, schema and a quick_check, before the children
+    if cfg.local_mode:  # the fleet page names the default branch of the repository the bot fetches from
+        _note_local_branch(services)
     env = {**os.environ, "KA_STATE_DIR": str(cfg.state_dir), "KA_WORKERS": str(cfg.workers),
            "KA_BODY_TIMEOUT": str(cfg.body_timeout),
            **({"KA_CONFIG": args.config} if args.config else {}), **({"KA_INSECURE": "1"} if cfg.insecure else {})}
@@ -84,6 +87,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"ka-bot: serving on http://{args.host}:{args.port} "
           f"({'local mode' if cfg.local_mode else cfg.forgejo_url}; state in {cfg.state_dir})", file=sys.stderr)
     return supervise(children)
+
+
+def _note_local_branch(services: Any) -> None:
+    try:
+        services.store.put("default_branch", services.forge.default_branch()[0])
+    except KaError as exc:  # the first job says it again, where a user looks
+        log.warning("local mode: %s", exc)
 
 
 def _port_free(host: str, port: int) -> None:
@@ -185,6 +195,11 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         body = _rewrite(body, args)
     else:
         raise BadInput("deliver: give a delivery FILE, or --comment TEXT")
+    repo_url = args.repo_url or os.environ.get("KA_REPO_URL")
+    if repo_url:  # local mode: the delivery describes that repository, not the sample's forge
+        payload = json.loads(body)
+        name = args.repo or os.environ.get("KA_REPO") or str((payload.get("repository") or {}).get("full_name"))
+        body = go_json(describe(payload, name, repo_url, args.commit, args.ref))
     secret = args.secret or os.environ.get("KA_WEBHOOK_SECRET") or _secret_file()
     delivery = str(uuid.uuid4())
     headers.update({"Content-Type": "application/json", "X-Forgejo-Event": event, "X-Gitea-Event": event,
@@ -257,7 +272,7 @@ def _rewrite(body: bytes, args: argparse.Namespace) -> bytes:
         else:
             payload["after"] = args.commit
             payload["before"] = "0" * 40
-            payload["ref"] = args.ref
+            payload["ref"] = args.ref or "refs/heads/main"
     return go_json(payload)
 
 
@@ -319,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--repo", help="rewrite repository.full_name (owner/name)")
     d.add_argument("--clone-url", help="rewrite repository.clone_url")
     d.add_argument("--commit", help="rewrite the pushed (or PR head) commit")
-    d.add_argument("--ref", default="refs/heads/main", help="with --commit on a push: the branch")
+    d.add_argument("--ref", help="with --commit on a push: the branch (default: the --repo-url repository's "
+                                 "default branch, else refs/heads/main)")
+    d.add_argument("--repo-url", metavar="URL", help="local mode: make the delivery describe this repository (its "
+                                                     "default branch, head and clone URL; no link into the sample's "
+                                                     "forge); default $KA_REPO_URL")
     d.set_defaults(func=cmd_deliver)
     a = sub.add_parser("audit", help="print the audit log: every command and every job outcome")
     a.add_argument("--config", metavar="FILE", help="TOML settings file (default: $KA_CONFIG)")

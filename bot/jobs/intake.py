@@ -59,7 +59,8 @@ def receive(store: Store, router: Router, config: Config, headers: Mapping[str, 
         decisions = router.dispatch(event)
     except DeliveryError as exc:
         return Reply(exc.status, {"error": f"{event.name}: {exc}"})
-    _note_default_branch(store, event)
+    if not config.local_mode:  # local mode has no forge: ka-bot deliver's samples do not say what the branch is
+        _note_default_branch(store, event)
     ignores = [d for d in decisions if isinstance(d, Ignore)]
     runs = [d for d in decisions if not isinstance(d, Ignore) and not _own(store, config, d)]
     if not runs:

@@ -79,9 +79,17 @@ def job(job_id: str) -> Any:
     log_path = services().log_dir / f"{record.id}.log"
     text, end = _tail(log_path)
     return render_template("job.html", job=record, hosts=hosts, offset=offset, limit=limit,
-                           writes=[shown(w) for w in writes],
+                           writes=[shown(w) for w in writes], asked_url=_forge_link(record.requester.get("url")),
                            log=text, log_end=end, audit=services().store.audit(job_id=record.id, limit=200),
                            counts=services().store.host_counts(record.id))
+
+
+def _forge_link(url: object) -> str | None:
+    """A link into the forge the bot serves; none in local mode, where there is no forge to link to."""
+    forge = services().config.forgejo_url
+    if not isinstance(url, str) or services().config.local_mode or not forge:
+        return None
+    return url if url.startswith(forge.rstrip("/") + "/") else None
 
 
 @pages.get("/jobs/<job_id>/live")

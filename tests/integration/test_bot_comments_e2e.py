@@ -19,6 +19,7 @@ import requests
 from markupsafe import escape
 
 from bot.web.writes import comment_html
+from tests.support import PROJECT
 from tests.support.botkit import REPO, SECRET, BotProcess, Rig, commit_and_push, delivery, pr_payload, wait_for
 from tests.support.fleet import AMPERE, manifest
 from tests.support.kernel import git
@@ -334,6 +335,20 @@ def test_local_mode_deliver_a_comment(rig: Callable[..., Rig]) -> None:
     page = lambda: requests.get(f"{r.bot.url}/jobs/{job['id']}", timeout=10).text  # noqa: E731
     assert "KA_LOCAL_PERMISSIONS=*=write,guest=read" in page()
     wait_for(lambda: "comment on #1" in page() and "recorded" in page(), 30, "the recorded terminal reply")
+    # only this repository: its branch (not the sample's master), no link to the sample's forge, no empty commit
+    branch = git(r.bare, "symbolic-ref", "--short", "HEAD").decode().strip()
+    assert branch != "master" and requests.get(r.bot.url + "/?format=json", timeout=10).json()["branch"] == branch
+    first = requests.get(r.bot.url + "/jobs?format=json&verb=commands", timeout=10).json()["jobs"][-1]
+    commands_page = requests.get(f"{r.bot.url}/jobs/{first['id']}", timeout=10).text
+    for text in (page(), commands_page, requests.get(r.bot.url + "/", timeout=10).text):
+        assert "localhost:3000" not in text and "<code></code> ()" not in text
+    assert "each command's own" in commands_page
+    pushed = subprocess.run([*deliver, str(PROJECT / "tests/samples/forgejo/payloads/push-forgejo-12.json"),
+                             "--repo-url", str(r.bare)], env=secret, capture_output=True, text=True, timeout=30)
+    assert pushed.stdout.startswith("202 "), pushed.stdout + pushed.stderr  # the head of this repository's branch
+    push_job = r.bot.wait_job(json.loads(pushed.stdout[4:])["jobs"][0])
+    assert (push_job["commit_sha"], push_job["ref"], push_job["state"]) == (r.head(), f"refs/heads/{branch}",
+                                                                            "succeeded")
     res = subprocess.run([*deliver, "--comment", "/ka promote ampere", "--issue", "1", "--user", "guest"],
                          env=secret, capture_output=True, text=True, timeout=30)
     assert res.stdout.startswith("202 ")

@@ -291,7 +291,7 @@ def test_worker_death_stops_serve_with_an_error(setup: Setup) -> None:
     assert len(children) == 1
     os.kill(int(children[0].name), 9)
     assert setup.bot.proc.wait(timeout=30) == 3
-    assert "worker exited (status 9); stopping the bot" in setup.bot.log()
+    assert "worker exited (killed by signal 9); stopping the bot" in setup.bot.log()
 
 
 def test_deliver_command_runs_the_whole_flow(setup: Setup) -> None:
