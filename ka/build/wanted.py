@@ -6,11 +6,13 @@ ka-install checks a package against it before anything changes on the host, and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ka.build.kconfig import read_config
+from ka.build.render import localversion
 from ka.errors import KaError
-from ka.fleet.packagespec import pkgver
+from ka.fleet.packagespec import kernel_version, pkgver
 from ka.fleet.repo import RepoView
 from ka.promote.cumulative import b2sum
 from ka.promote.flow import plan_host
@@ -24,6 +26,30 @@ class Wanted:
     patch_b2sum: str | None
     config_b2sum: str | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The package the manifest builds, as a dry run plans with it before any is built or can be fetched."""
+
+    file: str
+    name: str
+    version: str
+    release: str  # the kernel release: baseline version, CONFIG_LOCALVERSION, -pkgrel (as render makes it)
+
+
+def expected(view: RepoView, host: str, kernel_package: Callable[[str], str]) -> Expected:
+    """What ka-build would make of the manifest now (``kernel_package``: the host's package name of a release);
+    raises :class:`KaError` when the manifest cannot say."""
+    plan = plan_host(view, host)
+    spec = plan.manifest.package
+    if spec is None:
+        raise KaError(f"fleet/{host}.yaml has no package section: nothing to build or install")
+    config = read_config(view, plan.manifest.path, spec)
+    version = f"{pkgver(plan.manifest.baseline_ref)}-{spec.pkgrel}"
+    release = f"{kernel_version(plan.manifest.baseline_ref)}{localversion(plan, config)}-{spec.pkgrel}"
+    name = kernel_package(release)
+    return Expected(spec.kind.file_name(name, version, spec.arch), name, version, release)
 
 
 def wanted(view: RepoView, host: str) -> Wanted:

@@ -164,6 +164,11 @@ def print_install(result: Any, log_path: Path) -> None:
     if beat.get("down_after") is not None:
         up = f", back after {beat['up_after']}s running {beat['release']}" if beat.get("up_after") is not None else ""
         print(f"  heartbeat: down after {beat['down_after']}s{up}")
+    if result.extlinux_before is not None:
+        print("  extlinux.conf before the steps" + (" (assumed)" if result.old_release == "<running release>" else "")
+              + ":")
+        for line in result.extlinux_before.splitlines():
+            print(f"      | {line}")
     for step in result.steps:
         took = f"  ({step['seconds']}s)" if "seconds" in step else ""
         print(f"  - {step['text']}{took}")
@@ -174,4 +179,8 @@ def print_install(result: Any, log_path: Path) -> None:
                 print(f"      | {line}")
     for line in result.recovery:
         print(f"  way back: {line}")
+    if result.not_checked:
+        print(f"  not checked ({len(result.not_checked)}; a real run needs them):")
+        for line in result.not_checked:
+            print(f"    - {line}")
     print(f"  log: {_rel(str(log_path))}")

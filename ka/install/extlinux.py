@@ -302,6 +302,17 @@ def _trimmed(lines: list[str]) -> list[str]:
     return lines
 
 
+def assumed(host: str, path: str, image: str, initramfs: str | None) -> str:
+    """An extlinux.conf a dry run plans with when it cannot read the host's: one entry booting the manifest's
+    image (and initramfs) from the boot partition's root; its other lines are placeholders."""
+    lines = [f"# assumed by ka-install --dry-run: {host}:{path} could not be read", "DEFAULT running", "",
+             "LABEL running", "    MENU LABEL the running kernel", f"    LINUX /{image}"]
+    if initramfs:
+        lines.append(f"    INITRD /{initramfs}")
+    lines += ["    FDTDIR /dtbs", "    APPEND root=<the host's root> rw"]
+    return "\n".join(lines) + "\n"
+
+
 def rewrite(text: str, image: str, initramfs: str | None, panic: int, titles: tuple[str, str],
             default: str = LABEL) -> str:
     """``text`` with kernel-agent's two entries, ``default`` booting (the new kernel, unless told

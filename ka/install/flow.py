@@ -61,16 +61,22 @@ def host_format(session: Installer) -> HostFormat:
 def _install(s: Installer, fmt: HostFormat) -> InstallResult:
     s.phase("package")
     facts = s.package()
-    check_inputs(s, facts)
+    if not s.planned:  # a dry run's package planned from the manifest is the manifest's by construction
+        check_inputs(s, facts)
     s.phase("preflight")
-    s.connect()
-    s.lock()
-    pre = s.preflight()
-    s.check_booted(pre)
-    fmt.check_host(pre, facts)
-    s.check_trial_state()
-    fmt.check_room(pre, facts)
-    s.backup_host()
+    if s.opts.dry_run and not s.reachable():
+        pre = s.assumed()  # a dry run is how one learns what will happen before anything exists
+    else:
+        s.connect()
+        s.lock()
+        pre = s.preflight()
+        s.check_booted(pre)
+        fmt.check_host(pre, facts)
+        s.check_trial_state()
+        fmt.check_room(pre, facts)
+    s.check_backup_host()
+    if s.opts.dry_run:
+        s.result.extlinux_before = pre.text
     s.log(f"{s.host} runs {pre.running} ({s.spec.pkgbase} {pre.installed or 'not installed'}); "
           f"installing {facts.name} {facts.version} ({facts.release})")
     s.execute(fmt.steps(pre, facts))

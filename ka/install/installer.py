@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
+from ka.build.wanted import expected
 from ka.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, EXIT_INTERRUPTED, KaError
 from ka.fleet.infra import Infra
 from ka.fleet.installspec import InstallSpec
@@ -96,6 +97,8 @@ class InstallResult:
     heartbeat: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     recovery: list[str] = field(default_factory=list)
+    not_checked: list[str] = field(default_factory=list)  # a dry run's: what it planned without, and why
+    extlinux_before: str | None = None  # a dry run's: extlinux.conf as read (or assumed), before the steps
     started: str = field(default_factory=now)
     finished: str | None = None
 
@@ -146,6 +149,7 @@ class Installer:
         self.locked = False
         self.got = Progress()
         self.current = "preflight"  # the step that runs, for an interrupt's message
+        self.planned = False  # a dry run's package is the manifest's, not a fetched one
         self.work = opts.out_dir / host / "install"
 
     def phase(self, name: str) -> None:
@@ -162,12 +166,29 @@ class Installer:
 
     # --- connections and the lock -----------------------------------------------------------------
 
-    def connect(self) -> Device:
-        """The host over ssh, able to become root; refused (nothing changed) when it cannot."""
+    def unchecked(self, what: str, why: str) -> None:
+        """A dry run goes on without ``what`` (``why``): the plan says so, and a real run would need it."""
+        self.result.not_checked.append(f"{what}: {why}")
+        self.log(f"not checked: {what}: {why}")
+
+    def reachable(self) -> bool:
+        """For a dry run: connect (as :meth:`connect`), or, when the host cannot be reached, plan without it."""
+        try:
+            return bool(self.connect(raising=True))
+        except Unreachable as exc:
+            self.unchecked("the host", f"{exc}; the plan assumes the host as its manifest describes it")
+            self._device = Device(cast(Remote, _Unreached(self.spec.ssh)), self.spec, self.log)
+            return False
+
+    def connect(self, raising: bool = False) -> Device:
+        """The host over ssh, able to become root; refused (nothing changed) when it cannot (``raising``:
+        :class:`Unreachable` as it is)."""
         try:
             role = f"{self.spec.ssh} (install.ssh of fleet/{self.host}.yaml)"
             self._device = Device(connect(self.opts.ssh, self.spec.ssh, role), self.spec, self.log)
         except Unreachable as exc:
+            if raising:
+                raise
             raise InstallError(f"{self.host}: cannot be reached: {exc}; nothing was changed",
                                exit_code=EXIT_ENVIRONMENT) from None
         probe = self.device.root(["true"], timeout=60, check=False)
@@ -209,6 +230,15 @@ class Installer:
                                    "was changed", exit_code=EXIT_ENVIRONMENT) from None
         return self.backup_remote
 
+    def check_backup_host(self) -> None:
+        """The backup host answers (a dry run notes it when it does not, and goes on)."""
+        try:
+            self.backup_host()
+        except InstallError as exc:
+            if not self.opts.dry_run or self.infra.backup is None:
+                raise
+            self.unchecked("the backup host", str(exc).split("; refused")[0].removeprefix("the backup host "))
+
     def close(self) -> None:
         for remote in (self._device.remote if self._device else None, self.backup_remote):
             if remote is not None:
@@ -227,14 +257,42 @@ class Installer:
                                "from; give --package FILE", exit_code=EXIT_BAD_INPUT)
         else:
             source = REPOSITORIES[fmt.name]
-            entry = source.newest(self.opts.ssh, repo, self.spec.pkgbase)
-            self.log(f"newest published: {entry.name} {entry.version} ({entry.filename})")
-            path = source.fetch(self.opts.ssh, repo, entry, self.work / "packages")
+            try:
+                entry = source.newest(self.opts.ssh, repo, self.spec.pkgbase)
+                self.log(f"newest published: {entry.name} {entry.version} ({entry.filename})")
+                path = source.fetch(self.opts.ssh, repo, entry, self.work / "packages")
+            except KaError as exc:  # the repository host is down, or nothing is published yet
+                if not self.opts.dry_run:
+                    raise
+                return self._expected_package(repo, str(exc))
         facts = package_facts(path, self.spec, repo.key if repo else None, self.opts.gnupghome)
         self.log(f"package {facts.path.name}: {facts.name} {facts.version}, kernel {facts.release}, "
                  f"signed by {facts.signer}")
         self.result.package, self.result.version, self.result.new_release = str(path), facts.version, facts.release
         return facts
+
+    def _expected_package(self, repo: Any, why: str) -> PackageFacts:
+        """A dry run's package when none can be fetched: what the manifest builds now (no image, no signature)."""
+        exp = expected(self.view, self.host, self.spec.kernel_package)
+        self.unchecked("the package", f"{why.splitlines()[0]}; the plan takes what fleet/"
+                       f"{self.host}.yaml builds: {exp.name} {exp.version}, kernel {exp.release}, neither "
+                       "fetched nor its signature checked")
+        self.planned = True
+        self.result.package, self.result.version, self.result.new_release = exp.file, exp.version, exp.release
+        return PackageFacts(Path(exp.file), exp.name, exp.version, exp.release, "", 0, "not checked")
+
+    def assumed(self) -> Preflight:
+        """A dry run's host when it cannot be reached: running ``<running release>``, booted from an extlinux.conf
+        with one entry of the manifest's image and initramfs (a real run reads the host's own)."""
+        running = "<running release>"
+        self.result.old_release = running
+        text = extlinux.assumed(self.host, self.spec.extlinux, self.spec.image,
+                                posixpath.basename(self.spec.initramfs_path) if self.spec.initramfs_path else None)
+        config = extlinux.parse(text)
+        self.unchecked(f"{self.host}:{self.spec.extlinux}", "not read; the plan rewrites the assumed one shown "
+                       "(a real run keeps the host's own entries and APPEND line)")
+        return Preflight(running, None, {}, text, config, {}, extlinux.kept(config, self.spec.boot),
+                         posixpath.join(self.spec.modules, running))
 
     def preflight(self, default_files: bool = True) -> Preflight:
         """The host as it is (read only); with ``default_files`` the default entry's files must be there
@@ -465,7 +523,8 @@ class Installer:
         """Run the steps in order (or, with --dry-run, list them)."""
         if self.opts.dry_run:
             self.result.steps = [_described(s) for s in [self.lock_shown(), *steps]]
-            self.result.state, self.result.message = "dry-run", "dry run: nothing was changed"
+            self.result.state, self.result.message = "dry-run", "dry run: nothing was changed" + (
+                f"; {len(self.result.not_checked)} things not checked (below)" if self.result.not_checked else "")
             return
         for step in steps:
             self.current = step.text
@@ -582,6 +641,22 @@ def _local_lock(installer: Installer) -> IO[str] | None:
     fh.write(f"{installer.opts.who} since {now()}\n")
     fh.flush()
     return fh
+
+
+class _Unreached:
+    """The host of a dry run that could not reach it: named in the plan, never used (a dry run runs no step)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def close(self) -> None:
+        pass
+
+    def alive(self) -> bool:
+        return False
+
+    def __getattr__(self, attr: str) -> Any:
+        raise Unreachable(f"{self.name}: not reached (a dry run planned without it)")
 
 
 def run_installer(installer: Installer, work: Callable[[], InstallResult]) -> InstallResult:

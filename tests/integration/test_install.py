@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -168,9 +169,35 @@ def test_dry_run_prints_every_step_and_changes_nothing(install_lab: InstallLab, 
     # both versions of extlinux.conf, as the hand recipe writes them: the kept kernel first, then the new one
     shown = [line.removeprefix("      | ") for line in out.splitlines() if line.startswith("      | ")]
     defaults = [line.lower() for line in shown if line.lower().startswith("default ")]  # the owner's case kept
-    assert defaults == ["default kernel-agent-previous", "default kernel-agent"], shown
+    # as read first, then as each extlinux step writes it
+    assert defaults == ["default arch", "default kernel-agent-previous", "default kernel-agent"], shown
     assert "FALLBACK kernel-agent-previous" in shown and "# written by the owner" in shown
     assert not list(install_lab.build.ssh.user_folder("dry", "backups").iterdir())
+    assert "not checked" not in out  # everything was reachable
+
+
+def test_a_dry_run_with_nothing_reachable_prints_the_whole_plan(install_lab: InstallLab, tmp_path: Path) -> None:
+    """No host answers and nothing is published: the plan from the manifest and infra, with what was not checked."""
+    target = install_lab.targets.target("dry-nothing")
+    repo = install_lab.fleet(tmp_path / "fleet", "dry-nothing", target)
+    nowhere = tmp_path / "ssh_config"
+    nowhere.write_text("Host *\n  HostName 127.0.0.1\n  Port 1\n")  # every name leads to a closed port
+    env = {**install_lab.build.env(), "KA_SSH_CONFIG": str(nowhere)}
+    runs = [subprocess.run([sys.executable, "-m", "ka", "install", "ampere", "--repo", str(repo), "--dry-run", *a],
+                           env=env, capture_output=True, text=True, timeout=120) for a in ((), ("--json",))]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    out, data = runs[0].stdout, json.loads(runs[1].stdout)
+    assert data["state"] == "dry-run" and [n.split(": ")[0] for n in data["not_checked"]] == [
+        "the package", "the host", f"ampere:{target.root}/boot/extlinux/extlinux.conf", "the backup host"]
+    assert f"what fleet/ampere.yaml builds: linux-ampere 6.12.0-2, kernel {NEW}" in data["not_checked"][0]
+    assert "4 things not checked (below)" in out and "not checked (4; a real run needs them):" in out
+    assert f"pacman --config {target.root}/etc/pacman.conf -U --noconfirm" in out
+    assert f"{target.root}/usr/bin/mkinitcpio -p linux-ampere" in out and "sha256sum --quiet --strict -c" in out
+    assert f"kernel: <running release> -> {NEW}  (package 6.12.0-2)" in out
+    shown = [line.removeprefix("      | ") for line in out.splitlines() if line.startswith("      | ")]
+    defaults = [line for line in shown if line.startswith("DEFAULT ")]
+    assert defaults == ["DEFAULT running", "DEFAULT kernel-agent-previous", "DEFAULT kernel-agent"], shown
+    assert target.boots == [OLD] and "extlinux.conf before the steps (assumed):" in out
 
 
 def test_two_installs_of_one_host_never_interleave(install_lab: InstallLab, tmp_path: Path) -> None:
