@@ -15,6 +15,7 @@ from typing import Any
 from ka.packages.files import members, pkginfo
 from tests.support import PROJECT
 from tests.support.buildlab import CONFIG, BuildLab, stop_gpg_agent
+from tests.support.docs import runnable
 from tests.support.fleet import AMPERE, fleet_files
 from tests.support.kernel import git, write_fleet
 from tests.support.sshhosts import USER, Tripwire, run
@@ -407,10 +408,8 @@ def test_a_parity_reference_outside_the_allowed_folders_is_never_read(build_lab:
 
 
 def readme_recipe() -> list[str]:
-    """The README's manual build, as written: the shell block under "Building by hand"."""
-    text = (PROJECT / "README.md").read_text()
-    block = text.split("#### Building by hand", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
-    return block.splitlines()
+    """The documented manual build, as written: the block under "Building by hand" in docs/build.md."""
+    return runnable("build-by-hand").text.splitlines()
 
 
 def test_the_readmes_manual_recipe_gives_the_same_package_as_ka_build(build_lab: BuildLab, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import PROJECT
+from tests.support.docs import runnable
 from tests.support.kernel import TARBALL, git
 from tests.support.needs import require
 
@@ -182,3 +183,26 @@ def test_a_full_config_from_another_machine_passes_the_audit(real_kernel: tuple[
     assert res.returncode == 0, res.stderr
     audit = next(ln.strip() for ln in res.stdout.splitlines() if "config audit:" in ln)
     assert audit.startswith("config audit: all ") and "that Kconfig computes, not checked)" in audit, audit
+
+
+def test_the_readme_quick_start_runs_as_written(real_kernel: tuple[Path, str], tmp_path: Path) -> None:
+    """README.md's quick start, step 4, in a fleet repository with the kernel tree where ./run imports it and an
+    ssh config whose hosts do not answer (none exist yet): each command ends 0 and says what it promises."""
+    require(all(shutil.which(t) for t in ("gcc", "flex", "bison")), "gcc, flex and bison (scripts/setup test)")
+    tree, ref = real_kernel
+    repo = _sample_repo(tmp_path / "fleet-repo", ref)
+    home = tmp_path / "home"
+    (home / ".cache/kernel-agent").mkdir(parents=True)
+    (home / ".cache/kernel-agent/linux-6.12.git").symlink_to(tree)
+    (home / ".ssh").mkdir(mode=0o700)
+    (home / ".ssh/config").write_text("Host *\n  HostName 127.0.0.1\n  Port 1\n")  # a closed port: nothing answers
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KA_")}, "HOME": str(home),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    block = runnable("quick-start")
+    res = subprocess.run(["bash", "-euo", "pipefail", "-c", block.text], cwd=repo, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"baseline {ref} " in res.stdout and ": applies" in res.stdout and "parity: match" in res.stdout
+    assert "config audit: all " in res.stdout and (repo / "out/ampere/build/PKGBUILD").is_file()
+    assert "ampere: install dry-run: dry run: nothing was changed; 4 things not checked" in res.stdout
+    assert "  - write /boot/extlinux/extlinux.conf: kernel-agent (" in res.stdout

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.events.commands import COMMANDS, MAX_BODY, MAX_COMMANDS, Command, Invalid, allowed, help_table, parse_commands
-from tests.support import PROJECT
+from tests.support import docs
 from tests.support.fuzz import examples
 
 
@@ -232,4 +232,4 @@ def test_any_comment_parses_without_error(body: str) -> None:
 
 
 def test_the_readme_shows_the_help_table_as_the_bot_answers_it() -> None:
-    assert help_table() in (PROJECT / "README.md").read_text()
+    assert help_table() in docs.text()

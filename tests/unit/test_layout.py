@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PROJECT
+from tests.support import PROJECT, docs
 
 PACKAGES = ("ka", "bot", "handlers")
 # ka's layers, lowest first: a module may import its own layer and those below it, never above
@@ -156,7 +156,7 @@ def _main_guards(body: list[ast.stmt]) -> list[int]:
 
 def _documented_scripts() -> list[Path]:
     """The scripts of tests/ the README tells a user to run (the ones with a ``__main__`` guard)."""
-    text = (PROJECT / "README.md").read_text()
+    text = docs.text()
     named = {PROJECT / m for m in re.findall(r"\b(tests/[\w/]+\.py)\b", text)}
     return sorted(p for p in named if p.is_file() and _main_guards(ast.parse(p.read_text()).body))
 

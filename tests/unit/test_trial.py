@@ -6,7 +6,7 @@ import pytest
 
 from ka.fleet.installspec import InstallSpec
 from ka.install import trial
-from tests.support import PROJECT
+from tests.support import docs
 
 
 def spec(prefix: tuple[str, ...] = ("sudo", "-n"), state: str = "/boot") -> InstallSpec:
@@ -55,7 +55,7 @@ def test_the_uboot_script_names_the_state_partition_everywhere(device: str) -> N
 
 
 def test_the_readme_shows_the_script_the_code_has() -> None:
-    readme = (PROJECT / "README.md").read_text()
+    readme = docs.text()
     shown = [line for line in readme.splitlines() if line.startswith("setenv ka_trial '")]
     name, _, body = trial.uboot_script("mmc 0:1").partition("=")
     assert shown == [f"setenv {name} '{body}'"]
