@@ -120,17 +120,26 @@ class BotProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     args: tuple[str, ...] = ()
+    cwd: str | None = None  # a service starts in "/" (systemd's default), a test's bot where the test runs
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        """What starts this bot (a subclass may start it otherwise: as a unit's ExecStart, say)."""
+        return [sys.executable, "-m", "bot", "serve", "--port", str(self.port), "--state-dir", str(self.state_dir),
+                *self.args]
+
+    def environment(self) -> dict[str, str]:
+        """Its environment: this process's, with the bot's settings over it."""
+        return {**os.environ, **self.env}
+
     def start(self, deadline: float = 60) -> BotProcess:
         """Start the bot and wait for its first answer; whatever goes wrong, nothing is left running."""
         log = open(self.state_dir.parent / f"bot-{self.port}.log", "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--port", str(self.port), "--state-dir", str(self.state_dir),
-             *self.args], env={**os.environ, **self.env}, stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(self.command(), env=self.environment(), stdout=log, stderr=log, cwd=self.cwd,
+                                     start_new_session=True)
         STARTED.add(self.proc.pid)
         try:
             wait_until(self._answers, deadline, "the bot's first answer on /healthz")
