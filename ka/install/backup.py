@@ -96,6 +96,24 @@ def commands(device: Device, contents: Contents) -> list[list[str]]:
     return argv
 
 
+def extract_data(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract as tarfile's "data" filter does: nothing outside ``dest``, no device, no set-uid bit.
+    Debian 12's Python (3.11.2) predates the filters, so there the members are checked here first."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    members = tar.getmembers()
+    for m in members:
+        inside = not m.name.startswith("/") and not posixpath.normpath(m.name).startswith("..")
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(m.name), m.linkname)) if m.issym() else (
+            posixpath.normpath(m.linkname) if m.islnk() else "")
+        if not inside or not (m.isfile() or m.isdir() or m.issym() or m.islnk()) or target.startswith(("/", "..")):
+            raise BackupError(f"{m.name}: not a file of the boot folder (a device, or a path or link that leaves "
+                              "it); nothing was changed")
+        m.mode &= 0o777  # no set-uid, set-gid or sticky bit
+    tar.extractall(dest, members=members)  # noqa: S202 - every member checked above
+
+
 def collect(device: Device, contents: Contents, stage: Path, record: dict[str, Any], package: str | None,
             log: Log) -> None:
     """Read the files from the host into ``stage`` and check them against the host's sums."""
@@ -114,7 +132,7 @@ def collect(device: Device, contents: Contents, stage: Path, record: dict[str, A
         if host_sums.get(path) != digest:
             raise BackupError(f"{device.name}:{path}: the copy's sha256 is not the host's; nothing was changed")
     with tarfile.open(boot_tar) as tar:
-        tar.extractall(stage / "boot", filter="data")
+        extract_data(tar, stage / "boot")
     boot_tar.unlink()
     (stage / "extlinux.conf").write_bytes(device.read(contents.extlinux, 1 << 20))
     if host_sums.get(contents.extlinux) != _sha256(stage / "extlinux.conf"):
