@@ -46,25 +46,28 @@ class Scrubber:
     @classmethod
     def of(cls, state_dir: Path, kernel_tree: Path | None = None) -> Scrubber:
         """The places of a bot with this state folder and kernel tree; longest first, so that a
-        folder inside another is named by the inner one."""
-        named = {str(state_dir): "$KA_STATE_DIR", str(_BOT_ROOT): "<ka-bot>", sys.prefix: "<ka-bot>"}
+        folder inside another is named by the inner one, and a setting before the home folder it may be
+        (the service user's home is its state folder)."""
+        named = {str(state_dir): "$KA_STATE_DIR", str(_BOT_ROOT): "<ka-bot>"}
+        if sys.prefix != sys.base_prefix:  # a virtual environment; without one the prefix is /usr, the host's own
+            named[sys.prefix] = "<ka-bot>"
         if kernel_tree is not None:
             named[str(kernel_tree)] = "$KA_KERNEL_TREE"
         home = os.path.expanduser("~")
         if home not in ("/", ""):
-            named[home] = "~"
+            named.setdefault(home, "~")
         for path in list(named):  # the same folder as a resolved path (a symlinked /var, a venv's prefix)
             named.setdefault(os.path.realpath(path), named[path])
-        ordered = sorted(((p.rstrip("/"), n) for p, n in named.items() if p.rstrip("/")), key=lambda x: -len(x[0]))
-        return cls(tuple(ordered))
+        places = ((p.rstrip("/"), n) for p, n in named.items() if p.startswith("/") and p.rstrip("/"))
+        return cls(tuple(sorted(places, key=lambda x: -len(x[0]))))
 
     def __call__(self, text: str) -> str:
         """``text`` with no internal folder and no Python traceback."""
         if "Traceback (most recent call last):" in text:
             text = _cut_tracebacks(text)
         for path, name in self.places:
-            if path in text:
-                text = re.sub(re.escape(path) + r"(?=[/\s'\"`:;,)\]]|$)", name, text)
+            if path in text:  # the whole folder: not inside a longer path, not the start of a longer name
+                text = re.sub(r"(?<![\w./~$<-])" + re.escape(path) + r"(?![\w-]|\.\w)", name, text)
         return text
 
 

@@ -80,7 +80,8 @@ def _repo_path(repo: str) -> str:
 
 
 def status(repo: str, sha: str, state: str, context: str, description: str, target_url: str) -> Write:
-    """Create a commit status."""
+    """Create a commit status (its description one line: the forge shows it as one)."""
+    description = " ".join(description.split())
     short = description if len(description) <= DESCRIPTION_MAX else description[: DESCRIPTION_MAX - 1] + "…"
     return Write("POST", f"{_repo_path(repo)}/statuses/{sha}",
                  {"state": state, "context": context, "description": short, "target_url": target_url},

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from typing import Any, Protocol
 
-from bot import owner
+from bot import owner, public
 from bot.forge.client import Forge, ForgeError, Permanent, Write
 from bot.store import Store, insert_writes, lease_of, retry_write, set_lease, settle_write
 
@@ -128,8 +128,9 @@ def _send_one(store: Store, forge: Forge, row: sqlite3.Row, dynamic: Dynamic | N
         attempts = row["attempts"] + 1
         delay = backoff(attempts)
         with store.tx() as db:
-            retry_write(db, oid, attempts, time.time() + delay, f"{type(exc).__name__}: {exc}"[:500])
-        log.warning("outbox %s: %s; retry %d in %.0fs", oid, exc, attempts, delay)
+            # the job page shows it: the public reason; the log has the exception as it was
+            retry_write(db, oid, attempts, time.time() + delay, public.reason(exc)[:500])
+        log.warning("outbox %s: %s: %s; retry %d in %.0fs", oid, type(exc).__name__, exc, attempts, delay)
         return delay
     if dynamic is not None and dynamic_row:
         dynamic.sent(row, write, answer)
@@ -148,7 +149,7 @@ def _composed(dynamic: Dynamic, row: sqlite3.Row) -> Write:
         raise  # the forge was asked something (a thread's comments): retry or refuse as for a send
     except Exception as exc:
         log.exception("composing outbox row %s", row["id"])
-        raise Unmakeable(f"{type(exc).__name__}: {exc}") from None
+        raise Unmakeable(public.reason(exc)) from None
 
 
 def _superseded(store: Store, row: sqlite3.Row) -> bool:

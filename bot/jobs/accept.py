@@ -303,7 +303,7 @@ class Acceptor:
                     queued.append(self._queue(db, out))
                 self._audit(db, out)
             insert_writes(db, self.job.id, [forge.comment(repo_of(self.config), int(self.req["number"]),
-                                                          self._ack(outcomes))])
+                                                          self.services.scrub(self._ack(outcomes)))])
             result = {"commands": len(outcomes), "jobs": queued}
             self.services.store.end_in(db, self.job.id, "succeeded", result)
         self.log(f"{len(outcomes)} command(s); jobs queued: {queued or 'none'}")

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from bot import mirror
+from bot.public import scrub_tree
 from bot.services import Services
 from ka.fleet.infra import load_infra
 from ka.fleet.repo import GitTree
@@ -29,7 +30,7 @@ def refresh(services: Services, hosts: list[str] | None = None, clone_url: str |
     mirror_dir = mirror.fetch_commit(config, clone_url, f"refs/heads/{branch}", head)
     view = GitTree(mirror_dir, head, config.limits)
     now = time.time()
-    rows = [{**r.as_dict(), "asked_at": now, "commit": head}
+    rows = [scrub_tree(services.scrub, {**r.as_dict(), "asked_at": now, "commit": head})  # a public table
             for r in live_status(view, load_infra(view), config.ssh, hosts, timeout=config.live_timeout)]
     known = {r["host"]: r for r in stored(services)}
     known.update({r["host"]: r for r in rows})

@@ -240,8 +240,15 @@ class JobLog:
         self.path = services.log_dir / f"{job_id}.log"
         self.scrub = services.scrub  # the job log is a public page: the bot's folders are named as settings
         self.failed = False
+        self.tracing = False  # inside a Python traceback a tool printed, line by line: only its last line shows
 
     def __call__(self, line: str) -> None:
+        if "Traceback (most recent call last):" in line:
+            self.tracing = True
+            return
+        if self.tracing and line[:1].isspace():
+            return
+        self.tracing = False
         try:
             with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as fh:
                 fh.write(f"{time.strftime('%H:%M:%S')} {self.scrub(line)}\n")

@@ -25,11 +25,25 @@ def comment_html(body: str) -> Markup:
     """A comment body rendered as the forge would, safe to put in a page."""
     html = _MD.render(body)
     # a paragraph that is exactly an opening <details><summary>, or exactly its end: the bot's own folding;
-    # given back only when they pair up, so that no body can leave an element open on the page
-    if len(_OPEN.findall(html)) == html.count(_CLOSE):
+    # given back only when they pair up in order, so that no body can leave an element open on the page
+    if _paired(html):
         html = _OPEN.sub(r"<details><summary>\1</summary>", html).replace(_CLOSE, "</details>")
     # markdown-it escaped every raw tag of the body; only the pairs above are given back
     return Markup(html)  # noqa: S704
+
+
+def _paired(html: str) -> bool:
+    """Every opening paragraph closed after it, at the same level of the page (not across a quote or list)."""
+    marks = sorted([(m.start(), 1) for m in _OPEN.finditer(html)]
+                   + [(m.start(), -1) for m in re.finditer(re.escape(_CLOSE), html)])
+    depth = 0
+    for i, (at, step) in enumerate(marks):
+        depth += step
+        if depth < 0 or depth > 1:
+            return False
+        if step < 0 and re.search(r"</?(blockquote|ul|ol|li|table)\b", html[marks[i - 1][0]:at]):
+            return False
+    return depth == 0
 
 
 def shown(row: Any) -> dict[str, Any]:

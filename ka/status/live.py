@@ -117,8 +117,10 @@ def _ask(host: str, spec: InstallSpec | str, ssh: SshSettings) -> LiveRow:
     except KaError as exc:
         row.reachable = row.reachable or False
         row.error = str(exc).splitlines()[0]
-    except (OSError, EOFError) as exc:
-        row.reachable, row.error = row.reachable or False, f"{type(exc).__name__}: {exc}"
+    except (OSError, EOFError) as exc:  # a local file (the ssh config, known_hosts) or a dropped connection
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "the connection was lost"
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        row.reachable, row.error = row.reachable or False, f"{why}{where}"
     row.seconds = round(time.monotonic() - start, 2)
     return row
 

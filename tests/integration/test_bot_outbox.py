@@ -128,7 +128,9 @@ def test_unexpected_error_keeps_the_row_in_line(store: Store) -> None:
 
     outbox.add(store, 1, status(1))
     assert outbox.flush(store, Broken()) == 1.0  # type: ignore[arg-type]
-    assert sql(store, "SELECT state, last_error FROM outbox")[0][:] == ("pending", "ValueError: a bug")
+    # the job page shows last_error: the public reason, not the exception (the log has that)
+    assert sql(store, "SELECT state, last_error FROM outbox")[0][:] == (
+        "pending", "an internal error in the bot (its log has the traceback)")
 
 
 def test_lease_keeps_a_second_flusher_out(fake: FakeForgejo, store: Store) -> None:

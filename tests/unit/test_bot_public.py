@@ -46,9 +46,22 @@ def test_a_failure_is_said_in_words_without_its_class(exc: BaseException, said: 
      "             ^^^^^^^^\n"
      "ValueError: bad\nnext line", "started\nValueError: bad\nnext line"),
     ("planck:/home/build/ka/job-3 is kept", "planck:/home/build/ka/job-3 is kept"),  # a build host's folder stays
+    ("cannot write /var/lib/kernel-agent.", "cannot write $KA_STATE_DIR."),  # a sentence's end
+    ("(/var/lib/kernel-agent)", "($KA_STATE_DIR)"),
+    ("/data/var/lib/kernel-agent/x", "/data/var/lib/kernel-agent/x"),  # another folder that ends alike
+    ("/var/lib/kernel-agent.old/x", "/var/lib/kernel-agent.old/x"),
 ])
 def test_a_public_text_names_the_bot_folders_as_settings(text: str, said: str) -> None:
     assert Scrubber.of(STATE, TREE)(text) == said
+
+
+def test_a_state_folder_that_is_the_home_is_named_as_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(STATE))  # the service user of the documented deployment
+    assert Scrubber.of(STATE)(f"{STATE}/jobs/1.log and {STATE}") == "$KA_STATE_DIR/jobs/1.log and $KA_STATE_DIR"
+
+
+def test_a_relative_state_folder_rewrites_no_word() -> None:
+    assert Scrubber.of(Path("state"))("host state: error") == "host state: error"
 
 
 def test_the_home_and_the_python_install_are_not_shown() -> None:

@@ -38,3 +38,13 @@ def test_a_status_write_shows_its_state_and_description() -> None:
     assert got["kind"] == "status" and got["status"] == {"context": "ka/build/ampere", "state": "failure",
                                                          "description": "job 2: failed",
                                                          "target_url": "http://bot/jobs/2"}
+
+
+@pytest.mark.parametrize("body", [
+    "</details>\n\n<details><summary>x</summary>\n",  # closed before it opens
+    "> <details><summary>x</summary>\n\nout of the quote\n\n</details>\n",  # across a quote's edge
+    "<details><summary>a</summary>\n\n<details><summary>b</summary>\n\n</details>\n\n</details>\n",  # nested
+])
+def test_folding_that_does_not_pair_up_in_order_stays_text(body: str) -> None:
+    html = str(comment_html(body))
+    assert "<details>" not in html and "</details>" not in html, html

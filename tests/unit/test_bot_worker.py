@@ -10,7 +10,7 @@ import pytest
 from bot.config import Config
 from bot.forge import client as forge
 from bot.jobs.endings import end_job
-from bot.jobs.worker import execute, hosts_failed
+from bot.jobs.worker import JobLog, execute, hosts_failed
 from bot.services import make_services
 from bot.store import HostResult
 from tests.support.db import sql
@@ -64,3 +64,13 @@ def test_a_job_that_crashes_says_so_in_public_and_keeps_the_stack_for_the_log(
     assert "RuntimeError: job 2: no such verb 'frob'" in caplog.text and "Traceback" in caplog.text
     writes = " ".join(str(r["body"]) for r in sql(services.store, "SELECT body FROM outbox"))
     assert str(state) not in writes and "RuntimeError" not in writes
+
+
+def test_a_traceback_a_tool_prints_line_by_line_shows_only_its_last_line(tmp_path: Path) -> None:
+    services = make_services(Config(state_dir=tmp_path / "state", insecure=True))
+    log = JobLog(services, 7)
+    for line in ("== makepkg", "Traceback (most recent call last):", '  File "/usr/lib/x.py", line 3, in <module>',
+                 "    main()", "ValueError: bad", "==> Finished"):
+        log(line)
+    shown = [ln.split(" ", 1)[1] for ln in (services.log_dir / "7.log").read_text().splitlines()]
+    assert shown == ["== makepkg", "ValueError: bad", "==> Finished"]
