@@ -211,6 +211,15 @@ def _render_deb(plan: HostPlan, commit: str | None, config: ConfigInput, epoch: 
 RENDER = {"pacman": _render_pacman, "deb": _render_deb}  # each package format's build folder
 
 
+def pacman_release(plan: HostPlan, config: ConfigInput) -> str:
+    """The kernel release a pacman build makes (read from the tree after the build): the baseline's version,
+    CONFIG_LOCALVERSION, ``-<pkgrel>``, unless CONFIG_LOCALVERSION_AUTO adds the tree's state to it."""
+    return f"{kernel_version(plan.manifest.baseline_ref)}{localversion(plan, config)}-{spec_of(plan).pkgrel}"
+
+
+RELEASE = {"pacman": pacman_release, "deb": deb_release}  # each format's kernel release, before a build
+
+
 def _tarball_dir(url: str) -> str:
     name = url.rsplit("/", 1)[-1]
     for ext in (".tar.xz", ".tar.gz", ".tar.zst", ".tar.bz2", ".tgz", ".tar"):

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ka.build.kconfig import read_config
-from ka.build.render import localversion
+from ka.build.render import RELEASE
 from ka.errors import KaError
-from ka.fleet.packagespec import kernel_version, pkgver
+from ka.fleet.packagespec import pkgver
 from ka.fleet.repo import RepoView
 from ka.promote.cumulative import b2sum
 from ka.promote.flow import plan_host
@@ -47,7 +47,7 @@ def expected(view: RepoView, host: str, kernel_package: Callable[[str], str]) ->
         raise KaError(f"fleet/{host}.yaml has no package section: nothing to build or install")
     config = read_config(view, plan.manifest.path, spec)
     version = f"{pkgver(plan.manifest.baseline_ref)}-{spec.pkgrel}"
-    release = f"{kernel_version(plan.manifest.baseline_ref)}{localversion(plan, config)}-{spec.pkgrel}"
+    release = RELEASE[spec.kind.name](plan, config)  # a deb build refuses a release that would vary
     name = kernel_package(release)
     return Expected(spec.kind.file_name(name, version, spec.arch), name, version, release)
 

@@ -106,7 +106,9 @@ def _install_args(p: argparse.ArgumentParser) -> None:
                    "newest published one")
     p.add_argument("--rollback", nargs="?", const="", metavar="RELEASE",
                    help="boot the kept previous kernel again, or RELEASE from the backup host")
-    p.add_argument("--dry-run", action="store_true", help="check, then print every step and command; change nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check what can be reached, then print every step and command and what could not be "
+                        "checked; change nothing (exit 0 even with no host reachable)")
     p.add_argument("--no-reboot", action="store_true", help="stop after the install (a reboot is then pending)")
     p.add_argument("--out-dir", metavar="DIR", help="where out/<host>/ goes (default: out/)")
     p.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")

@@ -140,7 +140,9 @@ class AptInstall:
     def source_step(self) -> Step:
         """The fleet's repository as apt's source, with its key (what apt checks the index's signature with)."""
         device, repo = self.s.device, self.s.infra.apt_repository
-        assert repo is not None  # check_published refused a host without one
+        if repo is None:  # check_published refused it already, unless a dry run could not reach the host
+            raise InstallError(f"{self.s.infra.path}: no apt_repository: an apt host installs from it; refused",
+                               exit_code=EXIT_BAD_INPUT)
         line = f"deb [signed-by={KEYRING}] {repo.url} {repo.name} main\n"
 
         def run() -> None:

@@ -64,16 +64,19 @@ def _install(s: Installer, fmt: HostFormat) -> InstallResult:
     if not s.planned:  # a dry run's package planned from the manifest is the manifest's by construction
         check_inputs(s, facts)
     s.phase("preflight")
-    if s.opts.dry_run and not s.reachable():
+    reached = s.reachable() if s.opts.dry_run else bool(s.connect())
+    if not reached:
         pre = s.assumed()  # a dry run is how one learns what will happen before anything exists
     else:
-        s.connect()
         s.lock()
         pre = s.preflight()
         s.check_booted(pre)
         fmt.check_host(pre, facts)
         s.check_trial_state()
-        fmt.check_room(pre, facts)
+        if s.planned:  # no package yet: its size is not known
+            s.unchecked(f"room in {s.spec.boot}", "the package's size is known once it is built")
+        else:
+            fmt.check_room(pre, facts)
     s.check_backup_host()
     if s.opts.dry_run:
         s.result.extlinux_before = pre.text

@@ -274,7 +274,7 @@ class Installer:
     def _expected_package(self, repo: Any, why: str) -> PackageFacts:
         """A dry run's package when none can be fetched: what the manifest builds now (no image, no signature)."""
         exp = expected(self.view, self.host, self.spec.kernel_package)
-        self.unchecked("the package", f"{why.splitlines()[0]}; the plan takes what fleet/"
+        self.unchecked("the package", f"{(why.splitlines() or ['not fetched'])[0]}; the plan takes what fleet/"
                        f"{self.host}.yaml builds: {exp.name} {exp.version}, kernel {exp.release}, neither "
                        "fetched nor its signature checked")
         self.planned = True
@@ -524,7 +524,7 @@ class Installer:
         if self.opts.dry_run:
             self.result.steps = [_described(s) for s in [self.lock_shown(), *steps]]
             self.result.state, self.result.message = "dry-run", "dry run: nothing was changed" + (
-                f"; {len(self.result.not_checked)} things not checked (below)" if self.result.not_checked else "")
+                f"; not checked: {len(self.result.not_checked)} (below)" if self.result.not_checked else "")
             return
         for step in steps:
             self.current = step.text

@@ -190,7 +190,7 @@ def test_a_dry_run_with_nothing_reachable_prints_the_whole_plan(install_lab: Ins
     assert data["state"] == "dry-run" and [n.split(": ")[0] for n in data["not_checked"]] == [
         "the package", "the host", f"ampere:{target.root}/boot/extlinux/extlinux.conf", "the backup host"]
     assert f"what fleet/ampere.yaml builds: linux-ampere 6.12.0-2, kernel {NEW}" in data["not_checked"][0]
-    assert "4 things not checked (below)" in out and "not checked (4; a real run needs them):" in out
+    assert "not checked: 4 (below)" in out and "not checked (4; a real run needs them):" in out
     assert f"pacman --config {target.root}/etc/pacman.conf -U --noconfirm" in out
     assert f"{target.root}/usr/bin/mkinitcpio -p linux-ampere" in out and "sha256sum --quiet --strict -c" in out
     assert f"kernel: <running release> -> {NEW}  (package 6.12.0-2)" in out

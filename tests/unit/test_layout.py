@@ -19,9 +19,9 @@ PACKAGES = ("ka", "bot", "handlers")
 KA_LAYERS = ["ka.errors ka.limits ka.text", "ka.io", "ka.fleet", "ka.promote", "ka.packages", "ka.build",
              "ka.install", "ka.status", "ka.cli"]
 # bot: the pure event layer at the bottom, the web app and the command line at the top
-BOT_LAYERS = ["bot.events bot.public bot.local",
-              "bot.owner bot.config bot.mirror bot.forge.client bot.store bot.services", "bot.forge", "bot.jobs",
-              "bot.web", "bot.cli bot.__main__"]
+BOT_LAYERS = ["bot.events bot.public",
+              "bot.owner bot.config bot.mirror bot.local bot.forge.client bot.store bot.services", "bot.forge",
+              "bot.jobs", "bot.web", "bot.cli bot.__main__"]
 # late imports kept on purpose: the CLI loads ssh (paramiko) and the verbs only for the verb it runs
 LATE_OK = {"ka.cli.main", "bot.config"}
 
