@@ -13,20 +13,23 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from bot.mirror import git_credentials, redact
 from ka.errors import BadInput
 from ka.io.runner import run
 
 
 def head_of(repo_url: str) -> tuple[str, str]:
     """The default branch of the repository at ``repo_url`` and its head commit."""
-    res = run(["git", "ls-remote", "--symref", "--", repo_url, "HEAD"], check=False, timeout=60)
+    bare, env = git_credentials(repo_url)  # a token in the URL goes to git by its environment, not its arguments
+    res = run(["git", "ls-remote", "--symref", "--", bare, "HEAD"], env=env, check=False, timeout=60)
     if not res.ok:
-        raise BadInput(f"--repo-url {repo_url}: not a git repository that can be read: {res.err().strip()[:200]}")
+        raise BadInput(f"--repo-url {redact(repo_url)}: not a git repository that can be read: "
+                       f"{res.err().strip()[:200]}")
     lines = res.text().splitlines()
     symref = next((ln.split()[1] for ln in lines if ln.startswith("ref: ")), "refs/heads/main")
     sha = next((ln.split()[0] for ln in lines if not ln.startswith("ref: ") and ln.endswith("\tHEAD")), "")
     if not sha:
-        raise BadInput(f"--repo-url {repo_url}: its HEAD names no commit (an empty repository?)")
+        raise BadInput(f"--repo-url {redact(repo_url)}: its HEAD names no commit (an empty repository?)")
     return symref.removeprefix("refs/heads/"), sha
 
 
