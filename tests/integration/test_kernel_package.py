@@ -108,7 +108,7 @@ def _build(lab: BuildLab, repo: Path, tree: Path, ref: str, into: Path) -> None:
     """ka-build of host small, then make pacman-pkg of the same tree, patch and final .config; the
     packages and the upstream file list written to ``into``."""
     res = lab.ka("build", HOST, "--repo", str(repo), "--kernel-tree", str(tree), "--json", timeout=3600)
-    assert res.returncode == 0, res.stderr[-4000:]
+    assert res.returncode == 0, res.stderr[-4000:] + res.stdout[-4000:]  # stdout: --json's log of the build
     made = [Path(a["path"]) for a in json.loads(res.stdout)["artifacts"]]
     headers = next(p for p in made if "-headers-" in p.name)
     config = subprocess.run(["bsdtar", "-xOf", str(headers), f"usr/src/{PKGBASE}/.config"], capture_output=True,

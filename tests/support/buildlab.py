@@ -107,8 +107,12 @@ def make_build_lab(ssh: SshLab, kernel: SmallKernel, work: Path) -> BuildLab:
     run("chmod", "700", str(repo_home), user=USER)
     subprocess.run(["runuser", "-u", USER, "--", "gpg", "--batch", "--homedir", str(repo_home), "--import"],
                    input=secret, check=True, capture_output=True)
-    source = ssh.user_folder("src") / "linux.git"
-    subprocess.run(["cp", "-a", str(kernel.bare), str(source)], check=True)
+    # each lab its own mirror: a second lab of the session (the real kernel's after the small one's) copied
+    # into an existing linux.git would land inside it and leave the first lab's tree as the source
+    source = ssh.user_folder("src", work.name) / "linux.git"
+    if source.exists():
+        raise RuntimeError(f"{source} exists: two build labs of one session share a work folder name")
+    subprocess.run(["cp", "-a", "--no-target-directory", str(kernel.bare), str(source)], check=True)
     subprocess.run(["chown", "-R", f"{USER}:{USER}", str(source)], check=True)
     # the pull requests' build account reads the same mirror, as one on a shared machine would
     run("env", f"HOME={pwd.getpwnam(PR_USER).pw_dir}", "git", "config", "--global", "safe.directory", "*",
