@@ -40,7 +40,6 @@ from ka.limits import Limits
 from ka.promote import flow as promote
 from ka.promote.baseline import KernelTree
 from ka.promote.flow import PromoteResult
-from ka.promote.kernel_import import fetch_tag, import_tarball
 from ka.status.offline import fleet_status
 
 log = logging.getLogger("ka")
@@ -311,6 +310,8 @@ def _live_status(args: argparse.Namespace, view: RepoView) -> int:
 
 def cmd_baseline_import(args: argparse.Namespace) -> int:
     """``ka baseline import``."""
+    from ka.promote.kernel_import import import_tarball  # tarfile: not on ka-promote's start-up
+
     def progress(files: int) -> None:
         print(f"  {files} files…", file=sys.stderr, flush=True)
 
@@ -323,6 +324,7 @@ def cmd_baseline_import(args: argparse.Namespace) -> int:
 def cmd_baseline_bump(args: argparse.Namespace) -> int:
     """``ka baseline bump``: 0 every selected host moved (or already there), 1 one or more no longer apply."""
     from ka.promote import bump
+    from ka.promote.kernel_import import fetch_tag, import_tarball
 
     if bool(args.hosts) == bool(args.all):
         raise BadInput("name one or more hosts, or give --all")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.live import Live
+    from rich.text import Text
 
 
 class Progress:
@@ -23,11 +23,15 @@ class Progress:
         self.last = ""
         self._live: Live | None = None
         if live if live is not None else self.stream.isatty():
+            # rich only for a terminal: its import is a third of ka-promote's start-up
+            from rich.console import Console
+            from rich.live import Live
             self._live = Live(self._render(), console=Console(file=self.stream), refresh_per_second=4,
                               transient=True)
             self._live.start()
 
     def _render(self) -> Text:
+        from rich.text import Text
         now = time.monotonic()
         text = Text()
         text.append(f"{self.prog}: ", style="bold")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, cast
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, cast
 
 from ka.promote.flow import PromoteResult
 from ka.status.cells import LIVE_HEAD, live_cells
 from ka.status.offline import HostStatus
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _applies_word(applies: bool | None) -> str:
@@ -95,6 +94,8 @@ def print_status(rows: list[HostStatus]) -> None:
 
 def rich_table(head: list[str], cells: list[list[str]]) -> Table:
     """A table for a terminal; every cell is plain text (a host name is not rich markup)."""
+    from rich.table import Table  # rich only for a terminal: its import is a third of ka-promote's start-up
+    from rich.text import Text
     table = Table(*head)
     for row in cells:
         table.add_row(*(Text(cell) for cell in row))
@@ -103,6 +104,7 @@ def rich_table(head: list[str], cells: list[list[str]]) -> Table:
 
 def _print_table(head: list[str], cells: list[list[str]]) -> None:
     if sys.stdout.isatty():
+        from rich.console import Console
         Console().print(rich_table(head, cells))
         return
     widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]

@@ -88,24 +88,34 @@ class WorkTree:
     def __init__(self, root: Path, limits: Limits | None = None) -> None:
         self.root = root.resolve()
         self.limits = limits or Limits()
+        self._folders: dict[str, str] = {}  # a folder's real path, resolved once: a series reads many files
 
     @property
     def rev(self) -> str | None:
         return None
 
+    def _realpath(self, path: str) -> str:
+        """``os.path.realpath`` of ``root/path``, its folder's part resolved once per view."""
+        folder, name = posixpath.split(path)
+        if name in ("", ".", ".."):
+            return os.path.realpath(os.path.join(self.root, path))
+        base = self._folders.get(folder)
+        if base is None:
+            base = self._folders[folder] = os.path.realpath(os.path.join(self.root, folder))
+        full = os.path.join(base, name)
+        return os.path.realpath(full) if os.path.islink(full) else full
+
     def _real(self, path: str) -> Path:
-        real = (self.root / path).resolve()
-        try:
-            rel = real.relative_to(self.root).as_posix()
-        except ValueError:
-            raise PathEscapes(path) from None
-        rel = "" if rel == "." else rel
+        real, root = self._realpath(path), str(self.root)
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise PathEscapes(path)
+        rel = real[len(root):].lstrip("/")
         if rel and clean_relpath(rel) is None:
             raise PathEscapes(path)  # a symlink into .git
         for area in ("patches", "fleet"):
             if _inside(path, area) and not _inside(rel, area):
                 raise PathEscapes(path)
-        return real
+        return Path(real)
 
     def kind(self, path: str) -> str | None:
         real = self._real(path)

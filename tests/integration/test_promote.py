@@ -329,3 +329,13 @@ def test_canonical_tracked_symlink_to_an_untracked_file_is_refused(make_repo: Ma
     code, out, err = ka(capsys, "promote", "ampere", "--repo", str(root))
     assert (code, out) == (2, "")
     assert "not tracked by git" in err and "s3cr3t" not in err
+
+
+def test_the_cli_starts_without_the_terminal_and_network_libraries() -> None:
+    """ka-promote's start-up is most of its time on a large series (tests/bench/bench_promote.py): rich is
+    imported only for a terminal, tarfile only by ``baseline import``, paramiko only by a verb that connects."""
+    code = "import sys, ka.cli.main; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(res.stdout.split())
+    assert "ka" in loaded
+    assert loaded.isdisjoint({"rich", "tarfile", "paramiko", "jinja2", "requests"})
