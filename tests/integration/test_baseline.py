@@ -95,6 +95,8 @@ def test_kernel_tree_must_be_git(tmp_path: Path) -> None:
     (b"--- a/t.c\t2026-01-01 00:00:00\n+++ b/t.c\t2026-01-01 00:00:00\n", ["t.c"]),
     (b'--- "a/sp ace.c"\n+++ "b/sp ace.c"\n', ["sp ace.c"]),
     (b"Subject: no diff here\n", []),
+    (b"Subject: x\n\n---\n y | 1 +\n\ndiff --git a/y b/y\n--- a/y\r\n+++ b/y\r\n", ["y"]),  # after prose, CRLF
+    (b"text --- a/not.c\n+ --- a/nor.c\n--- a/yes.c\n", ["yes.c"]),  # only at a line's start
 ])
 def test_touched_paths(patch: bytes, paths: list[str]) -> None:
     assert touched_paths(patch) == paths
