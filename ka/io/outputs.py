@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from pathlib import Path
 
 from ka.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, KaError
@@ -49,7 +50,7 @@ class Outputs:
             for path, data in self.files:
                 current = path
                 made += _make_folder(path.parent)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
                 _write(tmp, data)
                 staged.append((tmp, path))
             for tmp, path in staged:
@@ -64,11 +65,18 @@ class Outputs:
 
 
 def _make_folder(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return the ones created, deepest last."""
-    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
-    for p in missing:
-        p.mkdir()
-    return missing
+    """Create ``folder`` and its missing parents; return the ones created here, deepest last.  A folder that
+    another writer made meanwhile (many hosts' builds at once share ``out/``) is theirs: used, not returned."""
+    made = []
+    for p in [p for p in (folder, *folder.parents) if not p.exists()][::-1]:
+        try:
+            p.mkdir()
+        except FileExistsError:
+            if not p.is_dir():
+                raise
+            continue
+        made.append(p)
+    return made
 
 
 def _write(tmp: Path, data: bytes) -> None:
