@@ -28,6 +28,7 @@ from typing import Any
 
 from ka.build.kconfig import audit_locally
 from ka.build.render import BuildFolder, render, spec_of
+from ka.build.slots import Slot, take
 from ka.build.wanted import Wanted, wanted
 from ka.errors import EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, KaError, ToolMissing
 from ka.fleet.formats import PACMAN
@@ -57,6 +58,7 @@ from ka.promote.flow import (
 
 Log = Callable[[str], None]
 DEFAULT_PACKAGER = "kernel-agent <kernel-agent@localhost>"
+SLOT_POLL = 5.0  # seconds between looks for a free build slot when every build host is busy
 
 
 class BuildError(KaError):
@@ -165,9 +167,10 @@ def source_date_epoch(repo: Path, rev: str | None) -> int:
 
 def build(view: RepoView, host: str, infra: Infra, kernel: KernelTree | None, opts: BuildOptions, *,
           render_only: Path | None = None, log: Log = lambda line: None,
-          phase: Callable[[str], None] = lambda name: None) -> BuildResult:
-    """Build ``host``'s packages (see the module's docstring); :class:`BuildError` when it cannot."""
-    result = BuildResult(host, view.rev)
+          phase: Callable[[str], None] = lambda name: None, into: BuildResult | None = None) -> BuildResult:
+    """Build ``host``'s packages (see the module's docstring); :class:`BuildError` when it cannot.  ``into``:
+    the result to fill as the build goes (a live view of many builds reads its build host)."""
+    result = into or BuildResult(host, view.rev)
     phases = _Phases(result, phase)
     try:
         phases("promote")
@@ -273,7 +276,54 @@ def _build_env(folder: BuildFolder, opts: BuildOptions, epoch: int, bh: BuildHos
     return env
 
 
-def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> tuple[Remote, BuildHost]:
+def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> tuple[Remote, BuildHost, Slot]:
+    """The first build host, in infra.yaml's order, that answers and has a free slot (ka/build/slots.py); one
+    that cannot be reached is skipped, and when every one that answers is busy, the build waits its turn."""
+    hosts = _build_hosts(infra, opts, result)
+    unreachable: set[str] = set()
+    waited_since = time.monotonic()
+    while True:
+        busy = []
+        for bh in hosts:
+            if bh.ssh in unreachable:
+                continue
+            try:
+                remote = connect(opts.ssh, bh.ssh, bh.role)
+            except Unreachable as exc:
+                unreachable.add(bh.ssh)
+                result.fallback.append(str(exc))
+                log(f"build host {bh.ssh} cannot be reached: {exc}; trying the next")
+                continue
+            slot = _take(remote, bh)
+            if slot is not None:
+                result.build_host = bh.ssh
+                log(f"build host {bh.ssh}: slot {slot.number + 1} of {bh.max_builds}")
+                return remote, bh, slot
+            busy.append(bh.ssh)
+        if not busy:
+            raise BuildError("no build host can be reached:" + "".join(f"\n  {why}" for why in result.fallback),
+                             result, exit_code=EXIT_ENVIRONMENT)
+        if time.monotonic() - waited_since > opts.timeout:
+            raise BuildError(f"no free build slot on {', '.join(busy)} after {opts.timeout:.0f} s: their builds "
+                             "run on (see max_builds in fleet/infra.yaml)", result, exit_code=EXIT_ENVIRONMENT)
+        log(f"waiting for a free build slot: {', '.join(busy)} busy (max_builds in fleet/infra.yaml)")
+        time.sleep(SLOT_POLL)
+
+
+def _take(remote: Remote, bh: BuildHost) -> Slot | None:
+    """A slot of ``bh`` on this connection, or None (the connection closed) when all are taken."""
+    try:
+        slot = take(remote, bh)
+    except BaseException:
+        remote.close()
+        raise
+    if slot is None:
+        remote.close()
+    return slot
+
+
+def _build_hosts(infra: Infra, opts: BuildOptions, result: BuildResult) -> tuple[BuildHost, ...]:
+    """The build hosts this build may use: a pull request's apart from the default branch's."""
     hosts = infra.build_hosts if opts.trusted else infra.pull_request_build_hosts
     if not infra.build_hosts:
         raise BuildError(f"{infra.path}: no build_hosts: ka-build needs at least one", exit_code=2)
@@ -284,17 +334,7 @@ def _reach(infra: Infra, opts: BuildOptions, result: BuildResult, log: Log) -> t
                          "pull_request_build_hosts, or build after the merge", result, 2)
     if not opts.trusted:
         _apart(opts.ssh, infra)
-    for bh in hosts:
-        try:
-            remote = connect(opts.ssh, bh.ssh, bh.role)
-        except Unreachable as exc:
-            result.fallback.append(str(exc))
-            log(f"build host {bh.ssh} cannot be reached: {exc}; trying the next")
-            continue
-        result.build_host = bh.ssh
-        return remote, bh
-    raise BuildError("no build host can be reached:" + "".join(f"\n  {why}" for why in result.fallback), result,
-                     exit_code=EXIT_ENVIRONMENT)
+    return hosts
 
 
 def _apart(ssh: SshSettings, infra: Infra) -> None:
@@ -311,12 +351,15 @@ def _apart(ssh: SshSettings, infra: Infra) -> None:
 def _remote_build(folder: BuildFolder, infra: Infra, opts: BuildOptions, epoch: int, result: BuildResult,
                   phases: _Phases, log: Log) -> None:
     phases("connect")
-    remote, bh = _reach(infra, opts, result, log)
+    remote, bh, slot = _reach(infra, opts, result, log)
     with remote:
-        where = posixpath.join(bh.workdir, folder.name)
-        result.remote_folder = f"{bh.ssh}:{where}"
-        with _folder_lock(remote, bh, where, opts.who):
-            _build_there(remote, bh, where, folder, opts, epoch, result, phases, log)
+        try:
+            where = posixpath.join(bh.workdir, folder.name)
+            result.remote_folder = f"{bh.ssh}:{where}"
+            with _folder_lock(remote, bh, where, opts.who):
+                _build_there(remote, bh, where, folder, opts, epoch, result, phases, log)
+        finally:
+            slot.release()
     log(f"built {', '.join(a.file for a in result.artifacts)} on {bh.ssh}")
 
 
@@ -368,13 +411,11 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         log(text)
     tool = folder.spec.kind.build_tool
     try:
-        source_first = BUILD[folder.spec.kind.name].source_first
-        if source_first is not None:
-            phases("source")
-            source_first(remote, folder, bh, where, line)
+        env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
+        phases("source")
+        BUILD[folder.spec.kind.name].source_first(remote, folder, bh, where, env, line)
         phases(tool)
         argv, cwd = _build_command(folder, where)
-        env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
         remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
     except RemoteFailed as exc:
         if full:
@@ -414,7 +455,29 @@ def _build_command(folder: BuildFolder, where: str) -> tuple[list[str], str]:
     return build.command(folder.spec.arch), posixpath.join(where, build.folder) if build.folder else where
 
 
-def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, log: Log) -> None:
+def _sources_lock(bh: BuildHost) -> str:
+    """The lock on ``<workdir>/sources``, which the builds of one build host share (max_builds): one fetch into
+    a git mirror, or one download, at a time."""
+    return posixpath.join(bh.workdir, "sources", ".ka-sources.lock")
+
+
+# Under the sources lock, the kernel's git mirror made once ($1, from $2) and fetched at each build after.
+_SYNC_MIRROR = ('if [ -e "$1/HEAD" ]; then git -C "$1" remote set-url origin "$2" && '
+                'git -C "$1" fetch --quiet --prune origin; else git clone --quiet --mirror -- "$2" "$1"; fi')
+# Under the sources lock, the tarball ($2) downloaded once into $1.
+_DOWNLOAD = '[ -e "$1" ] || { curl -fsSL --retry 2 -o "$1.part" -- "$2" && mv -T -- "$1.part" "$1"; }'
+
+
+def _makepkg_sources(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, env: dict[str, str],
+                     log: Log) -> None:
+    """makepkg's sources (the kernel's git mirror or tarball in SRCDEST) fetched and checked under the sources
+    lock; the build itself then runs with --holdver, reading the mirror without fetching into it."""
+    remote.run(["flock", _sources_lock(bh), "makepkg", "--verifysource", "--nodeps", "--noconfirm", "--noprogressbar"],
+               cwd=where, env=env, timeout=4 * 3600, on_line=log)
+
+
+def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, env: dict[str, str],
+                log: Log) -> None:
     """The kernel source in ``<where>/linux`` at the baseline, with ``debian/`` in it: a clone of the git
     mirror kept in ``<workdir>/sources`` (makepkg's too), or the tarball kept there, its b2sum checked."""
     spec, src = folder.spec, posixpath.join(where, "linux")
@@ -423,10 +486,8 @@ def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, 
         mirror = posixpath.join(sources, "linux")
         if remote.stat(posixpath.join(mirror, "HEAD")) is None:
             log(f"source: cloning {spec.git} into {bh.ssh}:{mirror} (once; kept between builds)")
-            remote.run(["git", "clone", "--quiet", "--mirror", "--", spec.git, mirror], timeout=4 * 3600)
-        else:
-            remote.run(["git", "-C", mirror, "remote", "set-url", "origin", spec.git], timeout=60)
-            remote.run(["git", "-C", mirror, "fetch", "--quiet", "--prune", "origin"], timeout=3600, on_line=log)
+        remote.run(["flock", _sources_lock(bh), "sh", "-c", _SYNC_MIRROR, "sh", mirror, spec.git], timeout=4 * 3600,
+                   on_line=log)
         remote.run(["git", "clone", "--quiet", "--shared", "--no-checkout", "--", mirror, src], timeout=600)
         assert folder.source_commit is not None  # build() refuses a git source without it
         remote.run(["git", "-C", src, "checkout", "--quiet", "--detach", f"{folder.source_commit}^{{commit}}"],
@@ -441,8 +502,7 @@ def _deb_source(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, 
         kept = posixpath.join(sources, name)
         if remote.stat(kept) is None:
             log(f"source: downloading {spec.tarball} into {bh.ssh}:{sources} (once; kept between builds)")
-            remote.run(["curl", "-fsSL", "--retry", "2", "-o", f"{kept}.part", "--", spec.tarball], timeout=3600)
-            remote.run(["mv", "-T", "--", f"{kept}.part", kept], timeout=60)
+        remote.run(["flock", _sources_lock(bh), "sh", "-c", _DOWNLOAD, "sh", kept, spec.tarball], timeout=3600)
         got = remote.run(["b2sum", "--", kept], timeout=600).output.split()[0]
         if got != spec.tarball_b2sum:
             raise BuildError(f"{bh.ssh}:{kept}: b2sum {got[:16]}… is not package.source.b2sum "
@@ -584,13 +644,17 @@ class FormatBuild:
     command: Callable[[str], list[str]]  # the command line, for an architecture
     folder: str  # the subfolder of the build folder it runs in ("": the folder itself)
     env: Callable[[str, str], dict[str, str]]  # what it reads from its environment, for (arch, packager)
-    source_first: Callable[[Remote, BuildFolder, BuildHost, str, Log], None] | None = None  # unpack the source
+    #: the source made ready before the build: fetched into the build host's shared sources under their lock
+    #: (and, for a deb, unpacked)
+    source_first: Callable[[Remote, BuildFolder, BuildHost, str, dict[str, str], Log], None]
 
 
 BUILD = {
     "pacman": FormatBuild(
-        command=lambda arch: ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"],
-        folder="", env=lambda arch, packager: {"PKGEXT": PACMAN.extension, "CARCH": arch, "PACKAGER": packager}),
+        command=lambda arch: ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar",
+                              "--holdver"],
+        folder="", env=lambda arch, packager: {"PKGEXT": PACMAN.extension, "CARCH": arch, "PACKAGER": packager},
+        source_first=_makepkg_sources),
     "deb": FormatBuild(  # dpkg-buildpackage reads debian/ in the unpacked source, not its environment
         command=lambda arch: ["dpkg-buildpackage", "--build=binary", "--no-sign", "--no-check-builddeps",
                               f"--host-arch={arch}"],

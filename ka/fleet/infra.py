@@ -7,6 +7,7 @@ problem at once, each with the file, the line and the field::
       - ssh: boltzmann                 # a name of the ssh config (KA_SSH_CONFIG)
         workdir: ka-builds             # relative to the build user's home, or absolute
         cross_compile: aarch64-linux-gnu-   # optional: an x86_64 builder making arm64 kernels
+        max_builds: 2                  # optional: builds at once there (default 1)
       - ssh: fermi
         workdir: /srv/ka-builds
     repository:
@@ -49,13 +50,14 @@ from ka.errors import ManifestError, Problem
 from ka.fleet.formats import PackageFormat
 from ka.fleet.manifest import FLEET
 from ka.fleet.repo import FILE, PathEscapes, RepoView
-from ka.fleet.yamldoc import Doc, child
+from ka.fleet.yamldoc import Doc, child, whole_number
 from ka.text import shown
 
 INFRA = f"{FLEET}/infra.yaml"
 TOP_KEYS = ("build_hosts", "repository", "apt_repository", "backup", "operators", "parity_references",
             "pull_request_build_hosts")
-BUILD_KEYS = ("ssh", "workdir", "cross_compile")
+BUILD_KEYS = ("ssh", "workdir", "cross_compile", "max_builds")
+MAX_BUILDS = 64  # a build host's builds at once: each is a kernel build, -j its cores
 REPO_KEYS = ("ssh", "path", "name", "url", "key", "gnupghome")
 FOLDER_KEYS = ("ssh", "path")
 SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -85,6 +87,7 @@ class BuildHost(_Machine):
     workdir: str
     cross_compile: str | None = None
     place: str = field(default="", compare=False)  # "build_hosts[0].ssh, fleet/infra.yaml:4", for messages
+    max_builds: int = 1  # builds at once there, each holding one of its slots (ka/build/slots.py)
 
 
 @dataclass(frozen=True)
@@ -208,8 +211,10 @@ def _build_hosts(doc: Doc, section: str = "build_hosts") -> tuple[BuildHost, ...
                         REMOTE_PATH, "a folder on the build host")
         cross = _text(doc, child(item_node, "cross_compile"), item.get("cross_compile"), f"{fld}.cross_compile",
                       PREFIX, "a compiler prefix such as aarch64-linux-gnu-", required=False)
+        slots = whole_number(doc, item_node, item, "max_builds", (1, MAX_BUILDS), 1, f"{fld}.max_builds",
+                             "builds at once")
         if ssh and workdir:
-            hosts.append(BuildHost(ssh, workdir, cross))
+            hosts.append(BuildHost(ssh, workdir, cross, max_builds=slots))
     return tuple(hosts)
 
 

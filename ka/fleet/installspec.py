@@ -47,7 +47,7 @@ import yaml
 
 from ka.fleet.formats import INSTALLERS, PACMAN, PackageFormat
 from ka.fleet.packagespec import PackageSpec
-from ka.fleet.yamldoc import Doc, child
+from ka.fleet.yamldoc import Doc, child, whole_number
 from ka.text import shown
 
 KEYS = ("ssh", "format", "image", "boot", "bootloader", "extlinux", "initramfs", "modules", "state",
@@ -200,13 +200,7 @@ def _choice(doc: Doc, node: yaml.Node | None, value: dict[str, Any], key: str, c
 
 def _int(doc: Doc, node: yaml.Node | None, value: dict[str, Any], key: str, low: int, high: int, default: int,
          fld: str) -> int:
-    got = value.get(key)
-    if got is None:
-        return default
-    if not isinstance(got, int) or isinstance(got, bool) or not low <= got <= high:
-        doc.add(child(node, key), fld, f"{shown(got)} is not a whole number of seconds from {low} to {high}")
-        return default
-    return got
+    return whole_number(doc, node, value, key, (low, high), default, fld, "seconds")
 
 
 def _commands(doc: Doc, node: yaml.Node | None, value: Any) -> Commands:

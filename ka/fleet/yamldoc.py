@@ -15,7 +15,7 @@ import yaml
 from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 
 from ka.errors import ManifestError, Problem
-from ka.text import cap, did_you_mean, printable
+from ka.text import cap, did_you_mean, printable, shown
 
 MAX_DEPTH = 32
 MAX_FINDINGS = 10
@@ -185,3 +185,17 @@ def key_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
     """The key node of ``key`` (for a line when the value is missing)."""
     found = pair(node, key)
     return found[0] if found else None
+
+
+def whole_number(doc: Doc, node: yaml.Node | None, value: dict[str, Any], key: str, bounds: tuple[int, int],
+                 default: int, fld: str, unit: str) -> int:
+    """``value[key]``, a whole number within ``bounds`` (``default`` when absent); out of bounds or not a
+    number, a problem on ``fld`` naming the ``unit`` and ``default``."""
+    got = value.get(key)
+    if got is None:
+        return default
+    low, high = bounds
+    if not isinstance(got, int) or isinstance(got, bool) or not low <= got <= high:
+        doc.add(child(node, key), fld, f"{shown(got)} is not a whole number of {unit} from {low} to {high}")
+        return default
+    return got

@@ -146,6 +146,19 @@ class Completed:
         return self.code == 0
 
 
+class Held:
+    """A command left running on a host (:meth:`Remote.hold`), until :meth:`close`."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+
+    def close(self) -> None:
+        """End the command: its standard input reaches its end, and the channel closes."""
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._channel.shutdown_write()
+        self._channel.close()
+
+
 class Remote:
     """One ssh connection to one host, for one job: commands, SFTP, closed when done."""
 
@@ -295,6 +308,29 @@ class Remote:
         code = channel.recv_exit_status()
         channel.close()
         return code, b"".join(chunks).decode("utf-8", "replace")
+
+    def hold(self, argv: Sequence[str], echo: str, timeout: float = 60.0) -> Held | Completed:
+        """Start ``argv``, a command that copies its input to its output (``cat``, under ``flock`` say), and
+        keep it running: :class:`Held` once ``echo``, sent to it, comes back (so it runs), or, when it ends
+        first, how it ended.  Closing the :class:`Held` ends the command (its standard input closes)."""
+        channel = self._session(list(argv), combine=True)
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # it ended already: read how
+            channel.sendall(echo.encode() + b"\n")
+        deadline, seen, start = time.monotonic() + timeout, b"", time.monotonic()
+        while echo.encode() + b"\n" not in seen:
+            try:
+                data = channel.recv(4096)
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    channel.close()
+                    raise RemoteFailed(self.name, list(argv), 124, seen.decode("utf-8", "replace")[-300:]) from None
+                continue
+            if not data:
+                code = channel.recv_exit_status()
+                channel.close()
+                return Completed(tuple(argv), code, seen.decode("utf-8", "replace"), time.monotonic() - start)
+            seen += data
+        return Held(channel)
 
     def stream(self, argv: Sequence[str], sink: BinaryIO, *, timeout: float = 600.0, limit: int | None = None) -> int:
         """Run ``argv`` and write its standard output, as bytes, to ``sink``; bytes written.

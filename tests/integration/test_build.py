@@ -35,8 +35,8 @@ def test_a_build_on_the_primary_is_signed_and_published(built: tuple[Path, dict[
     for a in data["artifacts"]:
         assert a["signer"] == build_lab.fingerprint and Path(a["path"]).stat().st_size == a["size"]
     assert data["repository"]["entries"] == ["linux-ampere-6.12.0-1", "linux-ampere-headers-6.12.0-1"]
-    assert set(data["phases"]) == {"promote", "render", "connect", "upload", "makepkg", "fetch", "check", "sign",
-                                   "publish"}
+    assert set(data["phases"]) == {"promote", "render", "connect", "upload", "source", "makepkg", "fetch", "check",
+                                   "sign", "publish"}
     info = pkginfo(packages(data)[0])
     assert info["pkgname"] == ["linux-ampere"] and info["packager"] == ["Fleet Test <fleet@example.org>"]
     assert info["arch"] == ["aarch64"]
@@ -558,4 +558,5 @@ def test_a_build_host_whose_disk_fills_is_named_and_its_folder_removed(build_lab
     assert code == 3, err
     assert "the build host boltzmann ran out of disk space" in err and "No space left on device" in err
     assert "its build folder was removed" in err and "KiB free)" in err and "kept for inspection" not in err
-    assert left == ["sources"], left  # the shared source cache stays; the build's own folder and lock are gone
+    # the shared source cache and the build slots' lock files stay; the build's own folder and lock are gone
+    assert left == [".ka-slots", "sources"], left

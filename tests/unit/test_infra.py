@@ -28,6 +28,11 @@ def test_parity_references_and_pull_request_build_hosts_are_read(tmp_path: Path)
     assert infra.pull_request_build_hosts == (BuildHost("boltzmann-pr", "ka-builds"),)  # type: ignore[attr-defined]
 
 
+def test_a_build_host_runs_one_build_at_a_time_unless_max_builds_says_more(tmp_path: Path) -> None:
+    infra = _load(tmp_path, BUILD + "  - ssh: fermi\n    workdir: w\n    max_builds: 3\n")
+    assert [b.max_builds for b in infra.build_hosts] == [1, 3]  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ("parity_references: boltzmann:/srv\n", "fleet/infra.yaml:1: parity_references: must be a list"),
     ("parity_references:\n  - ssh: boltzmann\n", "fleet/infra.yaml:2: parity_references[0].path: missing"),
@@ -40,6 +45,10 @@ def test_parity_references_and_pull_request_build_hosts_are_read(tmp_path: Path)
     (BUILD + "pull_request_build_hosts:\n  - ssh: boltzmann\n    workdir: pr\n",
      "fleet/infra.yaml:5: pull_request_build_hosts[0].ssh: boltzmann is also in build_hosts"),
     ("pull_request_build_hosts: []\n", "fleet/infra.yaml:1: pull_request_build_hosts: must be a list of build hosts"),
+    (BUILD + "    max_builds: 0\n",
+     "fleet/infra.yaml:4: build_hosts[0].max_builds: 0 is not a whole number of builds at once from 1 to 64"),
+    (BUILD + "    max_builds: two\n", "fleet/infra.yaml:4: build_hosts[0].max_builds: 'two' is not a whole number"),
+    (BUILD + "    max_builds: true\n", "fleet/infra.yaml:4: build_hosts[0].max_builds: True is not a whole number"),
 ])
 def test_a_bad_infra_is_refused_with_file_line_and_field(tmp_path: Path, text: str, where: str) -> None:
     with pytest.raises(ManifestError) as refused:
