@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ka import __version__
 from ka.cli.progress import Progress
@@ -25,6 +25,7 @@ from ka.cli.report import (
     print_bump,
     print_install,
     print_live,
+    print_many_builds,
     print_promote,
     print_status,
     promote_line,
@@ -73,7 +74,10 @@ def _status_args(p: argparse.ArgumentParser) -> None:
 
 
 def _build_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("host", metavar="HOST", help="the host of fleet/ whose kernel to build")
+    p.add_argument("hosts", nargs="*", metavar="HOST",
+                   help="a host of fleet/ whose kernel to build (one or more, or --all: several build at once, each "
+                        "on the first build host with a free slot, max_builds in fleet/infra.yaml)")
+    p.add_argument("--all", action="store_true", help="every host in fleet/")
     p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
     p.add_argument("--rev", metavar="REV", help="build this commit's fleet/ and patches/ (no checkout)")
     p.add_argument("--kernel-tree", metavar="PATH", help="kernel git tree for the baseline check (KA_KERNEL_TREE)")
@@ -350,16 +354,22 @@ def cmd_baseline_bump(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    """``ka build``."""
-    from ka.build.flow import BuildError, BuildOptions, build
+    """``ka build``: 0 every host built, else the worst of their exit codes."""
+    from ka.build.flow import BuildOptions
     from ka.fleet.infra import load_infra
     from ka.io.ssh import SshSettings
     from ka.promote.canonical import named_references
 
+    if bool(args.hosts) == bool(args.all):
+        raise BadInput("name one or more hosts, or give --all")
     settings = resolve(args.repo, args.kernel_tree, args.out_dir, args.rev, Path.cwd(), args.environ)
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
-    check_host_name(view, args.host)
+    hosts = _selected_hosts(view, args)
+    one_only = [name for name, given in (("--render-only", args.render_only), ("--check-against", args.check_against))
+                if given]
+    if len(hosts) > 1 and one_only:
+        raise BadInput(f"{one_only[0]} is for one host: name exactly one")
     checkout = WorkTree(settings.repo, settings.limits)
     infra = load_infra(checkout)  # where to connect comes from your checkout, never from --rev
     trusted = view.rev is None or _on_head(settings.repo, view.rev)
@@ -374,15 +384,26 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"ka-build: --rev {args.rev} is not HEAD or one of its ancestors: built as a pull request's commit, "
               "on pull_request_build_hosts, neither signed nor published", file=sys.stderr)
     kernel = KernelTree(settings.kernel_tree) if settings.kernel_tree else None
-    log_path = settings.out_dir / args.host / "build.log"
+    if len(hosts) == 1:
+        return _build_one(view, hosts[0], infra, kernel, opts, args)
+    return _build_many(view, hosts, infra, kernel, opts, args)
+
+
+def _build_one(view: RepoView, host: str, infra: Any, kernel: KernelTree | None, opts: Any,
+               args: argparse.Namespace) -> int:
+    """One host's build, its phases shown as they go."""
+    from ka.build.flow import BuildError, build
+
+    log_path = opts.out_dir / host / "build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with Progress("ka-build", live=None if not args.json else False) as progress, \
             open(log_path, "w", encoding="utf-8") as log_file:
         def log(line: str) -> None:
             log_file.write(line + "\n")
+            log_file.flush()  # a build runs for minutes: its log is followed (tail -f) as it goes
             progress.line(line)
         try:
-            result = build(view, args.host, infra, kernel, opts, log=log, phase=progress.phase,
+            result = build(view, host, infra, kernel, opts, log=log, phase=progress.phase,
                            render_only=Path(args.render_only) if args.render_only else None)
         except BuildError as exc:
             progress.close()
@@ -396,6 +417,39 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         print_build(result, args.render_only, log_path)
     return EXIT_OK
+
+
+def _build_many(view: RepoView, hosts: list[str], infra: Any, kernel: KernelTree | None, opts: Any,
+                args: argparse.Namespace) -> int:
+    """Several hosts' builds at once (ka/build/many.py): a live table, then a row a host; the worst exit code."""
+    from ka.build.many import HostBuild, build_many, worst
+    from ka.cli.many import LiveHosts
+
+    files: dict[str, IO[str]] = {}
+
+    def log_for(host: str) -> Callable[[str], None]:
+        path = opts.out_dir / host / "build.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = files[host] = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below, after every build)
+
+        def write(line: str) -> None:
+            fh.write(line + "\n")
+            fh.flush()
+        return write
+
+    rows = [HostBuild(h) for h in hosts]
+    try:
+        with LiveHosts("ka-build", rows, live=None if not args.json else False) as live:
+            build_many(view, rows, infra, kernel, opts, log_for=log_for, changed=live.changed)
+    finally:
+        for fh in files.values():
+            fh.close()
+    code = worst(rows)
+    if args.json:
+        print(json.dumps({"ok": code == EXIT_OK, "exit_code": code, "hosts": [b.as_dict() for b in rows]}, indent=2))
+    else:
+        print_many_builds(rows, opts.out_dir)
+    return code
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -89,7 +90,7 @@ STATUS_HEAD = ["HOST", "BASELINE", "SERIES", "PATCHES", "B2SUM", "PARITY", "APPL
 
 def print_status(rows: list[HostStatus]) -> None:
     """The fleet table: rich on a terminal, plain aligned text otherwise."""
-    _print_table(STATUS_HEAD, [status_cells(r) for r in rows])
+    print_table(STATUS_HEAD, [status_cells(r) for r in rows])
 
 
 def rich_table(head: list[str], cells: list[list[str]]) -> Table:
@@ -102,7 +103,8 @@ def rich_table(head: list[str], cells: list[list[str]]) -> Table:
     return table
 
 
-def _print_table(head: list[str], cells: list[list[str]]) -> None:
+def print_table(head: list[str], cells: list[list[str]]) -> None:
+    """A table on standard output: rich on a terminal, plain aligned text otherwise."""
     if sys.stdout.isatty():
         from rich.console import Console
         Console().print(rich_table(head, cells))
@@ -114,7 +116,7 @@ def _print_table(head: list[str], cells: list[list[str]]) -> None:
 
 def print_live(rows: list[Any]) -> None:
     """The live fleet table."""
-    _print_table(LIVE_HEAD, [live_cells(r) for r in rows])
+    print_table(LIVE_HEAD, [live_cells(r) for r in rows])
 
 
 def print_bump(rows: list[Any], to: str, dry_run: bool) -> None:
@@ -152,6 +154,23 @@ def print_build(result: Any, rendered: str | None, log_path: Path) -> None:
     if result.diff is not None:
         print(f"same as {result.diff.a.name}, modulo when and where it was built")
     print("phases: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.phases.items()) + f"; log: {_rel(str(log_path))}")
+
+
+MANY_HEAD = ["HOST", "RESULT", "BUILD HOST", "VERSION", "TIME"]
+
+
+def print_many_builds(builds: list[Any], out_dir: Path) -> None:
+    """Several hosts' builds: a row a host, then why each failed one failed and where the logs are."""
+    cells = [[b.host, b.state, b.build_host or "-", (b.result.version if b.result else "") or "-",
+              f"{b.seconds(time.monotonic()):.0f}s"] for b in builds]
+    print_table(MANY_HEAD, cells)
+    for b in builds:
+        if b.error:
+            print(f"{b.host}: {b.error}")
+            for line in (b.result.log.splitlines() if b.result else []):
+                print(f"  {line}")
+    built = sum(1 for b in builds if not b.error)
+    print(f"{built} of {len(builds)} built; logs: {_rel(str(out_dir / '<host>' / 'build.log'))}")
 
 
 def print_install(result: Any, log_path: Path) -> None:

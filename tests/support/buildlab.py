@@ -68,8 +68,13 @@ class BuildLab:
 
     def ka(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """``ka ARGS`` as a user runs it (a real process), with this lab's ssh config and keyring."""
-        return subprocess.run([sys.executable, "-m", "ka", *args], env=self.env(), cwd=cwd, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(self.ka_argv(*args), env=self.env(), cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+
+    @staticmethod
+    def ka_argv(*args: str) -> list[str]:
+        """The command line of ``ka ARGS`` (for a process the test runs beside it: self.env() its environment)."""
+        return [sys.executable, "-m", "ka", *args]
 
     def stop_agents(self) -> None:
         """Stop the agents gpg started for the lab's three keyrings: they would outlive the lab otherwise."""
