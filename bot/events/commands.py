@@ -58,8 +58,9 @@ COMMANDS: dict[str, Spec] = {s.verb: s for s in (
                                      "last install"),
     Spec("promote", "hosts+", "write", "cumulative patch, baseline check and parity of hosts, as a table",
          commit=True, job=True),
-    Spec("build", "host", "write", "build the host's kernel package (ka-build); signed and published only when "
-                                   "the commit is on the default branch", commit=True, job=True),
+    Spec("build", "hosts+", "write", "build the hosts' kernel packages, several at once on the build hosts "
+                                     "(ka-build); signed and published only when the commit is on the default "
+                                     "branch", commit=True, job=True),
     Spec("install", "host", "admin", "back up, install the published package, reboot, wait for the new kernel "
                                      "(ka-install)", flags=("--no-reboot",), job=True),
     Spec("rollback", "host", "admin", "boot the host's previous kernel again (ka-install --rollback)", job=True),

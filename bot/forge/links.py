@@ -21,8 +21,10 @@ def repo_of(config: Config) -> str:
     return config.repo or LOCAL_REPO
 
 
-def host_status(config: Config, job: Job, kind: str, state: str, text: str) -> forge.Write:
-    """The commit status ``ka/<kind>/<host>`` of a build or install job, linking to its page."""
-    assert job.commit_sha is not None and job.host is not None
-    return forge.status(repo_of(config), job.commit_sha, state, f"ka/{kind}/{job.host}", f"job {job.id}: {text}",
-                        job_url(config, job.id))
+def host_status(config: Config, job: Job, kind: str, state: str, text: str, host: str | None = None) -> forge.Write:
+    """The commit status ``ka/<kind>/<host>`` of a build or install job (``host``: one of a job of many),
+    linking to its page (at that host)."""
+    name = host or job.host
+    assert job.commit_sha is not None and name is not None
+    return forge.status(repo_of(config), job.commit_sha, state, f"ka/{kind}/{name}", f"job {job.id}: {text}",
+                        job_url(config, job.id, host))

@@ -90,7 +90,10 @@ def host_rows(results: list[HostResult]) -> list[dict[str, Any]]:
         applies = {True: "yes", False: "**no**", None: "not checked"}.get(d.get("applies"), "—")
         rows.append({"host": r.host, "state": r.state, "b2sum": d.get("b2sum"), "baseline": d.get("baseline") or "—",
                      "applies": applies if "applies" in d else "—",
-                     "parity": d.get("parity") or (r.description if r.state == "error" else "—")})
+                     "parity": d.get("parity") or (r.description if r.state == "error" else "—"),
+                     # a build of several hosts: where each was built, what, or why not
+                     "build_host": d.get("build_host") or "—", "version": d.get("version") or "—",
+                     "why": r.description if r.state != "success" else ""})
     return rows
 
 
@@ -120,7 +123,8 @@ def fallback(job: Job) -> str:
         who = " ".join(hosts) if hosts else "--all"
         return f"ka-promote {who} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
     if job.verb == "build":
-        return f"ka-build {job.host} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
+        hosts = job.host or " ".join(job.args.get("hosts") or []) or "--all"
+        return f"ka-build {hosts} --rev {sha} --kernel-tree $KA_KERNEL_TREE   # in a clone of the fleet repository"
     if job.verb == "bump":
         hosts = job.args.get("hosts")
         return (f"ka baseline bump --to {job.args.get('to')} {' '.join(hosts) if hosts else '--all'}   # in a "

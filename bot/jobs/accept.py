@@ -203,24 +203,26 @@ class Acceptor:
             text += f"\nThe hosts could not be asked now: `{code(why)}`\n"
         out.line = "`" + cmd.text + "`:\n\n" + _indent(text)
 
-    def _promote(self, cmd: Command, out: Outcome) -> None:
-        sha, ref = self.commit(cmd)
+    def _fleet_with(self, cmd: Command, sha: str) -> list[str]:
+        """The fleet's hosts at ``sha``; :class:`Refused` when the command names one it lacks."""
         fleet = self.hosts_at(sha)
         unknown = [h for h in cmd.hosts if h not in fleet]
         if unknown:
             raise Refused(f"not in the fleet at `{sha[:12]}`: {', '.join(f'`{code(h)}`' for h in unknown)}; "
                           f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
+        return fleet
+
+    def _promote(self, cmd: Command, out: Outcome) -> None:
+        sha, ref = self.commit(cmd)
+        self._fleet_with(cmd, sha)
         out.job = Planned(cmd, "parity", sha, ref, None if cmd.all_hosts else list(cmd.hosts),
                           at=sha if cmd.commit else None)
 
     def _build(self, cmd: Command, out: Outcome) -> None:
         sha, ref = self.commit(cmd)
-        fleet = self.hosts_at(sha)
-        host = cmd.hosts[0]
-        if host not in fleet:
-            raise Refused(f"`{code(host)}` is not in the fleet at `{sha[:12]}`; "
-                          f"its hosts: {', '.join(f'`{code(h)}`' for h in fleet[:100]) or 'none'}")
-        out.job = Planned(cmd, "build", sha, ref, [host], at=sha if cmd.commit else None)
+        fleet = self._fleet_with(cmd, sha)
+        out.job = Planned(cmd, "build", sha, ref, list(fleet) if cmd.all_hosts else list(cmd.hosts),
+                          at=sha if cmd.commit else None)
 
     def _install(self, cmd: Command, out: Outcome) -> None:
         """Installs act with the settings at the default branch's head, whatever thread asks."""

@@ -115,3 +115,33 @@ def test_a_parity_reference_on_a_host_is_read_once_until_it_changes(rig: Callabl
     remote.write_bytes(remote.read_bytes() + b"\n")
     description, log = push("third")
     assert "parity mismatch" in description and f"canonical boltzmann:{remote}: read" in log
+
+
+def test_ka_build_of_two_hosts_builds_both_at_once_and_answers_with_a_row_each(rig: Callable[..., Rig],
+                                                                                build_lab: BuildLab) -> None:
+    """Both build at once (one on each build host); the broken one fails alone, and the job is failed with
+    the count: the reply has a row a host, each host its own status."""
+    hosts, files = build_lab.parts("bot-many")
+    broken = hosts["ampere"].replace("  - board/pinetab2\n", "  - board/missing\n")
+    r = rig({**hosts, "volta": hosts["ampere"], "tesla": broken}, files, **build_lab.bot_env())
+    r.fake.permissions["writer"] = "write"
+    sha = r.head()
+    say(r, "/ka build ampere volta tesla", number=ISSUE, pull=False)
+    ack = wait_replies(r, 1, number=ISSUE)[0]
+    assert f"(build of ampere, volta, tesla on `{sha[:12]}`)" in ack
+    job = int(ack.split("job [")[1].split("]")[0])
+    record = r.bot.wait_job(job, timeout=300)
+    errors = [h.get("error") for h in record["result"]["hosts"]]
+    assert record["state"] == "failed" and record["error"] == "1 of 3 hosts failed", errors
+    result = wait_replies(r, 2, number=ISSUE)[1]
+    assert f"`/ka build ampere volta tesla` asked by @writer on `{sha[:12]}`: **failed**" in result
+    assert "why: `1 of 3 hosts failed`" in result and "| host | state | built on | version | why not |" in result
+    rows = {line.split("|")[1].strip(" `"): line for line in result.splitlines() if line.startswith("| `")}
+    assert "| `success` |" in rows["ampere"] and "| `6.12.0-1` |" in rows["ampere"]
+    assert "| `success` |" in rows["volta"] and "board/missing" in rows["tesla"]
+    assert {rows["ampere"].split("|")[3].strip(" `"), rows["volta"].split("|")[3].strip(" `")} == {"boltzmann",
+                                                                                                    "fermi"}
+    latest = r.fake.latest(sha)
+    assert latest["ka/build/ampere"]["state"] == latest["ka/build/volta"]["state"] == "success"
+    assert latest["ka/build/tesla"]["state"] == "failure"
+    assert "ka-build ampere volta tesla --rev " + sha in result

@@ -99,8 +99,8 @@ def test_help_unknown_verbs_and_unknown_hosts(thread: Rig) -> None:
     open_pr(thread)
     say(thread, "/ka help", who="stranger")  # help is for anyone, even without access
     (help_reply,) = wait_replies(thread, 1)
-    assert "| `/ka build HOST [@SHA]` | build the host's kernel package (ka-build); signed and published only" \
-           in help_reply
+    assert "| `/ka build HOST…\\|all [@SHA]` | build the hosts' kernel packages, several at once on the build " \
+           "hosts (ka-build); signed and published only" in help_reply
     say(thread, "/ka biuld ampere\n/ka promote nosuch")
     second = wait_replies(thread, 2)[1]
     assert "`/ka biuld ampere`: unknown command `biuld`; did you mean `build`?" in second

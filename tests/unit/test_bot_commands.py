@@ -18,6 +18,8 @@ def C(verb: str, *hosts: str, **kw: object) -> Command:
 # (comment body, what the parser finds: commands without their line numbers, or ("invalid", fragment))
 CASES = [
     ("/ka build ampere", [C("build", "ampere")]),
+    ("/ka build ampere fresnel", [C("build", "ampere", "fresnel")]),
+    ("/ka build all", [Command("build", all_hosts=True)]),
     ("/ka promote ampere ohm", [C("promote", "ampere", "ohm")]),
     ("/ka promote all", [C("promote", all_hosts=True)]),
     ("/ka promote ampere @0123abc", [C("promote", "ampere", commit="0123abc")]),
@@ -89,8 +91,8 @@ CASES = [
     # invalid: replied to, never run
     ("/ka biuld ampere", [("invalid", "unknown command `biuld`; did you mean `build`?")]),
     ("/ka frobnicate", [("invalid", "unknown command `frobnicate`")]),
-    ("/ka build", [("invalid", "`build` takes one host; usage: `/ka build HOST [@SHA]`")]),
-    ("/ka build ampere ohm", [("invalid", "`build` takes one host")]),
+    ("/ka build", [("invalid", "`build` needs hosts, or `all`; usage: `/ka build HOST…|all [@SHA]`")]),
+    ("/ka build ampere all", [("invalid", "`all` stands alone")]),
     ("/ka build Ampere", [("invalid", "`Ampere` is not a host name")]),
     ("/ka build ../etc", [("invalid", "`../etc` is not a host name")]),
     ("/ka promote", [("invalid", "`promote` needs hosts, or `all`")]),
@@ -101,7 +103,7 @@ CASES = [
     ("/ka cancel twelve", [("invalid", "`cancel` takes one job number")]),
     ("/ka cancel 1 2", [("invalid", "`cancel` takes one job number")]),
     ("/ka help me", [("invalid", "`me` is not a command")]),
-    ("/ka build `rm -rf /`", [("invalid", "`build` takes one host")]),
+    ("/ka build `rm -rf /`", [("invalid", "`build` needs hosts, or `all`")]),  # code is no host
     ("/ka promote " + " ".join(f"h{n}" for n in range(60)), [("invalid", "at most 50 hosts")]),
     ("/ka b\u00fcild ampere", [("invalid", "unknown command `b\u00fcild`")]),
     # bump: the new baseline's tag first, then hosts or none for all
