@@ -416,7 +416,8 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         BUILD[folder.spec.kind.name].source_first(remote, folder, bh, where, env, line)
         phases(tool)
         argv, cwd = _build_command(folder, where)
-        remote.run(argv, cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
+        shared = BUILD[folder.spec.kind.name].sources_fetched if bh.max_builds > 1 else ()
+        remote.run([*argv, *shared], cwd=cwd, env=env, timeout=opts.timeout, on_line=line)
     except RemoteFailed as exc:
         if full:
             raise _out_of_space(remote, bh, where, f"{tool} stopped: {full[-1].strip()[-200:]}", result) from None
@@ -470,8 +471,12 @@ _DOWNLOAD = '[ -e "$1" ] || { curl -fsSL --retry 2 -o "$1.part" -- "$2" && mv -T
 
 def _makepkg_sources(remote: Remote, folder: BuildFolder, bh: BuildHost, where: str, env: dict[str, str],
                      log: Log) -> None:
-    """makepkg's sources (the kernel's git mirror or tarball in SRCDEST) fetched and checked under the sources
-    lock; the build itself then runs with --holdver, reading the mirror without fetching into it."""
+    """Where builds at once share SRCDEST (``max_builds`` above 1), makepkg's sources (the kernel's git mirror
+    or tarball) fetched and checked under the sources lock; the build itself then runs with --holdver,
+    reading the mirror without fetching into it.  With one slot, the slot is the lock: makepkg fetches in
+    its own run (a second makepkg start costs a second)."""
+    if bh.max_builds == 1:
+        return
     remote.run(["flock", _sources_lock(bh), "makepkg", "--verifysource", "--nodeps", "--noconfirm", "--noprogressbar"],
                cwd=where, env=env, timeout=4 * 3600, on_line=log)
 
@@ -647,14 +652,14 @@ class FormatBuild:
     #: the source made ready before the build: fetched into the build host's shared sources under their lock
     #: (and, for a deb, unpacked)
     source_first: Callable[[Remote, BuildFolder, BuildHost, str, dict[str, str], Log], None]
+    sources_fetched: tuple[str, ...] = ()  # flags for a build whose sources source_first fetched under the lock
 
 
 BUILD = {
     "pacman": FormatBuild(
-        command=lambda arch: ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar",
-                              "--holdver"],
+        command=lambda arch: ["makepkg", "--nodeps", "--noconfirm", "--cleanbuild", "--force", "--noprogressbar"],
         folder="", env=lambda arch, packager: {"PKGEXT": PACMAN.extension, "CARCH": arch, "PACKAGER": packager},
-        source_first=_makepkg_sources),
+        source_first=_makepkg_sources, sources_fetched=("--holdver",)),
     "deb": FormatBuild(  # dpkg-buildpackage reads debian/ in the unpacked source, not its environment
         command=lambda arch: ["dpkg-buildpackage", "--build=binary", "--no-sign", "--no-check-builddeps",
                               f"--host-arch={arch}"],
