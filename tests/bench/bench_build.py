@@ -17,15 +17,12 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the project root, for tests.support and ka
-from tests.support import sshhosts  # noqa: E402
-from tests.support.buildlab import make_build_lab  # noqa: E402
-from tests.support.kernel import build_small_kernel  # noqa: E402
+from tests.support.buildlab import bench_lab  # noqa: E402
 
 PLAIN = "cd {folder} && set -a && . ./ka-build.env && set +a && makepkg --nodeps --noconfirm --cleanbuild --force"
 
@@ -34,37 +31,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    why = sshhosts.available()
-    if why:
-        sys.exit(f"needs {why}")
-    lab = sshhosts.make_lab()
-    try:
-        for number, name in enumerate(("boltzmann", "fermi", "hertz"), start=11):
-            lab.add(name, number)
-        with tempfile.TemporaryDirectory(prefix="ka-bench-build-") as tmp:
-            work = Path(tmp)
-            build = make_build_lab(lab, build_small_kernel(work / "kernel"), work)
-            repo = build.fleet(work / "fleet", "bench")
-            ours, phases = [], []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                code, data, err = build.build(repo)
-                ours.append(time.perf_counter() - start)
-                assert code == 0, err
-                phases.append(data["phases"])
-            rendered = work / "rendered"
-            assert build.ka("build", "ampere", "--repo", str(repo), "--render-only", str(rendered)).returncode == 0
-            folder = lab.user_folder("bench", "plain", (rendered / "ka-build.folder").read_text().strip())
-            subprocess.run(["cp", "-a", f"{rendered}/.", str(folder)], check=True)
-            subprocess.run(["chown", "-R", "kabuild", str(folder)], check=True)
-            plain = []
-            for _ in range(args.runs):
-                start = time.perf_counter()
-                subprocess.run(["ssh", "-F", str(lab.config), "boltzmann", PLAIN.format(folder=folder)],
-                               check=True, capture_output=True)
-                plain.append(time.perf_counter() - start)
-    finally:
-        lab.stop()
+    with bench_lab("ka-bench-build-") as (build, work):
+        repo = build.fleet(work / "fleet", "bench")
+        ours, phases = [], []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            code, data, err = build.build(repo)
+            ours.append(time.perf_counter() - start)
+            assert code == 0, err
+            phases.append(data["phases"])
+        rendered = work / "rendered"
+        assert build.ka("build", "ampere", "--repo", str(repo), "--render-only", str(rendered)).returncode == 0
+        folder = build.ssh.user_folder("bench", "plain", (rendered / "ka-build.folder").read_text().strip())
+        subprocess.run(["cp", "-a", f"{rendered}/.", str(folder)], check=True)
+        subprocess.run(["chown", "-R", "kabuild", str(folder)], check=True)
+        plain = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            subprocess.run(["ssh", "-F", str(build.ssh.config), "boltzmann", PLAIN.format(folder=folder)],
+                           check=True, capture_output=True)
+            plain.append(time.perf_counter() - start)
     report(ours, plain, phases)
 
 

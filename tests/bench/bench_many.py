@@ -19,15 +19,13 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the project root, for tests.support and ka
-from tests.support import sshhosts  # noqa: E402
-from tests.support.buildlab import BuildLab, make_build_lab  # noqa: E402
-from tests.support.kernel import build_small_kernel, write_fleet  # noqa: E402
+from tests.support.buildlab import BuildLab, bench_lab  # noqa: E402
+from tests.support.kernel import write_fleet  # noqa: E402
 
 HOSTS = ("ampere", "volta", "tesla")
 
@@ -46,26 +44,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    why = sshhosts.available()
-    if why:
-        sys.exit(f"needs {why}")
-    ssh = sshhosts.make_lab()
-    try:
-        for number, name in enumerate(("boltzmann", "fermi", "hertz"), start=11):
-            ssh.add(name, number)
-        with tempfile.TemporaryDirectory(prefix="ka-bench-many-") as tmp:
-            work = Path(tmp)
-            lab = make_build_lab(ssh, build_small_kernel(work / "kernel"), work)
-            hosts, files = lab.parts("bench")
-            repo = write_fleet(work / "fleet", {h: hosts["ampere"] for h in HOSTS}, files)
-            timed(lab, repo, "ampere")  # the kernel source mirror is cloned once, before either is timed
-            ours, naive = [], []
-            for _ in range(args.runs):
-                ours.append(timed(lab, repo, *HOSTS))
-                naive.append(sum(timed(lab, repo, h) for h in HOSTS))
-            lab.stop_agents()
-    finally:
-        ssh.stop()
+    with bench_lab("ka-bench-many-") as (lab, work):
+        hosts, files = lab.parts("bench")
+        repo = write_fleet(work / "fleet", {h: hosts["ampere"] for h in HOSTS}, files)
+        timed(lab, repo, "ampere")  # the kernel source mirror is cloned once, before either is timed
+        ours, naive = [], []
+        for _ in range(args.runs):
+            ours.append(timed(lab, repo, *HOSTS))
+            naive.append(sum(timed(lab, repo, h) for h in HOSTS))
     mo, mn = statistics.median(ours), statistics.median(naive)
     print(f"machine: {os.cpu_count()} cores; build hosts boltzmann and fermi: sshd on this machine, max_builds 1")
     print(f"ka-build {' '.join(HOSTS)} (at once, median of {len(ours)}): {mo:.2f} s  "

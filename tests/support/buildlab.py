@@ -8,12 +8,16 @@ import os
 import pwd
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support import sshhosts
 from tests.support.fleet import fleet_files, manifest
-from tests.support.kernel import SmallKernel, write_fleet
+from tests.support.kernel import SmallKernel, build_small_kernel, write_fleet
 from tests.support.sshhosts import PR_USER, USER, SshLab, run
 
 CONFIG = 'CONFIG_LOCALVERSION="-ampere"\nCONFIG_OPTION_1=y\nCONFIG_MODULES=y\n'
@@ -135,3 +139,25 @@ def _pacman_keyring(work: Path, gnupghome: Path, fpr: str) -> Path:
     subprocess.run(["pacman-key", "--gpgdir", str(keyring), "--add", str(public)], check=True, capture_output=True)
     subprocess.run(["pacman-key", "--gpgdir", str(keyring), "--lsign-key", fpr], check=True, capture_output=True)
     return keyring
+
+
+@contextmanager
+def bench_lab(prefix: str) -> Iterator[tuple[BuildLab, Path]]:
+    """For a benchmark run by hand (root, the kabuild user): sshd hosts boltzmann, fermi and hertz, a build lab
+    with the small test kernel, and a work folder; all gone after."""
+    why = sshhosts.available()
+    if why:
+        sys.exit(f"needs {why}")
+    ssh = sshhosts.make_lab()
+    try:
+        for number, name in enumerate(("boltzmann", "fermi", "hertz"), start=11):
+            ssh.add(name, number)
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            work = Path(tmp)
+            lab = make_build_lab(ssh, build_small_kernel(work / "kernel"), work)
+            try:
+                yield lab, work
+            finally:
+                lab.stop_agents()
+    finally:
+        ssh.stop()
