@@ -23,7 +23,7 @@ from bot.jobs.trusted import default_head, named_references
 from bot.services import Services
 from bot.store import HostResult, Job, insert_writes
 from ka.build.flow import DEFAULT_PACKAGER, BuildError, BuildOptions, build
-from ka.build.many import BUILT, FAILED, WAITING, HostBuild, build_many
+from ka.build.many import BUILT, FAILED, HostBuild, build_many
 from ka.errors import ReferenceUnavailable
 from ka.fleet.infra import Infra
 from ka.fleet.repo import GitTree
@@ -81,8 +81,7 @@ def _build_many(services: Services, job: Job, hosts: list[str], view: GitTree, i
 
     def changed(hb: HostBuild) -> None:
         if hb.state not in (BUILT, FAILED):
-            if hb.state != WAITING:
-                log(f"{hb.host}: == {hb.state}")
+            log(f"{hb.host}: == {hb.state}")
             return
         row = _row(services, hb)
         store.record_host(job.id, row, host_status(config, job, "build", row.state, row.description, hb.host))
@@ -90,8 +89,8 @@ def _build_many(services: Services, job: Job, hosts: list[str], view: GitTree, i
 
     build_many(view, builds, infra, kernel, opts, log_for=lambda host: lambda line: log(f"{host}: {line}"),
                changed=changed)
-    states = Counter("success" if b.state == BUILT else "failure" for b in builds)
-    return {"states": dict(states), "hosts": [_row(services, b).detail for b in builds]}
+    # each host's row is in the job's hosts already (its page and reply read them there): the counts decide
+    return {"states": dict(Counter("success" if b.state == BUILT else "failure" for b in builds))}
 
 
 def _row(services: Services, hb: HostBuild) -> HostResult:

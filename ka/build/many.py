@@ -49,7 +49,7 @@ class HostBuild:
                 "seconds": round(self.seconds(time.monotonic()), 3)}
 
 
-Changed = Callable[[HostBuild], None]
+Changed = Callable[[HostBuild], None]  # a host's state changed (one call at a time)
 Logs = Callable[[str], Callable[[str], None]]  # a host's log: where its lines go
 
 
@@ -66,7 +66,8 @@ def build_many(view: RepoView, builds: list[HostBuild], infra: Infra, kernel: Ke
             with lock:
                 for key, value in what.items():
                     setattr(hb, key, value)
-                changed(hb)
+                if "state" in what:  # a new output line is no change (a terminal's table redraws by itself)
+                    changed(hb)
 
         def line(text: str) -> None:
             write(text)

@@ -32,7 +32,6 @@ class SlotError(KaError):
 class Slot:
     """One of a build host's slots, held until :meth:`release`."""
 
-    build_host: str
     number: int
     held: Held
 
@@ -48,7 +47,7 @@ def take(remote: Remote, bh: BuildHost) -> Slot | None:
     for number in range(bh.max_builds):
         got = remote.hold(["flock", "--nonblock", "--verbose", posixpath.join(folder, str(number)), "cat"], _ECHO)
         if isinstance(got, Held):
-            return Slot(bh.ssh, number, got)
+            return Slot(number, got)
         if not _busy(got):
             raise SlotError(f"{bh.ssh}: cannot take a build slot with flock (util-linux) in {folder}: "
                             f"{got.output.strip()[-300:] or f'exit {got.code}'}")

@@ -4,7 +4,6 @@ line on standard error each time a host changes phase."""
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -38,8 +37,6 @@ class LiveHosts:
                  live: bool | None = None) -> None:
         self.prog, self.rows = prog, rows
         self.stream = stream or sys.stderr
-        self._states: dict[str, str] = {}
-        self._lock = threading.Lock()
         self._live: Live | None = None
         if live if live is not None else self.stream.isatty():
             from rich.console import Console  # rich only for a terminal (ka-promote's start-up)
@@ -54,13 +51,9 @@ class LiveHosts:
                                  for r in self.rows])
 
     def changed(self, row: Row) -> None:
-        """A host's row changed: on a terminal the table redraws by itself; otherwise its new state is a line."""
+        """A host's state changed: on a terminal the table redraws by itself; otherwise the new state is a line."""
         if self._live is not None:
             return
-        with self._lock:
-            if self._states.get(row.host) == row.state:
-                return
-            self._states[row.host] = row.state
         where = f" on {row.build_host}" if row.build_host else ""
         print(f"{self.prog}: {row.host}: {row.state}{where}", file=self.stream, flush=True)
 

@@ -131,7 +131,7 @@ def test_ka_build_of_two_hosts_builds_both_at_once_and_answers_with_a_row_each(r
     assert f"(build of ampere, volta, tesla on `{sha[:12]}`)" in ack
     job = int(ack.split("job [")[1].split("]")[0])
     record = r.bot.wait_job(job, timeout=300)
-    errors = [h.get("error") for h in record["result"]["hosts"]]
+    errors = {h: row["description"] for h, row in r.bot.hosts(job).items()}
     assert record["state"] == "failed" and record["error"] == "1 of 3 hosts failed", errors
     result = wait_replies(r, 2, number=ISSUE)[1]
     assert f"`/ka build ampere volta tesla` asked by @writer on `{sha[:12]}`: **failed**" in result
@@ -145,3 +145,5 @@ def test_ka_build_of_two_hosts_builds_both_at_once_and_answers_with_a_row_each(r
     assert latest["ka/build/ampere"]["state"] == latest["ka/build/volta"]["state"] == "success"
     assert latest["ka/build/tesla"]["state"] == "failure"
     assert "ka-build ampere volta tesla --rev " + sha in result
+    log = requests.get(f"{r.bot.url}/jobs/{job}/live?offset=0", timeout=10).json()["log"]
+    assert log.count("ampere: == makepkg") == 1 and "ampere: ==> Finished making: linux-ampere" in log  # a phase once
