@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ka.build import ccache
 from ka.build.kconfig import audit_locally
 from ka.build.render import BuildFolder, render, spec_of
 from ka.build.slots import Slot, take
@@ -130,6 +131,7 @@ class BuildResult:
     diff: PkgDiff | None = None
     unpublished: str = ""  # why the packages were neither signed nor published
     audit: list[str] = field(default_factory=list)  # the config audit's lines (ka/build/kconfig.py)
+    ccache: str = ""  # what the build took from the compiler cache (ka/build/ccache.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {"host": self.host, "commit": self.commit, "patch_b2sum": self.patch_b2sum, "baseline": self.baseline,
@@ -139,7 +141,7 @@ class BuildResult:
                 "artifacts": [a.as_dict() for a in self.artifacts],
                 "repository": None if self.published is None else self.published.__dict__,
                 "kept": self.kept, "log": self.log, "pkgdiff": self.diff.as_dict() if self.diff else None,
-                "unpublished": self.unpublished, "audit": self.audit}
+                "unpublished": self.unpublished, "audit": self.audit, "ccache": self.ccache}
 
 
 class _Phases:
@@ -412,6 +414,9 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
     tool = folder.spec.kind.build_tool
     try:
         env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
+        cache = ccache.find(remote, bh, folder.host, where, line)
+        if cache is not None:
+            env.update(cache[0].env(cache[1]))
         phases("source")
         BUILD[folder.spec.kind.name].source_first(remote, folder, bh, where, env, line)
         phases(tool)
@@ -427,6 +432,9 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         what = tool if exc.argv[:1] == [tool] else shlex.join(exc.argv[:3])
         raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
                          f"at {result.remote_folder}", result) from None
+    if cache is not None:
+        result.ccache = ccache.report(remote, cache[0], env)
+        log(result.ccache)
     phases("fetch")
     out = opts.out_dir / folder.host
     for name in folder.packages():

@@ -8,6 +8,7 @@ problem at once, each with the file, the line and the field::
         workdir: ka-builds             # relative to the build user's home, or absolute
         cross_compile: aarch64-linux-gnu-   # optional: an x86_64 builder making arm64 kernels
         max_builds: 2                  # optional: builds at once there (default 1)
+        ccache: 20G                    # optional: compiler cache per fleet host there (default 5G; off)
       - ssh: fermi
         workdir: /srv/ka-builds
     repository:
@@ -56,7 +57,7 @@ from ka.text import shown
 INFRA = f"{FLEET}/infra.yaml"
 TOP_KEYS = ("build_hosts", "repository", "apt_repository", "backup", "operators", "parity_references",
             "pull_request_build_hosts")
-BUILD_KEYS = ("ssh", "workdir", "cross_compile", "max_builds")
+BUILD_KEYS = ("ssh", "workdir", "cross_compile", "max_builds", "ccache")
 MAX_BUILDS = 64  # a build host's builds at once: each is a kernel build, -j its cores
 REPO_KEYS = ("ssh", "path", "name", "url", "key", "gnupghome")
 FOLDER_KEYS = ("ssh", "path")
@@ -65,6 +66,8 @@ REMOTE_PATH = re.compile(r"[A-Za-z0-9._/+~-]{1,400}")
 PREFIX = re.compile(r"[A-Za-z0-9._/+-]{1,100}")
 FPR = re.compile(r"[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
 DB_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+SIZE = re.compile(r"[1-9][0-9]{0,5}[KMGT]")  # ccache's max_size (binary units)
+CCACHE_SIZE = "5G"  # ccache's own default
 
 
 class _Machine:
@@ -88,6 +91,7 @@ class BuildHost(_Machine):
     cross_compile: str | None = None
     place: str = field(default="", compare=False)  # "build_hosts[0].ssh, fleet/infra.yaml:4", for messages
     max_builds: int = 1  # builds at once there, each holding one of its slots (ka/build/slots.py)
+    ccache: str | None = CCACHE_SIZE  # each fleet host's compiler cache there at most this big; None: none
 
 
 @dataclass(frozen=True)
@@ -213,9 +217,20 @@ def _build_hosts(doc: Doc, section: str = "build_hosts") -> tuple[BuildHost, ...
                       PREFIX, "a compiler prefix such as aarch64-linux-gnu-", required=False)
         slots = whole_number(doc, item_node, item, "max_builds", (1, MAX_BUILDS), 1, f"{fld}.max_builds",
                              "builds at once")
+        cache = _ccache(doc, item_node, item.get("ccache", CCACHE_SIZE), f"{fld}.ccache")
         if ssh and workdir:
-            hosts.append(BuildHost(ssh, workdir, cross, max_builds=slots))
+            hosts.append(BuildHost(ssh, workdir, cross, max_builds=slots, ccache=cache))
     return tuple(hosts)
+
+
+def _ccache(doc: Doc, node: yaml.Node, value: Any, fld: str) -> str | None:
+    """A size such as ``5G`` (the compiler cache's limit), or ``off`` (YAML reads it as false): no cache."""
+    if value is False:
+        return None
+    if not isinstance(value, str) or not SIZE.fullmatch(value):
+        doc.add(child(node, "ccache"), fld, f"{shown(value)} is not a size such as 5G or 500M, or off")
+        return CCACHE_SIZE
+    return value
 
 
 def _repository(doc: Doc, section: str = "repository") -> Repository | None:

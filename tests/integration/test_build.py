@@ -558,5 +558,5 @@ def test_a_build_host_whose_disk_fills_is_named_and_its_folder_removed(build_lab
     assert code == 3, err
     assert "the build host boltzmann ran out of disk space" in err and "No space left on device" in err
     assert "its build folder was removed" in err and "KiB free)" in err and "kept for inspection" not in err
-    # the shared source cache and the build slots' lock files stay; the build's own folder and lock are gone
-    assert left == [".ka-slots", "sources"], left
+    # the shared source and compiler caches and the slots' lock files stay; the build's own folder and lock go
+    assert left == [".ka-slots", "ccache", "sources"], left

@@ -6,10 +6,15 @@ and the packages hold what the kernel's own ``make pacman-pkg`` of the same tree
 the documented differences (``tests/support/upstreampkg.py``).  The module built by the device's own gcc
 and loaded on the new kernel is the full loop's proof (``tests/support/fullloop.py``, not run here).
 
-The two builds take about five minutes on 2 cores.  Their results are kept in
-``~/.cache/kernel-agent/kernel-packages/<key>``, the key a digest of everything that decides them: the
-build folder ``ka build --render-only`` writes (PKGBUILD, kconfig.sh, the requested config, the cumulative
-patch, the baseline's commit) and the sources of ``ka/build``.  A change to any of those builds again.
+The compiler cache (ka/build/ccache.py) must not change a byte: the packages built with a cache warmed by
+another series (one patch more, a changed ``init/main.c``) are the same as those built cold, and all but
+the changed file come from the cache.
+
+The two builds take about five minutes on 2 cores, the warm-up build of the other series three more.
+Their results (packages, the warmed cache) are kept in ``~/.cache/kernel-agent/kernel-packages/<key>``,
+the key a digest of everything that decides them: the build folder ``ka build --render-only`` writes
+(PKGBUILD, kconfig.sh, the requested config, the cumulative patch, the baseline's commit) and the
+sources of ``ka/build``.  A change to any of those builds again.  The warm build runs every time.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -30,7 +38,8 @@ from tests.support import PROJECT
 from tests.support.buildlab import BuildLab, make_build_lab
 from tests.support.kernel import ENV
 from tests.support.needs import require
-from tests.support.sshhosts import USER, SshLab
+from tests.support.onepatch import add_patch
+from tests.support.sshhosts import USER, SshLab, run
 from tests.support.upstreampkg import compare, listing, make_pacman_pkg
 
 pytestmark = pytest.mark.kernel
@@ -62,6 +71,10 @@ class Packages:
     headers: Path
     upstream: set[str]
     release: str
+    lab: BuildLab
+    repo: Path
+    tree: Path
+    work: Path
 
 
 def _fleet(root: Path, lab: BuildLab, ref: str) -> Path:
@@ -75,7 +88,7 @@ def _fleet(root: Path, lab: BuildLab, ref: str) -> Path:
     (root / f"fleet/{HOST}.yaml").write_text(
         f"description: a small arm64 kernel\nbaseline:\n  ref: {ref}\n{series}package:\n  pkgbase: {PKGBASE}\n"
         f"  config:\n    base: tinyconfig\n    fragments: [fleet/configs/small.config]\n"
-        f"  source:\n    git: {lab.source}\ninstall:\n  ssh: {HOST}\n")
+        f"  source:\n    git: {_stable_source(lab)}\ninstall:\n  ssh: {HOST}\n")
     work = lab.ssh.user_folder("kernel-package", "builds")
     (root / "fleet/infra.yaml").write_text(
         f"build_hosts:\n  - ssh: boltzmann\n    workdir: {work}\n    cross_compile: aarch64-linux-gnu-\n"
@@ -87,29 +100,47 @@ def _fleet(root: Path, lab: BuildLab, ref: str) -> Path:
     return root
 
 
+def _stable_source(lab: BuildLab) -> str:
+    """The kernel source's URL, the same in every lab: a link in the build user's home to this lab's mirror.
+    The PKGBUILD names it, and .BUILDINFO records the PKGBUILD's digest: packages of two labs compare equal
+    only when it is the same."""
+    link = Path(pwd.getpwnam(USER).pw_dir) / "ka-kernel-package.git"
+    fresh = link.with_name(f"{link.name}.{os.getpid()}")
+    # the build user's own link (git refuses a repository reached through another user's), swapped in at once
+    run("ln", "-sfn", lab.source.removeprefix("file://"), str(fresh), user=USER)
+    run("mv", "-T", str(fresh), str(link), user=USER)
+    return f"file://{link}"
+
+
 def _key(lab: BuildLab, repo: Path, tree: Path, scratch: Path) -> str:
-    """What decides the packages, as a digest: the rendered build folder (this lab's own paths left out) and
-    ka/build's sources."""
+    """What decides the packages, as a digest: the rendered build folder (its commit id left out) and ka/build's
+    sources."""
     res = lab.ka("build", HOST, "--render-only", str(scratch), "--repo", str(repo), "--kernel-tree", str(tree))
     assert res.returncode == 0, res.stderr + res.stdout
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                             check=True).stdout.strip()
     digest = hashlib.sha256()
-    # (ka-build.folder is left out: the folder name digests the source URL, this lab's own path)
-    files = sorted(p for p in scratch.rglob("*") if p.is_file() and p.name != "ka-build.folder")
+    files = sorted(p for p in scratch.rglob("*") if p.is_file())
     files += sorted((PROJECT / "ka/build").glob("*.py"))
     for path in files:
-        text = path.read_bytes().replace(lab.source.encode(), b"<source>").replace(commit.encode(), b"<commit>")
+        text = path.read_bytes().replace(commit.encode(), b"<commit>")
         digest.update(path.name.encode() + b"\0" + text + b"\0")
     return digest.hexdigest()[:24]
 
 
-def _build(lab: BuildLab, repo: Path, tree: Path, ref: str, into: Path) -> None:
-    """ka-build of host small, then make pacman-pkg of the same tree, patch and final .config; the
-    packages and the upstream file list written to ``into``."""
-    res = lab.ka("build", HOST, "--repo", str(repo), "--kernel-tree", str(tree), "--json", timeout=3600)
+def _ka_build(lab: BuildLab, repo: Path, tree: Path, *args: str) -> dict[str, Any]:
+    """ka-build of host small (its --json)."""
+    res = lab.ka("build", HOST, "--repo", str(repo), "--kernel-tree", str(tree), "--json", *args, timeout=3600)
     assert res.returncode == 0, res.stderr[-4000:] + res.stdout[-4000:]  # stdout: --json's log of the build
-    made = [Path(a["path"]) for a in json.loads(res.stdout)["artifacts"]]
+    built: dict[str, Any] = json.loads(res.stdout)
+    return built
+
+
+def _build(lab: BuildLab, repo: Path, tree: Path, ref: str, into: Path) -> None:
+    """ka-build of host small (its compiler cache emptied first: a cold build), then make pacman-pkg of the
+    same tree, patch and final .config; the packages and the upstream file list written to ``into``."""
+    shutil.rmtree(_ccache(lab), ignore_errors=True)
+    made = [Path(a["path"]) for a in _ka_build(lab, repo, tree)["artifacts"]]
     headers = next(p for p in made if "-headers-" in p.name)
     config = subprocess.run(["bsdtar", "-xOf", str(headers), f"usr/src/{PKGBASE}/.config"], capture_output=True,
                             check=True).stdout
@@ -146,7 +177,7 @@ def packages(real_kernel: tuple[Path, str], ssh_lab: SshLab,
         release = next(n.split("/")[3] for n in listing(headers)
                        if n.startswith("usr/lib/modules/") and n.endswith("/build"))
         yield Packages(next(p for p in made if p != headers), headers,
-                       set(json.loads((cached / "upstream.json").read_text())), release)
+                       set(json.loads((cached / "upstream.json").read_text())), release, lab, repo, tree, work)
     finally:
         lab.stop_agents()
 
@@ -206,3 +237,59 @@ def test_same_files_as_make_pacman_pkg(packages: Packages) -> None:
     missing, extra = compare(ours, packages.upstream, PKGBASE, "linux-upstream", packages.release)
     assert (missing, extra) == ([], []), f"theirs, missing from ours: {missing}; ours, undocumented: {extra}"
     assert len(packages.upstream) > 1000  # headers, scripts and modules: a real package, not an empty one
+
+
+def _ccache(lab: BuildLab) -> Path:
+    """Host small's compiler cache on the lab's build host."""
+    return lab.ssh.user_folder("kernel-package", "builds") / "ccache" / HOST
+
+
+def _other_series(packages: Packages, root: Path) -> Path:
+    """Host small's fleet with one patch more (tests/support/onepatch.py), committed."""
+    shutil.copytree(packages.repo, root, symlinks=True)
+    add_patch(root, HOST, packages.tree, before="board/pinetab2")
+    return root
+
+
+def _warmed(packages: Packages) -> Path:
+    """The cache a build of the other series left, from an empty one (kept beside the packages)."""
+    other = _other_series(packages, packages.work / "other")
+    kept = CACHE / (_key(packages.lab, other, packages.tree, packages.work / "render-other") + "-ccache")
+    if not kept.is_dir():
+        shutil.rmtree(_ccache(packages.lab), ignore_errors=True)
+        built = _ka_build(packages.lab, other, packages.tree, "--no-publish")  # its own bytes, the same version
+        hits, calls = _hits(built)
+        assert calls > 300 and hits < 0.1 * calls, built["ccache"]  # cold (its hits: the same file compiled twice)
+        fresh = kept.with_name(kept.name + f".new{os.getpid()}")
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.copytree(_ccache(packages.lab), fresh, symlinks=True)
+        fresh.rename(kept)
+    return kept
+
+
+def _hits(built: dict[str, Any]) -> tuple[int, int]:
+    """(compilations from the cache, compilations) of a build's ``ccache`` line."""
+    got = re.match(r"ccache: (\d+) of (\d+) compilations", built["ccache"])
+    assert got is not None, built["ccache"]
+    return int(got[1]), int(got[2])
+
+
+def test_a_warm_compiler_cache_gives_the_same_packages_as_a_cold_build(packages: Packages) -> None:
+    """The cache a build of another series (one patch more) left, in another build folder of another lab:
+    host small built again from it compiles only the file that differs, and its packages are the same."""
+    warm = _warmed(packages)
+    target = _ccache(packages.lab)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(warm, target, symlinks=True)
+    # the build user's, as ka-build makes it (a cache it cannot write fails every compile, the first being
+    # Kconfig's assembler check)
+    subprocess.run(["chown", "-R", f"{USER}:", str(target.parent)], check=True)
+    built = _ka_build(packages.lab, packages.repo, packages.tree, "--no-publish")
+    hits, calls = _hits(built)
+    assert calls > 300 and calls - hits >= 1 and hits >= 0.95 * calls, built["ccache"]  # init/main.c, at least
+    made = {Path(a["path"]).name: Path(a["path"]) for a in built["artifacts"]}
+    assert set(made) == {packages.image.name, packages.headers.name}
+    for cold in (packages.image, packages.headers):
+        res = packages.lab.ka("pkgdiff", str(cold), str(made[cold.name]))
+        assert res.returncode == 0 and "the same, modulo when and where" in res.stdout, res.stdout + res.stderr
+    print(f"warm rebuild: {built['ccache']}; makepkg {built['phases']['makepkg']:.0f} s")

@@ -33,6 +33,12 @@ def test_a_build_host_runs_one_build_at_a_time_unless_max_builds_says_more(tmp_p
     assert [b.max_builds for b in infra.build_hosts] == [1, 3]  # type: ignore[attr-defined]
 
 
+def test_a_build_host_keeps_a_5g_compiler_cache_unless_told_a_size_or_off(tmp_path: Path) -> None:
+    infra = _load(tmp_path, BUILD + "  - ssh: fermi\n    workdir: w\n    ccache: 20G\n"
+                                    "  - ssh: hertz\n    workdir: w\n    ccache: off\n")
+    assert [b.ccache for b in infra.build_hosts] == ["5G", "20G", None]  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ("parity_references: boltzmann:/srv\n", "fleet/infra.yaml:1: parity_references: must be a list"),
     ("parity_references:\n  - ssh: boltzmann\n", "fleet/infra.yaml:2: parity_references[0].path: missing"),
@@ -49,6 +55,9 @@ def test_a_build_host_runs_one_build_at_a_time_unless_max_builds_says_more(tmp_p
      "fleet/infra.yaml:4: build_hosts[0].max_builds: 0 is not a whole number of builds at once from 1 to 64"),
     (BUILD + "    max_builds: two\n", "fleet/infra.yaml:4: build_hosts[0].max_builds: 'two' is not a whole number"),
     (BUILD + "    max_builds: true\n", "fleet/infra.yaml:4: build_hosts[0].max_builds: True is not a whole number"),
+    (BUILD + "    ccache: 5\n", "fleet/infra.yaml:4: build_hosts[0].ccache: 5 is not a size such as 5G"),
+    (BUILD + "    ccache: 5GB\n", "fleet/infra.yaml:4: build_hosts[0].ccache: '5GB' is not a size such as 5G"),
+    (BUILD + "    ccache: on\n", "fleet/infra.yaml:4: build_hosts[0].ccache: True is not a size"),
 ])
 def test_a_bad_infra_is_refused_with_file_line_and_field(tmp_path: Path, text: str, where: str) -> None:
     with pytest.raises(ManifestError) as refused:
