@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +28,7 @@ from ka.cli.report import (
     print_live,
     print_many_builds,
     print_promote,
+    print_rollout,
     print_status,
     promote_line,
 )
@@ -102,11 +104,16 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _install_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("host", metavar="HOST", help="the host of fleet/ to install on")
+    p.add_argument("hosts", nargs="*", metavar="HOST",
+                   help="a host of fleet/ to install on (one or more, or --all: a rollout in waves, install.wave in "
+                        "the manifests; the first host is the canary; it stops at the first host that fails)")
+    p.add_argument("--all", action="store_true", help="every host in fleet/")
+    p.add_argument("--parallel", action="store_true",
+                   help="in a rollout, a wave's hosts all at once (the canary still goes alone, first)")
     p.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
     p.add_argument("--rev", metavar="REV", help="read the manifest from this commit (no checkout)")
     p.add_argument("--package", metavar="FILE", help="install this package (FILE.sig beside it) instead of the "
-                   "newest published one")
+                   "newest published one (in a rollout: on every host, which must all install its pkgbase)")
     p.add_argument("--rollback", nargs="?", const="", metavar="RELEASE",
                    help="boot the kept previous kernel again, or RELEASE from the backup host")
     p.add_argument("--dry-run", action="store_true",
@@ -425,25 +432,10 @@ def _build_many(view: RepoView, hosts: list[str], infra: Any, kernel: KernelTree
     from ka.build.many import HostBuild, build_many, worst
     from ka.cli.many import LiveHosts
 
-    files: dict[str, IO[str]] = {}
-
-    def log_for(host: str) -> Callable[[str], None]:
-        path = opts.out_dir / host / "build.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = files[host] = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below, after every build)
-
-        def write(line: str) -> None:
-            fh.write(line + "\n")
-            fh.flush()
-        return write
-
     rows = [HostBuild(h) for h in hosts]
-    try:
-        with LiveHosts("ka-build", rows, live=None if not args.json else False) as live:
-            build_many(view, rows, infra, kernel, opts, log_for=log_for, changed=live.changed)
-    finally:
-        for fh in files.values():
-            fh.close()
+    with _host_logs(opts.out_dir, "build.log", "w") as log_for, \
+            LiveHosts("ka-build", rows, live=None if not args.json else False) as live:
+        build_many(view, rows, infra, kernel, opts, log_for=log_for, changed=live.changed)
     code = worst(rows)
     if args.json:
         print(json.dumps({"ok": code == EXIT_OK, "exit_code": code, "hosts": [b.as_dict() for b in rows]}, indent=2))
@@ -460,16 +452,24 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     if args.rollback is not None and args.package:
         raise BadInput("--rollback and --package do not go together")
+    if bool(args.hosts) == bool(args.all):
+        raise BadInput("name one or more hosts, or give --all")
     settings = resolve(args.repo, None, args.out_dir, args.rev, Path.cwd(), args.environ)
     view: RepoView = (GitTree(settings.repo, args.rev, settings.limits) if args.rev
                       else WorkTree(settings.repo, settings.limits))
-    check_host_name(view, args.host)
+    hosts = _selected_hosts(view, args)
+    many = args.all or len(hosts) > 1
+    if many and args.rollback is not None:
+        raise BadInput("--rollback is for one host: name exactly one")
     infra = load_infra(WorkTree(settings.repo, settings.limits))  # from your checkout, never from --rev
     opts = InstallOptions(out_dir=settings.out_dir, ssh=SshSettings.from_env(args.environ, config=args.ssh_config,
                                                                           known_hosts=args.known_hosts),
                           gnupghome=_gnupghome(args.gnupghome, args.environ),
                           package=Path(args.package) if args.package else None,
                           dry_run=args.dry_run, reboot=not args.no_reboot)
+    if many:
+        return _roll_out(view, hosts, infra, opts, args)
+    args.host = hosts[0]
     log_path = settings.out_dir / args.host / "install.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with Progress("ka-install", live=None if not args.json else False) as progress, \
@@ -493,6 +493,47 @@ def cmd_install(args: argparse.Namespace) -> int:
     else:
         print_install(result, log_path)
     return EXIT_OK
+
+
+def _roll_out(view: RepoView, hosts: list[str], infra: Any, opts: Any, args: argparse.Namespace) -> int:
+    """Many hosts' installs in waves (ka/install/waves.py): a live table, then a row a host; the worst exit code."""
+    from ka.cli.many import LiveHosts
+    from ka.install.waves import plan, roll_out, worst
+    from ka.io import stopping
+
+    rows = plan(view, hosts)
+    with _host_logs(opts.out_dir, "install.log", "a") as log_for, \
+            LiveHosts("ka-install", rows, live=None if not args.json else False) as live, stopping.deferred():
+        roll_out(view, rows, infra, opts, parallel=args.parallel, log_for=log_for, changed=live.changed)
+    code = worst(rows)
+    if args.json:
+        print(json.dumps({"ok": code == EXIT_OK, "exit_code": code, "hosts": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        print_rollout(rows, opts.out_dir)
+    return code
+
+
+@contextmanager
+def _host_logs(out_dir: Path, name: str, mode: str) -> Iterator[Callable[[str], Callable[[str], None]]]:
+    """``log_for(host)``: a writer of out/<host>/<name>, a line at a time, flushed (followed with tail -f); every
+    file closed at the end."""
+    files: list[IO[str]] = []
+
+    def log_for(host: str) -> Callable[[str], None]:
+        path = out_dir / host / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, mode, encoding="utf-8")  # noqa: SIM115 (closed below, after every host)
+        files.append(fh)
+
+        def write(line: str) -> None:
+            fh.write(line + "\n")
+            fh.flush()
+        return write
+    try:
+        yield log_for
+    finally:
+        for fh in files:
+            fh.close()
 
 
 def _install_or_rollback(args: argparse.Namespace, view: RepoView, infra: Any, opts: Any,

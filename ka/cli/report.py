@@ -173,6 +173,31 @@ def print_many_builds(builds: list[Any], out_dir: Path) -> None:
     print(f"{built} of {len(builds)} built; logs: {_rel(str(out_dir / '<host>' / 'build.log'))}")
 
 
+def print_rollout(rows: list[Any], out_dir: Path) -> None:
+    """A rollout over many hosts: a row a host (its wave, how it ended, the kernel), then for each one that did
+    not end installed why, and its backup and way back."""
+    cells = [[r.host, r.build_host, r.state, _kernel(r.result), f"{r.seconds(time.monotonic()):.0f}s"]
+             for r in rows]
+    print_table(["HOST", "WAVE", "OUTCOME", "KERNEL", "TIME"], cells)
+    for r in rows:
+        if r.error:
+            print(f"{r.host}: {r.error}")
+            if r.backup:
+                print(f"  backup: {r.backup}")
+            for line in (r.result.recovery if r.result else []):
+                print(f"  way back: {line}")
+    done = sum(1 for r in rows if r.state in ("installed", "pending reboot", "dry run"))
+    untouched = sum(1 for r in rows if r.state == "not started")
+    print(f"{done} of {len(rows)} installed" + (f"; {untouched} not started (left untouched)" if untouched else "")
+          + f"; logs: {_rel(str(out_dir / '<host>' / 'install.log'))}")
+
+
+def _kernel(result: Any) -> str:
+    if result is None or not (result.old_release or result.new_release):
+        return "-"
+    return f"{result.old_release or '?'} -> {result.new_release or '?'}"
+
+
 def print_install(result: Any, log_path: Path) -> None:
     """What ka-install did (or, with --dry-run, would do), and the way back when it failed."""
     print(f"{result.host}: {result.action} {result.state}: {result.message}")

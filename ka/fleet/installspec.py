@@ -34,6 +34,8 @@ extlinux support and an ssh user that becomes root through ``sudo`` without a pa
       heartbeat:
         down: 120                       # seconds for ssh to go away after the reboot command
         up: 300                         # seconds for it to come back
+      wave: 1                           # ka-install --all: wave 1 first (its first host is the canary),
+                                        #   then 2, …; a failure stops the rollout (ka/install/waves.py)
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ from ka.fleet.yamldoc import Doc, child, whole_number
 from ka.text import shown
 
 KEYS = ("ssh", "format", "image", "boot", "bootloader", "extlinux", "initramfs", "modules", "state",
-        "pacman_log", "panic", "trial_boot", "trial_state", "commands", "heartbeat")
+        "pacman_log", "panic", "trial_boot", "trial_state", "commands", "heartbeat", "wave")
+WAVES = 99  # the last wave a host may be in
 COMMAND_KEYS = ("prefix", "pacman", "mkinitcpio", "apt_get", "reboot", "release", "boot_id")
 HEARTBEAT_KEYS = ("down", "up")
 SSH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -98,6 +101,7 @@ class InstallSpec:
     commands: Commands = Commands()
     down_timeout: int = 120
     up_timeout: int = 300
+    wave: int = 1  # a rollout over many hosts installs wave 1, then 2, …
 
     @property
     def kind(self) -> PackageFormat:
@@ -171,6 +175,7 @@ def parse_install(doc: Doc, host: str, package: PackageSpec | None) -> InstallSp
         doc.add(child(node, "format"), "install.format", f"{got['format']} does not install the {package.format} "
                 "packages package.format makes (pacman takes pacman's, apt takes deb)")
     got["panic"] = _int(doc, node, value, "panic", 1, 3600, base.panic, "install.panic")
+    got["wave"] = whole_number(doc, node, value, "wave", (1, WAVES), base.wave, "install.wave", "waves")
     got["commands"] = _commands(doc, node, value.get("commands"))
     down, up = _heartbeat(doc, node, value.get("heartbeat"), base)
     return InstallSpec(pkgbase=base.pkgbase, down_timeout=down, up_timeout=up, **got)

@@ -121,6 +121,8 @@ def _after_install(s: Installer, fmt: HostFormat, pre: Preflight, facts: Package
     try:
         s.heartbeat(facts.release, pre.running, "install")
     except InstallError as exc:
+        if s.got.back_on == pre.running:  # on the kept kernel: a panic=, a FALLBACK label or the trial took it
+            s.result.fell_back = pre.running
         if s.spec.trial_boot == "uboot-script" and s.got.back_on == pre.running:
             raise InstallError(fmt.fell_back(pre, facts, str(exc))) from None
         raise
@@ -131,6 +133,7 @@ def _after_install(s: Installer, fmt: HostFormat, pre: Preflight, facts: Package
 def _confirm_trial(s: Installer, fmt: HostFormat, pre: Preflight, facts: PackageFacts) -> None:
     """The new kernel is up: end its trial, unless U-Boot says it booted the fallback (same release)."""
     if trial.fell(s.device, s.spec):
+        s.result.fell_back = pre.running
         raise InstallError(fmt.fell_back(pre, facts, f"{s.host} came back on {facts.release}, but U-Boot "
                                                      f"booted {PREVIOUS}: the host fell back to the kept kernel"))
     try:

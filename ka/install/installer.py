@@ -99,6 +99,7 @@ class InstallResult:
     recovery: list[str] = field(default_factory=list)
     not_checked: list[str] = field(default_factory=list)  # a dry run's: what it planned without, and why
     extlinux_before: str | None = None  # a dry run's: extlinux.conf as read (or assumed), before the steps
+    fell_back: str | None = None  # the kept release the boot-once trial took the host back to
     started: str = field(default_factory=now)
     finished: str | None = None
 

@@ -120,3 +120,20 @@ def test_pkgdiff_refuses_what_it_cannot_compare(a: tuple[str, bytes | None], b: 
     assert out == "" and err.startswith("ka: error: ") and "Traceback" not in err
     for fragment in fragments:
         assert fragment in err
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    ([], "name one or more hosts, or give --all"),
+    (["ampere", "--all"], "name one or more hosts, or give --all"),
+    (["ampere", "ohm", "--rollback"], "--rollback is for one host: name exactly one"),
+    (["--all", "--rollback", "6.12.0-ampere-1"], "--rollback is for one host"),
+    (["ampere", "ohm", "nope"], "unknown host 'nope'"),
+])
+def test_a_rollout_asked_wrongly_is_refused_before_any_host(argv: list[str], fragment: str, make_repo: MakeRepo,
+                                                             small_kernel: SmallKernel,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_repo({"ampere": AMPERE, "ohm": AMPERE}, fleet_files(small_kernel))
+    before = snapshot(root)
+    assert main(["install", *argv, "--repo", str(root)]) == 2
+    assert fragment in capsys.readouterr().err
+    assert snapshot(root) == before

@@ -99,12 +99,12 @@ def test_install_settings() -> None:
     text = GOOD + ("install:\n  ssh: pinetab\n  boot: /boot/\n  initramfs: none\n  panic: 30\n"
                    "  trial_boot: uboot-script\n  trial_state: /boot/state/\n  commands:\n"
                    "    prefix: []\n    pacman: [pacman, --config, /srv/root/etc/pacman.conf]\n"
-                   "  heartbeat:\n    up: 600\n")
+                   "  heartbeat:\n    up: 600\n  wave: 2\n")
     spec = parse_manifest("ampere", "fleet/ampere.yaml", text).install
     assert spec is not None and spec.ssh == "pinetab" and spec.boot == "/boot" and spec.initramfs_path is None
     assert spec.commands.prefix == () and spec.commands.pacman[1:] == ("--config", "/srv/root/etc/pacman.conf")
     assert (spec.panic, spec.up_timeout, spec.down_timeout) == (30, 600, 120)
-    assert (spec.trial_boot, spec.trial_state) == ("uboot-script", "/boot/state")
+    assert (spec.trial_boot, spec.trial_state, spec.wave) == ("uboot-script", "/boot/state", 2)
 
 
 INSTALL = "install:\n"
@@ -134,6 +134,7 @@ def test_the_install_format_follows_the_package_format() -> None:
     (INSTALL + "  trial_boot: bootcount\n", 11, "install.trial_boot", "is not one of none, uboot-script"),
     (INSTALL + "  trial_state: state\n", 11, "install.trial_state", "is not an absolute path"),
     (INSTALL + "  panic: yes\n", 11, "install.panic", "whole number"),
+    (INSTALL + "  wave: 0\n", 11, "install.wave", "is not a whole number of waves from 1 to 99"),
     (INSTALL + "  reboot: now\n", 11, "install.reboot", "did you mean"),
     (INSTALL + "  commands:\n    reboot: systemctl reboot\n", 12, "install.commands.reboot", "must be a list"),
     (INSTALL + "  commands:\n    reboot: ['systemctl reboot']\n", 12, "install.commands.reboot", "no spaces"),
