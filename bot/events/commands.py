@@ -49,7 +49,7 @@ class Spec:
     @property
     def who(self) -> str:
         return {"anyone": "anyone", "write": "write access",
-                "admin": "admin or owner, or an operator of the host in fleet/infra.yaml"}[self.role]
+                "admin": "admin or owner, or an operator of the hosts in fleet/infra.yaml"}[self.role]
 
 
 COMMANDS: dict[str, Spec] = {s.verb: s for s in (
@@ -61,8 +61,10 @@ COMMANDS: dict[str, Spec] = {s.verb: s for s in (
     Spec("build", "hosts+", "write", "build the hosts' kernel packages, several at once on the build hosts "
                                      "(ka-build); signed and published only when the commit is on the default "
                                      "branch", commit=True, job=True),
-    Spec("install", "host", "admin", "back up, install the published package, reboot, wait for the new kernel "
-                                     "(ka-install)", flags=("--no-reboot",), job=True),
+    Spec("install", "hosts+", "admin", "back up, install the published package, reboot, wait for the new kernel "
+                                      "(ka-install); several hosts (or all) go in waves (install.wave), the first "
+                                      "alone as the canary, and the rollout stops at the first host that fails",
+         flags=("--no-reboot", "--parallel"), job=True),
     Spec("rollback", "host", "admin", "boot the host's previous kernel again (ka-install --rollback)", job=True),
     Spec("bump", "tag hosts*", "admin", "move hosts (all when none is named) to a new baseline where their "
                                          "patches still apply: a pull request with the manifests' change and a "

@@ -93,7 +93,11 @@ def host_rows(results: list[HostResult]) -> list[dict[str, Any]]:
                      "parity": d.get("parity") or (r.description if r.state == "error" else "—"),
                      # a build of several hosts: where each was built, what, or why not
                      "build_host": d.get("build_host") or "—", "version": d.get("version") or "—",
-                     "why": r.description if r.state != "success" else ""})
+                     "why": r.description if r.state != "success" else "",
+                     # a rollout's: its wave, how it ended, the kernel before and after, the backup
+                     "wave": d.get("wave"), "outcome": d.get("outcome") or r.state, "backup": d.get("backup") or "—",
+                     "kernel": (f"{d.get('old_release') or '?'} → {d.get('new_release') or '?'}"
+                                if d.get("old_release") or d.get("new_release") else "—")})
     return rows
 
 
@@ -111,7 +115,7 @@ def result_comment(config: Config, db: sqlite3.Connection, job: Job, log_path: P
                   build_fallback=job.result.get("fallback") or [], repository=job.result.get("repository"),
                   kept=job.result.get("kept"), unpublished=job.result.get("unpublished"),
                   audit=job.result.get("audit") or [], bump=job.result.get("bump"),
-                  install=job.result if job.verb in ("install", "rollback") else None)
+                  install=job.result if job.verb in ("install", "rollback") and job.host else None)  # (a rollout: rows)
     return scrubber(config.state_dir, config.kernel_tree)(text)  # the parts are scrubbed at the source; the net
 
 
@@ -131,7 +135,9 @@ def fallback(job: Job) -> str:
                 "clone of the fleet repository, then commit and open the pull request")
     if job.verb in ("install", "rollback"):
         flags = " --rollback" if job.verb == "rollback" else (" --no-reboot" if job.args.get("no_reboot") else "")
-        return f"ka-install {job.host}{flags} --rev {sha}   # in a clone of the fleet repository"
+        flags += " --parallel" if job.args.get("parallel") and not job.host else ""
+        hosts = job.host or " ".join(job.args.get("hosts") or [])
+        return f"ka-install {hosts}{flags} --rev {sha}   # in a clone of the fleet repository"
     return f"ka-{job.verb} {job.host or ''}".strip()
 
 

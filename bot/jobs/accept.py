@@ -225,11 +225,15 @@ class Acceptor:
                           at=sha if cmd.commit else None)
 
     def _install(self, cmd: Command, out: Outcome) -> None:
-        """Installs act with the settings at the default branch's head, whatever thread asks."""
+        """Installs act with the settings at the default branch's head, whatever thread asks; several hosts are
+        a rollout in waves (ka/install/waves.py)."""
         branch, sha, ref = self._default_with(list(cmd.hosts))
+        hosts = self.hosts_at(sha) if cmd.all_hosts else list(cmd.hosts)
         what = "the newest published package" if cmd.verb == "install" else "the kept previous kernel"
-        out.job = Planned(cmd, cmd.verb, sha, ref, [cmd.hosts[0]], args={"no_reboot": "--no-reboot" in cmd.flags},
-                          note=f": {what}, with the settings on `{code(branch)}`")
+        if len(hosts) > 1:
+            what += " in waves, the first host alone as the canary; the first failure stops the rollout"
+        out.job = Planned(cmd, cmd.verb, sha, ref, hosts, note=f": {what}, with the settings on `{code(branch)}`",
+                          args={"no_reboot": "--no-reboot" in cmd.flags, "parallel": "--parallel" in cmd.flags})
 
     _rollback = _install
 

@@ -56,11 +56,12 @@ def ending(config: Config, log_dir_of: Callable[[int], object], word: str, plain
 
 def ending_statuses(config: Config, job: Job, pending: list[str], word: str, reason: str) -> list[forge.Write]:
     """Error statuses for the hosts a job did not finish: a parity job's (or one fleet-wide status when it
-    listed none), or a build of several hosts' (a build of one has its own, :func:`build_status`)."""
+    listed none), or a build or install of several hosts' (one host's has its own, :func:`build_status`,
+    :func:`install_status`)."""
     if job.commit_sha is None or (job.state == "succeeded" and not pending):
         return []
-    if job.verb == "build" and not job.host:
-        return [host_status(config, job, "build", "error", f"{word}: {reason}", h) for h in pending]
+    if job.verb in ("build", "install") and not job.host:  # several hosts: each has its own status
+        return [host_status(config, job, job.verb, "error", f"{word}: {reason}", h) for h in pending]
     if job.verb != "parity":
         return []
     targets: list[str | None] = list(pending) if pending or job.host_count else [None]

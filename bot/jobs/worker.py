@@ -305,8 +305,11 @@ def hosts_failed(result: dict[str, Any]) -> str:
     states = result.get("states")
     if not isinstance(states, dict):
         return ""
-    bad = sum(n for s, n in states.items() if s != "success")
-    return f"{bad} of {sum(states.values())} hosts failed" if bad else ""
+    bad = sum(n for s, n in states.items() if s not in ("success", "skipped"))
+    skipped = states.get("skipped", 0)  # a rollout's hosts after the one that failed
+    if not bad and not skipped:
+        return ""
+    return f"{bad} of {sum(states.values())} hosts failed" + (f", {skipped} not started" if skipped else "")
 
 
 def _run_verb(services: Services, job: Job, log_line: Callable[[str], None],

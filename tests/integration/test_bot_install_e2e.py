@@ -30,7 +30,7 @@ def test_install_needs_an_operator_and_answers_with_the_kernels_the_backup_and_t
     r, root = install_rig(rig, install_lab, "bot-install")
     say(r, "/ka install ampere", who="writer", number=ISSUE, pull=False)
     refusal = wait_replies(r, 1, number=ISSUE)[0]
-    assert "`/ka install ampere`: needs admin or owner, or an operator of the host in fleet/infra.yaml; " \
+    assert "`/ka install ampere`: needs admin or owner, or an operator of the hosts in fleet/infra.yaml; " \
            "@writer has **write**" in refusal
     assert (root / "boot/Image").read_bytes().startswith(f"Linux version {OLD} ".encode())
 
@@ -94,3 +94,32 @@ def test_an_install_from_the_bot_while_one_from_the_cli_runs_is_refused_and_says
     assert proc.returncode == 0, err
     assert target.boots == [OLD, NEW]
     assert (root / "var/log/pacman.log").read_text().count("upgraded linux-ampere") == 1
+
+
+def test_install_all_is_a_rollout_that_stops_at_a_canary_that_falls_back(rig: Callable[..., Rig],
+                                                                          install_lab: InstallLab) -> None:
+    canary, later = install_lab.targets.target("bot-wave-a", bad=(NEW,)), install_lab.targets.target("bot-wave-b")
+    image = (later.root / "boot/Image").read_bytes()
+    files = {**fleet_files(install_lab.build.kernel), "fleet/configs/ampere.config": CONFIG,
+             "fleet/infra.yaml": install_lab.infra("bot-waves", operators="operators:\n  ampere: [alice]\n")}
+    volta = install_lab.manifest(later).replace("package:\n", "package:\n  pkgbase: linux-ampere\n", 1) + "  wave: 2\n"
+    r = rig({"ampere": install_lab.manifest(canary), "volta": volta}, files, **install_lab.build.bot_env())
+    r.fake.permissions.update({"alice": "write", "boss": "admin"})
+    say(r, "/ka install all", who="alice", number=ISSUE, pull=False)  # an operator of ampere only
+    assert "needs admin or owner" in wait_replies(r, 1, number=ISSUE)[0]
+    say(r, "/ka install all", who="boss", number=ISSUE, pull=False)
+    ack = wait_replies(r, 2, number=ISSUE)[1]
+    assert "in waves, the first host alone as the canary" in ack, ack
+    job = int(ack.split("job [")[1].split("]")[0])
+    record = r.bot.wait_job(job, timeout=300)
+    assert record["state"] == "failed" and record["error"] == "1 of 2 hosts failed, 1 not started", record
+    result = wait_replies(r, 3, number=ISSUE)[2]
+    assert "| host | wave | outcome | kernel | backup | why not |" in result, result
+    assert f"| `ampere` | 1 | `fell back` | `{OLD} → {NEW}` | `hertz:" in result and "the host fell back to" in result
+    assert "| `volta` | 2 | `not started` | `—` | `—` | `not started: the rollout stopped at an earlier host" in result
+    assert "ka-install ampere volta --rev " in result
+    statuses = r.fake.latest(record["commit_sha"])
+    assert statuses["ka/install/ampere"]["state"] == "failure"
+    assert statuses["ka/install/volta"]["state"] == "error" and "not started" in statuses["ka/install/volta"][
+        "description"]
+    assert later.boots == [OLD] and (later.root / "boot/Image").read_bytes() == image  # its first boot only

@@ -38,6 +38,8 @@ def test_a_job_whose_hosts_all_ended_posts_no_fleet_wide_error(tmp_path: Path) -
     ({"hosts": 3, "states": {"success": 3}}, ""),
     ({"hosts": 3, "states": {"success": 1, "failure": 1, "error": 1}}, "2 of 3 hosts failed"),
     ({"hosts": 3, "states": {"error": 3}}, "3 of 3 hosts failed"),
+    ({"states": {"failure": 1, "skipped": 2}}, "1 of 3 hosts failed, 2 not started"),  # a rollout that stopped
+    ({"states": {"success": 1, "skipped": 1}}, "0 of 2 hosts failed, 1 not started"),  # stopped by a signal
     ({"hosts": 0, "states": {}}, ""),
     ({"artifacts": []}, ""),  # a build: no hosts' states, its own success or exception
 ])
