@@ -13,7 +13,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,16 +49,22 @@ def qemu_image() -> qemuhost.Image:
     return qemuhost.image(log=print)
 
 
-@pytest.fixture
-def vm(qemu_image: qemuhost.Image, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[qemuhost.Vm]:
-    machine = qemuhost.Vm(qemu_image, tmp_path / "vm")
+@contextmanager
+def console_kept(machine: qemuhost.Vm, name: str) -> Iterator[qemuhost.Vm]:
+    """The VM, stopped at the end, its serial console copied to ARTIFACTS/<name>.serial.log."""
     try:
         yield machine
     finally:
         machine.stop()
         if machine.serial.exists():
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shutil.copy(machine.serial, ARTIFACTS / f"{request.node.name}.serial.log")
+            shutil.copy(machine.serial, ARTIFACTS / f"{name}.serial.log")
+
+
+@pytest.fixture
+def vm(qemu_image: qemuhost.Image, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[qemuhost.Vm]:
+    with console_kept(qemuhost.Vm(qemu_image, tmp_path / "vm"), request.node.name) as machine:
+        yield machine
 
 
 def settings(vm: qemuhost.Vm, folder: Path, host_key: str | None = None) -> SshSettings:
@@ -156,16 +164,18 @@ def install_section(name: str) -> str:
             f"    mkinitcpio: [ka-mkinitramfs]\n    reboot: [reboot]\n  heartbeat:\n    down: 120\n    up: 300\n")
 
 
-def qemu_fleet(lab: InstallLab, root: Path, name: str, tag: str) -> Path:
+def qemu_fleet(lab: InstallLab, root: Path, hosts: dict[str, tuple[str, int]]) -> Path:
+    """A fleet whose hosts (name → (ssh name, install.wave)) install linux-qemu."""
     package = (f"package:\n  pkgbase: {PKGBASE}\n  config: fleet/configs/ampere.config\n  source:\n"
                f"    git: {lab.build.source}\n")
     files = {**fleet_files(lab.build.kernel), "fleet/configs/ampere.config": CONFIG,
-             "fleet/infra.yaml": lab.infra(tag)}
-    return write_fleet(root, {"qemu": manifest(INCLUDES) + package + install_section(name)}, files)
+             "fleet/infra.yaml": lab.infra(next(iter(hosts.values()))[0])}
+    return write_fleet(root, {host: manifest(INCLUDES) + package + install_section(ssh) + f"  wave: {wave}\n"
+                              for host, (ssh, wave) in hosts.items()}, files)
 
 
-def ka_install(lab: InstallLab, repo: Path, *args: str) -> tuple[int, dict[str, object], str]:
-    res = lab.ka("install", "qemu", "--repo", str(repo), "--json", *args, timeout=900)
+def ka_install(lab: InstallLab, repo: Path, *args: str, host: str = "qemu") -> tuple[int, dict[str, object], str]:
+    res = lab.ka("install", host, "--repo", str(repo), "--json", *args, timeout=900)
     try:
         data = json.loads(res.stdout)
     except ValueError:
@@ -182,7 +192,7 @@ def booted_fleet(vm: qemuhost.Vm, lab: InstallLab, folder: Path, name: str) -> P
     vm.start()
     vm.wait_ssh()
     join(lab, vm, name)
-    return qemu_fleet(lab, folder, name, name)
+    return qemu_fleet(lab, folder, {"qemu": (name, 1)})
 
 
 def test_ka_install_boots_debians_6_12_117_through_uboot_then_rolls_back(
@@ -241,25 +251,60 @@ def test_a_kernel_that_panics_comes_back_on_the_kept_one_by_itself(
     print(f"a panicking kernel, reported as fallen back after {time.monotonic() - start:.0f}s")
 
 
-def test_a_rebuilt_kernel_of_the_running_release_that_panics_is_caught_by_the_trial(
-        vm: qemuhost.Vm, install_lab: InstallLab, qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
-    """pkgrel 1 and 2 share a release: only U-Boot's ka-fell mark tells that the host came back on the kept one."""
+@pytest.fixture
+def second_vm(qemu_image: qemuhost.Image, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[qemuhost.Vm]:
+    """Another host of the same image, on a copy-on-write overlay of its own."""
+    with console_kept(qemuhost.Vm(qemu_image, tmp_path / "vm2"), f"{request.node.name}.second") as machine:
+        yield machine
+
+
+def roll_out(lab: InstallLab, repo: Path, *args: str) -> tuple[int, dict[str, dict[str, Any]], str]:
+    """``ka-install --all --json ARGS``: exit code, each host's row by name, standard error."""
+    res = lab.ka("install", "--all", "--repo", str(repo), "--json", *args, timeout=1800)
+    data = json.loads(res.stdout or "{}")
+    return res.returncode, {r["host"]: r for r in data.get("hosts", [])}, res.stderr
+
+
+def test_a_rollout_over_two_hosts_installs_both_then_stops_at_a_canary_that_falls_back(
+        vm: qemuhost.Vm, second_vm: qemuhost.Vm, install_lab: InstallLab,
+        qemu_packages: dict[str, tuple[str, Path]], tmp_path: Path) -> None:
+    """Two real hosts in waves: the happy path over both; then a kernel of the running release that panics
+    (pkgrel 2): only U-Boot's ka-fell mark tells that the canary came back on the kept one, and the rollout
+    stops there: the second host is never connected to, and runs the kernel of the first rollout."""
     (release, good), (same, broken) = qemu_packages["good"], qemu_packages["panics"]
     assert release == same
-    repo = booted_fleet(vm, install_lab, tmp_path / "fleet", "qemu-same")
-    code, data, err = ka_install(install_lab, repo, "--package", str(good))
-    assert code == 0 and data["state"] == "succeeded", err + vm.tail(40)
-    code, data, err = ka_install(install_lab, repo, "--package", str(broken))
-    assert code == 1 and data["state"] == "failed", err + vm.tail(40)
-    message = str(data["message"])
-    assert f"came back on {release}, but U-Boot booted kernel-agent-previous" in message, message
-    assert "the boot-once trial brought it back by itself" in message
-    with connect(lab_ssh(install_lab), "qemu-same") as host:
+    for machine in (vm, second_vm):
+        machine.start()
+    for machine, name in ((vm, "qemu-wave-a"), (second_vm, "qemu-wave-b")):
+        machine.wait_ssh()
+        join(install_lab, machine, name)
+    repo = qemu_fleet(install_lab, tmp_path / "fleet", {"canary": ("qemu-wave-a", 1), "later": ("qemu-wave-b", 2)})
+    start = time.monotonic()
+    code, rows, err = roll_out(install_lab, repo, "--package", str(good))
+    assert code == 0, err + vm.tail(20) + second_vm.tail(20)
+    assert [(h, r["canary"], r["outcome"], r["new_release"]) for h, r in rows.items()] == [
+        ("canary", True, "installed", release), ("later", False, "installed", release)]
+    print(f"a rollout over two QEMU hosts: {time.monotonic() - start:.0f}s")
+    with connect(lab_ssh(install_lab), "qemu-wave-b") as host:
+        boot_id = host.run(["cat", BOOT_ID]).output.strip()
+    code, rows, err = roll_out(install_lab, repo, "--package", str(broken))
+    assert code == 1, err + vm.tail(40)
+    canary, later = rows["canary"], rows["later"]
+    assert canary["outcome"] == "fell back" and canary["fell_back"] == release, canary
+    assert f"came back on {release}, but U-Boot booted kernel-agent-previous" in canary["error"], canary["error"]
+    assert "the boot-once trial brought it back by itself" in canary["error"]
+    assert canary["backup"] and later["outcome"] == "not started" and later["began_s"] is None, later
+    with connect(lab_ssh(install_lab), "qemu-wave-a") as host:
         conf = host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
         state = host.run(["ls", "-A", "/boot/state"]).output.split()
         record = json.loads(host.run(["cat", "/var/lib/kernel-agent/install.json"]).output)
     assert "default kernel-agent-previous\n" in conf and state == [] and record["stage"] == "fell-back"
-    code, data, err = ka_install(install_lab, repo, "--package", str(good))
+    with connect(lab_ssh(install_lab), "qemu-wave-b") as host:  # untouched: the same boot, the first package
+        assert host.run(["cat", BOOT_ID]).output.strip() == boot_id
+        assert host.run(["pacman", "-Q", PKGBASE]).output.split() == [PKGBASE, f"{PKGVER}-1"]
+        assert "default kernel-agent\n" in host.run(["cat", "/boot/extlinux/extlinux.conf"]).output
+    assert second_vm.serial.read_text(errors="replace").count("U-Boot 2023.01") == 2  # power on, first rollout
+    code, _, err = ka_install(install_lab, repo, "--package", str(good), host="canary")
     assert code == 1 and "--rollback" in err  # refused until the kept kernel is put back in place
 
 
