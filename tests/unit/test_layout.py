@@ -17,7 +17,7 @@ from tests.support import PROJECT, docs
 PACKAGES = ("ka", "bot", "handlers")
 # ka's layers, lowest first: a module may import its own layer and those below it, never above
 KA_LAYERS = ["ka.errors ka.limits ka.text", "ka.io", "ka.fleet", "ka.promote", "ka.packages", "ka.build",
-             "ka.install", "ka.status", "ka.cli"]
+             "ka.install", "ka.status ka.host", "ka.cli"]
 # bot: the pure event layer at the bottom, the web app and the command line at the top
 BOT_LAYERS = ["bot.events bot.public",
               "bot.owner bot.config bot.mirror bot.local bot.forge.client bot.store bot.services", "bot.forge",
