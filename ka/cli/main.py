@@ -24,6 +24,7 @@ from ka.cli.progress import Progress
 from ka.cli.report import (
     print_build,
     print_bump,
+    print_host_added,
     print_install,
     print_live,
     print_many_builds,
@@ -158,6 +159,48 @@ def _baseline_args(p: argparse.ArgumentParser) -> None:
     bump.set_defaults(func=cmd_baseline_bump)
 
 
+def _host_args(p: argparse.ArgumentParser) -> None:
+    hsub = p.add_subparsers(dest="host_cmd", required=True)
+    add = hsub.add_parser("add", help="probe a new host over ssh and write its manifest and config")
+    add.add_argument("name", metavar="NAME", help="the new host's name (fleet/NAME.yaml)")
+    add.add_argument("--ssh", required=True, metavar="TARGET", help="its name in the ssh config (install.ssh)")
+    add.add_argument("--like", metavar="HOST", help="take the includes of this host of the fleet (else: proposed "
+                     "from the board's compatible strings)")
+    add.add_argument("--accept-key", metavar="SHA256:…", help="pin the host's key when it has this fingerprint "
+                     "(checked on the board itself); any other unknown key is refused")
+    add.add_argument("--dry-run", action="store_true", help="print the files instead of writing them")
+    add.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
+    add.add_argument("--kernel-tree", metavar="PATH", help="the kernel git tree, for the baseline's tag "
+                     "(KA_KERNEL_TREE)")
+    add.add_argument("--ssh-config", metavar="FILE", help="default: $KA_SSH_CONFIG or ~/.ssh/config")
+    add.add_argument("--known-hosts", metavar="FILE", help="default: $KA_KNOWN_HOSTS or ~/.ssh/known_hosts")
+    add.add_argument("--json", action="store_true", help="print JSON")
+    add.set_defaults(func=cmd_host_add)
+
+
+def cmd_host_add(args: argparse.Namespace) -> int:
+    """``ka host add``: 0 written (or printed), 2 refused (nothing written)."""
+    from dataclasses import replace
+
+    from ka.host.add import add_host
+    from ka.io.ssh import SshSettings
+
+    settings = resolve(args.repo, args.kernel_tree, None, None, Path.cwd(), args.environ)
+    if settings.kernel_tree is None:
+        raise BadInput("ka host add finds the baseline's tag in the kernel tree: give --kernel-tree or KA_KERNEL_TREE")
+    ssh = replace(SshSettings.from_env(args.environ, config=args.ssh_config, known_hosts=args.known_hosts),
+                  accept_key=args.accept_key)
+    with Progress("ka host add", live=None if not args.json else False) as progress:
+        added = add_host(WorkTree(settings.repo, settings.limits), settings.repo, args.name, args.ssh, ssh,
+                         settings.kernel_tree, like=args.like, dry_run=args.dry_run, log=progress.line)
+    if args.json:
+        print(json.dumps({"host": added.name, "written": added.written, "files": added.files,
+                          "proposed": added.proposed, "next": added.next_steps()}, indent=2))
+    else:
+        print_host_added(added)
+    return EXIT_OK
+
+
 def build_parser(prog: str = "ka") -> argparse.ArgumentParser:
     """The ``ka`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog=prog, description="kernel-agent: fleet kernels from one repository")
@@ -176,6 +219,7 @@ VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "build": (_build_args, "build, sign and publish a host's kernel package on a build host"),
     "install": (_install_args, "back up, install, reboot and confirm a host's new kernel (or roll back)"),
     "pkgdiff": (_pkgdiff_args, "compare two packages, modulo when and where they were built"),
+    "host": (_host_args, "add a new host to the fleet from what it says over ssh"),
 }
 
 

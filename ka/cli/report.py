@@ -173,6 +173,19 @@ def print_many_builds(builds: list[Any], out_dir: Path) -> None:
     print(f"{built} of {len(builds)} built; logs: {_rel(str(out_dir / '<host>' / 'build.log'))}")
 
 
+def print_host_added(added: Any) -> None:
+    """``ka host add``: the files (printed in full for --dry-run), what to confirm, the next steps."""
+    for path, text in added.files.items():
+        if added.written:
+            print(f"wrote {path}")
+        else:
+            print(f"--- {path} (not written: --dry-run)")
+            print(text.rstrip("\n") if path.endswith(".yaml") else f"({len(text.splitlines())} lines)")
+    if added.proposed:
+        print("proposed from the board's compatible strings, to confirm: " + ", ".join(added.proposed))
+    print("review the manifest, then:\n" + "".join(f"  {step}\n" for step in added.next_steps()), end="")
+
+
 def print_rollout(rows: list[Any], out_dir: Path) -> None:
     """A rollout over many hosts: a row a host (its wave, how it ended, the kernel), then for each one that did
     not end installed why, and its backup and way back."""

@@ -104,8 +104,10 @@ def install_lines(probe: Probe, ssh: str) -> tuple[str, PackageFormat]:
     text = "install:\n" + _line("ssh", ssh, "ka host add --ssh", 2)
     text += _line("format", kind.installer, f"{kind.installer} installs packages there"
                   + (f"; {owner} owns the running kernel" if owner else ""), 2)
-    if kind is PACMAN and image_path:
+    if kind is PACMAN and image_path and owner:
         text += _line("image", image_path.rsplit("/", 1)[-1], f"the default extlinux label boots {image_path}", 2)
+    elif kind is PACMAN:
+        text += _line("image", "Image", f"the running kernel ({image_path}) is no package's: ka-build's ship Image", 2)
     tool = kind.initramfs if TOOLS[kind.initramfs] in probe.tools else "none"
     text += _line("initramfs", tool, f"command -v {TOOLS[kind.initramfs]}" if tool != "none" else
                   f"no {TOOLS[kind.initramfs]}: the kernel must mount its root file system by itself", 2)
@@ -118,11 +120,15 @@ def install_lines(probe: Probe, ssh: str) -> tuple[str, PackageFormat]:
 
 
 def make_draft(name: str, ssh: str, probe: Probe, series: list[str], tags: set[str],
-               like: tuple[str, list[str]] | None = None) -> Draft:
+               like: tuple[str, list[str]] | None = None, fleet_ref: str | None = None) -> Draft:
     """The host's files from its probes: refused when it lacks what kernel-agent needs, or when no series can
-    be named (no ``--like`` and none matching the board); the caller validates and writes."""
+    be named (no ``--like`` and none matching the board); the caller validates and writes.  ``fleet_ref``: the
+    baseline of the fleet (of the ``--like`` host), for a host whose running series the kernel tree lacks."""
     draft = Draft(name, refusals=refusals(probe))
     tag = stable_tag(probe.release, tags)
+    why = f"uname -r: {probe.release}; the kernel tree's stable tag"
+    if tag is None and fleet_ref is not None:
+        tag, why = fleet_ref, f"uname -r: {probe.release}, a series the kernel tree lacks: the fleet's baseline"
     if tag is None:
         draft.refusals.append(f"uname -r says {probe.release or 'nothing'}: the kernel tree has no stable tag of "
                               "that series; import its source (ka baseline import) first")
@@ -134,7 +140,7 @@ def make_draft(name: str, ssh: str, probe: Probe, series: list[str], tags: set[s
     draft.config = probe.config
     text = (f"# fleet/{name}.yaml, written by ka host add from what {ssh} said over ssh: review every line\n"
             + _line("description", _quoted(probe.model or f"{probe.arch} board"), "/proc/device-tree/model")
-            + "baseline:\n" + _line("ref", tag or "", f"uname -r: {probe.release}; the kernel tree's stable tag", 2)
+            + "baseline:\n" + _line("ref", tag or "", why, 2)
             + f"apply_order: [{', '.join(ORDER)}]\n" + includes
             + "package:\n" + (_line("config", f"fleet/configs/{name}.config", f"the running kernel's ({config_from})",
                                     2) if draft.config else "")

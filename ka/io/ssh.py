@@ -85,6 +85,9 @@ class SshSettings:
     config: Path = field(default_factory=lambda: Path.home() / ".ssh" / "config")
     known_hosts: Path = field(default_factory=lambda: Path.home() / ".ssh" / "known_hosts")
     connect_timeout: float = CONNECT_TIMEOUT
+    #: ``ka host add --accept-key``: a host key not yet in known_hosts with exactly this fingerprint
+    #: (``SHA256:…``) is pinned there; any other stays refused
+    accept_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], config: str | None = None,
@@ -121,12 +124,19 @@ class SshSettings:
 
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
-    """An unknown host key is refused, with the fingerprint the user would need to check."""
+    """An unknown host key is refused, with the fingerprint the user would need to check; unless it is the one
+    the user checked and named (``accept``): then it is pinned in known_hosts."""
 
-    def __init__(self, name: str, known_hosts: Path) -> None:
-        self.name, self.known_hosts = name, known_hosts
+    def __init__(self, name: str, known_hosts: Path, accept: str | None = None) -> None:
+        self.name, self.known_hosts, self.accept = name, known_hosts, accept
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if self.accept is not None and fingerprint(key) == self.accept:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a", encoding="utf-8") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            client.get_host_keys().add(hostname, key.get_name(), key)
+            return
         raise HostKeyRefused(f"{self.name} ({hostname}): host key {key.get_name()} {fingerprint(key)} is not in "
                              f"{self.known_hosts}; check it and add it there (ssh-keyscan), it is never added "
                              "on its own")
@@ -198,7 +208,7 @@ class Remote:
         client = paramiko.SSHClient()
         if self.settings.known_hosts.is_file():
             client.load_host_keys(str(self.settings.known_hosts))
-        client.set_missing_host_key_policy(_Refuse(target.name, self.settings.known_hosts))
+        client.set_missing_host_key_policy(_Refuse(target.name, self.settings.known_hosts, self.settings.accept_key))
         return client
 
     def _connect(self) -> paramiko.SSHClient:

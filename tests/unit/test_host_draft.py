@@ -55,7 +55,7 @@ def test_like_copies_the_includes_of_another_host() -> None:
     ({"boot_free": DF.replace("180632", "2048")}, "df -Pk /boot: 2048 KiB free"),
     ({"tools": "mkinitcpio\n"}, "command -v pacman dpkg: neither"),
     ({"compatible": "acme,board\0"}, "no series under patches/soc or patches/board matches"),
-    ({"release": "5.10.0\n"}, "uname -r says 5.10.0: the kernel tree has no stable tag"),
+    ({"release": "5.10.0\n"}, "uname -r says 5.10.0: the kernel tree has no stable tag"),  # and no fleet
 ])
 def test_a_host_kernel_agent_cannot_manage_is_refused_naming_the_probe(changes: dict[str, str | None],
                                                                          said: str) -> None:
@@ -87,3 +87,13 @@ def test_series_are_proposed_by_the_board_s_compatible_strings() -> None:
     assert matching_series(SERIES, ["radxa,rock-5b", "rockchip,rk3588"]) == [
         ("soc/rk3588-base.patch", "rockchip,rk3588"), ("board/rock-5b.patch", "radxa,rock-5b")]
     assert matching_series(["board/pinetab2-v0.1.patch"], ["pine64,pinetab2-v2.0"]) == []
+
+
+def test_a_running_series_the_tree_lacks_takes_the_fleet_s_baseline_and_a_foreign_kernel_the_default_image() -> None:
+    draft = make_draft("pt2", "pt2", probe(release="6.1.0-57-arm64\n", owner=None), SERIES, TAGS,
+                       fleet_ref="v6.12.117")
+    manifest = parse_manifest("pt2", "fleet/pt2.yaml", draft.manifest)
+    assert manifest.baseline_ref == "v6.12.117" and "a series the kernel tree lacks: the fleet's baseline" in \
+        draft.manifest
+    assert manifest.install is not None and manifest.install.image == "Image"
+    assert "the running kernel (/Image) is no package's" in draft.manifest
