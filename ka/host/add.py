@@ -41,7 +41,9 @@ class Added:
     written: bool = False
 
     def next_steps(self) -> list[str]:
-        return [f"ka-promote {self.name}", f"ka-build {self.name} --render-only out/{self.name}/build",
+        """What to run next: the build reads the manifest and config from what git tracks, so commit first."""
+        return [f"git add {' '.join(self.files)} && git commit -m 'fleet: add {self.name}'",
+                f"ka-promote {self.name}", f"ka-build {self.name} --render-only out/{self.name}/build",
                 f"ka-install {self.name} --dry-run"]
 
 
