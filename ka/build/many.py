@@ -6,7 +6,6 @@ single build would, with its own log, and its outcome is kept apart: one host's 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,34 +13,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from ka.build.flow import BuildOptions, BuildResult, build
-from ka.errors import EXIT_OK, KaError
+from ka.errors import KaError
 from ka.fleet.infra import Infra
 from ka.fleet.repo import RepoView
+from ka.io.hostruns import HostRun, Notes
 from ka.promote.baseline import KernelTree
 
-WAITING, BUILT, FAILED = "waiting", "built", "failed"
+BUILT, FAILED = "built", "failed"
 
 
 @dataclass
-class HostBuild:
-    """One host's build among many: where it stands, and how it ended."""
+class HostBuild(HostRun):
+    """One host's build among many: where it stands, and how it ended (built, failed)."""
 
-    host: str
-    state: str = WAITING  # waiting, a phase's name while it runs, built, failed
-    started: float | None = None
-    ended: float | None = None
-    last: str = ""  # its last log line
     result: BuildResult | None = None
-    error: str = ""
-    exit_code: int = EXIT_OK
 
     @property
     def build_host(self) -> str:
         return (self.result.build_host if self.result else None) or ""
-
-    def seconds(self, now: float) -> float:
-        """How long it has run (or ran)."""
-        return 0.0 if self.started is None else (self.ended or now) - self.started
 
     def as_dict(self) -> dict[str, Any]:
         got = self.result.as_dict() if self.result else {"host": self.host}
@@ -57,32 +46,22 @@ def build_many(view: RepoView, builds: list[HostBuild], infra: Infra, kernel: Ke
                opts: BuildOptions, *, log_for: Logs, changed: Changed = lambda b: None) -> None:
     """Build each of ``builds``' hosts, several at once; each one's outcome goes into it (none raises)."""
     slots = sum(b.max_builds for b in (infra.build_hosts if opts.trusted else infra.pull_request_build_hosts))
-    lock = threading.Lock()  # changed() sees one host's change at a time
+    note = Notes(changed)
 
     def one(hb: HostBuild) -> None:
         write = log_for(hb.host)
 
-        def note(**what: Any) -> None:
-            with lock:
-                for key, value in what.items():
-                    setattr(hb, key, value)
-                if "state" in what:  # a new output line is no change (a terminal's table redraws by itself)
-                    changed(hb)
-
         def line(text: str) -> None:
             write(text)
-            note(last=text)
-        note(started=time.monotonic(), state="promote", result=BuildResult(hb.host, view.rev))
+            note(hb, last=text)
+        note(hb, started=time.monotonic(), state="promote", result=BuildResult(hb.host, view.rev))
         try:
-            build(view, hb.host, infra, kernel, opts, log=line, phase=lambda name: note(state=name), into=hb.result)
-            note(state=BUILT, ended=time.monotonic())
+            build(view, hb.host, infra, kernel, opts, log=line, phase=lambda name: note(hb, state=name),
+                  into=hb.result)
+            note(hb, state=BUILT, ended=time.monotonic())
         except KaError as exc:
-            note(state=FAILED, ended=time.monotonic(), error=str(exc), exit_code=exc.exit_code)
+            note(hb, state=FAILED, ended=time.monotonic(), error=str(exc), exit_code=exc.exit_code)
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(builds), slots)), thread_name_prefix="ka-build") as pool:
         list(pool.map(one, builds))
 
-
-def worst(builds: list[HostBuild]) -> int:
-    """The exit code of many builds: the worst of theirs (0 when every one was built)."""
-    return max((b.exit_code for b in builds), default=EXIT_OK)

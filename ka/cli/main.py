@@ -473,8 +473,9 @@ def _build_one(view: RepoView, host: str, infra: Any, kernel: KernelTree | None,
 def _build_many(view: RepoView, hosts: list[str], infra: Any, kernel: KernelTree | None, opts: Any,
                 args: argparse.Namespace) -> int:
     """Several hosts' builds at once (ka/build/many.py): a live table, then a row a host; the worst exit code."""
-    from ka.build.many import HostBuild, build_many, worst
+    from ka.build.many import HostBuild, build_many
     from ka.cli.many import LiveHosts
+    from ka.io.hostruns import worst
 
     rows = [HostBuild(h) for h in hosts]
     with _host_logs(opts.out_dir, "build.log", "w") as log_for, \
@@ -542,8 +543,9 @@ def cmd_install(args: argparse.Namespace) -> int:
 def _roll_out(view: RepoView, hosts: list[str], infra: Any, opts: Any, args: argparse.Namespace) -> int:
     """Many hosts' installs in waves (ka/install/waves.py): a live table, then a row a host; the worst exit code."""
     from ka.cli.many import LiveHosts
-    from ka.install.waves import plan, roll_out, worst
+    from ka.install.waves import plan, roll_out
     from ka.io import stopping
+    from ka.io.hostruns import worst
 
     rows = plan(view, hosts)
     with _host_logs(opts.out_dir, "install.log", "a") as log_for, \

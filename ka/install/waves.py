@@ -13,41 +13,34 @@ Each host's install is :func:`ka.install.flow.install`, exactly as for one host,
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ka.errors import EXIT_OK, KaError
+from ka.errors import KaError
 from ka.fleet.infra import Infra
 from ka.fleet.manifest import load_manifest
 from ka.fleet.repo import RepoView
 from ka.install.flow import install
 from ka.install.installer import InstallError, InstallOptions, InstallResult
 from ka.io import stopping
+from ka.io.hostruns import WAITING, HostRun, Notes
 
-WAITING, INSTALLED, FELL_BACK, FAILED, NOT_STARTED = "waiting", "installed", "fell back", "failed", "not started"
+INSTALLED, FELL_BACK, FAILED, NOT_STARTED = "installed", "fell back", "failed", "not started"
 #: a host that ended well: installed and booted, installed with a reboot pending (--no-reboot), planned (--dry-run)
 DONE = {"succeeded": INSTALLED, "pending-reboot": "pending reboot", "dry-run": "dry run"}
 ENDED = (*DONE.values(), FELL_BACK, FAILED, NOT_STARTED)
 
 
 @dataclass
-class HostInstall:
-    """One host of a rollout: its wave, where it stands, how it ended."""
+class HostInstall(HostRun):
+    """One host of a rollout: its wave, where it stands, how it ended (one of ENDED)."""
 
-    host: str
     wave: int = 1
     canary: bool = False
-    state: str = WAITING  # waiting, a phase's name while it runs, then one of ENDED
-    started: float | None = None
-    ended: float | None = None
-    last: str = ""  # its last log line
     result: InstallResult | None = None
-    error: str = ""
-    exit_code: int = EXIT_OK
 
     @property
     def build_host(self) -> str:
@@ -57,9 +50,6 @@ class HostInstall:
     @property
     def backup(self) -> str | None:
         return self.result.backup if self.result else None
-
-    def seconds(self, now: float) -> float:
-        return 0.0 if self.started is None else (self.ended or now) - self.started
 
     def as_dict(self) -> dict[str, Any]:
         got = self.result.as_dict() if self.result else {"host": self.host}
@@ -110,15 +100,7 @@ def roll_out(view: RepoView, rows: list[HostInstall], infra: Infra, opts: Instal
              log_for: Logs, changed: Changed = lambda r: None) -> None:
     """Install on ``rows``' hosts in their order, stopping at the first that does not end installed; each one's
     outcome goes into its row (none raises)."""
-    lock = threading.Lock()
-
-    def note(row: HostInstall, **what: Any) -> None:
-        with lock:
-            for key, value in what.items():
-                setattr(row, key, value)
-            if "state" in what:
-                changed(row)
-
+    note = Notes(changed)
     for group in groups(rows, parallel):
         if stopping.asked() or any(r.state in (FELL_BACK, FAILED) for r in rows):
             break
@@ -130,7 +112,7 @@ def roll_out(view: RepoView, rows: list[HostInstall], infra: Infra, opts: Instal
 
 
 def _one(view: RepoView, row: HostInstall, infra: Infra, opts: InstallOptions, write: Callable[[str], None],
-         note: Callable[..., None]) -> None:
+         note: Notes) -> None:
     def line(text: str) -> None:
         write(text)
         note(row, last=text)
@@ -144,7 +126,3 @@ def _one(view: RepoView, row: HostInstall, infra: Infra, opts: InstallOptions, w
         note(row, result=got, error=str(exc), exit_code=exc.exit_code, ended=time.monotonic(),
              state=FELL_BACK if fell else FAILED)
 
-
-def worst(rows: list[HostInstall]) -> int:
-    """The rollout's exit code: the worst of its hosts' (0 when every host was installed)."""
-    return max((r.exit_code for r in rows), default=EXIT_OK)

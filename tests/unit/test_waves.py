@@ -10,7 +10,7 @@ from ka.fleet.repo import WorkTree
 from ka.install.waves import HostInstall, groups, plan
 from tests.support.fleet import manifest
 
-ROWS = [HostInstall("a", 1), HostInstall("b", 1), HostInstall("c", 2), HostInstall("d", 1), HostInstall("e", 3)]
+ROWS = [HostInstall(host, wave=wave) for host, wave in (("a", 1), ("b", 1), ("c", 2), ("d", 1), ("e", 3))]
 
 
 @pytest.mark.parametrize(("parallel", "expected"), [
@@ -23,7 +23,7 @@ def test_the_canary_goes_alone_then_each_wave(parallel: bool, expected: list[lis
 
 
 def test_one_host_is_its_own_canary() -> None:
-    assert [[r.host for r in g] for g in groups([HostInstall("a", 4)], True)] == [["a"]]
+    assert [[r.host for r in g] for g in groups([HostInstall("a", wave=4)], True)] == [["a"]]
     assert list(groups([], False)) == []
 
 
