@@ -30,21 +30,23 @@ EVICT_AFTER = "30d"  # objects no build used for this long go (a config no longe
 
 @dataclass(frozen=True)
 class Cache:
-    """The cache a build uses: its folder and limit on the build host, and the build's stats log."""
+    """The cache a build uses: its folder and limit on the build host, the base folder of the build folders
+    (the workdir, absolute) and the build's stats log."""
 
     folder: str
     size: str
+    base: str
     stats: str
 
-    def env(self, basedir: str) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         """What the build's environment carries for ccache and for the templates (``KA_CCACHE``)."""
         return {"KA_CCACHE": "1", "CCACHE_DIR": self.folder, "CCACHE_MAXSIZE": self.size,
-                "CCACHE_BASEDIR": basedir, "CCACHE_NOHASHDIR": "1", "CCACHE_STATSLOG": self.stats}
+                "CCACHE_BASEDIR": self.base, "CCACHE_NOHASHDIR": "1", "CCACHE_STATSLOG": self.stats}
 
 
-def find(remote: Remote, bh: BuildHost, host: str, where: str, log: Callable[[str], None]) -> tuple[Cache, str] | None:
-    """The cache for ``host``'s build in the folder ``where`` and the base folder (the workdir, absolute), or
-    None: none configured, or no ccache on the build host (said in the log: the build starts cold)."""
+def find(remote: Remote, bh: BuildHost, host: str, where: str, log: Callable[[str], None]) -> Cache | None:
+    """The cache for ``host``'s build in the folder ``where``, or None: none configured, or no ccache on the
+    build host (said in the log: the build starts cold)."""
     if bh.ccache is None:
         return None
     if not remote.run(["sh", "-c", "command -v ccache"], timeout=60, check=False).ok:
@@ -52,17 +54,17 @@ def find(remote: Remote, bh: BuildHost, host: str, where: str, log: Callable[[st
             f"or set ccache: off for it in fleet/infra.yaml)")
         return None
     base = remote.run(["realpath", "--", bh.workdir], timeout=60).output.strip()
-    cache = Cache(posixpath.join(base, "ccache", host), bh.ccache, posixpath.join(base, posixpath.basename(where),
-                                                                                 STATS))
+    cache = Cache(posixpath.join(base, "ccache", host), bh.ccache, base,
+                  posixpath.join(base, posixpath.basename(where), STATS))
     remote.run(["mkdir", "-p", "--", cache.folder], timeout=60)
-    return cache, base
+    return cache
 
 
-def report(remote: Remote, cache: Cache, env: dict[str, str]) -> str:
+def report(remote: Remote, cache: Cache) -> str:
     """One line on what this build took from the cache; then objects unused for 30 days are evicted (the
     size limit ccache keeps by itself)."""
     res = remote.run(["awk", "--", _COUNT, cache.stats], timeout=120, check=False)
-    remote.run(["ccache", "--evict-older-than", EVICT_AFTER], env=env, timeout=600, check=False)
+    remote.run(["ccache", "--evict-older-than", EVICT_AFTER], env=cache.env(), timeout=600, check=False)
     words = res.output.split()
     hits, misses = (int(w) for w in words) if res.ok and len(words) == 2 else (0, 0)
     if not hits + misses:

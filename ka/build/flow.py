@@ -415,8 +415,7 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
     try:
         env = {**_build_env(folder, opts, epoch, bh), **({"MAKEFLAGS": f"-j{jobs}"} if jobs.isdigit() else {})}
         cache = ccache.find(remote, bh, folder.host, where, line)
-        if cache is not None:
-            env.update(cache[0].env(cache[1]))
+        env.update(cache.env() if cache else {})
         phases("source")
         BUILD[folder.spec.kind.name].source_first(remote, folder, bh, where, env, line)
         phases(tool)
@@ -433,7 +432,7 @@ def _build_there(remote: Remote, bh: BuildHost, where: str, folder: BuildFolder,
         raise BuildError(f"{what} failed on {bh.ssh} (exit {exc.code}); the folder is kept for inspection "
                          f"at {result.remote_folder}", result) from None
     if cache is not None:
-        result.ccache = ccache.report(remote, cache[0], env)
+        result.ccache = ccache.report(remote, cache)
         log(result.ccache)
     phases("fetch")
     out = opts.out_dir / folder.host
