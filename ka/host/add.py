@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ka.errors import EXIT_BAD_INPUT, KaError
-from ka.fleet.manifest import Manifest, host_path, list_hosts, load_manifest, parse_manifest, valid_host_name
+from ka.fleet.manifest import SCOPES, Manifest, host_path, list_hosts, load_manifest, parse_manifest, valid_host_name
 from ka.fleet.repo import DIR, RepoView
 from ka.host.draft import Draft, make_draft
 from ka.host.probe import run_probes
 from ka.io.outputs import Outputs
 from ka.io.runner import run
 from ka.io.ssh import HostKeyRefused, SshSettings, connect
-
-SCOPES = ("arch", "soc", "subsystem", "driver", "module", "board")
 
 
 class HostRefused(KaError):

@@ -10,12 +10,12 @@ import re
 from dataclasses import dataclass, field
 
 from ka.fleet.formats import DEB, PACMAN, PackageFormat
+from ka.fleet.manifest import SCOPES
 from ka.host.probe import EXTLINUX, Probe
 
-ARCHES = {"aarch64": "aarch64", "arm64": "aarch64", "armv7l": "armv7h", "armv8l": "armv7h"}
+ARCHES = ("aarch64", "arm64", "armv7l", "armv8l")  # what uname -m says on arm64 and armhf machines
 ROOM_KIB = 64 << 10  # /boot must take a kernel, its initramfs and the kept copies of both
 TOOLS = {"mkinitcpio": "mkinitcpio", "initramfs-tools": "update-initramfs"}  # an initramfs maker's program
-ORDER = ("arch", "soc", "subsystem", "driver", "module", "board")
 _RELEASE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -28,7 +28,6 @@ class Draft:
     config: str | None = None  # fleet/configs/<name>.config
     refusals: list[str] = field(default_factory=list)
     proposed: list[str] = field(default_factory=list)  # includes matched by name, for the user to confirm
-    notes: list[str] = field(default_factory=list)
 
 
 def refusals(probe: Probe) -> list[str]:
@@ -133,6 +132,9 @@ def make_draft(name: str, ssh: str, probe: Probe, series: list[str], tags: set[s
         draft.refusals.append(f"uname -r says {probe.release or 'nothing'}: the kernel tree has no stable tag of "
                               "that series; import its source (ka baseline import) first")
     includes = _includes(draft, probe, series, like)
+    if probe.config is None:
+        draft.refusals.append(f"zcat /proc/config.gz and cat /boot/config-{probe.release}: neither: the running "
+                              "kernel's config is the starting point of the host's; enable CONFIG_IKCONFIG_PROC")
     if draft.refusals:
         return draft
     install, fmt = install_lines(probe, ssh)
@@ -141,14 +143,10 @@ def make_draft(name: str, ssh: str, probe: Probe, series: list[str], tags: set[s
     text = (f"# fleet/{name}.yaml, written by ka host add from what {ssh} said over ssh: review every line\n"
             + _line("description", _quoted(probe.model or f"{probe.arch} board"), "/proc/device-tree/model")
             + "baseline:\n" + _line("ref", tag or "", why, 2)
-            + f"apply_order: [{', '.join(ORDER)}]\n" + includes
-            + "package:\n" + (_line("config", f"fleet/configs/{name}.config", f"the running kernel's ({config_from})",
-                                    2) if draft.config else "")
+            + f"apply_order: [{', '.join(SCOPES)}]\n" + includes
+            + "package:\n" + _line("config", f"fleet/configs/{name}.config", f"the running kernel's ({config_from})", 2)
             + (_line("format", fmt.name, f"the host installs with {fmt.installer}", 2) if fmt is not PACMAN else "")
             + install)
-    if draft.config is None:
-        draft.refusals.append(f"zcat /proc/config.gz and cat /boot/config-{probe.release}: neither: the running "
-                              "kernel's config is the starting point of the host's; enable CONFIG_IKCONFIG_PROC")
     draft.manifest = text
     return draft
 

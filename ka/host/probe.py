@@ -32,12 +32,11 @@ FIRST = (
 
 @dataclass
 class Probe:
-    """The answers, each with the command that gave it (for the manifest's comments and the refusals)."""
+    """The answers (what → the command's output), and the probes that failed (what → why)."""
 
     host: str
     answers: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # what → why (the command's last line)
-    commands: dict[str, list[str]] = field(default_factory=dict)
 
     def get(self, what: str) -> str | None:
         return self.answers.get(what)
@@ -114,7 +113,6 @@ def run_probes(remote: Remote, host: str, log: Callable[[str], None] = lambda li
 
 def _ask(remote: Remote, probe: Probe, what: str, argv: list[str], log: Callable[[str], None]) -> None:
     res = remote.run(argv, timeout=60, check=False)
-    probe.commands[what] = argv
     if res.ok:
         probe.answers[what] = res.output
     else:

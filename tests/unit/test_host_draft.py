@@ -56,6 +56,7 @@ def test_like_copies_the_includes_of_another_host() -> None:
     ({"tools": "mkinitcpio\n"}, "command -v pacman dpkg: neither"),
     ({"compatible": "acme,board\0"}, "no series under patches/soc or patches/board matches"),
     ({"release": "5.10.0\n"}, "uname -r says 5.10.0: the kernel tree has no stable tag"),  # and no fleet
+    ({"config_gz": None}, "zcat /proc/config.gz and cat /boot/config-6.12.117-1-ARCH: neither"),
 ])
 def test_a_host_kernel_agent_cannot_manage_is_refused_naming_the_probe(changes: dict[str, str | None],
                                                                          said: str) -> None:
