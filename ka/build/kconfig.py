@@ -19,10 +19,12 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ka.errors import ManifestError, Problem, ToolMissing
+from ka.errors import KaError, ManifestError, Problem, ToolMissing
 from ka.fleet.packagespec import PackageSpec
 from ka.fleet.repo import FILE, PathEscapes, RepoView
 from ka.io.runner import run
@@ -150,25 +152,41 @@ def audit_locally(kernel: KernelTree, commit: str, patch: bytes, files: dict[str
                   kernel_arch: str) -> Audit:
     """Configure the patched baseline here as the build host will (``kconfig.sh`` of the build folder
     ``files``) and audit it: only the files configuring needs are taken from the tree (a few seconds)."""
+    with _config_tree(kernel, commit, patch, kernel_arch) as (src, make_vars):
+        inputs = src.parent / "in"
+        inputs.mkdir()
+        for name in ("kconfig.sh", "config", "config.requested"):
+            (inputs / name).write_bytes(files[name])
+        res = run(["sh", str(inputs / "kconfig.sh"), str(inputs), *make_vars], cwd=src, check=False, timeout=600)
+        return Audit(res.ok, (res.stdout + res.stderr).decode("utf-8", "replace").splitlines())
+
+
+def olddefconfig_locally(kernel: KernelTree, commit: str, patch: bytes, config: bytes, kernel_arch: str) -> bytes:
+    """``config`` carried to the patched baseline by its own Kconfig (``make olddefconfig``), the way a
+    maintainer brings an older kernel's config forward; :class:`KaError` with make's words when it fails."""
+    with _config_tree(kernel, commit, patch, kernel_arch) as (src, make_vars):
+        (src / ".config").write_bytes(config)
+        res = run(["make", *make_vars, "olddefconfig"], cwd=src, check=False, timeout=600)
+        if not res.ok:
+            raise KaError(f"make olddefconfig on {commit[:12]} failed:\n{res.err().strip()[-1500:]}")
+        return (src / ".config").read_bytes()
+
+
+@contextmanager
+def _config_tree(kernel: KernelTree, commit: str, patch: bytes, kernel_arch: str) -> Iterator[tuple[Path, list[str]]]:
+    """A temporary folder with the files of the patched baseline that configuring needs, and the make
+    variables (ARCH=, CROSS_COMPILE=) to configure it with; :class:`ToolMissing` without make and gcc."""
     missing = [t for t in ("make", "gcc", "flex", "bison", "awk") if shutil.which(t) is None]
     if missing:
-        raise ToolMissing(f"the config audit runs Kconfig here and needs {', '.join(missing)} "
-                          "(apt-get install make gcc flex bison)")
+        raise ToolMissing(" ".join(missing))  # Kconfig runs here: its conf program is built with gcc
     with tempfile.TemporaryDirectory(prefix="ka-kconfig-") as tmp:
-        src, inputs = Path(tmp) / "src", Path(tmp) / "in"
+        src = Path(tmp) / "src"
         src.mkdir()
-        inputs.mkdir()
         wanted = tuple(p.format(arch=kernel_arch) for p in _NEEDED)
         patched_tree(kernel, commit, patch, src, lambda name: name.startswith(wanted)
                      or name.rsplit("/", 1)[-1].startswith("Kconfig"))
-        for name in ("kconfig.sh", "config", "config.requested"):
-            (inputs / name).write_bytes(files[name])
-        argv = ["sh", str(inputs / "kconfig.sh"), str(inputs), f"ARCH={kernel_arch}"]
         cross = _cross(kernel_arch)
-        if cross:
-            argv.append(f"CROSS_COMPILE={cross}")
-        res = run(argv, cwd=src, check=False, timeout=600)
-        return Audit(res.ok, (res.stdout + res.stderr).decode("utf-8", "replace").splitlines())
+        yield src, [f"ARCH={kernel_arch}"] + ([f"CROSS_COMPILE={cross}"] if cross else [])
 
 
 def _cross(kernel_arch: str) -> str:
