@@ -168,6 +168,8 @@ def _host_args(p: argparse.ArgumentParser) -> None:
                      "from the board's compatible strings)")
     add.add_argument("--accept-key", metavar="SHA256:…", help="pin the host's key when it has this fingerprint "
                      "(checked on the board itself); any other unknown key is refused")
+    add.add_argument("--operator", metavar="LOGIN", help="make this forge login an operator of the host in "
+                     "infra.yaml (who may install and roll back from the forge)")
     add.add_argument("--dry-run", action="store_true", help="print the files instead of writing them")
     add.add_argument("--repo", metavar="DIR", help="the kernel-agent repository (default: found upward)")
     add.add_argument("--kernel-tree", metavar="PATH", help="the kernel git tree, for the baseline's tag "
@@ -192,7 +194,8 @@ def cmd_host_add(args: argparse.Namespace) -> int:
                   accept_key=args.accept_key)
     with Progress("ka host add", live=None if not args.json else False) as progress:
         added = add_host(WorkTree(settings.repo, settings.limits), settings.repo, args.name, args.ssh, ssh,
-                         settings.kernel_tree, like=args.like, dry_run=args.dry_run, log=progress.line)
+                         settings.kernel_tree, like=args.like, dry_run=args.dry_run, operator=args.operator,
+                         log=progress.line)
     if args.json:
         print(json.dumps({"host": added.name, "written": added.written, "files": added.files,
                           "proposed": added.proposed, "next": added.next_steps()}, indent=2))

@@ -143,7 +143,13 @@ def load_infra(view: RepoView) -> Infra:
             return Infra(path=view.display(INFRA))
     except PathEscapes:
         raise ManifestError([Problem(view.display(INFRA), None, "", "is a symlink that leaves fleet/")]) from None
-    doc = Doc(view.display(INFRA), view.read(INFRA).decode("utf-8", "replace"), "infra.yaml")
+    return parse_infra(view.display(INFRA), view.read(INFRA).decode("utf-8", "replace"))
+
+
+def parse_infra(path: str, text: str) -> Infra:
+    """Validate the text of an infra.yaml (``path`` names it in messages); :class:`ManifestError` with every
+    finding."""
+    doc = Doc(path, text, "infra.yaml")
     if doc.data is None:
         return Infra(path=doc.path)
     if not isinstance(doc.data, dict):

@@ -2,9 +2,10 @@
 
 Connect (a host key not in known_hosts is shown and refused unless ``--accept-key`` names its
 fingerprint, then pinned), probe read-only (:mod:`ka.host.probe`), decide the manifest
-(:mod:`ka.host.draft`), validate it with the manifests' own validator, then write
-``fleet/NAME.yaml`` and ``fleet/configs/NAME.config`` together, or nothing (``--dry-run`` prints
-them).  What the host lacks is refused before anything is written, each refusal naming its probe.
+(:mod:`ka.host.draft`), validate it with the manifests' own validator, carry the running kernel's
+config to the baseline (:mod:`ka.host.config`), then write ``fleet/NAME.yaml``,
+``fleet/configs/NAME.config`` (and, with ``--operator``, infra.yaml's operators) together, or nothing
+(``--dry-run`` prints them).  What the host lacks is refused before anything is written, each refusal naming its probe.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ka.errors import EXIT_BAD_INPUT, KaError
+from ka.errors import EXIT_BAD_INPUT, KaError, ToolMissing
+from ka.fleet.infra import INFRA, load_infra, parse_infra
 from ka.fleet.manifest import SCOPES, Manifest, host_path, list_hosts, load_manifest, parse_manifest, valid_host_name
-from ka.fleet.repo import DIR, RepoView
-from ka.host.draft import Draft, make_draft
-from ka.host.probe import run_probes
+from ka.fleet.repo import DIR, FILE, RepoView
+from ka.fleet.series import resolve_series
+from ka.host.config import carry, header
+from ka.host.draft import Draft, make_draft, operator_added, valid_login
+from ka.host.probe import Probe, run_probes
 from ka.io.outputs import Outputs
 from ka.io.runner import run
 from ka.io.ssh import HostKeyRefused, SshSettings, connect
+from ka.promote.baseline import KernelTree
+from ka.promote.cumulative import concatenate
 
 
 class HostRefused(KaError):
@@ -46,10 +52,18 @@ class Added:
 
 
 def add_host(view: RepoView, root: Path, name: str, ssh_name: str, ssh: SshSettings, kernel_tree: Path,
-             like: str | None = None, dry_run: bool = False, log: Callable[[str], None] = lambda line: None) -> Added:
-    """Probe ``ssh_name`` and write host ``name`` into the repository at ``root``; :class:`HostRefused` when it
-    cannot be managed (every reason at once), nothing written then."""
+             like: str | None = None, dry_run: bool = False, operator: str | None = None,
+             log: Callable[[str], None] = lambda line: None) -> Added:
+    """Probe ``ssh_name`` and write host ``name`` into the repository at ``root`` (and ``operator`` into
+    infra.yaml's operators when given); :class:`HostRefused` when it cannot be managed (every reason at
+    once), nothing written then."""
     _check_name(view, name)
+    infra_text = view.read(INFRA).decode("utf-8", "replace") if view.kind(INFRA) == FILE else ""
+    operated = operator_added(infra_text, name, operator) if operator is not None else None
+    if operator is not None and operated is None:
+        raise HostRefused(f"--operator {operator}: " + ("not a login" if not valid_login(operator) else
+                          f"{view.display(INFRA)}'s operators is not a block mapping (host: [logins] a line "
+                          "each) to add a line to: add it by hand") + "; nothing was written")
     model = load_manifest(view, like) if like else _any_host(view)
     copied = (like, [i.text for i in model.includes]) if like and model else None
     try:
@@ -61,10 +75,48 @@ def add_host(view: RepoView, root: Path, name: str, ssh_name: str, ssh: SshSetti
                           "fingerprint: it is then pinned; nothing was written") from None
     draft = make_draft(name, ssh_name, probe, _series(view), _tags(kernel_tree), copied,
                        fleet_ref=model.baseline_ref if model else None)
-    if draft.refusals:
+    manifest = None if draft.refusals else parse_manifest(name, host_path(name), draft.manifest)  # as every one
+    if manifest is not None:
+        draft.refusals += _fleet_lacks(view, manifest)
+    if draft.refusals or manifest is None:
         raise HostRefused(f"{ssh_name} cannot be added as it is; nothing was written:"
                           + "".join(f"\n  - {r}" for r in draft.refusals))
-    return _write(root, name, draft, dry_run)
+    draft.config = _config(view, KernelTree(kernel_tree), manifest, probe, log)
+    added = _added(name, draft)
+    if operated is not None:
+        parse_infra(view.display(INFRA), operated)  # still valid: raises ManifestError naming the line
+        added.files[INFRA] = operated
+    return _write(root, added, dry_run)
+
+
+def _fleet_lacks(view: RepoView, manifest: Manifest) -> list[str]:
+    """What the fleet lacks for the new host: the repository its package format publishes to."""
+    infra, spec = load_infra(view), manifest.install
+    if spec is None or infra.repository_for(spec.kind) is not None:
+        return []
+    key = spec.kind.repository_key
+    return [f"{infra.path} has no {key}: ka-build publishes {manifest.host}'s {spec.kind.installer} packages there "
+            f"and ka-install takes them from it; add one (docs/fleet.md)"]
+
+
+def _config(view: RepoView, kernel: KernelTree, manifest: Manifest, probe: Probe, log: Callable[[str], None]) -> str:
+    """The running kernel's config carried to the manifest's patched baseline; as it is (with a note)
+    where Kconfig cannot run here, for ka-build's audit to list what the baseline lacks."""
+    running, ref = probe.config or "", manifest.baseline_ref
+    source = probe.config_source
+    spec = manifest.package
+    try:
+        patch = concatenate(resolve_series(view, manifest)).data
+        carried = carry(kernel, kernel.commit(ref, f"{manifest.path}: baseline.ref"), patch, running,
+                        spec.kernel_arch if spec else "arm64")
+    except ToolMissing as exc:
+        log(f"config: not carried to {ref}: {exc}")
+        return (f"# fleet/configs/{manifest.host}.config, written by ka host add: the config of the kernel "
+                f"{manifest.host} ran ({probe.release}, {source}), as it was: Kconfig could not run here "
+                f"({exc}); ka-build's audit lists what {ref} lacks\n" + running)
+    log(f"config: {source} carried to {ref}: {len(carried.lost)} options off or gone, {len(carried.changed)} "
+        f"changed, {carried.new} new at their defaults")
+    return header(manifest.host, source, probe.release, ref, carried) + carried.text
 
 
 def _check_name(view: RepoView, name: str) -> None:
@@ -97,12 +149,14 @@ def _tags(tree: Path) -> set[str]:
     return set(res.text().split()) if res.ok else set()
 
 
-def _write(root: Path, name: str, draft: Draft, dry_run: bool) -> Added:
-    manifest = host_path(name)
-    parse_manifest(name, manifest, draft.manifest)  # the validator every manifest meets: raises ManifestError
-    added = Added(name, {manifest: draft.manifest}, draft.proposed)
+def _added(name: str, draft: Draft) -> Added:
+    added = Added(name, {host_path(name): draft.manifest}, draft.proposed)
     if draft.config is not None:
         added.files[f"fleet/configs/{name}.config"] = draft.config
+    return added
+
+
+def _write(root: Path, added: Added, dry_run: bool) -> Added:
     if not dry_run:
         outputs = Outputs()
         for path, text in added.files.items():

@@ -138,17 +138,27 @@ def make_draft(name: str, ssh: str, probe: Probe, series: list[str], tags: set[s
     if draft.refusals:
         return draft
     install, fmt = install_lines(probe, ssh)
-    config_from = "/proc/config.gz" if probe.get("config_gz") else f"/boot/config-{probe.release}"
     draft.config = probe.config
     text = (f"# fleet/{name}.yaml, written by ka host add from what {ssh} said over ssh: review every line\n"
             + _line("description", _quoted(probe.model or f"{probe.arch} board"), "/proc/device-tree/model")
             + "baseline:\n" + _line("ref", tag or "", why, 2)
             + f"apply_order: [{', '.join(SCOPES)}]\n" + includes
-            + "package:\n" + _line("config", f"fleet/configs/{name}.config", f"the running kernel's ({config_from})", 2)
+            + "package:\n" + _line("config", f"fleet/configs/{name}.config",
+                                    f"the running kernel's ({probe.config_source}), carried to {tag}", 2)
             + (_line("format", fmt.name, f"the host installs with {fmt.installer}", 2) if fmt is not PACMAN else "")
+            + _armhf_lines(probe, fmt)
             + install)
     draft.manifest = text
     return draft
+
+
+def _armhf_lines(probe: Probe, fmt: PackageFormat) -> str:
+    """An armhf board's package architecture and the kernel's ARCH (the defaults are arm64's)."""
+    if probe.arch not in ("armv7l", "armv8l"):
+        return ""
+    arch = "armhf" if fmt is DEB else "armv7h"
+    return (_line("arch", arch, f"uname -m: {probe.arch}", 2)
+            + _line("kernel_arch", "arm", f"uname -m: {probe.arch}: a 32-bit ARM kernel", 2))
 
 
 def _includes(draft: Draft, probe: Probe, series: list[str], like: tuple[str, list[str]] | None) -> str:
@@ -168,3 +178,26 @@ def _includes(draft: Draft, probe: Probe, series: list[str], like: tuple[str, li
 
 def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+_LOGIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,38}")  # a forge login
+_OPERATORS = re.compile(r"^operators:[ \t]*(#.*)?$", re.M)
+
+
+def valid_login(login: str) -> bool:
+    """True for what can be a forge login."""
+    return _LOGIN.fullmatch(login) is not None
+
+
+def operator_added(infra: str, host: str, login: str) -> str | None:
+    """``infra`` (the text of infra.yaml) with ``login`` made an operator of ``host``, every other line as it
+    was; None when the login is not one, or ``operators`` is not a block mapping this can add a line to."""
+    if not valid_login(login):
+        return None
+    line = _commented(f"  {host}: [{login}]", "ka host add --operator")
+    found = _OPERATORS.search(infra)
+    if found is not None:
+        return infra[:found.end()] + "\n" + line.rstrip("\n") + infra[found.end():]
+    if re.search(r"^operators\s*:", infra, re.M):
+        return None
+    return infra + ("" if not infra or infra.endswith("\n") else "\n") + "operators:\n" + line

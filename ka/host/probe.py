@@ -95,6 +95,11 @@ class Probe:
         """The running kernel's config: /proc/config.gz, else /boot/config-<release>."""
         return self.get("config_gz") or self.get("config_file")
 
+    @property
+    def config_source(self) -> str:
+        """Where :attr:`config` was read."""
+        return "/proc/config.gz" if self.get("config_gz") else f"/boot/config-{self.release}"
+
 
 def run_probes(remote: Remote, host: str, log: Callable[[str], None] = lambda line: None) -> Probe:
     """Every probe, on ``remote``; the ones that depend on earlier answers after those."""

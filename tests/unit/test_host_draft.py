@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ka.fleet.manifest import parse_manifest
-from ka.host.draft import make_draft, matching_series, stable_tag
+from ka.host.draft import make_draft, matching_series, operator_added, stable_tag
 from ka.host.probe import Probe
 
 EXTLINUX = ("default l0\nlabel l0\n  linux /Image\n  initrd /initramfs-linux.img\n"
@@ -98,3 +98,29 @@ def test_a_running_series_the_tree_lacks_takes_the_fleet_s_baseline_and_a_foreig
         draft.manifest
     assert manifest.install is not None and manifest.install.image == "Image"
     assert "the running kernel (/Image) is no package's" in draft.manifest
+
+
+@pytest.mark.parametrize(("tools", "arch"), [("pacman\nmkinitcpio\n", "armv7h"), ("dpkg\n", "armhf")])
+def test_an_armhf_board_gets_its_package_architecture_and_a_32_bit_kernel(tools: str, arch: str) -> None:
+    draft = make_draft("pt2", "pt2", probe(arch="armv7l\n", tools=tools), SERIES, TAGS)
+    manifest = parse_manifest("pt2", "fleet/pt2.yaml", draft.manifest)
+    assert manifest.package is not None and (manifest.package.arch, manifest.package.kernel_arch) == (arch, "arm")
+
+
+LINE = f"{'  pt2: [kim]':<43} # ka host add --operator\n"
+
+
+@pytest.mark.parametrize(("infra", "after"), [
+    ("", "operators:\n" + LINE),
+    ("backup:\n  ssh: hertz", "backup:\n  ssh: hertz\noperators:\n" + LINE),
+    ("operators:   # who may install\n  ampere: [alice]\nbackup: {}\n",
+     "operators:   # who may install\n" + LINE + "  ampere: [alice]\nbackup: {}\n"),
+    ("operators: {ampere: [alice]}\n", None),  # a flow mapping: edited by hand
+])
+def test_an_operator_is_one_line_more_in_infra_yaml(infra: str, after: str | None) -> None:
+    assert operator_added(infra, "pt2", "kim") == after
+
+
+@pytest.mark.parametrize("login", ["", "-kim", "kim smith", "a" * 40])
+def test_what_is_no_login_is_refused(login: str) -> None:
+    assert operator_added("", "pt2", login) is None
