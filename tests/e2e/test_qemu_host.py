@@ -26,29 +26,10 @@ from ka.packages.sign import sign
 from tests.support import PROJECT, qemuhost
 from tests.support.installlab import CONFIG, INCLUDES, InstallLab, fleet_files, manifest
 from tests.support.kernel import write_fleet
-from tests.support.needs import require
 
 pytestmark = pytest.mark.qemu
 ARTIFACTS = Path(os.environ.get("KA_TEST_ARTIFACTS") or PROJECT / "test-artifacts")
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
-TOOLS = ["qemu-system-aarch64", "qemu-img", "mmdebstrap", "mkfs.ext4", "mkfs.vfat", "sfdisk", "depmod", "bsdtar"]
-
-
-def _missing() -> list[str]:
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    return [t for t in TOOLS if shutil.which(t, path=path) is None] + (
-        [] if qemuhost.UBOOT.exists() else [str(qemuhost.UBOOT)])
-
-
-@pytest.fixture(scope="session")
-def qemu_image() -> qemuhost.Image:
-    """The cached disk image (built on first use: about half a minute here)."""
-    missing = _missing()
-    require(not missing, f"the QEMU host's tools: {', '.join(missing)} (scripts/setup test installs them)")
-    require(os.geteuid() == 0, "root, to build the QEMU host's image (mmdebstrap --mode=root, mkfs.ext4 -d)")
-    return qemuhost.image(log=print)
-
-
 @contextmanager
 def console_kept(machine: qemuhost.Vm, name: str) -> Iterator[qemuhost.Vm]:
     """The VM, stopped at the end, its serial console copied to ARTIFACTS/<name>.serial.log."""
@@ -309,15 +290,6 @@ def test_a_rollout_over_two_hosts_installs_both_then_stops_at_a_canary_that_fall
 
 
 # --- (d) a Debian host: a .deb from the signed apt repository ------------------------------------------
-
-@pytest.fixture(scope="session")
-def deb_image() -> qemuhost.Image:
-    """The Debian flavour: dpkg's database filled, apt, initramfs-tools, u-boot-menu (cached apart)."""
-    missing = _missing()
-    require(not missing, f"the QEMU host's tools: {', '.join(missing)} (scripts/setup test installs them)")
-    require(os.geteuid() == 0, "root, to build the QEMU host's image (mmdebstrap --mode=root, mkfs.ext4 -d)")
-    return qemuhost.image(log=print, flavour="deb")
-
 
 @pytest.fixture
 def apt_served(install_lab: InstallLab) -> Iterator[tuple[Path, int]]:

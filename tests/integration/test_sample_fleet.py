@@ -14,11 +14,11 @@ import pytest
 
 from tests.support import PROJECT
 from tests.support.docs import runnable
+from tests.support.fleet import sample_repo
 from tests.support.kernel import TARBALL, git
 from tests.support.needs import require
 
 ROOT = PROJECT
-SAMPLE_REF = "v6.12.117"
 
 pytestmark = pytest.mark.kernel
 
@@ -30,18 +30,6 @@ def test_import_has_every_file(real_kernel: tuple[Path, str]) -> None:
     files = [m for m in members.decode().splitlines() if not m.endswith("/")]
     assert listed == len(files)
     assert git(tree, "cat-file", "-e", f"{ref}:.gitignore") == b""
-
-
-def _sample_repo(repo: Path, ref: str) -> Path:
-    """A copy of the sample fleet (a git repository) on ``ref``."""
-    shutil.copytree(ROOT / "fleet", repo / "fleet")
-    shutil.copytree(ROOT / "patches", repo / "patches")
-    if ref != SAMPLE_REF:  # a newer Debian point release: the sample patches must still apply on it
-        for m in (repo / "fleet").glob("*.yaml"):
-            m.write_text(m.read_text().replace(f"ref: {SAMPLE_REF}", f"ref: {ref}"))
-    for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "s"]):
-        subprocess.run(["git", "-C", str(repo), *argv], check=True, capture_output=True)
-    return repo
 
 
 def _full_config(repo: Path) -> None:
@@ -61,7 +49,7 @@ def _render(repo: Path, tree: Path, host: str, out: Path) -> subprocess.Complete
 
 def test_every_sample_host_applies(real_kernel: tuple[Path, str], tmp_path: Path) -> None:
     tree, ref = real_kernel
-    repo = _sample_repo(tmp_path / "fleet-repo", ref)
+    repo = sample_repo(tmp_path / "fleet-repo", ref)
     res = subprocess.run([sys.executable, "-m", "ka", "promote", "--all", "--json", "--repo", str(repo),
                           "--kernel-tree", str(tree)], capture_output=True, text=True)
     data = json.loads(res.stdout)
@@ -78,7 +66,7 @@ def test_every_sample_host_config_holds(real_kernel: tuple[Path, str], tmp_path:
     initramfs, its SoC's drivers, and the BES2600 driver its patches add."""
     require(all(shutil.which(t) for t in ("gcc", "flex", "bison")), "gcc, flex and bison (scripts/setup test)")
     tree, ref = real_kernel
-    res = _render(_sample_repo(tmp_path / "fleet-repo", ref), tree, host, tmp_path / "out")
+    res = _render(sample_repo(tmp_path / "fleet-repo", ref), tree, host, tmp_path / "out")
     assert res.returncode == 0, res.stderr
     audit = [ln.strip() for ln in res.stdout.splitlines() if "config audit:" in ln]
     assert len(audit) == 1 and audit[0].startswith("config audit: all ") and audit[0].endswith(
@@ -94,7 +82,7 @@ def test_an_option_kconfig_drops_fails_before_compiling(real_kernel: tuple[Path,
     olddefconfig; the audit names the option, both values and the line that asked, and nothing is built."""
     require(all(shutil.which(t) for t in ("gcc", "flex", "bison")), "gcc, flex and bison (scripts/setup test)")
     tree, ref = real_kernel
-    repo = _sample_repo(tmp_path / "fleet-repo", ref)
+    repo = sample_repo(tmp_path / "fleet-repo", ref)
     (repo / "fleet/configs/ampere.config").write_text(
         '# a full config, cut short\nCONFIG_LOCALVERSION="-ampere"\n# CONFIG_MMC is not set\nCONFIG_MMC_DW_ROCKCHIP=y\n'
         "CONFIG_NO_SUCH_OPTION=m\nCONFIG_MODULES=y\n")
@@ -175,7 +163,7 @@ def test_a_full_config_from_another_machine_passes_the_audit(real_kernel: tuple[
     they are counted apart; every option that has a prompt must hold."""
     require(all(shutil.which(t) for t in ("gcc", "flex", "bison")), "gcc, flex and bison (scripts/setup test)")
     tree, ref = real_kernel
-    repo = _sample_repo(tmp_path / "fleet-repo", ref)
+    repo = sample_repo(tmp_path / "fleet-repo", ref)
     shutil.copy(ROOT / "tests/samples/qemu/virt.config", repo / "fleet/configs/ampere.config")
     _full_config(repo)
     assert "CONFIG_RUSTC_VERSION=" in (repo / "fleet/configs/ampere.config").read_text()
@@ -190,7 +178,7 @@ def test_the_readme_quick_start_runs_as_written(real_kernel: tuple[Path, str], t
     ssh config whose hosts do not answer (none exist yet): each command ends 0 and says what it promises."""
     require(all(shutil.which(t) for t in ("gcc", "flex", "bison")), "gcc, flex and bison (scripts/setup test)")
     tree, ref = real_kernel
-    repo = _sample_repo(tmp_path / "fleet-repo", ref)
+    repo = sample_repo(tmp_path / "fleet-repo", ref)
     home = tmp_path / "home"
     (home / ".cache/kernel-agent").mkdir(parents=True)
     (home / ".cache/kernel-agent/linux-6.12.git").symlink_to(tree)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from ka.fleet.manifest import load_manifest
 from ka.fleet.repo import GitTree, WorkTree
 from ka.fleet.series import resolve_series
+from tests.support import PROJECT
 from tests.support.kernel import BASE_TAG, SmallKernel
 
 MakeRepo = Callable[..., Path]
@@ -68,3 +71,18 @@ def resolved(root: Path, host: str = "h", rev: str | None = None) -> list[str]:
     """The patch files of ``host``'s series, in order, from the work tree (or the commit ``rev``)."""
     view = GitTree(root, rev) if rev else WorkTree(root)
     return [p.path for s in resolve_series(view, load_manifest(view, host)) for p in s.patches]
+
+
+SAMPLE_REF = "v6.12.117"  # the baseline of this repository's sample fleet
+
+
+def sample_repo(repo: Path, ref: str) -> Path:
+    """A copy of the sample fleet (a git repository) on ``ref``."""
+    shutil.copytree(PROJECT / "fleet", repo / "fleet")
+    shutil.copytree(PROJECT / "patches", repo / "patches")
+    if ref != SAMPLE_REF:  # a newer Debian point release: the sample patches must still apply on it
+        for m in (repo / "fleet").glob("*.yaml"):
+            m.write_text(m.read_text().replace(f"ref: {SAMPLE_REF}", f"ref: {ref}"))
+    for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "s"]):
+        subprocess.run(["git", "-C", str(repo), *argv], check=True, capture_output=True)
+    return repo
