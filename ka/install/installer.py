@@ -315,9 +315,21 @@ class Installer:
         if missing:
             raise InstallError(f"{self.host}: the default entry names {', '.join(missing)}, which is not there; "
                                "refused (fix extlinux.conf first)", exit_code=EXIT_BAD_INPUT)
+        self._check_reboot(device)
         modules = posixpath.join(self.spec.modules, running)
         return Preflight(running, installed, record, text, config, device.boot_files(), kept,
                          modules if device.exists(modules) else None)
+
+    def _check_reboot(self, device: Device) -> None:
+        """The reboot command's program is on the host: found before anything changes, not once the kernel is
+        installed (the default, systemctl, is not on a busybox or sysvinit host)."""
+        program = self.spec.commands.reboot[0]
+        if not self.opts.reboot or device.remote.run(["sh", "-c", 'command -v "$1"', "sh", program],
+                                                     timeout=60, check=False).ok:
+            return
+        raise InstallError(f"{self.host}: install.commands.reboot runs {program}, which the host does not have "
+                           f"(command -v {program}); set it to what reboots the host ([reboot] on a busybox or "
+                           "sysvinit one); refused, nothing was changed", exit_code=EXIT_BAD_INPUT)
 
     def check_booted(self, pre: Preflight) -> None:
         """The default entry must hold the running kernel: it is what gets kept as the way back."""

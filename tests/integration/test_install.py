@@ -96,6 +96,20 @@ def test_a_package_with_a_bad_signature_is_refused(install_lab: InstallLab, tmp_
     assert target.snapshot() == before
 
 
+def test_a_host_without_the_reboot_command_is_refused_before_anything_changes(install_lab: InstallLab,
+                                                                             tmp_path: Path) -> None:
+    """Found on a busybox host that has no systemctl: the kernel was installed, then the reboot failed."""
+    target = install_lab.targets.target("nosystemctl")
+    repo = install_lab.fleet(tmp_path / "fleet", "nosystemctl", target)
+    (target.root / "usr/bin/reboot").unlink()
+    before = target.snapshot()
+    for args in ((), ("--dry-run",)):
+        code, data, err = install_lab.install(repo, *args)
+        assert code == 2 and data["state"] == "refused", err
+        assert f"install.commands.reboot runs {target.root}/usr/bin/reboot, which the host does not have" in err
+    assert target.snapshot() == before and target.boots == [OLD]
+
+
 def test_a_failing_hook_is_reported_although_pacman_exits_0(install_lab: InstallLab, tmp_path: Path) -> None:
     target = install_lab.targets.target("hook")
     (target.root / "etc/pacman.d/hooks/90-dkms.hook").write_text(
