@@ -17,6 +17,7 @@ from pathlib import Path
 from ka.errors import EXIT_BAD_INPUT, KaError, ToolMissing
 from ka.fleet.infra import INFRA, load_infra, parse_infra
 from ka.fleet.manifest import SCOPES, Manifest, host_path, list_hosts, load_manifest, parse_manifest, valid_host_name
+from ka.fleet.packagespec import STABLE_GIT
 from ka.fleet.repo import DIR, FILE, RepoView
 from ka.fleet.series import resolve_series
 from ka.host.config import carry, header
@@ -74,7 +75,7 @@ def add_host(view: RepoView, root: Path, name: str, ssh_name: str, ssh: SshSetti
                           "/etc/ssh/ssh_host_ed25519_key.pub on its console), give --accept-key with that "
                           "fingerprint: it is then pinned; nothing was written") from None
     draft = make_draft(name, ssh_name, probe, _series(view), _tags(kernel_tree), copied,
-                       fleet_ref=model.baseline_ref if model else None)
+                       fleet_ref=model.baseline_ref if model else None, source=_source(model))
     manifest = None if draft.refusals else parse_manifest(name, host_path(name), draft.manifest)  # as every one
     if manifest is not None:
         draft.refusals += _fleet_lacks(view, manifest)
@@ -131,6 +132,16 @@ def _any_host(view: RepoView) -> Manifest | None:
     """The fleet's first host, whose baseline a host of a series the kernel tree lacks takes."""
     hosts = list_hosts(view)
     return load_manifest(view, hosts[0]) if hosts else None
+
+
+def _source(model: Manifest | None) -> tuple[str, dict[str, str]] | None:
+    """Where the fleet's builds take the kernel source, when the model host names one (its mirror): the new
+    host builds from the same place."""
+    spec = model.package if model else None
+    if model is None or spec is None or (spec.git == STABLE_GIT and spec.tarball is None):
+        return None
+    keys = {"git": spec.git} if spec.git else {"tarball": spec.tarball, "b2sum": spec.tarball_b2sum}
+    return model.host, {k: v for k, v in keys.items() if v}
 
 
 def _series(view: RepoView) -> list[str]:

@@ -51,6 +51,8 @@ def refusals(probe: Probe) -> list[str]:
     if free is not None and free < ROOM_KIB:
         found.append(f"df -Pk /boot: {free} KiB free, under {ROOM_KIB} KiB: /boot must hold a kernel, its "
                      "initramfs and the kept copies of both; make room there")
+    if not probe.tools & {"systemctl", "reboot"}:
+        found.append("command -v systemctl reboot: neither: ka-install reboots the host into the new kernel")
     if not probe.tools & {"pacman", "dpkg"}:
         found.append("command -v pacman dpkg: neither: kernel-agent installs packages with pacman or apt")
     return found
@@ -110,19 +112,36 @@ def install_lines(probe: Probe, ssh: str) -> tuple[str, PackageFormat]:
     tool = kind.initramfs if TOOLS[kind.initramfs] in probe.tools else "none"
     text += _line("initramfs", tool, f"command -v {TOOLS[kind.initramfs]}" if tool != "none" else
                   f"no {TOOLS[kind.initramfs]}: the kernel must mount its root file system by itself", 2)
-    text += _line("trial_boot", "none", "no boot-once trial: U-Boot's environment runs no ka_trial (fw_printenv)"
-                  if "fw_printenv" in probe.tools else "no fw_printenv to read U-Boot's environment with; "
-                  "docs/install.md says how to set up the boot-once trial", 2)
-    if probe.root_login:
-        text += "  commands:\n" + _line("prefix", "[]", "the ssh user is root (id -u)", 4)
-    return text, kind
+    text += _trial_lines(probe)
+    commands = _line("prefix", "[]", "the ssh user is root (id -u)", 4) if probe.root_login else ""
+    if "systemctl" not in probe.tools:
+        commands += _line("reboot", "[reboot]", "no systemctl (command -v): the host's own reboot", 4)
+    return text + ("  commands:\n" + commands if commands else ""), kind
+
+
+def _trial_lines(probe: Probe) -> str:
+    """``trial_boot: uboot-script`` only where U-Boot runs the ka_trial script and has a FAT partition under
+    /boot to keep its files on; else ``none``, saying which of the two is missing."""
+    fat = probe.fat_under_boot
+    if probe.uboot_trial and fat is not None:
+        return (_line("trial_boot", "uboot-script", "fw_printenv ka_trial: U-Boot runs the boot-once trial", 2)
+                + _line("trial_state", fat, "/proc/mounts: the FAT partition U-Boot writes the trial's mark on", 2))
+    if "fw_printenv" not in probe.tools:
+        why = "no fw_printenv to read U-Boot's environment with"
+    elif not probe.uboot_trial:
+        why = "U-Boot's environment has no ka_trial script (fw_printenv ka_trial)"
+    else:
+        why = "U-Boot runs ka_trial, but no FAT partition is mounted at or under /boot (/proc/mounts)"
+    return _line("trial_boot", "none", f"{why}; docs/install.md sets up the boot-once trial", 2)
 
 
 def make_draft(name: str, ssh: str, probe: Probe, series: list[str], tags: set[str],
-               like: tuple[str, list[str]] | None = None, fleet_ref: str | None = None) -> Draft:
+               like: tuple[str, list[str]] | None = None, fleet_ref: str | None = None,
+               source: tuple[str, dict[str, str]] | None = None) -> Draft:
     """The host's files from its probes: refused when it lacks what kernel-agent needs, or when no series can
     be named (no ``--like`` and none matching the board); the caller validates and writes.  ``fleet_ref``: the
-    baseline of the fleet (of the ``--like`` host), for a host whose running series the kernel tree lacks."""
+    baseline of the fleet (of the ``--like`` host), for a host whose running series the kernel tree lacks;
+    ``source``: (host, package.source keys) where the fleet's builds take the kernel source from."""
     draft = Draft(name, refusals=refusals(probe))
     tag = stable_tag(probe.release, tags)
     why = f"uname -r: {probe.release}; the kernel tree's stable tag"
@@ -147,9 +166,18 @@ def make_draft(name: str, ssh: str, probe: Probe, series: list[str], tags: set[s
                                     f"the running kernel's ({probe.config_source}), carried to {tag}", 2)
             + (_line("format", fmt.name, f"the host installs with {fmt.installer}", 2) if fmt is not PACMAN else "")
             + _armhf_lines(probe, fmt)
+            + _source_lines(source)
             + install)
     draft.manifest = text
     return draft
+
+
+def _source_lines(source: tuple[str, dict[str, str]] | None) -> str:
+    if source is None:
+        return ""
+    host, keys = source
+    return _commented("  source:", f"as {host}'s: the fleet's kernel source") + "".join(
+        f"    {key}: {value}\n" for key, value in keys.items())
 
 
 def _armhf_lines(probe: Probe, fmt: PackageFormat) -> str:

@@ -23,9 +23,10 @@ FIRST = (
     ("extlinux", ["cat", EXTLINUX]),
     ("uid", ["id", "-u"]),
     ("sudo", ["sudo", "-n", "true"]),
-    ("tools", ["sh", "-c", "for t in pacman dpkg mkinitcpio update-initramfs fw_printenv; do "
+    ("tools", ["sh", "-c", "for t in pacman dpkg mkinitcpio update-initramfs fw_printenv systemctl reboot; do "
                            "command -v $t >/dev/null && echo $t; done; true"]),
     ("boot_free", ["df", "-Pk", "/boot"]),
+    ("mounts", ["cat", "/proc/mounts"]),
     ("config_gz", ["sh", "-c", "zcat /proc/config.gz"]),
 )
 
@@ -91,6 +92,19 @@ class Probe:
         return entry.kernel.split()[0] if entry is not None and entry.kernel else None
 
     @property
+    def fat_under_boot(self) -> str | None:
+        """The mount point of a FAT partition at or under /boot (where U-Boot can write a boot-once
+        trial's mark), from /proc/mounts; the shortest when there are several."""
+        points = [words[1] for words in (line.split() for line in (self.get("mounts") or "").splitlines())
+                  if len(words) > 2 and words[2] == "vfat" and (words[1] + "/").startswith("/boot/")]
+        return min(points, key=len) if points else None
+
+    @property
+    def uboot_trial(self) -> bool:
+        """U-Boot's environment holds the ``ka_trial`` script (``fw_printenv ka_trial``)."""
+        return (self.get("uboot_trial") or "").startswith("ka_trial=")
+
+    @property
     def config(self) -> str | None:
         """The running kernel's config: /proc/config.gz, else /boot/config-<release>."""
         return self.get("config_gz") or self.get("config_file")
@@ -108,6 +122,8 @@ def run_probes(remote: Remote, host: str, log: Callable[[str], None] = lambda li
         _ask(remote, probe, what, argv, log)
     if probe.config is None and probe.release:
         _ask(remote, probe, "config_file", ["cat", f"/boot/config-{probe.release}"], log)
+    if "fw_printenv" in probe.tools:
+        _ask(remote, probe, "uboot_trial", ["fw_printenv", "ka_trial"], log)
     image = _booted_image(probe)
     if image and "pacman" in probe.tools:
         _ask(remote, probe, "owner", ["pacman", "-Qqo", image], log)

@@ -64,6 +64,7 @@ def test_a_machine_kernel_agent_cannot_manage_is_refused_with_every_probe_named(
 @pytest.mark.parametrize(("argv", "said"), [
     (["ampere"], "fleet/ampere.yaml exists: ampere is in the fleet already"),
     (["Bad/Name"], "'Bad/Name' is not a host name"),
+    (["newbie", "--operator", "bad/login"], "--operator bad/login: not a login; nothing was written"),
 ])
 def test_a_name_that_cannot_be_a_new_host_is_refused_before_connecting(
         argv: list[str], said: str, make_repo: MakeRepo, small_kernel: SmallKernel, tmp_path: Path,

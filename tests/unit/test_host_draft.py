@@ -13,7 +13,7 @@ EXTLINUX = ("default l0\nlabel l0\n  linux /Image\n  initrd /initramfs-linux.img
 DF = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/mmcblk0p1 261868 81236 180632 32% /boot\n"
 PINETAB = {"arch": "aarch64\n", "release": "6.12.117-1-ARCH\n", "model": "Pine64 PineTab2 v2.0\0",
            "compatible": "pine64,pinetab2-v2.0\0pine64,pinetab2\0rockchip,rk3566\0", "extlinux": EXTLINUX,
-           "uid": "1000\n", "sudo": "", "tools": "pacman\nmkinitcpio\n", "boot_free": DF,
+           "uid": "1000\n", "sudo": "", "tools": "pacman\nmkinitcpio\nsystemctl\n", "boot_free": DF,
            "config_gz": "CONFIG_ARM64=y\n", "owner": "linux-pinetab2\n"}
 SERIES = ["arch/arm64-defconfig-fleet", "soc/rk356x-base", "soc/rk3588-base.patch", "board/pinetab2",
           "board/rock-5b.patch", "driver/bes2600"]
@@ -53,7 +53,8 @@ def test_like_copies_the_includes_of_another_host() -> None:
     ({"extlinux": None}, "cat /boot/extlinux/extlinux.conf: No such file or directory"),
     ({"sudo": None}, "sudo -n true: No such file or directory: ka-install runs its steps as root"),
     ({"boot_free": DF.replace("180632", "2048")}, "df -Pk /boot: 2048 KiB free"),
-    ({"tools": "mkinitcpio\n"}, "command -v pacman dpkg: neither"),
+    ({"tools": "mkinitcpio\nsystemctl\n"}, "command -v pacman dpkg: neither"),
+    ({"tools": "pacman\n"}, "command -v systemctl reboot: neither"),
     ({"compatible": "acme,board\0"}, "no series under patches/soc or patches/board matches"),
     ({"release": "5.10.0\n"}, "uname -r says 5.10.0: the kernel tree has no stable tag"),  # and no fleet
     ({"config_gz": None}, "zcat /proc/config.gz and cat /boot/config-6.12.117-1-ARCH: neither"),
@@ -66,7 +67,7 @@ def test_a_host_kernel_agent_cannot_manage_is_refused_naming_the_probe(changes: 
 
 
 def test_a_root_login_needs_no_sudo_and_a_debian_host_installs_with_apt() -> None:
-    deb = probe(uid="0\n", sudo=None, tools="dpkg\nupdate-initramfs\n", config_gz=None,
+    deb = probe(uid="0\n", sudo=None, tools="dpkg\nupdate-initramfs\nsystemctl\n", config_gz=None,
                 config_file="CONFIG_ARM64=y\n")
     draft = make_draft("pt2", "pt2", deb, SERIES, TAGS)
     manifest = parse_manifest("pt2", "fleet/pt2.yaml", draft.manifest)
@@ -100,7 +101,8 @@ def test_a_running_series_the_tree_lacks_takes_the_fleet_s_baseline_and_a_foreig
     assert "the running kernel (/Image) is no package's" in draft.manifest
 
 
-@pytest.mark.parametrize(("tools", "arch"), [("pacman\nmkinitcpio\n", "armv7h"), ("dpkg\n", "armhf")])
+@pytest.mark.parametrize(("tools", "arch"), [("pacman\nmkinitcpio\nsystemctl\n", "armv7h"),
+                                            ("dpkg\nsystemctl\n", "armhf")])
 def test_an_armhf_board_gets_its_package_architecture_and_a_32_bit_kernel(tools: str, arch: str) -> None:
     draft = make_draft("pt2", "pt2", probe(arch="armv7l\n", tools=tools), SERIES, TAGS)
     manifest = parse_manifest("pt2", "fleet/pt2.yaml", draft.manifest)
@@ -124,3 +126,38 @@ def test_an_operator_is_one_line_more_in_infra_yaml(infra: str, after: str | Non
 @pytest.mark.parametrize("login", ["", "-kim", "kim smith", "a" * 40])
 def test_what_is_no_login_is_refused(login: str) -> None:
     assert operator_added("", "pt2", login) is None
+
+
+MOUNTS = "/dev/mmcblk0p2 / ext4 rw 0 0\n/dev/mmcblk0p1 /boot/state vfat rw 0 0\n"
+
+
+@pytest.mark.parametrize(("changes", "trial", "said"), [
+    ({"tools": "pacman\nfw_printenv\nsystemctl\n", "uboot_trial": "ka_trial=if load mmc 0:1 ...\n", "mounts": MOUNTS},
+     ("uboot-script", "/boot/state"), "fw_printenv ka_trial: U-Boot runs the boot-once trial"),
+    ({"tools": "pacman\nsystemctl\n", "mounts": MOUNTS}, ("none", "/boot"), "no fw_printenv"),
+    ({"tools": "pacman\nfw_printenv\nsystemctl\n", "uboot_trial": None, "mounts": MOUNTS}, ("none", "/boot"),
+     "U-Boot's environment has no ka_trial script"),
+    ({"tools": "pacman\nfw_printenv\nsystemctl\n", "uboot_trial": "ka_trial=x\n",
+      "mounts": MOUNTS.replace("vfat", "ext2")}, ("none", "/boot"), "no FAT partition is mounted at or under /boot"),
+])
+def test_the_boot_once_trial_only_where_u_boot_runs_it(changes: dict[str, str | None], trial: tuple[str, str],
+                                                       said: str) -> None:
+    draft = make_draft("pt2", "pt2", probe(**changes), SERIES, TAGS)
+    spec = parse_manifest("pt2", "fleet/pt2.yaml", draft.manifest).install
+    assert spec is not None and (spec.trial_boot, spec.trial_state) == trial and said in draft.manifest
+
+
+def test_the_fleet_s_kernel_source_is_the_new_host_s() -> None:
+    mirror = ("ampere", {"git": "https://forge.example.org/mirrors/linux.git"})
+    draft = make_draft("pt2", "pt2", probe(), SERIES, TAGS, source=mirror)
+    spec = parse_manifest("pt2", "fleet/pt2.yaml", draft.manifest).package
+    assert spec is not None and spec.git == "https://forge.example.org/mirrors/linux.git"
+    assert "as ampere's: the fleet's kernel source" in draft.manifest
+
+
+@pytest.mark.parametrize(("tools", "reboot"), [("pacman\nsystemctl\nreboot\n", ("systemctl", "reboot")),
+                                              ("pacman\nreboot\n", ("reboot",))])
+def test_a_host_without_systemctl_reboots_with_its_own_reboot(tools: str, reboot: tuple[str, ...]) -> None:
+    spec = parse_manifest("pt2", "fleet/pt2.yaml", make_draft("pt2", "pt2", probe(tools=tools), SERIES, TAGS).manifest
+                          ).install
+    assert spec is not None and spec.commands.reboot == reboot
