@@ -83,22 +83,42 @@ def infra(lab: BuildLab) -> str:
             f"backup:\n  ssh: hertz\n  path: {backups}\n")
 
 
-def fleet(work: Path, lab: BuildLab) -> Path:
-    """This repository's fleet/ and patches/ (as git has them), plus host virt, committed."""
+def fleet(work: Path, lab: BuildLab, virt: bool = True) -> Path:
+    """This repository's fleet/ and patches/ (as git has them), plus host virt (unless not ``virt``), committed."""
     root = work / "fleet"
     tracked = subprocess.run(["git", "-C", str(TESTS.parent), "ls-files", "fleet", "patches"], capture_output=True,
                              text=True, check=True).stdout.split()
     for name in tracked:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(TESTS.parent / name, root / name)
-    (root / "fleet/virt.yaml").write_text(manifest(lab.source))
-    shutil.copy(CONFIG, root / "fleet/configs/virt.config")
+    if virt:
+        (root / "fleet/virt.yaml").write_text(manifest(lab.source))
+        shutil.copy(CONFIG, root / "fleet/configs/virt.config")
     (root / "fleet/infra.yaml").write_text(infra(lab))
+    ampere = root / "fleet/ampere.yaml"  # the fleet's builds take the source from the lab's mirror
+    ampere.write_text(ampere.read_text().replace("package:\n", f"package:\n  source:\n    git: {lab.source}\n", 1))
+    commit(root, "the sample fleet" + (" and host virt" if virt else ""), init=True)
+    return root
+
+
+def commit(root: Path, message: str, init: bool = False) -> None:
     env = {**os.environ, "GIT_AUTHOR_NAME": "Loop", "GIT_AUTHOR_EMAIL": "loop@example.org",
            "GIT_COMMITTER_NAME": "Loop", "GIT_COMMITTER_EMAIL": "loop@example.org"}
-    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "the sample fleet and host virt"]):
+    for argv in ([["init", "-q"]] if init else []) + [["add", "-A"], ["commit", "-qm", message]]:
         subprocess.run(["git", "-C", str(root), *argv], check=True, env=env, capture_output=True)
-    return root
+
+
+def host_add(lab: BuildLab, tree: Path, repo: Path) -> None:
+    """``ka host add virt --ssh virt --like ampere``: the manifest and config from the booted board; then the
+    review a maintainer does for a board without an initramfs tool (host add says the kernel must mount
+    its root by itself): the carried Debian config, whose root path is modules, replaced by the small
+    virt.config whose root path is built in.  Both files committed."""
+    ka(lab, tree, "host", repo, "add", HOST, "--ssh", HOST, "--like", "ampere", host_arg=False)
+    print((repo / f"fleet/{HOST}.yaml").read_text(), flush=True)
+    carried = (repo / f"fleet/configs/{HOST}.config").read_text()
+    print("".join(line + "\n" for line in carried.splitlines() if line.startswith("# ") and "CONFIG_" not in line))
+    shutil.copy(CONFIG, repo / f"fleet/configs/{HOST}.config")
+    commit(repo, f"fleet: add {HOST} (ka host add), config reduced to virt.config")
 
 
 def join(vm: qemuhost.Vm, lab: BuildLab) -> None:
@@ -107,10 +127,11 @@ def join(vm: qemuhost.Vm, lab: BuildLab) -> None:
     qemuhost.trust_key(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST, lab.gnupghome, lab.fingerprint)
 
 
-def ka(lab: BuildLab, tree: Path, verb: str, repo: Path, *args: str) -> None:
+def ka(lab: BuildLab, tree: Path, verb: str, repo: Path, *args: str, host_arg: bool = True) -> None:
     """``ka-<verb> virt`` as a user runs it, its progress shown; a failure ends the loop."""
     env = {**lab.env(), "KA_KERNEL_TREE": str(tree)}
-    res = subprocess.run([sys.executable, "-m", "ka", verb, HOST, "--repo", str(repo), *args], env=env, cwd=repo)
+    res = subprocess.run([sys.executable, "-m", "ka", verb, *([HOST] if host_arg else []), *args, "--repo", str(repo)],
+                         env=env, cwd=repo)
     if res.returncode != 0:
         raise SystemExit(f"fullloop: ka {verb} {HOST} failed (exit {res.returncode})")
 
@@ -194,7 +215,7 @@ def check_tools(tree: Path) -> None:
         raise SystemExit("fullloop: run as root (it starts sshd hosts and builds the QEMU host's image)")
 
 
-def loop(work: Path, tree: Path) -> dict[str, float]:
+def loop(work: Path, tree: Path, added: bool = False) -> dict[str, float]:
     """Run the whole loop in ``work``; the time of each phase."""
     phase = Phases()
     img = phase("image", lambda: qemuhost.image(flavour="pacman-gcc"))
@@ -209,7 +230,9 @@ def loop(work: Path, tree: Path) -> dict[str, float]:
         source = SimpleNamespace(bare=tree)  # make_build_lab copies the tree for the build user
         lab = phase("keys and kernel source", lambda: make_build_lab(lab_ssh, source, work / "lab"))  # type: ignore[arg-type]
         join(vm, lab)
-        repo = fleet(work, lab)
+        repo = fleet(work, lab, virt=not added)
+        if added:
+            phase("ka host add", lambda: host_add(lab, tree, repo))
         phase("ka-promote", lambda: ka(lab, tree, "promote", repo))
         phase("ka-build", lambda: ka(lab, tree, "build", repo))
         phase("ka-install", lambda: ka(lab, tree, "install", repo))
@@ -233,13 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="a folder for the loop's files (default: a new one in /tmp)")
     parser.add_argument("--json", type=Path, help="write the phases' times here")
+    parser.add_argument("--host-add", action="store_true", help="host virt written by ka host add from the booted "
+                        "board (the config then reduced to virt.config), not by this script")
     args = parser.parse_args(argv)
     tree = Path(os.environ.get("KA_KERNEL_TREE") or Path.home() / ".cache/kernel-agent/linux-6.12.git")
     check_tools(tree)
     work = (args.work or Path(tempfile.mkdtemp(prefix="ka-loop-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    times = loop(work, tree)
+    times = loop(work, tree, added=args.host_add)
     times["total"] = round(time.monotonic() - start, 1)
     print("\n| phase | seconds |\n|---|---|\n" + "".join(f"| {k} | {v:.0f} |\n" for k, v in times.items()))
     if args.json:
