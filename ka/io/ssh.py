@@ -162,10 +162,13 @@ class Held:
     def __init__(self, channel: paramiko.Channel) -> None:
         self._channel = channel
 
-    def close(self) -> None:
-        """End the command: its standard input reaches its end, and the channel closes."""
+    def close(self, timeout: float = 30.0) -> None:
+        """End the command: its standard input reaches its end, and once it has exited (within ``timeout``;
+        at once when the connection is gone) the channel closes.  Returning only then means that what it
+        held is free: the build slot's lock is released before the next ka-build may look for it."""
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             self._channel.shutdown_write()
+            self._channel.status_event.wait(timeout)
         self._channel.close()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ka.errors import KaError
-from ka.io.ssh import HostKeyRefused, RemoteFailed, SshError, SshSettings, Unreachable, connect
+from ka.io.ssh import Completed, HostKeyRefused, RemoteFailed, SshError, SshSettings, Unreachable, connect
 from tests.support.sshhosts import SshLab
 
 
@@ -139,3 +139,14 @@ def test_a_connection_dropped_under_sftp_is_unreachable_and_closes_quietly(ssh_l
     with pytest.raises(Unreachable):
         sftp.put(str(local), "big")
     remote.close()  # no EOFError
+
+
+def test_a_held_command_has_exited_when_close_returns(ssh_lab: SshLab) -> None:
+    """A build slot's flock must be free once ka-build released it: a CI run's next step found the build
+    host's folder still busy (umount) because close returned while the command was still ending."""
+    done = ssh_lab.user_folder("held") / "done"
+    with connect(settings(ssh_lab), "boltzmann") as remote:
+        held = remote.hold(["sh", "-c", f"cat; sleep 1; touch {done}"], "ready")
+        assert not isinstance(held, Completed)
+        held.close()
+        assert done.exists()
