@@ -59,12 +59,7 @@ def add_host(view: RepoView, root: Path, name: str, ssh_name: str, ssh: SshSetti
     infra.yaml's operators when given); :class:`HostRefused` when it cannot be managed (every reason at
     once), nothing written then."""
     _check_name(view, name)
-    infra_text = view.read(INFRA).decode("utf-8", "replace") if view.kind(INFRA) == FILE else ""
-    operated = operator_added(infra_text, name, operator) if operator is not None else None
-    if operator is not None and operated is None:
-        raise HostRefused(f"--operator {operator}: " + ("not a login" if not valid_login(operator) else
-                          f"{view.display(INFRA)}'s operators is not a block mapping (host: [logins] a line "
-                          "each) to add a line to: add it by hand") + "; nothing was written")
+    operated = _operated(view, name, operator) if operator is not None else None
     model = load_manifest(view, like) if like else _any_host(view)
     copied = (like, [i.text for i in model.includes]) if like and model else None
     try:
@@ -88,6 +83,18 @@ def add_host(view: RepoView, root: Path, name: str, ssh_name: str, ssh: SshSetti
         parse_infra(view.display(INFRA), operated)  # still valid: raises ManifestError naming the line
         added.files[INFRA] = operated
     return _write(root, added, dry_run)
+
+
+def _operated(view: RepoView, name: str, operator: str) -> str:
+    """infra.yaml's text with ``operator`` made an operator of ``name``; refused before connecting when it
+    cannot be (not a login, or operators is not a block mapping to add a line to)."""
+    text = view.read(INFRA).decode("utf-8", "replace") if view.kind(INFRA) == FILE else ""
+    operated = operator_added(text, name, operator)
+    if operated is None:
+        raise HostRefused(f"--operator {operator}: " + ("not a login" if not valid_login(operator) else
+                          f"{view.display(INFRA)}'s operators is not a block mapping (host: [logins] a line "
+                          "each) to add a line to: add it by hand") + "; nothing was written")
+    return operated
 
 
 def _fleet_lacks(view: RepoView, manifest: Manifest) -> list[str]:
