@@ -49,3 +49,22 @@ def test_serves_and_records() -> None:
         assert fake.violations == []
     finally:
         fake.stop()
+
+
+def test_a_request_cut_off_before_its_body_creates_nothing() -> None:
+    """A bot killed after sending a status's headers: the fake once recorded that as a status created, with no
+    body, and a test reading the statuses failed on it."""
+    import socket
+    import time
+
+    fake = FakeForgejo().start()
+    try:
+        with socket.create_connection(("127.0.0.1", fake.port)) as sock:
+            sock.sendall(f"POST {API}/statuses/abc HTTP/1.1\r\nHost: x\r\nAuthorization: token {fake.token}\r\n"
+                         "Content-Type: application/json\r\nContent-Length: 48\r\n\r\n".encode())
+        deadline = time.monotonic() + 10
+        while not fake.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.statuses() == [] and [c.status for c in fake.calls] == [400]
+    finally:
+        fake.stop()

@@ -214,6 +214,10 @@ class FakeForgejo:
         length = int(req.headers.get("Content-Length") or 0)
         raw = req.rfile.read(length) if length else b""
         query = parse_qs(parts.query)
+        if len(raw) < length:  # the client died mid-request (a killed bot): Forgejo reads an unexpected EOF
+            with self._lock:    # and creates nothing; the answer reaches no one
+                self.calls.append(Call(req.command, parts.path, query, None, 400))
+            return
         call = Call(req.command, parts.path, query, json.loads(raw) if raw.strip() else None)
         problems = self.spec.check(req.command, parts.path, query, raw)
         status, body = self._answer(req, call, problems)
