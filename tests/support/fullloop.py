@@ -74,16 +74,20 @@ def manifest(source: str) -> str:
             "    reboot: [reboot]\n  heartbeat:\n    down: 120\n    up: 300\n")
 
 
-def infra(lab: BuildLab) -> str:
+def infra(lab: BuildLab, apt: Path | None = None) -> str:
+    """The lab's machines; with ``apt``, an apt repository in that folder, which the guest reaches over HTTP as
+    http://10.0.2.100 (a guestfwd relay to a server on loopback)."""
     repo, backups = lab.ssh.user_folder("loop", "repo"), lab.ssh.user_folder("loop", "backups")
     work = lab.ssh.user_folder("loop", "builds")
-    return (f"build_hosts:\n  - ssh: builder\n    workdir: {work}\n    cross_compile: aarch64-linux-gnu-\n"
-            f"repository:\n  ssh: hertz\n  path: {repo}\n  name: fleet\n  url: file://{repo}\n"
-            f"  key: {lab.fingerprint}\n  gnupghome: {lab.repo_gnupghome}\n"
-            f"backup:\n  ssh: hertz\n  path: {backups}\n")
+    served = (f"apt_repository:\n  ssh: hertz\n  path: {apt}\n  name: fleet\n  url: http://10.0.2.100\n"
+              f"  key: {lab.fingerprint}\n  gnupghome: {lab.repo_gnupghome}\n") if apt else ""
+    return served + (f"build_hosts:\n  - ssh: builder\n    workdir: {work}\n    cross_compile: aarch64-linux-gnu-\n"
+                     f"repository:\n  ssh: hertz\n  path: {repo}\n  name: fleet\n  url: file://{repo}\n"
+                     f"  key: {lab.fingerprint}\n  gnupghome: {lab.repo_gnupghome}\n"
+                     f"backup:\n  ssh: hertz\n  path: {backups}\n")
 
 
-def fleet(work: Path, lab: BuildLab, virt: bool = True) -> Path:
+def fleet(work: Path, lab: BuildLab, virt: bool = True, apt: Path | None = None) -> Path:
     """This repository's fleet/ and patches/ (as git has them), plus host virt (unless not ``virt``), committed."""
     root = work / "fleet"
     tracked = subprocess.run(["git", "-C", str(TESTS.parent), "ls-files", "fleet", "patches"], capture_output=True,
@@ -94,7 +98,7 @@ def fleet(work: Path, lab: BuildLab, virt: bool = True) -> Path:
     if virt:
         (root / "fleet/virt.yaml").write_text(manifest(lab.source))
         shutil.copy(CONFIG, root / "fleet/configs/virt.config")
-    (root / "fleet/infra.yaml").write_text(infra(lab))
+    (root / "fleet/infra.yaml").write_text(infra(lab, apt))
     ampere = root / "fleet/ampere.yaml"  # the fleet's builds take the source from the lab's mirror
     ampere.write_text(ampere.read_text().replace("package:\n", f"package:\n  source:\n    git: {lab.source}\n", 1))
     commit(root, "the sample fleet" + (" and host virt" if virt else ""), init=True)
@@ -121,10 +125,11 @@ def host_add(lab: BuildLab, tree: Path, repo: Path) -> None:
     commit(repo, f"fleet: add {HOST} (ka host add), config reduced to virt.config")
 
 
-def join(vm: qemuhost.Vm, lab: BuildLab) -> None:
-    """The VM as ssh host ``virt`` of the lab; its pacman trusts the fleet's key."""
+def join(vm: qemuhost.Vm, lab: BuildLab, pacman: bool = True) -> None:
+    """The VM as ssh host ``virt`` of the lab; its pacman trusts the fleet's key (apt's is ka-install's to add)."""
     vm.join(lab.ssh.config, lab.ssh.known_hosts, HOST)
-    qemuhost.trust_key(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST, lab.gnupghome, lab.fingerprint)
+    if pacman:
+        qemuhost.trust_key(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST, lab.gnupghome, lab.fingerprint)
 
 
 def ka(lab: BuildLab, tree: Path, verb: str, repo: Path, *args: str, host_arg: bool = True) -> None:
@@ -215,12 +220,17 @@ def check_tools(tree: Path) -> None:
         raise SystemExit("fullloop: run as root (it starts sshd hosts and builds the QEMU host's image)")
 
 
-def loop(work: Path, tree: Path, added: bool = False) -> dict[str, float]:
-    """Run the whole loop in ``work``; the time of each phase."""
+def loop(work: Path, tree: Path, added: bool = False, deb: bool = False) -> dict[str, float]:
+    """Run the whole loop in ``work``; the time of each phase.  ``deb``: the Debian flavour of the host, its
+    kernel a .deb that ka-build publishes with reprepro and ka-install takes from the apt repository."""
     phase = Phases()
-    img = phase("image", lambda: qemuhost.image(flavour="pacman-gcc"))
-    vm = qemuhost.Vm(img, work / "vm")
+    img = phase("image", lambda: qemuhost.image(flavour="deb" if deb else "pacman-gcc"))
     lab_ssh = sshhosts.make_lab()
+    apt = lab_ssh.user_folder("loop", "apt") if deb else None
+    port = qemuhost.free_port()
+    vm = qemuhost.Vm(img, work / "vm", guestfwd=[qemuhost.http_forward(port, work / "relay")] if apt else [])
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(apt),
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if apt else None
     lab: BuildLab | None = None
     try:
         phase("boot the host", lambda: vm.start().wait_ssh())
@@ -229,8 +239,8 @@ def loop(work: Path, tree: Path, added: bool = False) -> dict[str, float]:
         (work / "lab").mkdir(exist_ok=True)
         source = SimpleNamespace(bare=tree)  # make_build_lab copies the tree for the build user
         lab = phase("keys and kernel source", lambda: make_build_lab(lab_ssh, source, work / "lab"))  # type: ignore[arg-type]
-        join(vm, lab)
-        repo = fleet(work, lab, virt=not added)
+        join(vm, lab, pacman=not deb)
+        repo = fleet(work, lab, virt=not added, apt=apt)
         if added:
             phase("ka host add", lambda: host_add(lab, tree, repo))
         phase("ka-promote", lambda: ka(lab, tree, "promote", repo))
@@ -239,12 +249,18 @@ def loop(work: Path, tree: Path, added: bool = False) -> dict[str, float]:
         with connect(SshSettings(lab.ssh.config, lab.ssh.known_hosts), HOST) as host:
             running = host.run(["uname", "-r"]).output.strip()
         print(f"fullloop: {HOST} runs {running}")
+        if deb:
+            if not running.startswith("6.12.117"):
+                raise SystemExit(f"fullloop: {HOST} runs {running}, not the 6.12.117 kernel ka-build made")
+            return phase.times
         if running != RELEASE:
             raise SystemExit(f"fullloop: {HOST} runs {running}, not {RELEASE}, the kernel ka-build made")
         phase("module built on the host against the headers, loaded", lambda: module_on_host(lab, repo))
         phase("make pacman-pkg of the same tree and config, compared", lambda: upstream_pacman_pkg(lab, repo))
         return phase.times
     finally:
+        if server is not None:
+            server.kill()
         vm.stop()
         shutil.copy(vm.serial, work / "serial.log") if vm.serial.exists() else None
         lab_ssh.stop()
@@ -258,13 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the phases' times here")
     parser.add_argument("--host-add", action="store_true", help="host virt written by ka host add from the booted "
                         "board (the config then reduced to virt.config), not by this script")
+    parser.add_argument("--deb", action="store_true", help="the Debian flavour of the host: a .deb from an apt "
+                        "repository (implies --host-add: the manifest then says format deb)")
     args = parser.parse_args(argv)
     tree = Path(os.environ.get("KA_KERNEL_TREE") or Path.home() / ".cache/kernel-agent/linux-6.12.git")
     check_tools(tree)
     work = (args.work or Path(tempfile.mkdtemp(prefix="ka-loop-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    times = loop(work, tree, added=args.host_add)
+    times = loop(work, tree, added=args.host_add or args.deb, deb=args.deb)
     times["total"] = round(time.monotonic() - start, 1)
     print("\n| phase | seconds |\n|---|---|\n" + "".join(f"| {k} | {v:.0f} |\n" for k, v in times.items()))
     if args.json:
