@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deb", action="store_true", help="the Debian flavour of the host: a .deb from an apt "
                         "repository (implies --host-add: the manifest then says format deb)")
     args = parser.parse_args(argv)
+    # a loop stopped with kill (SIGTERM) still stops its VM, sshd hosts and gpg agents: its finally runs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     tree = Path(os.environ.get("KA_KERNEL_TREE") or Path.home() / ".cache/kernel-agent/linux-6.12.git")
     check_tools(tree)
     work = (args.work or Path(tempfile.mkdtemp(prefix="ka-loop-"))).resolve()
